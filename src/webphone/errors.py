@@ -1,0 +1,87 @@
+"""The exception hierarchy: every error webphone raises derives from `WebPhoneError`.
+
+Messages say what went wrong, with the offending value where it is safe to show, and what to do
+about it. No message ever contains the SIP password.
+"""
+
+from __future__ import annotations
+
+
+class WebPhoneError(Exception):
+    """Root of every webphone error."""
+
+
+class SipInfoError(WebPhoneError, ValueError):
+    """A sipInfo document is missing a field or has a field of the wrong shape."""
+
+
+class SipParseError(WebPhoneError, ValueError):
+    """Bytes that are not a valid SIP message; the message says what and where."""
+
+
+class TransportError(WebPhoneError, ConnectionError):
+    """The WebSocket to the SIP server could not be opened or was lost."""
+
+
+class SipTimeoutError(WebPhoneError, TimeoutError):
+    """The SIP server did not answer a request in time."""
+
+
+class SipStatusError(WebPhoneError):
+    """A request ended with a final non-2xx response.
+
+    `status_code` and `reason` are the response's; `method` is the request's.
+    """
+
+    def __init__(self, method: str, status_code: int, reason: str, detail: str = "") -> None:
+        self.method = method
+        self.status_code = status_code
+        self.reason = reason
+        text = f"{method} failed: {status_code} {reason}"
+        super().__init__(f"{text}. {detail}" if detail else text)
+
+
+class RegistrationError(WebPhoneError):
+    """REGISTER did not succeed."""
+
+
+class AuthenticationError(RegistrationError):
+    """The server rejected the credentials (authorizationId / password)."""
+
+
+class TooManyContactsError(RegistrationError):
+    """The extension already has the maximum number of live registrations (603)."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(
+            "REGISTER was refused with 603 Too Many Contacts: this extension already has 5 live "
+            "registrations with distinct instance ids (RingCentral's limit; a Kamailio or other "
+            "registrar may set another). A slot frees up when a device unregisters or when its "
+            "binding expires without refresh (about 1 minute for a crashed device). Reuse one "
+            "instance_id per device, or run several processes of one extension as a group with "
+            "webphone.SharedWebPhone, which holds a single registration for all of them."
+            + (f" ({detail})" if detail else "")
+        )
+
+
+class CallError(WebPhoneError):
+    """A call action could not be carried out (wrong state, rejected by the peer, ...)."""
+
+
+class NotRealPhoneError(WebPhoneError):
+    """SIP work was asked of a phone built on DummySipClient, which opens no connection."""
+
+
+class NoRealPhoneError(WebPhoneError):
+    """A dummy's action found no real phone in its group before the deadline."""
+
+
+class ActionInterruptedError(WebPhoneError):
+    """The real phone accepted an action and then died or was deposed before answering.
+
+    The action may or may not have taken effect; it is never run a second time.
+    """
+
+
+class GroupProtocolError(WebPhoneError, ValueError):
+    """A frame between group members was malformed, too large, or not allowed."""
