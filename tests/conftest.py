@@ -11,12 +11,17 @@ import itertools
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from support.baresip import Baresip
 from support.kamailio import Kamailio
 from support.procs import log_tails_since
+from support.redis_server import RedisServer
+from support.sipp import SippResult, run_sipp, run_sipp_async
 
 # -- skip / fail when a tool is missing ----------------------------------------------------------
 
@@ -117,3 +122,107 @@ def kamailio_proc(tmp_path: os.PathLike[str]) -> Iterator[Callable[..., Kamailio
     finally:
         for kam in made:
             kam.close()
+
+
+# -- redis ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh redis-server per test (about 30 ms): 127.0.0.1, free port, no persistence.
+
+    `.url`, `.host`, `.port`, `.ping()`, `.stop()`, `.start()` (same port, empty data),
+    `.restart()`, `.pause()`/`.resume()` (SIGSTOP/SIGCONT), `await .astart()/.astop()`.
+    """
+    require_binary("redis-server", "redis-server")
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# -- baresip -------------------------------------------------------------------------------------
+
+BaresipFactory = Callable[..., Awaitable[Baresip]]
+
+
+@pytest.fixture
+async def baresip(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BaresipFactory]:
+    """Async factory of registered baresip peers (UDP) on a Kamailio.
+
+    `bob = await baresip("bob")` -> started, `reginfo` OK. Keywords: `ice=True` (WebRTC-style
+    medianat=ice + mediaenc=dtls_srtp, needed to call webphone), `answermode="auto"`,
+    `register=False` (don't wait for OK), `kam=<Kamailio>` (default: the session `kamailio`
+    fixture), anything else goes to `Baresip(...)`. The user's bindings are cleared before start
+    and after stop; every peer is stopped at teardown.
+    """
+    require_binary("baresip", "baresip-core")
+    made: list[tuple[Baresip, Kamailio]] = []
+
+    async def factory(
+        user: str = "bob",
+        *,
+        ice: bool = False,
+        answermode: str = "manual",
+        register: bool = True,
+        kam: Kamailio | None = None,
+        **kwargs: Any,
+    ) -> Baresip:
+        k = kam if kam is not None else request.getfixturevalue("kamailio")
+        k.clear_bindings(user)
+        bs = Baresip(
+            tmp_path / f"baresip{len(made)}-{user}", user, k.password(user),
+            registrar=k.sip_uri_host, domain=k.domain, ice=ice, answermode=answermode, **kwargs,
+        )  # fmt: skip
+        made.append((bs, k))
+        await bs.start()
+        if register:
+            await bs.wait_registered()
+        return bs
+
+    try:
+        yield factory
+    finally:
+        for bs, k in reversed(made):
+            await bs.stop()
+            if k.running and not k.paused:
+                k.clear_bindings(bs.user)
+
+
+# -- sipp ----------------------------------------------------------------------------------------
+
+
+class SippRunner:
+    """`sipp("invite_404.xml", "nobody")` runs a scenario against the session Kamailio's UDP
+    port (or `target="127.0.0.1:PORT"`); `await sipp.arun(...)` runs it in a thread."""
+
+    def __init__(self, request: pytest.FixtureRequest, workdir: Path) -> None:
+        self._request = request
+        self._workdir = workdir
+        self._n = itertools.count()
+
+    def _args(self, target: str | None, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        if target is None:
+            target = self._request.getfixturevalue("kamailio").sip_uri_host
+        kwargs.setdefault("workdir", self._workdir / f"sipp{next(self._n)}")
+        return target, kwargs
+
+    def __call__(
+        self, scenario: str, service: str, target: str | None = None, **kwargs: Any
+    ) -> SippResult:
+        target, kwargs = self._args(target, kwargs)
+        return run_sipp(scenario, target, service=service, **kwargs)
+
+    async def arun(
+        self, scenario: str, service: str, target: str | None = None, **kwargs: Any
+    ) -> SippResult:
+        target, kwargs = self._args(target, kwargs)
+        return await run_sipp_async(scenario, target, service=service, **kwargs)
+
+
+@pytest.fixture
+def sipp(request: pytest.FixtureRequest, tmp_path: Path) -> SippRunner:
+    require_binary("sipp", "sip-tester")
+    return SippRunner(request, tmp_path)

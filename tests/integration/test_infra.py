@@ -217,3 +217,89 @@ async def test_kamailio_proc_pause_resume_restart(kamailio_proc) -> None:
         await _ws_register(kam, ws, "alice")
     kam.stop()
     assert not kam.running
+
+
+# -- redis ---------------------------------------------------------------------------------------
+
+
+def _resp(port: int, *args: str) -> bytes:
+    import socket
+
+    cmd = f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        s.sendall(cmd.encode())
+        return s.recv(4096)
+
+
+@pytest.mark.redis
+async def test_redis_ping_no_persistence_and_restart(redis_server) -> None:
+    import redis.asyncio as aioredis
+
+    assert redis_server.ping()
+    assert redis_server.url == f"redis://127.0.0.1:{redis_server.port}/0"
+    assert _resp(redis_server.port, "CONFIG", "GET", "save") == b"*2\r\n$4\r\nsave\r\n$0\r\n\r\n"
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        assert await client.set("k", "v")
+        port = redis_server.port
+        await redis_server.astop()
+        assert not redis_server.ping()
+        with pytest.raises(aioredis.ConnectionError):
+            await client.get("k")
+        await redis_server.astart()
+        assert redis_server.port == port
+        assert await client.get("k") is None  # reconnects; nothing was persisted
+    finally:
+        await client.aclose()
+
+
+# -- baresip + sipp ------------------------------------------------------------------------------
+
+
+@pytest.mark.kamailio
+@pytest.mark.baresip
+async def test_baresip_registers_and_calls(kamailio: Kamailio, baresip) -> None:
+    bob, carol = await asyncio.gather(baresip("bob"), baresip("carol"))
+    assert "OK" in await bob.reginfo()
+    [binding] = kamailio.bindings("bob")
+    assert (
+        binding["contact"].startswith("sip:bob-")
+        and f"127.0.0.1:{bob.sip_port}" in binding["contact"]
+    )
+    await bob.dial("sip:carol@sip.test")
+    incoming = await carol.wait_event("CALL_INCOMING", 5)
+    assert incoming["peeruri"] == "sip:bob@sip.test"
+    await carol.accept()
+    await bob.wait_event("CALL_ESTABLISHED", 5)
+    await carol.wait_event("CALL_ESTABLISHED", 5)
+    assert "/hold" in await bob.help()  # call commands only exist during a call
+    await bob.hangup()
+    await carol.wait_event("CALL_CLOSED", 5)
+    await bob.stop()
+    await kamailio.wait_bindings("bob", 0, timeout=5)  # quit unregisters
+
+
+@pytest.mark.kamailio
+@pytest.mark.baresip
+async def test_baresip_ice_account_registers(kamailio: Kamailio, baresip) -> None:
+    bob = await baresip("bob", ice=True)
+    assert "medianat=ice" in (bob.confdir / "accounts").read_text()
+    assert len(kamailio.bindings("bob")) == 1
+
+
+@pytest.mark.kamailio
+def test_sipp_invite_unregistered_user_gets_404(sipp) -> None:
+    res = sipp("invite_404.xml", "nobody")
+    assert res.returncode == 0, res.logs()
+    assert "SIP/2.0 404 Not Found" in res.messages
+
+
+@pytest.mark.kamailio
+@pytest.mark.baresip
+async def test_sipp_uac_rr_calls_baresip(baresip, sipp) -> None:
+    bob = await baresip("bob", answermode="auto")
+    res = await sipp.arun("uac_rr.xml", "bob")
+    assert res.returncode == 0, res.logs()
+    assert "Record-Route" in res.messages
+    await bob.wait_event("CALL_ESTABLISHED", 5)
+    await bob.wait_event("CALL_CLOSED", 5)
