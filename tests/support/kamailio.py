@@ -168,26 +168,21 @@ class Kamailio:
         self.ctl_path = self._ctl_dir / "ctl.sock"
         self.ctl_sock = f"unix:{self.ctl_path}"
         self.log_path = self.workdir / f"{name}.log"
+        self._own_ports = sip_port is None and ws_port is None
+        self._name = name
+        self._defines = dict(defines or {})
+        self.proc = self._make_proc()
+
+    def _make_proc(self) -> ManagedProcess:
         argv = [
-            "kamailio",
-            "-DD",
-            "-E",
-            "-f",
-            str(self.cfg),
-            "-m",
-            "64",
-            "-M",
-            "8",
-            "-A",
-            f"SIP_PORT={self.sip_port}",
-            "-A",
-            f"WS_PORT={self.ws_port}",
-            "-A",
-            f'CTL_SOCK="{self.ctl_sock}"',
-        ]
-        for key, value in (defines or {}).items():
+            "kamailio", "-DD", "-E", "-f", str(self.cfg), "-m", "64", "-M", "8",
+            "-A", f"SIP_PORT={self.sip_port}",
+            "-A", f"WS_PORT={self.ws_port}",
+            "-A", f'CTL_SOCK="{self.ctl_sock}"',
+        ]  # fmt: skip
+        for key, value in self._defines.items():
             argv += ["-A", f"{key}={value}"]
-        self.proc = ManagedProcess(name, argv, self.log_path)
+        return ManagedProcess(self._name, argv, self.log_path)
 
     # -- addresses ---------------------------------------------------------------------------
 
@@ -226,20 +221,37 @@ class Kamailio:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self, timeout: float = 10.0) -> None:
-        """Start and wait until the WebSocket port accepts (fails with the log tail)."""
-        if self.ctl_path.exists():
-            self.ctl_path.unlink()  # stale socket from a SIGKILLed run
-        self.proc.start()
-        try:
-            wait_tcp(HOST, self.ws_port, timeout, alive=lambda: self.proc.running)
-            wait_until_sync(self.ctl_path.exists, timeout, message="kamailio ctl socket")
-        except (RuntimeError, TimeoutError) as exc:
-            tail = self.proc.log_tail(40)
-            self.proc.stop()
-            raise ProcessDiedError(
-                f"kamailio did not come up on {self.ws_url}: {exc}\n--- {self.log_path}:\n{tail}"
-            ) from exc
+    def start(self, timeout: float = 10.0, attempts: int = 3) -> None:
+        """Start and wait until the WebSocket port accepts (fails with the log tail).
+
+        If a port chosen by this object was taken in the meantime (first start only), new
+        ports are picked and the start retried; restarts always keep their ports."""
+        for attempt in range(attempts):
+            if self.ctl_path.exists():
+                self.ctl_path.unlink()  # stale socket from a SIGKILLed run
+            first = self.proc.started_at is None
+            self.proc.start()
+            try:
+                wait_tcp(HOST, self.ws_port, timeout, alive=lambda: self.proc.running)
+                wait_until_sync(self.ctl_path.exists, timeout, message="kamailio ctl socket")
+                self.proc.check_alive()  # the WS port may have been someone else's listener
+                return
+            except (RuntimeError, TimeoutError) as exc:
+                tail = self.proc.log_tail(40)
+                self.proc.stop()
+                if (
+                    first
+                    and self._own_ports
+                    and attempt + 1 < attempts
+                    and "Address already in use" in tail
+                ):
+                    self.sip_port, self.ws_port = free_sip_port(), free_tcp_port()
+                    self.proc = self._make_proc()
+                    continue
+                raise ProcessDiedError(
+                    f"kamailio did not come up on {self.ws_url}: {exc}\n"
+                    f"--- {self.log_path}:\n{tail}"
+                ) from exc
 
     def stop(self) -> int | None:
         return self.proc.stop()

@@ -43,7 +43,8 @@ async def wait_until(
         try:
             value = predicate()
             if inspect.isawaitable(value):
-                value = await value
+                # a hanging async predicate must not overrun the deadline
+                value = await asyncio.wait_for(value, max(deadline - loop.time(), interval))
             last_exc = None
             last_value = value
             if value:
