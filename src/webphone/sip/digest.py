@@ -1,0 +1,139 @@
+"""Digest authentication for SIP (RFC 2617 / RFC 7616 with MD5), pure.
+
+Two forms are produced:
+
+* With `qop=auth` in the challenge (Kamailio, Asterisk, most registrars): the RFC 7616 form with
+  `cnonce` and `nc`, the digest URI being the Request-URI, `realm`/`opaque`/`algorithm` echoed from
+  the challenge.
+* Without `qop` (RingCentral): exactly what RingCentral's servers expect and the upstream SDK sends:
+  RFC 2069 response, `algorithm="MD5"` quoted and first, the digest URI `sip:{domain}` whatever the
+  Request-URI (see upstream-webphone-sdk.md §2.2). The realm is still taken from the challenge when
+  it has one; RingCentral's equals the domain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass, field
+
+from ..errors import SipParseError
+
+_PARAM = re.compile(r'\s*([A-Za-z0-9_\-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,]*)\s*(?:,|$)')
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """A parsed `WWW-Authenticate` / `Proxy-Authenticate` Digest challenge."""
+
+    realm: str
+    nonce: str
+    opaque: str | None = None
+    algorithm: str = "MD5"
+    qop: tuple[str, ...] = ()
+    stale: bool = False
+    extra: dict[str, str] = field(default_factory=dict, compare=False)
+
+
+def parse_challenge(value: str) -> Challenge:
+    """Parse a Digest challenge header value; raise `SipParseError` naming what is wrong."""
+    scheme, _, rest = value.strip().partition(" ")
+    if scheme.lower() != "digest":
+        raise SipParseError(
+            f"authentication challenge scheme is {scheme!r}, only Digest is supported"
+        )
+    params: dict[str, str] = {}
+    pos = 0
+    rest = rest.strip()
+    while pos < len(rest):
+        match = _PARAM.match(rest, pos)
+        if not match or match.end() == pos:
+            raise SipParseError(f"malformed Digest challenge near {rest[pos:pos + 30]!r}")
+        name, raw = match.group(1).lower(), match.group(2)
+        params[name] = _unquote(raw)
+        pos = match.end()
+    if "nonce" not in params:
+        raise SipParseError("Digest challenge has no nonce")
+    algorithm = params.get("algorithm", "MD5")
+    if algorithm.upper() not in ("MD5", "MD5-SESS"):
+        raise SipParseError(f"Digest algorithm {algorithm!r} is not supported (MD5, MD5-sess)")
+    qop = tuple(q.strip().lower() for q in params.get("qop", "").split(",") if q.strip())
+    known = {"realm", "nonce", "opaque", "algorithm", "qop", "stale"}
+    return Challenge(
+        realm=params.get("realm", ""),
+        nonce=params["nonce"],
+        opaque=params.get("opaque"),
+        algorithm=algorithm,
+        qop=qop,
+        stale=params.get("stale", "").lower() == "true",
+        extra={k: v for k, v in params.items() if k not in known},
+    )
+
+
+def _unquote(raw: str) -> str:
+    if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", raw[1:-1])
+    return raw
+
+
+def _md5(text: str) -> str:
+    return hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def authorization(
+    challenge: Challenge,
+    *,
+    method: str,
+    uri: str,
+    username: str,
+    password: str,
+    domain: str,
+    nc: int = 1,
+    cnonce: str | None = None,
+) -> str:
+    """The `Authorization` / `Proxy-Authorization` value answering `challenge`.
+
+    `uri` is the Request-URI (used with qop); `domain` is the SIP domain (RingCentral's no-qop
+    form uses `sip:{domain}` as digest URI and falls back to it as realm).
+    """
+    realm = challenge.realm or domain
+    if "auth" not in challenge.qop:
+        if challenge.qop:
+            raise SipParseError(f"Digest qop {challenge.qop!r} offers no 'auth'; cannot answer")
+        return rc_authorization(method, realm, username, password, challenge.nonce, domain)
+    cnonce = cnonce or secrets.token_hex(8)
+    nc_text = f"{nc:08x}"
+    ha1 = _md5(f"{username}:{realm}:{password}")
+    if challenge.algorithm.upper() == "MD5-SESS":
+        ha1 = _md5(f"{ha1}:{challenge.nonce}:{cnonce}")
+    ha2 = _md5(f"{method}:{uri}")
+    response = _md5(f"{ha1}:{challenge.nonce}:{nc_text}:{cnonce}:auth:{ha2}")
+    parts = [
+        f'username="{username}"',
+        f'realm="{realm}"',
+        f'nonce="{challenge.nonce}"',
+        f'uri="{uri}"',
+        f"algorithm={challenge.algorithm}",
+        f'response="{response}"',
+        f'cnonce="{cnonce}"',
+        "qop=auth",
+        f"nc={nc_text}",
+    ]
+    if challenge.opaque is not None:
+        parts.append(f'opaque="{challenge.opaque}"')
+    return "Digest " + ", ".join(parts)
+
+
+def rc_authorization(
+    method: str, realm: str, username: str, password: str, nonce: str, domain: str
+) -> str:
+    """RingCentral's exact no-qop form (RFC 2069 response, digest URI `sip:{domain}`)."""
+    uri = f"sip:{domain}"
+    ha1 = _md5(f"{username}:{realm}:{password}")
+    ha2 = _md5(f"{method}:{uri}")
+    response = _md5(f"{ha1}:{nonce}:{ha2}")
+    return (
+        f'Digest algorithm="MD5", username="{username}", realm="{realm}", nonce="{nonce}", '
+        f'uri="{uri}", response="{response}"'
+    )

@@ -1,0 +1,653 @@
+"""The SIP user agent core: one WebSocket, registration, client transactions.
+
+`SipClient` is the real one: it connects, REGISTERs (RFC 5626 instance id), refreshes before the
+binding expires, answers digest challenges, matches responses to requests by Via branch + CSeq
+method, fails every pending request cleanly on timeout or disconnect, and reconnects with backoff.
+`DummySipClient` opens nothing and sends nothing: it is what a dummy member of a group uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import secrets
+import ssl
+import sys
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from ._events import EventEmitter
+from .errors import (
+    AuthenticationError,
+    NotRealPhoneError,
+    RegistrationError,
+    SipParseError,
+    SipTimeoutError,
+    TooManyContactsError,
+    TransportError,
+)
+from .sip import Address, CSeq, Headers, SipRequest, SipResponse, SipUri, parse_message
+from .sip.digest import authorization, parse_challenge
+from .sip.transaction import TransactionKey, new_branch, new_call_id, new_tag, transaction_key
+from .sip_info import SipInfo
+from .transport import WebSocketTransport
+
+log = logging.getLogger("webphone.sip")
+trace = logging.getLogger("webphone.sip.trace")
+
+USER_AGENT = "webphone-python/0.1"
+RequestHandler = Callable[[SipRequest], Awaitable[None] | None]
+ProvisionalHandler = Callable[[SipResponse], object]
+
+
+@dataclass
+class _Pending:
+    request: SipRequest
+    future: asyncio.Future[SipResponse]
+    on_provisional: ProvisionalHandler | None = None
+    #: set by the first response of any kind: after a provisional one, an INVITE may ring long
+    answered: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class SipClient(EventEmitter):
+    """A registered SIP-over-WebSocket user agent.
+
+    Events: ``inbound_message(msg)`` and ``outbound_message(msg)`` for every SIP message;
+    ``registered(expires)``, ``unregistered()``, ``disconnected(reason)``, ``reconnected()``,
+    ``registration_failed(error)``. Requests that no transaction owns go to `request_handler`.
+
+    `register_expires` is what we ask for (60 s, like RingCentral's SDK); the binding is
+    refreshed 6 s before the granted expiry, which leaves room for one no-reply detection
+    (`request_timeout`, 5 s) inside the binding's lifetime.
+    """
+
+    def __init__(
+        self,
+        sip_info: SipInfo,
+        *,
+        instance_id: str | None = None,
+        debug: bool = False,
+        register_expires: int = 60,
+        request_timeout: float = 5.0,
+        use_backup_proxy: bool = False,
+        reconnect: bool = True,
+        reconnect_delay: tuple[float, float] = (0.5, 30.0),
+        ssl_context: ssl.SSLContext | None = None,
+        user_agent: str = USER_AGENT,
+    ) -> None:
+        super().__init__()
+        self.sip_info = sip_info
+        self.instance_id = instance_id or sip_info.authorization_id
+        self.debug = debug
+        self.register_expires = register_expires
+        self.request_timeout = request_timeout
+        self.use_backup_proxy = use_backup_proxy
+        self.reconnect = reconnect
+        self.reconnect_delay = reconnect_delay
+        self.user_agent = user_agent
+        self.request_handler: RequestHandler | None = None
+        self._ssl = ssl_context
+        self._transport: WebSocketTransport | None = None
+        self._pending: dict[TransactionKey, _Pending] = {}
+        self._local_host = f"{secrets.token_hex(6)}.invalid"
+        self._contact_user = secrets.token_hex(4)
+        self._reg_call_id = new_call_id()
+        self._reg_from_tag = new_tag()
+        self._cseq = random.randint(1, 10000)
+        self._refresh: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._registered = False
+        self._ever_registered = False
+        self._fenced = False
+        self._disposed = False
+        if debug:
+            _enable_trace_output()
+
+    # -- identity ---------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The WebSocket URL in use (outbound proxy, or the backup one)."""
+        return self.sip_info.websocket_url(backup=self.use_backup_proxy)
+
+    @property
+    def via_transport(self) -> str:
+        """`WSS` or `WS`, as written in Via and Contact."""
+        return "WSS" if self.url.startswith("wss://") else "WS"
+
+    @property
+    def aor(self) -> Address:
+        """Our address of record: sip:username@domain."""
+        return Address(SipUri("sip", user=self.sip_info.username, host=self.sip_info.domain))
+
+    @property
+    def contact(self) -> str:
+        """Our Contact header value, with the RFC 5626 instance id and reg-id."""
+        return (
+            f"<sip:{self._contact_user}@{self._local_host};transport={self.via_transport.lower()}>"
+            f';+sip.instance="<urn:uuid:{self.instance_id}>";reg-id=1'
+        )
+
+    @property
+    def registered(self) -> bool:
+        """True while the server holds our binding (as far as we know)."""
+        return self._registered
+
+    @property
+    def connected(self) -> bool:
+        """True while the WebSocket is open."""
+        return self._transport is not None and self._transport.is_open
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect and REGISTER. Calling it again opens a new socket and closes the old one."""
+        if self._disposed:
+            raise RegistrationError("this SipClient was disposed; create a new one")
+        self._cancel_reconnect()
+        await self._close_transport()
+        await self._connect()
+        await self.register()
+
+    async def dispose(self, *, unregister: bool = True) -> None:
+        """Unregister (expires 0) unless fenced or `unregister` is False, then close."""
+        if self._disposed:
+            return
+        self._disposed = True
+        self._cancel_refresh()
+        self._cancel_reconnect()
+        if unregister and self._registered and not self._fenced and self.connected:
+            try:
+                await self.register(expires=0)
+            except Exception as exc:
+                log.warning("unregister failed, closing anyway: %s", exc)
+        self._registered = False
+        await self._close_transport()
+        self._fail_pending(TransportError("SipClient disposed"))
+        for task in list(self._tasks):
+            task.cancel()
+
+    def fence(self) -> None:
+        """Never REGISTER again (refresh nor unregister): another process owns the binding now.
+
+        Used by a group member that learns it was deposed; its successor registered with the
+        same instance id, and an unregister from here would delete the successor's binding.
+        """
+        self._fenced = True
+        self._registered = False
+        self._cancel_refresh()
+
+    # -- registration -----------------------------------------------------------------------
+
+    async def register(self, expires: int | None = None) -> int:
+        """Send REGISTER (refresh with `expires`=None, remove with 0); return the granted expiry."""
+        if self._fenced:
+            raise RegistrationError("this client is fenced: another group member owns the binding")
+        requested = self.register_expires if expires is None else expires
+        self._cancel_refresh()
+        req = self.new_request(
+            "REGISTER",
+            f"sip:{self.sip_info.domain}",
+            to=self.aor,
+            from_tag=self._reg_from_tag,
+            call_id=self._reg_call_id,
+            headers=[("Expires", str(requested)), ("Supported", "path, outbound, gruu")],
+            contact=f"{self.contact};expires={requested}",
+        )
+        transport = self._transport
+        try:
+            response = await self.request(req, timeout=self.request_timeout)
+        except SipTimeoutError:
+            self._registered = False  # we can no longer vouch for the binding
+            if requested != 0 and not self._disposed:
+                # A registrar that stopped answering: drop this socket and reconnect with backoff.
+                self._run_soon(self._lost("REGISTER got no answer", transport))
+            raise
+        if response.status_code == 603:
+            raise TooManyContactsError(f"{response.status_code} {response.reason}")
+        if response.status_code in (401, 403, 407):
+            raise AuthenticationError(
+                f"REGISTER for {self.sip_info.username}@{self.sip_info.domain} was rejected with "
+                f"{response.status_code} {response.reason}: check authorizationId and password"
+            )
+        if not 200 <= response.status_code < 300:
+            raise RegistrationError(f"REGISTER failed: {response.status_code} {response.reason}")
+        if requested == 0:
+            self._registered = False
+            self.emit("unregistered")
+            return 0
+        granted = self._granted_expires(response, requested)
+        self._registered = self._ever_registered = True
+        self._schedule_refresh(granted)
+        self.emit("registered", granted)
+        return granted
+
+    def _granted_expires(self, response: SipResponse, requested: int) -> int:
+        marker = f"urn:uuid:{self.instance_id}"
+        for value in response.headers.get_all("Contact"):
+            if marker not in value and self._local_host not in value:
+                continue
+            try:
+                expires = Address.parse(value).params.get("expires")
+            except SipParseError:
+                continue
+            if expires and expires.isdigit():
+                return int(expires)
+        header = response.headers.get("Expires")
+        return int(header) if header and header.strip().isdigit() else requested
+
+    def _schedule_refresh(self, granted: int) -> None:
+        delay = granted - 6 if granted >= 20 else max(granted / 2, 1)
+        loop = asyncio.get_running_loop()
+        self._refresh = loop.call_later(delay, lambda: self._run_soon(self._refresh_now()))
+
+    async def _refresh_now(self) -> None:
+        try:
+            await self.register()
+        except (SipTimeoutError, TransportError):
+            pass  # register() or the close handler already started a reconnect
+        except RegistrationError as exc:
+            if self._fenced or self._disposed:
+                return
+            log.error("registration refresh failed: %s", exc)
+            self._registered = False
+            self.emit("registration_failed", exc)
+            await self._lost(f"REGISTER refresh failed: {exc}", self._transport)
+
+    def _cancel_refresh(self) -> None:
+        if self._refresh is not None:
+            self._refresh.cancel()
+            self._refresh = None
+
+    # -- building messages ------------------------------------------------------------------
+
+    def next_cseq(self) -> int:
+        """A fresh CSeq number for a request outside any dialog."""
+        self._cseq += 1
+        return self._cseq
+
+    def new_request(
+        self,
+        method: str,
+        uri: str,
+        *,
+        to: Address | str | None = None,
+        from_address: Address | str | None = None,
+        from_tag: str | None = None,
+        call_id: str | None = None,
+        cseq: int | None = None,
+        headers: Iterable[tuple[str, str]] | Mapping[str, str] | None = None,
+        body: bytes = b"",
+        content_type: str | None = None,
+        contact: str | None = None,
+        route: Iterable[str] = (),
+    ) -> SipRequest:
+        """A request with a fresh Via branch, our From (tag) and Contact where it belongs."""
+        to_value = str(to) if to is not None else f"<{uri}>"
+        sender = str(from_address) if from_address is not None else str(self.aor)
+        fields: list[tuple[str, str]] = [
+            ("Via", f"SIP/2.0/{self.via_transport} {self._local_host};branch={new_branch()}"),
+            ("Max-Forwards", "70"),
+            ("To", to_value),
+            ("From", f"{sender};tag={from_tag or new_tag()}"),
+            ("Call-ID", call_id or new_call_id()),
+            ("CSeq", f"{cseq if cseq is not None else self.next_cseq()} {method}"),
+        ]
+        fields.extend(("Route", r) for r in route)
+        if contact is not None or method in ("INVITE", "SUBSCRIBE", "REFER", "NOTIFY", "UPDATE"):
+            fields.append(("Contact", contact or self.contact))
+        fields.append(("User-Agent", self.user_agent))
+        if headers:
+            fields.extend(headers.items() if isinstance(headers, Mapping) else headers)
+        if body and content_type:
+            fields.append(("Content-Type", content_type))
+        return SipRequest(method, uri, Headers(fields), body)
+
+    def new_response(
+        self,
+        request: SipRequest,
+        status_code: int,
+        reason: str,
+        *,
+        headers: Iterable[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        content_type: str | None = None,
+        to_tag: str | None = None,
+    ) -> SipResponse:
+        """A response to `request`: Via, From, To (+tag), Call-ID, CSeq copied (RFC 3261 §8.2.6)."""
+        fields = [("Via", v) for v in request.headers.get_all("Via")]
+        fields.append(("From", request.headers["From"]))
+        to_value = request.headers["To"]
+        if to_tag and status_code > 100 and ";tag=" not in to_value.replace(" ", ""):
+            to_value = f"{to_value};tag={to_tag}"
+        fields += [("To", to_value), ("Call-ID", request.call_id), ("CSeq", str(request.cseq))]
+        dialog_forming = request.method in ("INVITE", "SUBSCRIBE", "REFER", "UPDATE")
+        if dialog_forming and 200 <= status_code < 300:
+            fields.append(("Contact", self.contact))
+        fields.append(("User-Agent", self.user_agent))
+        fields.extend(headers or ())
+        if body and content_type:
+            fields.append(("Content-Type", content_type))
+        return SipResponse(status_code, reason, Headers(fields), body)
+
+    # -- sending ----------------------------------------------------------------------------
+
+    async def send(self, message: SipRequest | SipResponse) -> None:
+        """Send a message without waiting for anything (ACK, responses)."""
+        transport = self._transport
+        if transport is None or not transport.is_open:
+            raise TransportError("not connected to the SIP server")
+        text = str(message)
+        if self.debug:
+            trace.info("Sending to %s:\n%s", self.url, text)
+        await transport.send(text)
+        self.emit("outbound_message", message)
+
+    async def reply(
+        self,
+        request: SipRequest,
+        status_code: int,
+        reason: str,
+        **kwargs: object,
+    ) -> SipResponse:
+        """Build (see `new_response`) and send a response to `request`; return it."""
+        response = self.new_response(request, status_code, reason, **kwargs)  # type: ignore[arg-type]
+        await self.send(response)
+        return response
+
+    async def request(
+        self,
+        request: SipRequest,
+        *,
+        on_provisional: ProvisionalHandler | None = None,
+        timeout: float | None = None,
+        final_timeout: float | None = 180.0,
+        auth: bool = True,
+    ) -> SipResponse:
+        """Send `request` and return its final response.
+
+        A 401/407 is answered once with digest credentials (an INVITE's 407 is ACKed first).
+        Every non-2xx final response to an INVITE is ACKed here. `timeout` (default
+        `request_timeout`) bounds the wait for the first response; once a provisional response
+        has come, an INVITE waits up to `final_timeout` for the final one.
+        """
+        response = await self._transact(request, on_provisional, timeout, final_timeout)
+        if auth and response.status_code in (401, 407):
+            challenge_header = (
+                "WWW-Authenticate" if response.status_code == 401 else "Proxy-Authenticate"
+            )
+            value = response.headers.get(challenge_header)
+            if value is None:
+                return response
+            request = self._authenticated(request, response, challenge_header, value)
+            response = await self._transact(request, on_provisional, timeout, final_timeout)
+        return response
+
+    def _authenticated(
+        self, request: SipRequest, response: SipResponse, challenge_header: str, value: str
+    ) -> SipRequest:
+        challenge = parse_challenge(value)
+        retry = request.copy()
+        header = "Proxy-Authorization"
+        if challenge_header == "WWW-Authenticate":
+            header = "Authorization"
+        retry.headers.set(
+            header,
+            authorization(
+                challenge,
+                method=request.method,
+                uri=request.uri,
+                username=self.sip_info.authorization_id,
+                password=self.sip_info.password,
+                domain=self.sip_info.domain,
+            ),
+        )
+        via = retry.top_via
+        via.params["branch"] = new_branch()
+        retry.headers.set("Via", str(via))
+        cseq = request.cseq
+        number = cseq.number + 1
+        self._cseq = max(self._cseq, number)  # keep the client's counter ahead of every use
+        retry.headers.set("CSeq", str(CSeq(number, cseq.method)))
+        return retry
+
+    async def _transact(
+        self,
+        request: SipRequest,
+        on_provisional: ProvisionalHandler | None,
+        timeout: float | None,
+        final_timeout: float | None,
+    ) -> SipResponse:
+        key = transaction_key(request)
+        future: asyncio.Future[SipResponse] = asyncio.get_running_loop().create_future()
+        pending = _Pending(request, future, on_provisional)
+        self._pending[key] = pending
+        first_wait = self.request_timeout if timeout is None else timeout
+        try:
+            await self.send(request)
+            try:
+                await asyncio.wait_for(pending.answered.wait(), first_wait)
+            except TimeoutError as exc:
+                raise SipTimeoutError(
+                    f"no answer to {request.method} {request.uri} within {first_wait:g} s"
+                ) from exc
+            try:
+                response = await asyncio.wait_for(future, final_timeout)
+            except TimeoutError as exc:
+                raise SipTimeoutError(
+                    f"no final answer to {request.method} within {final_timeout:g} s"
+                ) from exc
+        finally:
+            self._pending.pop(key, None)
+        if request.method == "INVITE" and response.status_code >= 300:
+            await self._ack_failure(request, response)
+        return response
+
+    async def _ack_failure(self, invite: SipRequest, response: SipResponse) -> None:
+        # RFC 3261 §17.1.1.3: same branch, same CSeq number, To with the response's tag.
+        fields = [("Via", invite.headers["Via"]), ("Max-Forwards", "70")]
+        fields += [(name, invite.headers[name]) for name in ("From",)]
+        fields.append(("To", response.headers["To"]))
+        fields += [("Call-ID", invite.call_id), ("CSeq", f"{invite.cseq.number} ACK")]
+        fields += [("Route", r) for r in invite.headers.get_all("Route")]
+        with contextlib.suppress(TransportError):
+            await self.send(SipRequest("ACK", invite.uri, Headers(fields)))
+
+    # -- receiving --------------------------------------------------------------------------
+
+    def _on_frame(self, frame: str | bytes) -> None:
+        try:
+            message = parse_message(frame)
+        except SipParseError as exc:
+            # One bad message from the server must never take the connection down.
+            head = frame[:200]
+            preview = head if isinstance(head, str) else head.decode("utf-8", "replace")
+            if preview.strip():
+                log.warning("dropping unparsable message from server: %s (%r)", exc, preview)
+            return
+        if self.debug:
+            trace.info("Received from %s:\n%s", self.url, message)
+        self.emit("inbound_message", message)
+        if isinstance(message, SipResponse):
+            self._on_response(message)
+        else:
+            self._run_soon(self._on_request(message))
+
+    def _on_response(self, response: SipResponse) -> None:
+        try:
+            key = transaction_key(response)
+        except SipParseError as exc:
+            log.warning("dropping response without usable Via/CSeq: %s", exc)
+            return
+        pending = self._pending.get(key)
+        if pending is None or pending.future.done():
+            return  # a retransmission or a 2xx to an INVITE we already finished: dialogs see it
+        pending.answered.set()
+        if response.status_code < 200:
+            if pending.on_provisional is not None:
+                try:
+                    pending.on_provisional(response)
+                except Exception:
+                    log.exception("provisional-response handler raised")
+            return
+        pending.future.set_result(response)
+
+    async def _on_request(self, request: SipRequest) -> None:
+        handler = self.request_handler
+        if handler is None:
+            await self._default_reply(request)
+            return
+        try:
+            result = handler(request)
+            if result is not None:
+                await result
+        except Exception:
+            log.exception("handler for inbound %s raised", request.method)
+
+    async def _default_reply(self, request: SipRequest) -> None:
+        if request.method == "ACK":
+            return
+        code, reason = {
+            "OPTIONS": (200, "OK"),
+            "MESSAGE": (200, "OK"),
+            "NOTIFY": (200, "OK"),
+            "INVITE": (480, "Temporarily Unavailable"),
+        }.get(request.method, (481, "Call/Transaction Does Not Exist"))
+        try:
+            await self.reply(request, code, reason)
+        except (TransportError, SipParseError) as exc:
+            log.debug("could not answer %s: %s", request.method, exc)
+
+    # -- connection -------------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        transport = WebSocketTransport(
+            self.url,
+            on_frame=self._on_frame,
+            on_close=lambda reason: self._on_close(transport, reason),
+            ssl_context=self._ssl,
+        )
+        await transport.connect()
+        self._transport = transport
+
+    async def _close_transport(self) -> None:
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            await transport.close()
+        self._fail_pending(TransportError("connection closed"))
+
+    def _on_close(self, transport: WebSocketTransport, reason: str) -> None:
+        self._run_soon(self._lost(reason, transport))
+
+    async def _lost(self, reason: str, transport: WebSocketTransport | None) -> None:
+        # Only the loss of the *current* socket matters; a late report about an old one is moot.
+        if self._disposed or transport is None or transport is not self._transport:
+            return
+        self._registered = False
+        self._cancel_refresh()
+        await self._close_transport()
+        self.emit("disconnected", reason)
+        log.warning("SIP connection lost: %s", reason)
+        # Reconnect only a client that has been registered: a failed start() is the caller's.
+        if self.reconnect and not self._fenced and self._ever_registered:
+            self._start_reconnect()
+
+    def _start_reconnect(self) -> None:
+        if self._reconnecting is None or self._reconnecting.done():
+            self._reconnecting = asyncio.create_task(self._reconnect_loop())
+
+    def _cancel_reconnect(self) -> None:
+        task, self._reconnecting = self._reconnecting, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    async def _reconnect_loop(self) -> None:
+        first, cap = self.reconnect_delay
+        delay = first
+        while not self._disposed and not self._fenced:
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # backoff, not synchronisation
+            try:
+                await self._close_transport()
+                await self._connect()
+                await self.register()
+            except (TransportError, SipTimeoutError, RegistrationError) as exc:
+                delay = min(delay * 2, cap)
+                log.info("reconnect failed (%s); next try in about %.1f s", exc, delay)
+                if isinstance(exc, RegistrationError):
+                    self.emit("registration_failed", exc)
+                continue
+            self._reconnecting = None
+            self.emit("reconnected")
+            return
+
+    def _fail_pending(self, error: Exception) -> None:
+        pending, self._pending = self._pending, {}
+        for item in pending.values():
+            item.answered.set()
+            if not item.future.done():
+                item.future.set_exception(error)
+                item.future.exception()  # mark retrieved: the waiter may already be gone
+
+    def _run_soon(self, coro: Awaitable[object]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+class DummySipClient(EventEmitter):
+    """A SIP client that opens nothing and sends nothing.
+
+    A phone built on it (a dummy group member) shows state but cannot do SIP work; every attempt
+    raises `NotRealPhoneError` at once instead of hanging.
+    """
+
+    def __init__(self, sip_info: SipInfo | None = None, *, instance_id: str | None = None) -> None:
+        super().__init__()
+        self.sip_info = sip_info
+        self.instance_id = instance_id
+        self.request_handler: RequestHandler | None = None
+        self.registered = False
+        self.connected = False
+
+    async def start(self) -> None:
+        """Do nothing: a dummy never connects."""
+
+    async def dispose(self, *, unregister: bool = True) -> None:
+        """Do nothing: a dummy holds no registration."""
+
+    def fence(self) -> None:
+        """Do nothing: a dummy never registers."""
+
+    def _refuse(self, what: str) -> NotRealPhoneError:
+        return NotRealPhoneError(
+            f"{what} needs a SIP connection, but this phone uses DummySipClient; in a "
+            "SharedWebPhone group, call the method on the shared phone: it forwards to the real one"
+        )
+
+    async def register(self, expires: int | None = None) -> int:
+        """Refuse: a dummy never registers."""
+        raise self._refuse("REGISTER")
+
+    async def request(self, request: SipRequest, **kwargs: object) -> SipResponse:
+        """Refuse at once."""
+        raise self._refuse(f"sending {request.method}")
+
+    async def send(self, message: SipRequest | SipResponse) -> None:
+        """Refuse at once."""
+        raise self._refuse("sending a SIP message")
+
+    def new_request(self, method: str, uri: str, **kwargs: object) -> SipRequest:
+        """Refuse at once."""
+        raise self._refuse(f"building {method}")
+
+
+def _enable_trace_output() -> None:
+    """debug=True must print even when the application configured no logging."""
+    trace.setLevel(logging.INFO)
+    if not trace.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+        trace.addHandler(handler)

@@ -1,0 +1,125 @@
+"""Digest authentication: RingCentral's exact form and RFC 7616 qop=auth."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from webphone.errors import SipParseError
+from webphone.sip.digest import authorization, parse_challenge, rc_authorization
+
+
+def md5(text: str) -> str:
+    return hashlib.md5(text.encode()).hexdigest()
+
+
+def test_ringcentral_register_vector() -> None:
+    challenge = parse_challenge('Digest realm="sip.ringcentral.com", nonce="NONCE"')
+    value = authorization(
+        challenge,
+        method="REGISTER",
+        uri="sip:sip.ringcentral.com",
+        username="8021",
+        password="pw",
+        domain="sip.ringcentral.com",
+    )
+    assert value == (
+        'Digest algorithm="MD5", username="8021", realm="sip.ringcentral.com", nonce="NONCE", '
+        'uri="sip:sip.ringcentral.com", response="3aa38d0f03c16b625d1039be4d600e24"'
+    )
+
+
+def test_ringcentral_invite_vector_uses_domain_as_digest_uri() -> None:
+    challenge = parse_challenge('Digest realm="sip.ringcentral.com", nonce="NONCE"')
+    value = authorization(
+        challenge,
+        method="INVITE",
+        uri="sip:101@sip.ringcentral.com",
+        username="8021",
+        password="pw",
+        domain="sip.ringcentral.com",
+    )
+    assert 'response="b162c3d21a0f4c1327332058f7bb4825"' in value
+    assert 'uri="sip:sip.ringcentral.com"' in value
+
+
+def test_qop_auth_follows_rfc_7616() -> None:
+    challenge = parse_challenge(
+        'Digest realm="example.org", nonce="abc", qop="auth,auth-int", opaque="op", algorithm=MD5'
+    )
+    value = authorization(
+        challenge,
+        method="INVITE",
+        uri="sip:bob@example.org",
+        username="alice",
+        password="secret",
+        domain="sip.test",
+        cnonce="c0ffee",
+        nc=1,
+    )
+    ha1 = md5("alice:example.org:secret")
+    ha2 = md5("INVITE:sip:bob@example.org")
+    expected = md5(f"{ha1}:abc:00000001:c0ffee:auth:{ha2}")
+    assert f'response="{expected}"' in value
+    assert 'realm="example.org"' in value  # the challenge's realm wins over the domain
+    assert 'opaque="op"' in value and "nc=00000001" in value and "qop=auth" in value
+
+
+def test_md5_sess() -> None:
+    challenge = parse_challenge('Digest realm="r", nonce="n", qop="auth", algorithm=MD5-sess')
+    value = authorization(
+        challenge,
+        method="REGISTER",
+        uri="sip:r",
+        username="u",
+        password="p",
+        domain="r",
+        cnonce="cn",
+    )
+    ha1 = md5(md5("u:r:p") + ":n:cn")
+    ha2 = md5("REGISTER:sip:r")
+    expected = md5(f"{ha1}:n:00000001:cn:auth:{ha2}")
+    assert f'response="{expected}"' in value
+
+
+def test_rc_authorization_matches_vector_directly() -> None:
+    assert "3aa38d0f03c16b625d1039be4d600e24" in rc_authorization(
+        "REGISTER", "sip.ringcentral.com", "8021", "pw", "NONCE", "sip.ringcentral.com"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ('Basic realm="x"', "only Digest"),
+        ('Digest realm="x"', "no nonce"),
+        ('Digest realm="x", nonce="n", algorithm=SHA-512-256', "not supported"),
+        ('Digest realm="x" nonce', "malformed"),
+    ],
+)
+def test_bad_challenges_say_what_is_wrong(value: str, fragment: str) -> None:
+    with pytest.raises(SipParseError, match=fragment):
+        parse_challenge(value)
+
+
+@given(st.text(max_size=200))
+def test_any_challenge_text_raises_only_sip_parse_error(value: str) -> None:
+    with contextlib.suppress(SipParseError):
+        parse_challenge(value)
+
+
+def test_password_never_in_output() -> None:
+    challenge = parse_challenge('Digest realm="r", nonce="n", qop="auth"')
+    value = authorization(
+        challenge,
+        method="REGISTER",
+        uri="sip:r",
+        username="u",
+        password="hunter2-secret",
+        domain="r",
+    )
+    assert "hunter2-secret" not in value
