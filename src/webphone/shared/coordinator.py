@@ -1,0 +1,603 @@
+"""The group's rules as a pure state machine: members, roles, epochs, actions, snapshots.
+
+Sans-I/O in the style of h11 and websockets: the hub feeds inputs in and carries effects out.
+Nothing here touches a socket, a clock or asyncio; every input takes `now` (seconds, from one
+monotonic clock of the hub's choosing). The hub shell loops::
+
+    effects = coordinator.connection_made(conn, now)       # a socket was accepted
+    effects = coordinator.data_received(conn, data, now)   # one frame's bytes arrived
+    effects = coordinator.connection_lost(conn, now)       # EOF / reset: a crash is seen at once
+    effects = coordinator.tick(now)                        # call at next_deadline() (or sooner)
+
+and performs each effect in order: `Send(conn, frame)` writes `frame.to_json()` to that
+connection, `Close(conn, reason)` closes it. The coordinator forgets a connection when it emits
+`Close`, sends `Released`, or sees `Leave` from a dummy; later input from it is ignored.
+
+Rules (the invariants of ../../../docs and ARCHITECTURE.md):
+
+* Roles. The first member is real, later ones dummies. At most one real at any instant. When the
+  real is lost (crash, heartbeat timeout, leave) the oldest live dummy is promoted.
+* Epochs fence. The epoch grows on every promotion and on every loss of the real, so every frame
+  of a past reign carries an old epoch. Snapshots, results and `registered` count only from the
+  current real at the current epoch; anyone else sending them is told its role again (`role`) and
+  the frame is dropped. A deposed member is never promoted again on the same connection.
+* Make-before-break. A real that leaves becomes "handing_over": it keeps its SIP socket and
+  registration but runs nothing. The successor is real at a new epoch, registers (same instance
+  id, so the server replaces the binding) and reports `registered`; only then is the old real
+  `released` with unregister=False. With no successor the old real is released with
+  unregister=True: it is the last one and removes the binding. Calls in progress: the member side
+  "drains" (a real with calls keeps serving them and sends `leave` only when they ended); the
+  coordinator just sees a later `leave`.
+* Actions (exactly one outcome each). An action waits in a queue until a real is ready
+  (registered), then goes to it once, and the caller gets `action_accepted`. It ends with the
+  real's `action_result`, or NoRealPhoneError when no ready real appeared before its timeout, or
+  ActionInterruptedError when the real it went to is lost first. It is never sent to a second
+  real. Results go to the caller only, and are dropped if the caller is gone.
+* Snapshots. The latest accepted snapshot (highest (epoch, seq)) is cached, fanned out to the
+  dummies and put into every `welcome`. After a promotion the old one stays until the new real
+  publishes; its older epoch tells members it is superseded by anything the new real sends.
+* Liveness. Every frame counts as a sign of life. A real silent for `heartbeat_timeout` is deposed
+  (and kept one more timeout so that when it wakes it reads its `role` frame); silent dummies are
+  dropped. If the hub itself did not run for `heartbeat_timeout` (a stall: SIGSTOP, blocked loop,
+  suspend) nobody is judged on that gap: everyone gets a fresh timeout (F14).
+* Hub restart. A new hub starts empty. A member that was real says so in `hello` (real, epoch);
+  it is adopted as real, still registered, if nobody with a newer epoch has been seen. For
+  `rejoin_grace` after start, a group that existed before (some hello had epoch > 0) waits for its
+  real to come back instead of promoting a dummy.
+
+Without a central process (the Redis transport, later) the same rules map onto a lease:
+
+* "the real" is whoever holds the lease key; the epoch is a counter incremented atomically with
+  every acquisition (INCR inside the acquiring script) and is the fencing token;
+* the heartbeat timeout is the lease TTL; the real renews with a holder-checked script and stops
+  acting (no REGISTER refresh, no answer) once its renew deadline, shorter than the TTL, passed;
+* snapshots, results and `registered` are written with a script that compares the caller's epoch
+  with the current one and refuses older ones, exactly like `_from_current_real` here;
+* actions live in a per-group stream: an action is claimed by the real of epoch E (claim records
+  E); if the lease moves on before a result, whoever sees the new epoch answers the caller with
+  ActionInterruptedError; an unclaimed action past its deadline gets NoRealPhoneError;
+* make-before-break is a "handover" field in the lease record naming the successor, which
+  acquires with the next epoch and then marks the handover done, releasing the old real.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from collections import deque
+from dataclasses import dataclass, field
+
+from webphone.errors import GroupProtocolError
+from webphone.shared.protocol import (
+    MEMBER_FRAMES,
+    PROTOCOL_VERSION,
+    Action,
+    ActionAccepted,
+    ActionResult,
+    Error,
+    ErrorInfo,
+    Frame,
+    Heartbeat,
+    Hello,
+    Leave,
+    MemberInfo,
+    Members,
+    MembersQuery,
+    Registered,
+    Released,
+    Role,
+    RoleChange,
+    Snapshot,
+    Welcome,
+    decode_frame,
+)
+
+__all__ = ["Close", "Coordinator", "Effect", "MemberState", "Send"]
+
+RECENT_ACTION_IDS = 1024  # per member: a reused action id is refused even after it finished
+
+
+@dataclass(frozen=True)
+class Send:
+    """Effect: write `frame` to connection `conn`."""
+
+    conn: str
+    frame: Frame
+
+
+@dataclass(frozen=True)
+class Close:
+    """Effect: close connection `conn` (after writing what was sent before)."""
+
+    conn: str
+    reason: str
+
+
+Effect = Send | Close
+
+
+class MemberState(enum.Enum):
+    """Where one connection stands."""
+
+    PENDING = "pending"  # connected, no hello yet
+    DUMMY = "dummy"
+    REAL = "real"
+    HANDING_OVER = "handing_over"  # left as real; waits for the successor's registration
+
+
+@dataclass
+class _Member:
+    conn: str
+    state: MemberState
+    last_heard: float
+    order: int  # join order: the oldest dummy (lowest order) is promoted first
+    hello: Hello | None = None
+    joined_at: float = 0.0
+    role_since: float = 0.0
+    deposed: bool = False
+    handover_deadline: float | None = None
+    actions: dict[str, str] = field(default_factory=dict)  # caller's action id -> hub id
+    recent: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT_ACTION_IDS))
+
+    @property
+    def member_id(self) -> str:
+        return self.hello.member_id if self.hello else self.conn
+
+    @property
+    def role(self) -> Role:
+        if self.state is MemberState.REAL:
+            return "real"
+        return "handing_over" if self.state is MemberState.HANDING_OVER else "dummy"
+
+
+@dataclass
+class _Action:
+    hub_id: str
+    caller: str
+    frame: Action
+    deadline: float
+    real: str | None = None  # the connection it went to; None while queued
+    epoch: int = 0
+
+
+class Coordinator:
+    """The group state machine run by the hub; one instance per group. See the module doc.
+
+    Parameters (seconds): `heartbeat_interval` is what members are told to use; a member silent
+    for `heartbeat_timeout` is deposed (real) or dropped (others); a handover whose successor has
+    not registered after `handover_timeout` releases the old real anyway, without unregistering;
+    `hello_timeout` bounds a connection that never says hello; `rejoin_grace` is how long a
+    restarted hub waits for the group's real to come back (default: `heartbeat_timeout`).
+    """
+
+    def __init__(
+        self,
+        group: str,
+        *,
+        now: float,
+        heartbeat_interval: float = 1.0,
+        heartbeat_timeout: float = 5.0,
+        handover_timeout: float = 10.0,
+        hello_timeout: float = 5.0,
+        rejoin_grace: float | None = None,
+        max_members: int = 1024,
+        max_pending_actions: int = 256,
+    ) -> None:
+        if not 0 < heartbeat_interval < heartbeat_timeout:
+            raise ValueError("need 0 < heartbeat_interval < heartbeat_timeout")
+        self.group = group
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self.handover_timeout = handover_timeout
+        self.hello_timeout = hello_timeout
+        self.max_members = max_members
+        self.max_pending_actions = max_pending_actions
+        grace = heartbeat_timeout if rejoin_grace is None else rejoin_grace
+        self._grace_until = now + grace
+        self._group_existed = False  # a hello carried epoch > 0: wait for its real (grace)
+        self._epoch = 0
+        self._real: _Member | None = None
+        self._ready = False
+        self._snapshot: Snapshot | None = None
+        self._members: dict[str, _Member] = {}
+        self._actions: dict[str, _Action] = {}  # hub id -> action, in arrival order
+        self._order = itertools.count()
+        self._hub_ids = itertools.count(1)
+        self._last_now = now
+        self._announce_due = False  # the real or the epoch changed: tell everyone
+        self._out: list[Effect] = []
+
+    # -- read-only views ---------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> int:
+        """The group epoch (fencing token); grows on every change of the real."""
+        return self._epoch
+
+    @property
+    def real(self) -> str | None:
+        """The connection of the current real, or None."""
+        return self._real.conn if self._real else None
+
+    @property
+    def real_ready(self) -> bool:
+        """True once the current real reported `registered` for the current epoch."""
+        return self._ready
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        """The latest accepted snapshot (possibly from an earlier epoch)."""
+        return self._snapshot
+
+    def state_of(self, conn: str) -> MemberState | None:
+        """The state of one connection, or None if the coordinator does not know it."""
+        member = self._members.get(conn)
+        return member.state if member else None
+
+    def members(self) -> tuple[MemberInfo, ...]:
+        """Members that said hello, oldest first."""
+        joined = sorted((m for m in self._members.values() if m.hello), key=lambda m: m.order)
+        return tuple(self._info(m) for m in joined)
+
+    def pending_actions(self) -> int:
+        """How many actions are queued or running."""
+        return len(self._actions)
+
+    def next_deadline(self) -> float | None:
+        """When `tick` must run next (None: nothing to time). While anyone is connected this is
+        at most `heartbeat_interval` away, which is also how the coordinator tells a stalled hub
+        from silent members."""
+        if not self._members:
+            return None
+        times = [self._last_now + self.heartbeat_interval]
+        times.extend(self._member_deadline(m) for m in self._members.values())
+        times.extend(m.handover_deadline for m in self._members.values() if m.handover_deadline)
+        times.extend(a.deadline for a in self._actions.values() if a.real is None)
+        if self._real is None and self._group_existed:
+            times.append(self._grace_until)
+        return min(times)
+
+    # -- inputs ----------------------------------------------------------------------------------
+
+    def connection_made(self, conn: str, now: float) -> list[Effect]:
+        """A member connected; it must send `hello` within `hello_timeout`."""
+        self._observe(now)
+        if conn in self._members:
+            raise ValueError(f"connection {conn!r} is already known")
+        self._members[conn] = _Member(conn, MemberState.PENDING, now, next(self._order))
+        return self._take()
+
+    def data_received(self, conn: str, data: bytes, now: float) -> list[Effect]:
+        """One frame's bytes from `conn`; a malformed frame closes that connection."""
+        try:
+            frame = decode_frame(data)
+        except GroupProtocolError as exc:
+            self._observe(now)
+            if conn in self._members:
+                self._protocol_error(self._members[conn], str(exc), now)
+            return self._take()
+        return self.frame_received(conn, frame, now)
+
+    def frame_received(self, conn: str, frame: Frame, now: float) -> list[Effect]:
+        """One decoded frame from `conn`."""
+        self._observe(now)
+        member = self._members.get(conn)
+        if member is None:
+            return self._take()  # forgotten (closed, released, left): ignore
+        member.last_heard = now
+        if type(frame) not in MEMBER_FRAMES:
+            self._protocol_error(member, f"{frame.TYPE!r} is not a member frame", now)
+        elif member.hello is None:
+            if isinstance(frame, Hello):
+                self._on_hello(member, frame, now)
+            else:
+                self._protocol_error(member, f"expected hello, got {frame.TYPE!r}", now)
+        else:
+            self._dispatch(member, frame, now)
+        return self._take()
+
+    def connection_lost(self, conn: str, now: float) -> list[Effect]:
+        """The connection closed (EOF, reset, or closed by the hub). A real is replaced at once."""
+        self._observe(now)
+        member = self._members.get(conn)
+        if member is not None:
+            self._forget(member, now, "connection lost")
+        return self._take()
+
+    def tick(self, now: float) -> list[Effect]:
+        """Run timers: hello and heartbeat timeouts, handovers, the rejoin grace, deadlines."""
+        self._observe(now)
+        # Silent non-reals go first, so that a deposed real is never replaced by a silent dummy.
+        for member in list(self._members.values()):
+            if member is not self._real and self._member_deadline(member) <= now:
+                reason = "no hello in time" if member.hello is None else "heartbeat timeout"
+                self._drop(member, now, reason)
+        if self._real is not None and self._member_deadline(self._real) <= now:
+            self._depose(self._real, now)
+        for member in list(self._members.values()):
+            deadline = member.handover_deadline
+            if deadline is not None and deadline <= now:
+                self._release(member, unregister=False)
+        self._settle(now)
+        self._expire_actions(now)
+        return self._take()
+
+    # -- frames ----------------------------------------------------------------------------------
+
+    def _dispatch(self, member: _Member, frame: Frame, now: float) -> None:
+        if isinstance(frame, Heartbeat):
+            self._send(member, Heartbeat())
+        elif isinstance(frame, Action):
+            self._on_action(member, frame, now)
+        elif isinstance(frame, Snapshot):
+            self._on_snapshot(member, frame)
+        elif isinstance(frame, ActionResult):
+            self._on_result(member, frame)
+        elif isinstance(frame, Registered):
+            self._on_registered(member, frame)
+        elif isinstance(frame, Leave):
+            self._on_leave(member, now)
+        elif isinstance(frame, MembersQuery):
+            self._send(member, Members(self.members()))
+        else:  # a second hello
+            self._protocol_error(member, "hello was already received", now)
+
+    def _on_hello(self, member: _Member, hello: Hello, now: float) -> None:
+        refusal = self._refuse_hello(member, hello)
+        if refusal:
+            code, message = refusal
+            self._send(member, Error(code, message))
+            self._drop(member, now, message)
+            return
+        member.hello, member.joined_at, member.role_since = hello, now, now
+        member.state = MemberState.DUMMY
+        if hello.epoch > 0:
+            self._group_existed = True
+        if hello.epoch > self._epoch:
+            self._learn_epoch(hello.epoch, now)
+        if hello.real and hello.epoch == self._epoch and self._real is None:
+            # The real of this epoch, back after a hub restart: it is still registered.
+            self._make_real(member, now, ready=True)
+        self._settle(now, quiet=member)  # the first member becomes real here
+        self._send(member, self._welcome(member))
+        self._flush_queue(now)
+
+    def _refuse_hello(self, member: _Member, hello: Hello) -> tuple[str, str] | None:
+        if hello.group != self.group:
+            return "group", f"this hub serves group {self.group!r}, not {hello.group!r}"
+        if hello.protocol < PROTOCOL_VERSION:
+            return "protocol", f"protocol {hello.protocol} is older than {PROTOCOL_VERSION}"
+        if any(m.hello and m.hello.member_id == hello.member_id for m in self._members.values()):
+            return "duplicate_member", f"member id {hello.member_id!r} is already connected"
+        if sum(1 for m in self._members.values() if m.hello) >= self.max_members:
+            return "full", f"the group already has {self.max_members} members"
+        return None
+
+    def _learn_epoch(self, epoch: int, now: float) -> None:
+        """A restarted hub met a member that knows a newer epoch: any real it adopted is stale."""
+        if self._real is not None:
+            self._depose(self._real, now, settle=False)
+        self._epoch = max(self._epoch, epoch)
+
+    def _on_snapshot(self, member: _Member, snap: Snapshot) -> None:
+        if not self._from_current_real(member, snap.epoch):
+            return
+        if self._snapshot is not None and snap.version <= self._snapshot.version:
+            return  # not newer: a member never goes backwards
+        self._snapshot = snap
+        for other in self._members.values():
+            if other.state is MemberState.DUMMY:
+                self._send(other, snap)
+
+    def _on_registered(self, member: _Member, frame: Registered) -> None:
+        if not self._from_current_real(member, frame.epoch) or self._ready:
+            return
+        self._ready = True
+        for other in list(self._members.values()):
+            if other.state is MemberState.HANDING_OVER:
+                self._release(other, unregister=False)
+        self._flush_queue(self._last_now)
+
+    def _from_current_real(self, member: _Member, epoch: int) -> bool:
+        """Fencing: only the current real at the current epoch acts for the group."""
+        if member is self._real and epoch == self._epoch:
+            return True
+        self._send(member, RoleChange(member.role, self._epoch, self._real_id()))
+        return False
+
+    def _on_leave(self, member: _Member, now: float) -> None:
+        if member is self._real:
+            # Drain policy: the member sends leave only once its calls ended. Anything sent to
+            # it meanwhile is interrupted now, because a leaving real runs nothing new.
+            self._end_reign()
+            member.state, member.role_since = MemberState.HANDING_OVER, now
+            member.handover_deadline = now + self.handover_timeout
+            self._settle(now)
+        elif member.state is MemberState.DUMMY:
+            self._forget(member, now, "left")
+
+    # -- roles -----------------------------------------------------------------------------------
+
+    def _settle(self, now: float, quiet: _Member | None = None) -> None:
+        """After any change: promote if there is no real; release leavers if nobody can be.
+
+        `quiet` is a member about to get its welcome, which tells it everything already.
+        """
+        if self._real is None and not self._in_grace(now):
+            successor = self._successor()
+            if successor is not None:
+                self._epoch += 1
+                self._make_real(successor, now, ready=False)
+            else:
+                for member in list(self._members.values()):
+                    if member.state is MemberState.HANDING_OVER:
+                        self._release(member, unregister=True)  # the last one unregisters
+        if self._announce_due:
+            self._announce(quiet)
+
+    def _in_grace(self, now: float) -> bool:
+        return self._group_existed and now < self._grace_until
+
+    def _successor(self) -> _Member | None:
+        live = [m for m in self._members.values() if m.state is MemberState.DUMMY and not m.deposed]
+        return min(live, key=lambda m: m.order, default=None)
+
+    def _make_real(self, member: _Member, now: float, *, ready: bool) -> None:
+        member.state, member.role_since = MemberState.REAL, now
+        self._real, self._ready = member, ready
+        self._group_existed = False  # the rejoin grace is over once there is a real
+        self._announce_due = True
+
+    def _announce(self, quiet: _Member | None) -> None:
+        """Tell every member but `quiet` its role, the new epoch and who is real."""
+        self._announce_due = False
+        for other in self._members.values():
+            if other is not quiet and other.hello is not None:
+                self._send(other, RoleChange(other.role, self._epoch, self._real_id()))
+
+    def _end_reign(self) -> None:
+        """The real stops being real: what it accepted is interrupted, its epoch is fenced."""
+        if self._real is not None:
+            self._interrupt(self._real)
+        self._real, self._ready = None, False
+        self._epoch += 1
+        self._announce_due = True
+
+    def _depose(self, member: _Member, now: float, *, settle: bool = True) -> None:
+        """The real is hung (or stale): replace it, keep it one more timeout to read its role."""
+        self._end_reign()
+        member.state, member.role_since, member.deposed = MemberState.DUMMY, now, True
+        member.last_heard = now
+        if settle:
+            self._settle(now)
+
+    def _release(self, member: _Member, *, unregister: bool) -> None:
+        self._send(member, Released(self._epoch, unregister))
+        self._remove(member)
+
+    def _forget(self, member: _Member, now: float, reason: str) -> None:
+        """The connection is gone: drop its actions; a lost real is replaced at once."""
+        self._remove(member)
+        if member is self._real:
+            self._end_reign()
+            self._settle(now)
+
+    def _remove(self, member: _Member) -> None:
+        del self._members[member.conn]
+        for hub_id in member.actions.values():
+            del self._actions[hub_id]  # its results, if any arrive, are for nobody
+        member.actions.clear()
+
+    def _drop(self, member: _Member, now: float, reason: str) -> None:
+        self._out.append(Close(member.conn, reason))
+        self._forget(member, now, reason)
+
+    def _protocol_error(self, member: _Member, message: str, now: float) -> None:
+        self._send(member, Error("protocol", message[:2000]))
+        self._drop(member, now, message)
+
+    # -- actions ---------------------------------------------------------------------------------
+
+    def _on_action(self, member: _Member, frame: Action, now: float) -> None:
+        if frame.action_id in member.actions or frame.action_id in member.recent:
+            message = f"action id {frame.action_id!r} was already used"
+            self._send(member, Error("duplicate_action", message))
+            return
+        member.recent.append(frame.action_id)
+        if len(member.actions) >= self.max_pending_actions:
+            message = f"more than {self.max_pending_actions} actions pending from this member"
+            self._answer(member, frame.action_id, "GroupProtocolError", message)
+            return
+        action = _Action(f"h{next(self._hub_ids)}", member.conn, frame, now + frame.timeout)
+        self._actions[action.hub_id] = action
+        member.actions[frame.action_id] = action.hub_id
+        if self._ready and self._real is not None:
+            self._forward(action, self._real, now)
+
+    def _forward(self, action: _Action, real: _Member, now: float) -> None:
+        action.real, action.epoch = real.conn, self._epoch
+        frame = action.frame
+        remaining = max(action.deadline - now, 0.0)
+        self._send(real, Action(action.hub_id, frame.name, frame.call_id, frame.args, remaining))
+        self._send(self._members[action.caller], ActionAccepted(frame.action_id))
+
+    def _flush_queue(self, now: float) -> None:
+        self._expire_actions(now)
+        if self._real is None or not self._ready:
+            return
+        for action in list(self._actions.values()):
+            if action.real is None:
+                self._forward(action, self._real, now)
+
+    def _expire_actions(self, now: float) -> None:
+        for action in list(self._actions.values()):
+            if action.real is None and action.deadline <= now:
+                message = (f"no real phone in group {self.group!r} was ready within "
+                           f"{action.frame.timeout:g} s")
+                self._finish(action, "NoRealPhoneError", message)
+
+    def _on_result(self, member: _Member, result: ActionResult) -> None:
+        if not self._from_current_real(member, result.epoch):
+            return
+        action = self._actions.get(result.action_id)
+        if action is None or action.real != member.conn:
+            return  # unknown, or its caller is gone
+        self._finish(action, result=result)
+
+    def _interrupt(self, real: _Member) -> None:
+        for action in list(self._actions.values()):
+            if action.real == real.conn:
+                message = (f"the real phone {real.member_id!r} was lost after accepting "
+                           f"{action.frame.name!r}; it may or may not have run, and is not re-run")
+                self._finish(action, "ActionInterruptedError", message)
+
+    def _finish(
+        self, action: _Action, error: str = "", message: str = "",
+        result: ActionResult | None = None,
+    ) -> None:
+        """Deliver the one outcome of `action` to its caller and forget the action."""
+        del self._actions[action.hub_id]
+        caller = self._members[action.caller]
+        del caller.actions[action.frame.action_id]
+        if result is not None:
+            self._send(caller, ActionResult(action.frame.action_id, result.epoch, result.ok,
+                                            result.value, result.error))
+        else:
+            self._answer(caller, action.frame.action_id, error, message)
+
+    def _answer(self, member: _Member, action_id: str, error: str, message: str) -> None:
+        info = ErrorInfo(error, message)
+        self._send(member, ActionResult(action_id, self._epoch, False, None, info))
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _observe(self, now: float) -> None:
+        """Track the hub's own clock; after a stall nobody is judged on the gap (F14)."""
+        if now - self._last_now > self.heartbeat_timeout:
+            for member in self._members.values():
+                member.last_heard = max(member.last_heard, now)
+        self._last_now = max(self._last_now, now)
+
+    def _member_deadline(self, member: _Member) -> float:
+        if member.state is MemberState.PENDING:
+            return member.last_heard + self.hello_timeout
+        return member.last_heard + self.heartbeat_timeout
+
+    def _real_id(self) -> str | None:
+        return self._real.member_id if self._real else None
+
+    def _info(self, m: _Member) -> MemberInfo:
+        assert m.hello is not None
+        return MemberInfo(m.hello.member_id, m.hello.pid, m.hello.host, m.role,
+                          m.joined_at, m.role_since)
+
+    def _welcome(self, member: _Member) -> Welcome:
+        return Welcome(member.member_id, member.role, self._epoch, self._real_id(),
+                       self.heartbeat_interval, self._snapshot, self.members())
+
+    def _send(self, member: _Member, frame: Frame) -> None:
+        self._out.append(Send(member.conn, frame))
+
+    def _take(self) -> list[Effect]:
+        out, self._out = self._out, []
+        return out

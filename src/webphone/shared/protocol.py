@@ -1,0 +1,498 @@
+"""Group wire frames between members and the hub: typed, versioned, validated. Pure, no I/O.
+
+One frame is one JSON object (UTF-8, never pickle or eval) with the protocol version and a type::
+
+    {"v": 1, "type": "action", "action_id": "a7", "name": "hold", "call_id": "x@y", ...}
+
+Every frame class checks all of its fields when it is built, so a frame decoded from bytes and a
+frame built in code obey the same rules; `decode_frame` adds the envelope checks (size, JSON,
+version, type, unknown or missing fields). Every rejection raises `GroupProtocolError` naming the
+field and what was wrong with it, never echoing long values (they could be anything).
+
+Frames a member sends to the hub: `hello`, `heartbeat`, `leave`, `snapshot` (real only), `action`,
+`action_result` (real only), `registered` (real only), `members_query`.
+Frames the hub sends to a member: `welcome`, `heartbeat` (echo), `role`, `snapshot` (fan-out),
+`action` (to the real), `action_accepted`, `action_result`, `released`, `members`, `error`.
+
+Limits (module constants): a frame is at most `MAX_FRAME_BYTES` (256 KiB: two orders of magnitude
+above a 100-call snapshot, far below what would let one member stall the hub), ids at most
+`MAX_ID_CHARS`, strings in synced state at most `MAX_STATE_STRING` characters and never multi-line
+(SIP messages and SDP are multi-line and larger: the state carries derived fields, not dumps).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import MISSING, dataclass, fields
+from typing import Any, ClassVar, Literal, NoReturn
+
+from webphone.errors import GroupProtocolError
+from webphone.shared.actions import check_action
+from webphone.shared.schema import (
+    check_bool,
+    check_int,
+    check_json,
+    check_number,
+    check_state,
+    check_text,
+    fail,
+    kind,
+)
+
+__all__ = [
+    "HUB_FRAMES",
+    "MAX_FRAME_BYTES",
+    "MEMBER_FRAMES",
+    "PROTOCOL_VERSION",
+    "Action",
+    "ActionAccepted",
+    "ActionResult",
+    "Error",
+    "ErrorInfo",
+    "Frame",
+    "Heartbeat",
+    "Hello",
+    "Leave",
+    "MemberInfo",
+    "Members",
+    "MembersQuery",
+    "Registered",
+    "Released",
+    "RoleChange",
+    "Snapshot",
+    "Welcome",
+    "check_state",
+    "decode_frame",
+]
+
+PROTOCOL_VERSION = 1
+MAX_FRAME_BYTES = 256 * 1024
+MAX_ID_CHARS = 128
+MAX_HOST_CHARS = 255
+MAX_MESSAGE_CHARS = 2048
+MAX_MEMBERS = 4096
+MAX_TIMEOUT = 3600.0
+MAX_TIME = 1e11  # seconds: covers time.time() and time.monotonic() for the next millennia
+
+Role = Literal["real", "dummy", "handing_over"]
+ROLES: tuple[str, ...] = ("real", "dummy", "handing_over")
+
+
+def _role(value: object, where: str) -> None:
+    if value not in ROLES:
+        fail(where, f"expected one of {', '.join(ROLES)}, got {str(value)[:40]!r}")
+
+
+def _opt_id(value: object, where: str) -> None:
+    if value is not None:
+        check_text(value, where, MAX_ID_CHARS)
+
+
+# -- frames ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Base of every frame. `TYPE` is the wire name; `to_json()` gives the bytes to send."""
+
+    TYPE: ClassVar[str] = ""
+
+    def fields_obj(self) -> dict[str, Any]:
+        """The fields as plain JSON values, without the envelope (used for nesting)."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+    def to_obj(self) -> dict[str, Any]:
+        """The whole frame as a JSON object, with "v" and "type"."""
+        return {"v": PROTOCOL_VERSION, "type": self.TYPE, **self.fields_obj()}
+
+    def to_json(self) -> bytes:
+        """Compact UTF-8 JSON. Cached: a fan-out of one frame to many members encodes it once."""
+        cached: bytes | None = self.__dict__.get("_json")
+        if cached is None:
+            cached = json.dumps(
+                self.to_obj(), separators=(",", ":"), ensure_ascii=False, allow_nan=False
+            ).encode()
+            object.__setattr__(self, "_json", cached)
+        return cached
+
+    @classmethod
+    def from_obj(cls, obj: dict[str, Any], where: str) -> Frame:
+        """Build from a decoded JSON object (without envelope); checks the key set."""
+        return cls(**_kwargs(cls, obj, where))
+
+
+def _plain(value: object) -> Any:
+    if isinstance(value, Frame | MemberInfo | ErrorInfo):
+        return value.fields_obj()
+    if isinstance(value, tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _kwargs(cls: type, obj: dict[str, Any], where: str) -> dict[str, Any]:
+    """Check that `obj` has exactly the fields of dataclass `cls` (optional ones may be absent)."""
+    names = {f.name for f in fields(cls)}
+    for key in obj:
+        if key not in names:
+            fail(where, f"unknown field {key[:40]!r}")
+    for f in fields(cls):
+        if f.name not in obj and f.default is MISSING and f.default_factory is MISSING:
+            fail(f"{where}.{f.name}", "missing")
+    return dict(obj)
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    """One member as `members()` shows it."""
+
+    member_id: str
+    pid: int
+    host: str
+    role: str
+    joined_at: float
+    role_since: float
+
+    def __post_init__(self) -> None:
+        check_text(self.member_id, "member.member_id", MAX_ID_CHARS)
+        check_int(self.pid, "member.pid", 0, 2**32)
+        check_text(self.host, "member.host", MAX_HOST_CHARS)
+        _role(self.role, "member.role")
+        check_number(self.joined_at, "member.joined_at", 0, MAX_TIME)
+        check_number(self.role_since, "member.role_since", 0, MAX_TIME)
+
+    def fields_obj(self) -> dict[str, Any]:
+        """The fields as a JSON object."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_obj(cls, obj: object, where: str) -> MemberInfo:
+        """Build from a decoded JSON object."""
+        if not isinstance(obj, dict):
+            fail(where, f"expected an object, got {kind(obj)}")
+        return cls(**_kwargs(cls, obj, where))
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """An action's failure: `type` is an exception class name (e.g. "NoRealPhoneError")."""
+
+    type: str
+    message: str
+
+    def __post_init__(self) -> None:
+        check_text(self.type, "error.type", 100)
+        if not self.type.replace("_", "a").replace(".", "a").isalnum():
+            fail("error.type", "expected an exception class name")
+        check_text(self.message, "error.message", MAX_MESSAGE_CHARS, empty=True, lines=True)
+
+    def fields_obj(self) -> dict[str, Any]:
+        """The fields as a JSON object."""
+        return {"type": self.type, "message": self.message}
+
+    @classmethod
+    def from_obj(cls, obj: object, where: str) -> ErrorInfo:
+        """Build from a decoded JSON object."""
+        if not isinstance(obj, dict):
+            fail(where, f"expected an object, got {kind(obj)}")
+        return cls(**_kwargs(cls, obj, where))
+
+
+def _members(value: object, where: str) -> tuple[MemberInfo, ...]:
+    if isinstance(value, tuple) and all(isinstance(m, MemberInfo) for m in value):
+        items: tuple[MemberInfo, ...] = value
+    elif isinstance(value, list):
+        items = tuple(MemberInfo.from_obj(m, f"{where}[{i}]") for i, m in enumerate(value))
+    else:
+        fail(where, f"expected a list of members, got {kind(value)}")
+    if len(items) > MAX_MEMBERS:
+        fail(where, f"{len(items)} members, at most {MAX_MEMBERS}")
+    return items
+
+
+@dataclass(frozen=True)
+class Hello(Frame):
+    """member -> hub, first frame: who I am. `epoch`/`real` say what I knew before (a member
+    reconnecting to a restarted hub says it was real at `epoch`; a new member sends 0/false).
+    `protocol` is the highest protocol version the member speaks; hellos are always sent as v1."""
+
+    TYPE: ClassVar[str] = "hello"
+    member_id: str
+    pid: int
+    host: str
+    group: str
+    started_at: float
+    protocol: int = PROTOCOL_VERSION
+    epoch: int = 0
+    real: bool = False
+
+    def __post_init__(self) -> None:
+        check_text(self.member_id, "hello.member_id", MAX_ID_CHARS)
+        check_int(self.pid, "hello.pid", 0, 2**32)
+        check_text(self.host, "hello.host", MAX_HOST_CHARS)
+        check_text(self.group, "hello.group", MAX_ID_CHARS)
+        check_number(self.started_at, "hello.started_at", 0, MAX_TIME)
+        check_int(self.protocol, "hello.protocol", 1, 1000)
+        check_int(self.epoch, "hello.epoch")
+        check_bool(self.real, "hello.real")
+        if self.real and self.epoch == 0:
+            fail("hello.real", "a member that was real must say at which epoch (epoch > 0)")
+
+
+@dataclass(frozen=True)
+class Welcome(Frame):
+    """hub -> member, answer to hello: your role, the group epoch, who is real (member id or
+    None), how often to heartbeat, the current snapshot (if any) and the members."""
+
+    TYPE: ClassVar[str] = "welcome"
+    member_id: str
+    role: Role
+    epoch: int
+    real_id: str | None
+    heartbeat_interval: float
+    snapshot: Snapshot | None
+    members: tuple[MemberInfo, ...]
+    protocol: int = PROTOCOL_VERSION
+
+    def __post_init__(self) -> None:
+        check_text(self.member_id, "welcome.member_id", MAX_ID_CHARS)
+        _role(self.role, "welcome.role")
+        check_int(self.epoch, "welcome.epoch")
+        _opt_id(self.real_id, "welcome.real_id")
+        check_number(self.heartbeat_interval, "welcome.heartbeat_interval", 0.001, MAX_TIMEOUT)
+        if isinstance(self.snapshot, dict):
+            snap = Snapshot.from_obj(self.snapshot, "welcome.snapshot")
+            object.__setattr__(self, "snapshot", snap)
+        elif self.snapshot is not None and not isinstance(self.snapshot, Snapshot):
+            fail("welcome.snapshot", f"expected an object or null, got {kind(self.snapshot)}")
+        object.__setattr__(self, "members", _members(self.members, "welcome.members"))
+        check_int(self.protocol, "welcome.protocol", 1, 1000)
+
+
+@dataclass(frozen=True)
+class Heartbeat(Frame):
+    """member -> hub every `heartbeat_interval`; the hub echoes it, so a member also notices a
+    hung hub (F13)."""
+
+    TYPE: ClassVar[str] = "heartbeat"
+
+
+@dataclass(frozen=True)
+class Leave(Frame):
+    """member -> hub: graceful leave. A dummy is forgotten at once; a real hands over first."""
+
+    TYPE: ClassVar[str] = "leave"
+
+
+@dataclass(frozen=True)
+class RoleChange(Frame):
+    """hub -> member (wire type "role"): your role is now `role` at group epoch `epoch`; the real
+    is `real_id`. "handing_over": you left as real; keep your SIP socket and registration but run
+    nothing until `released`. Sent on every change of the real, and again to a member whose
+    frames show it missed one (fencing)."""
+
+    TYPE: ClassVar[str] = "role"
+    role: Role
+    epoch: int
+    real_id: str | None = None
+
+    def __post_init__(self) -> None:
+        _role(self.role, "role.role")
+        check_int(self.epoch, "role.epoch")
+        _opt_id(self.real_id, "role.real_id")
+
+
+@dataclass(frozen=True)
+class Snapshot(Frame):
+    """real -> hub -> dummies: the whole UI state, version (epoch, seq). A member applies it only
+    if (epoch, seq) is greater than what it has (see `webphone.shared.views.SnapshotView`)."""
+
+    TYPE: ClassVar[str] = "snapshot"
+    epoch: int
+    seq: int
+    state: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        check_int(self.epoch, "snapshot.epoch", 1)
+        check_int(self.seq, "snapshot.seq")
+        check_state(self.state)
+
+    @property
+    def version(self) -> tuple[int, int]:
+        """(epoch, seq): snapshots are ordered by this pair."""
+        return (self.epoch, self.seq)
+
+
+@dataclass(frozen=True)
+class Action(Frame):
+    """dummy -> hub -> real: run public action `name` (allow-listed, args checked per action).
+    `timeout` is relative seconds (members' clocks differ; the hub's clock decides): how long the
+    caller lets the hub wait for a ready real. Towards the real, `action_id` is the hub's id."""
+
+    TYPE: ClassVar[str] = "action"
+    action_id: str
+    name: str
+    call_id: str | None
+    args: dict[str, Any]
+    timeout: float
+
+    def __post_init__(self) -> None:
+        check_text(self.action_id, "action.action_id", MAX_ID_CHARS)
+        check_action(self.name, self.call_id, self.args)
+        check_number(self.timeout, "action.timeout", 0.0, MAX_TIMEOUT)
+
+
+@dataclass(frozen=True)
+class ActionAccepted(Frame):
+    """hub -> caller: your action went to the real; from now on it is never re-sent, and if the
+    real is lost before answering you get ActionInterruptedError."""
+
+    TYPE: ClassVar[str] = "action_accepted"
+    action_id: str
+
+    def __post_init__(self) -> None:
+        check_text(self.action_id, "action_accepted.action_id", MAX_ID_CHARS)
+
+
+@dataclass(frozen=True)
+class ActionResult(Frame):
+    """real -> hub -> caller: the one outcome of an action. `epoch` is the real's epoch (the hub
+    drops results from any other). ok=true carries `value`; ok=false carries `error`."""
+
+    TYPE: ClassVar[str] = "action_result"
+    action_id: str
+    epoch: int
+    ok: bool
+    value: Any = None
+    error: ErrorInfo | None = None
+
+    def __post_init__(self) -> None:
+        check_text(self.action_id, "action_result.action_id", MAX_ID_CHARS)
+        check_int(self.epoch, "action_result.epoch")
+        check_bool(self.ok, "action_result.ok")
+        check_json(self.value, "action_result.value")
+        if isinstance(self.error, dict):
+            object.__setattr__(self, "error", ErrorInfo.from_obj(self.error, "action_result.error"))
+        elif self.error is not None and not isinstance(self.error, ErrorInfo):
+            fail("action_result.error", f"expected an object or null, got {kind(self.error)}")
+        if self.ok == (self.error is not None):
+            fail("action_result.error", "required exactly when ok is false")
+
+
+@dataclass(frozen=True)
+class Registered(Frame):
+    """real -> hub: I registered as the real of `epoch` (make-before-break: the hub releases the
+    previous real only now). The first real sends it too; actions wait for it."""
+
+    TYPE: ClassVar[str] = "registered"
+    epoch: int
+
+    def __post_init__(self) -> None:
+        check_int(self.epoch, "registered.epoch", 1)
+
+
+@dataclass(frozen=True)
+class Released(Frame):
+    """hub -> leaving real: you may close now. unregister=true: nobody took over, so remove the
+    registration; false: a successor registered with the same instance id, so do NOT unregister
+    (that would delete the successor's binding)."""
+
+    TYPE: ClassVar[str] = "released"
+    epoch: int
+    unregister: bool
+
+    def __post_init__(self) -> None:
+        check_int(self.epoch, "released.epoch")
+        check_bool(self.unregister, "released.unregister")
+
+
+@dataclass(frozen=True)
+class MembersQuery(Frame):
+    """member -> hub: who is in the group? Answered with `members`, in order."""
+
+    TYPE: ClassVar[str] = "members_query"
+
+
+@dataclass(frozen=True)
+class Members(Frame):
+    """hub -> member: the members, oldest first."""
+
+    TYPE: ClassVar[str] = "members"
+    members: tuple[MemberInfo, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "members", _members(self.members, "members.members"))
+
+
+@dataclass(frozen=True)
+class Error(Frame):
+    """hub -> member: a frame was refused. `code`: "protocol" (the connection is then closed),
+    "duplicate_action", "group", "duplicate_member", "full"."""
+
+    TYPE: ClassVar[str] = "error"
+    code: str
+    message: str
+
+    def __post_init__(self) -> None:
+        check_text(self.code, "error.code", 40)
+        check_text(self.message, "error.message", MAX_MESSAGE_CHARS, lines=True)
+
+
+FRAME_TYPES: dict[str, type[Frame]] = {
+    cls.TYPE: cls
+    for cls in (Hello, Welcome, Heartbeat, Leave, RoleChange, Snapshot, Action, ActionAccepted,
+                ActionResult, Registered, Released, MembersQuery, Members, Error)
+}
+MEMBER_FRAMES: frozenset[type[Frame]] = frozenset(
+    {Hello, Heartbeat, Leave, Snapshot, Action, ActionResult, Registered, MembersQuery}
+)
+HUB_FRAMES: frozenset[type[Frame]] = frozenset(
+    {Welcome, Heartbeat, RoleChange, Snapshot, Action, ActionAccepted, ActionResult, Released,
+     Members, Error}
+)
+
+
+# -- decoding ------------------------------------------------------------------------------
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            fail("frame", f"duplicate key {key[:40]!r}")
+        obj[key] = value
+    return obj
+
+
+def _no_constants(name: str) -> NoReturn:
+    fail("frame", f"{name} is not valid JSON")
+
+
+def decode_frame(data: bytes | str) -> Frame:
+    """Parse and check one frame; raise `GroupProtocolError` saying which field and what is wrong.
+
+    Checks, in order: size (`MAX_FRAME_BYTES`), JSON syntax (no NaN/Infinity, no duplicate keys),
+    an object with "v" == `PROTOCOL_VERSION` and a known "type", then the fields of that type.
+    """
+    if isinstance(data, str):
+        data = data.encode()
+    if len(data) > MAX_FRAME_BYTES:
+        fail("frame", f"{len(data)} bytes, more than MAX_FRAME_BYTES ({MAX_FRAME_BYTES})")
+    try:
+        obj = json.loads(data, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
+    except GroupProtocolError:
+        raise
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise GroupProtocolError(f"frame: not valid JSON ({str(exc)[:80]})") from None
+    if not isinstance(obj, dict):
+        fail("frame", f"expected a JSON object, got {kind(obj)}")
+    version = obj.pop("v", None)
+    if version != PROTOCOL_VERSION or isinstance(version, bool):
+        fail("frame.v", f"expected protocol version {PROTOCOL_VERSION}, got {str(version)[:20]}")
+    type_name = obj.pop("type", None)
+    cls = FRAME_TYPES.get(type_name) if isinstance(type_name, str) else None
+    if cls is None:
+        fail("frame.type", f"unknown frame type {str(type_name)[:40]!r}")
+    try:
+        return cls.from_obj(obj, cls.TYPE)
+    except TypeError as exc:  # a wrong-shaped nested value that slipped past the checks
+        raise GroupProtocolError(f"{cls.TYPE}: {exc}") from None

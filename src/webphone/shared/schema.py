@@ -1,0 +1,182 @@
+"""Field checks shared by the group frames, plus the schema of the synced snapshot state. Pure.
+
+Every check raises `GroupProtocolError("<where>: <what>")`, where `where` is the path of the
+offending field (for example `snapshot.state.calls[2].held`). Long values are never echoed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NoReturn
+
+from webphone.errors import GroupProtocolError
+
+__all__ = ["MAX_CALLS", "MAX_INT", "MAX_STATE_STRING", "check_bool", "check_int", "check_json",
+           "check_number", "check_state", "check_text", "fail", "kind"]
+
+MAX_INT = 2**53 - 1  # the largest integer every JSON implementation reads exactly
+MAX_JSON_DEPTH = 16
+MAX_STATE_STRING = 256
+MAX_CALLS = 100
+
+
+def fail(where: str, what: str) -> NoReturn:
+    """Raise `GroupProtocolError` for field `where`."""
+    raise GroupProtocolError(f"{where}: {what}")
+
+
+def kind(value: object) -> str:
+    """The JSON-ish type name of `value`, for messages."""
+    return type(value).__name__
+
+
+def check_int(value: object, where: str, lo: int = 0, hi: int = MAX_INT) -> None:
+    """An int (not a bool) in [lo, hi]."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        fail(where, f"expected an integer, got {kind(value)}")
+    if not lo <= value <= hi:
+        fail(where, f"{value} is out of range [{lo}, {hi}]")
+
+
+def check_number(value: object, where: str, lo: float, hi: float) -> None:
+    """A finite int or float (not a bool) in [lo, hi]."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        fail(where, f"expected a number, got {kind(value)}")
+    if not (math.isfinite(value) and lo <= value <= hi):
+        fail(where, f"{value!r} is out of range [{lo:g}, {hi:g}]")
+
+
+def check_bool(value: object, where: str) -> None:
+    """True or False."""
+    if not isinstance(value, bool):
+        fail(where, f"expected true or false, got {kind(value)}")
+
+
+def check_text(
+    value: object, where: str, max_chars: int, *, empty: bool = False, lines: bool = False
+) -> None:
+    """A string of at most `max_chars` without control characters (newlines only if `lines`).
+
+    Control characters are refused because these strings end up in SIP headers and logs: a CR/LF
+    in a callee or header value would be a header injection.
+    """
+    if not isinstance(value, str):
+        fail(where, f"expected a string, got {kind(value)}")
+    if len(value) > max_chars or (not value and not empty):
+        fail(where, f"expected 1..{max_chars} characters, got {len(value)}")
+    allowed = "\n\t" if lines else ""
+    if any((ch < " " and ch not in allowed) or ch == "\x7f" for ch in value):
+        fail(where, "control characters are not allowed")
+
+
+def check_json(value: object, where: str, depth: int = 0) -> None:
+    """A plain JSON value: None, bool, int, finite float, str, list, dict with str keys."""
+    if depth > MAX_JSON_DEPTH:
+        fail(where, f"nested more than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                fail(where, "object keys must be strings")
+            check_json(item, f"{where}.{key[:40]}", depth + 1)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_json(item, f"{where}[{i}]", depth + 1)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            fail(where, "NaN and infinities are not JSON")
+    elif value is not None and not isinstance(value, str | int | bool):
+        fail(where, f"{kind(value)} is not a JSON value")
+
+
+# -- snapshot state --------------------------------------------------------------------------
+
+# The call fields a UI needs: name -> allowed JSON types. Other keys are allowed (the call layer
+# may add a field without a protocol change) as long as they pass the generic rules of
+# `_check_state_value`, which refuse anything blob-like or secret.
+_NUMBER_OR_NONE = (int, float, type(None))
+_TEXT_OR_NONE = (str, type(None))
+_CALL_FIELDS: dict[str, tuple[type, ...]] = {
+    "id": (str,),
+    "direction": (str,),
+    "state": (str,),
+    "remote_number": _TEXT_OR_NONE,
+    "local_number": _TEXT_OR_NONE,
+    "remote_name": _TEXT_OR_NONE,
+    "local_name": _TEXT_OR_NONE,
+    "held": (bool,),
+    "muted": (bool,),
+    "recording": (bool,),
+    "created_at": _NUMBER_OR_NONE,
+    "answered_at": _NUMBER_OR_NONE,
+    "ended_at": _NUMBER_OR_NONE,
+    "session_id": _TEXT_OR_NONE,
+    "party_id": _TEXT_OR_NONE,
+}
+_CALL_REQUIRED = ("id", "direction", "state")
+DIRECTIONS = ("inbound", "outbound")
+CALL_STATES = ("init", "ringing", "answered", "failed", "disposed")
+_SECRET_WORDS = ("password", "passwd", "secret", "authorization")
+
+
+def _check_state_value(value: object, where: str, depth: int) -> None:
+    """Generic rules for everything inside the state: small, single-line, no secrets."""
+    if depth > 4:
+        fail(where, "nested too deeply (more than 4 levels)")
+    if isinstance(value, str):
+        if len(value) > MAX_STATE_STRING or "\n" in value or "\r" in value:
+            fail(where, f"a {len(value)}-char or multi-line string looks like a SIP message or "
+                 f"SDP; publish derived fields (at most {MAX_STATE_STRING} chars, one line)")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str) or not 0 < len(key) <= 40:
+                fail(where, "keys must be strings of 1..40 characters")
+            if any(word in key.lower() for word in _SECRET_WORDS):
+                fail(f"{where}.{key}", "secrets never go into synced state")
+            _check_state_value(item, f"{where}.{key}", depth + 1)
+    elif isinstance(value, list):
+        if len(value) > MAX_CALLS:
+            fail(where, f"{len(value)} items, at most {MAX_CALLS}")
+        for i, item in enumerate(value):
+            _check_state_value(item, f"{where}[{i}]", depth + 1)
+    elif isinstance(value, float) and not math.isfinite(value):
+        fail(where, "NaN and infinities are not JSON")
+    elif value is not None and not isinstance(value, bool | int | float):
+        fail(where, f"{kind(value)} is not a JSON value")
+
+
+def _check_call(call: object, where: str) -> None:
+    if not isinstance(call, dict):
+        fail(where, f"expected an object, got {kind(call)}")
+    for key in _CALL_REQUIRED:
+        if key not in call:
+            fail(f"{where}.{key}", "missing")
+    for key, value in call.items():
+        allowed = _CALL_FIELDS.get(key)
+        if allowed is None:
+            continue
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            fail(f"{where}.{key}", f"{kind(value)} is not allowed here")
+    if call["direction"] not in DIRECTIONS:
+        fail(f"{where}.direction", f"expected one of {', '.join(DIRECTIONS)}")
+    if call["state"] not in CALL_STATES:
+        fail(f"{where}.state", f"expected one of {', '.join(CALL_STATES)}")
+
+
+def check_state(state: object, where: str = "snapshot.state") -> None:
+    """Check a snapshot's state: `{"calls": [call, ...], ...}`, plain JSON, no blobs, no secrets.
+
+    A call is an object with at least `id`, `direction` ("inbound"|"outbound") and `state`
+    ("init"|"ringing"|"answered"|"failed"|"disposed"), and optionally `remote_number`,
+    `local_number`, `remote_name`, `local_name`, `held`, `muted`, `recording`, `created_at`,
+    `answered_at`, `ended_at`, `session_id`, `party_id`, or other short fields. No string may be
+    longer than `MAX_STATE_STRING` or span lines (SIP/SDP dumps), no key may name a secret
+    ("password", "secret", ...), at most `MAX_CALLS` calls, at most 4 levels deep.
+    """
+    if not isinstance(state, dict):
+        fail(where, f"expected an object, got {kind(state)}")
+    _check_state_value(state, where, 0)
+    calls = state.get("calls")
+    if not isinstance(calls, list):
+        fail(f"{where}.calls", "expected a list of calls")
+    for i, call in enumerate(calls):
+        _check_call(call, f"{where}.calls[{i}]")
