@@ -390,4 +390,5 @@ class TestBuilding:
         assert resp.is_provisional and not resp.is_final
 
     def test_request_and_response_are_not_equal(self) -> None:
-        assert SipRequest("A", "sip:x") != SipResponse(200, "OK")
+        request: object = SipRequest("A", "sip:x")
+        assert request != SipResponse(200, "OK")

@@ -377,9 +377,9 @@ def _decode_lines(head: bytes, skipped: int) -> list[str]:
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = head.count(b"\n", 0, e.start) + 1
+        line_no = head.count(b"\n", 0, e.start) + 1
         raise SipParseError(
-            f"line {line}: header section is not valid UTF-8 at byte offset {e.start + skipped}"
+            f"line {line_no}: header section is not valid UTF-8 at byte offset {e.start + skipped}"
         ) from None
     lines = text.split("\n")  # not splitlines(): it also splits on \x0b, \x1c, \u2028, ...
     if lines[-1] == "":
