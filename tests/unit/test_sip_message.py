@@ -159,6 +159,28 @@ class TestRealWorld:
         assert routes == ["rr1.example.com", "rr2.example.com", "2001:db8::9"]
         assert bytes(msg) == INVITE
 
+    def test_ringcentral_headers_are_kept_whole(self) -> None:
+        raw = crlf(
+            """INVITE sip:u@h.invalid;transport=ws SIP/2.0
+Via: SIP/2.0/WSS 10.13.22.251:8083;branch=z9hG4bK1a2b
+From: "WIRELESS CALLER" <sip:+16505550100@sip.ringcentral.com>;tag=10.13.22.251-5070-1
+To: "Tyler Liu" <sip:17203861294*115@50.237.72.154>
+Call-Id: 9a2c1e6f-77a3
+CSeq: 1 INVITE
+Alert-Info: Auto Answer
+P-rc: <Msg><Hdr SID="35221" Req="{A2D3}" From="#22@sip" To="1720" Cmd="6"/><Bdy Phn="+16505550100" Nm="WIRELESS, CALLER" ToPhn="+17203861294"/></Msg>
+p-rc-api-ids: party-id=p-a0d1;session-id=s-a0d1
+
+"""
+        )
+        msg = parse_message(raw)
+        assert msg.call_id == "9a2c1e6f-77a3"
+        assert msg.headers.get("alert-info") == "Auto Answer"
+        assert msg.headers.get_all("P-rc") == [msg.headers["p-rc"]]
+        assert 'Nm="WIRELESS, CALLER"' in msg.headers["P-RC"]
+        assert msg.to_address.uri.user == "17203861294*115"
+        assert msg.to_tag is None
+
     def test_content_length_counts_bytes_when_building(self) -> None:
         req = SipRequest("MESSAGE", "sip:a@b", Headers([("To", "<sip:a@b>")]), "héllo €".encode())
         wire = bytes(req)
@@ -180,6 +202,10 @@ class TestLenientParsing:
             crlf("MESSAGE sip:a@b SIP/2.0\nSubject: I know you're\n  there,\n\tpick up\n\n")
         )
         assert msg.headers["s"] == "I know you're there, pick up"
+
+    def test_many_continuation_lines(self) -> None:
+        raw = b"OPTIONS sip:a@b SIP/2.0\r\nX: a\r\n" + b" b\r\n" * 1000 + b"\t\r\n\r\n"
+        assert parse_message(raw).headers["X"] == "a" + " b" * 1000
 
     def test_whitespace_around_colon(self) -> None:
         msg = parse_message(

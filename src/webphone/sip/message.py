@@ -1,16 +1,18 @@
 """SIP messages: `Headers`, `SipRequest`, `SipResponse`, and `parse_message` (one per frame).
 
-Why not the `sipmessage` package (0.7.1, evaluated for this module): it is typed and its fuzzing
-was clean (20,000 hypothesis inputs to Address/Via/URI/CSeq/Parameters/Message raised only
-ValueError, no slow regexes on 6,000-character inputs), but it mangles exactly the header that
-matters to us: a quoted parameter such as `+sip.instance="<urn:uuid:...>"` keeps its quotes as
-part of the value and is written back percent-encoded (`%2Bsip.instance=%22%3Curn%3A...`), which
-breaks RFC 5626 registrations. It also rejects real-world input we must read: `urn:` URIs,
-`Contact: *`, hosts with `_`, and a comma-joined Via whose host is a single label
-(`SIP/2.0/UDP h1;branch=a, SIP/2.0/TCP h2` fails while `h1.com` works). Its errors are one bare
-`ValueError("Address is not valid")` with no position, and its frozen dataclasses with a
-read-only `Parameters` mapping do not match the mutable API the rest of webphone is written
-against. So the grammar is hand-written (`_grammar.py`, `address.py`), about 450 lines.
+Why not the `sipmessage` package (0.7.1, evaluated for this layer): it is typed and its
+fuzzing was clean (about 20,000 hypothesis inputs to Address/Via/URI/CSeq/Parameters/Message
+raised only ValueError; no slow regexes on 6,000-character inputs), but it mangles exactly the
+header that matters to us: a quoted parameter such as `+sip.instance="<urn:uuid:...>"` keeps
+its quotes inside the value and is written back percent-encoded
+(`%2Bsip.instance=%22%3Curn%3A...`), which breaks RFC 5626 registrations. It also rejects input
+we must read: `urn:` URIs, hosts with `_`, a comma-joined Via whose host is one label
+(`SIP/2.0/UDP h1;branch=a, SIP/2.0/TCP h2` fails, `h1.com` works); its message parser refuses
+bare-LF frames, fails on folded lines with "not enough values to unpack", and rewrites compact
+names (`v:` comes back as `Via:`). Its errors are one bare `ValueError("Address is not valid")`
+with no position, and its frozen dataclasses with a read-only `Parameters` mapping do not match
+the mutable API the rest of webphone is written against. So the grammar is hand-written
+(`_grammar.py`, `address.py`, about 550 lines).
 
 Parsing is lenient where real servers are sloppy (bare LF line ends, leading CRLF keepalives,
 folded lines, `Via :x`, a missing Content-Length) and strict where sloppiness would be
@@ -392,14 +394,12 @@ def _decode_lines(head: bytes, skipped: int) -> list[str]:
 
 
 def _parse_fields(lines: list[str]) -> list[tuple[str, str]]:
-    fields: list[tuple[str, str]] = []
+    parts: list[tuple[str, list[str]]] = []  # pieces joined once at the end: no quadratic +=
     for number, line in enumerate(lines, start=2):
         if line[:1] in (" ", "\t"):  # folded continuation of the previous header
-            if not fields:
+            if not parts:
                 raise SipParseError(f"line {number}: continuation line before any header")
-            name, value = fields[-1]
-            more = line.strip(" \t")
-            fields[-1] = (name, f"{value} {more}" if value and more else value + more)
+            parts[-1][1].append(line.strip(" \t"))
             continue
         name, colon, value = line.partition(":")
         if not colon:
@@ -407,8 +407,8 @@ def _parse_fields(lines: list[str]) -> list[tuple[str, str]]:
         name = name.rstrip(" \t")
         if not is_token(name):
             raise SipParseError(f"line {number}: invalid header name {show(name)}")
-        fields.append((name, value.strip(" \t")))
-    return fields
+        parts.append((name, [value.strip(" \t")]))
+    return [(name, " ".join(p for p in pieces if p)) for name, pieces in parts]
 
 
 def _apply_content_length(fields: list[tuple[str, str]], body: bytes, offset: int) -> bytes:
