@@ -1,0 +1,129 @@
+"""Every patch webphone applies to aiortc/aioice, in one place, each with the reason for it.
+
+1. **Loopback-only ICE** (`loopback_only`). aioice gathers host candidates from
+   `aioice.ice.get_host_addresses()`, which deliberately skips 127.0.0.1. Tests and local
+   servers need exactly 127.0.0.1 (never the machine's real interfaces). We wrap that module
+   function once, and the wrapper answers `["127.0.0.1"]` only while a context variable is set;
+   `MediaSession` sets it around its own `setLocalDescription()` (where aiortc gathers), and the
+   gathering tasks inherit the context. So other peer connections in the same process, even
+   gathering at the same moment, are unaffected.
+
+2. **RTP tap** (`RtpTap`). aiortc has no RFC 4733 support: its sender owns the RTP sequence
+   numbers and timestamps in a local loop, and its receiver drops (or tries to decode) payload
+   types it did not negotiate. The narrowest place where both directions can be seen is the
+   `RTCDtlsTransport` of the call: every outgoing RTP/RTCP packet goes through its
+   `_send_rtp(data)` (before SRTP protection) and every incoming RTP packet through
+   `_handle_rtp_data(data, arrival_time_ms)` (after SRTP unprotection, before routing to the
+   receiver). The tap shadows those two methods *on the one transport instance* (instance
+   attributes; the class is untouched), so it can
+   - rewrite our outgoing audio packets into telephone-event packets (same SSRC and sequence
+     numbers, see `webphone.media.dtmf`), or drop them while the negotiated direction does not
+     include sending (aiortc keeps sending on hold otherwise);
+   - take incoming telephone-event packets out before aiortc's router sees them.
+   `remove()` deletes the instance attributes, which restores aiortc's own methods.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
+from typing import Any
+
+log = logging.getLogger("webphone.media")
+
+__all__ = ["RtpTap", "loopback_only"]
+
+_LOOPBACK_ONLY: ContextVar[bool] = ContextVar("webphone_loopback_only", default=False)
+_host_addresses_wrapped = False
+
+
+def _wrap_host_addresses() -> None:
+    global _host_addresses_wrapped
+    if _host_addresses_wrapped:
+        return
+    import aioice.ice
+
+    original: Callable[[bool, bool], list[str]] = aioice.ice.get_host_addresses
+
+    def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        if _LOOPBACK_ONLY.get():
+            return ["127.0.0.1"]
+        return original(use_ipv4, use_ipv6)
+
+    aioice.ice.get_host_addresses = get_host_addresses
+    _host_addresses_wrapped = True
+
+
+@contextlib.contextmanager
+def loopback_only(enabled: bool = True) -> Iterator[None]:
+    """Within this block (and tasks created in it), aioice gathers only 127.0.0.1."""
+    if not enabled:
+        yield
+        return
+    _wrap_host_addresses()
+    token = _LOOPBACK_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _LOOPBACK_ONLY.reset(token)
+
+
+Outgoing = Callable[[bytes], "bytes | None"]
+Incoming = Callable[[bytes], bool]
+
+
+class RtpTap:
+    """Shadows `_send_rtp` / `_handle_rtp_data` of one aiortc `RTCDtlsTransport`.
+
+    `outgoing(data)` returns the bytes to send instead (or None to send nothing);
+    `incoming(data)` returns True when it consumed the packet (aiortc never sees it).
+    """
+
+    def __init__(self, transport: Any, outgoing: Outgoing, incoming: Incoming) -> None:
+        self.transport = transport
+        self._outgoing = outgoing
+        self._incoming = incoming
+        self.installed = False
+
+    @staticmethod
+    def supported(transport: Any) -> bool:
+        return callable(getattr(transport, "_send_rtp", None)) and callable(
+            getattr(transport, "_handle_rtp_data", None)
+        )
+
+    def install(self) -> bool:
+        """Install on the transport (idempotent); False when this aiortc lacks the hooks."""
+        if self.installed:
+            return True
+        if not self.supported(self.transport):
+            log.warning("aiortc transport has no _send_rtp/_handle_rtp_data: DTMF disabled")
+            return False
+        if isinstance(getattr(self.transport, "_webphone_tap", None), RtpTap):
+            self.transport._webphone_tap.remove()
+        send: Callable[[bytes], Awaitable[None]] = self.transport._send_rtp
+        handle: Callable[..., Awaitable[None]] = self.transport._handle_rtp_data
+        outgoing, incoming = self._outgoing, self._incoming
+
+        async def _send_rtp(data: bytes) -> None:
+            out = outgoing(data)
+            if out is not None:
+                await send(out)
+
+        async def _handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
+            if not incoming(data):
+                await handle(data, arrival_time_ms=arrival_time_ms)
+
+        self.transport._send_rtp = _send_rtp
+        self.transport._handle_rtp_data = _handle_rtp_data
+        self.transport._webphone_tap = self
+        self.installed = True
+        return True
+
+    def remove(self) -> None:
+        if not self.installed:
+            return
+        for name in ("_send_rtp", "_handle_rtp_data", "_webphone_tap"):
+            self.transport.__dict__.pop(name, None)
+        self.installed = False

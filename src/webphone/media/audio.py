@@ -1,0 +1,394 @@
+"""Audio plumbing between programs and aiortc: the outgoing track, playback sources, PCM
+conversion, bounded streams of received audio, WAV recording. Imports av and aiortc.
+
+Outgoing: one `OutgoingAudioTrack` per call is what aiortc's sender pulls, 20 ms frames of
+48 kHz mono s16 in real time. It plays whatever a `Playback` wrote into its small buffer and
+silence otherwise (also while muted), so RTP keeps flowing and the timestamps stay continuous.
+
+Incoming: `PcmConverter` turns aiortc's decoded frames (opus: 48 kHz stereo; G.711: 8 kHz mono)
+into mono s16 at the rate the program asked for; `AudioStream` hands them out through a
+bounded queue that drops the oldest frame when the consumer is slow (and counts it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import logging
+import time
+import wave
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from .tone import sine_chunks
+
+log = logging.getLogger("webphone.media")
+
+__all__ = [
+    "FRAME_BYTES",
+    "FRAME_SAMPLES",
+    "SEND_RATE",
+    "AudioFrame",
+    "AudioStream",
+    "OutgoingAudioTrack",
+    "PcmConverter",
+    "Playback",
+    "WavRecorder",
+    "wav_chunks",
+]
+
+SEND_RATE = 48000
+FRAME_SAMPLES = SEND_RATE // 50  # 20 ms
+FRAME_BYTES = FRAME_SAMPLES * 2
+_TIME_BASE = fractions.Fraction(1, SEND_RATE)
+
+
+def _frame_pcm(frame: Any) -> bytes:
+    """The s16 bytes of a packed av.AudioFrame (its plane may be padded)."""
+    size = frame.samples * 2 * len(frame.layout.channels)
+    return bytes(frame.planes[0])[:size]
+
+
+class PcmConverter:
+    """s16 PCM at any rate, mono or stereo (bytes or av frames) -> s16 mono at `rate`.
+
+    Keeps one av.AudioResampler while the input format stays the same (the resampler carries
+    state between chunks; a new one is made when the input changes).
+    """
+
+    def __init__(self, rate: int) -> None:
+        if rate <= 0:
+            raise ValueError(f"sample rate must be positive, got {rate}")
+        self.rate = rate
+        self._resampler: Any = None
+        self._key: tuple[str, str, int] | None = None
+
+    def convert_pcm(self, pcm: bytes, rate: int, channels: int = 1) -> bytes:
+        if channels not in (1, 2):
+            raise ValueError(f"PCM must be mono or stereo, got {channels} channels")
+        samples = len(pcm) // (2 * channels)
+        if samples == 0:
+            return b""
+        frame = av.AudioFrame(
+            format="s16", layout="mono" if channels == 1 else "stereo", samples=samples
+        )
+        frame.sample_rate = rate
+        frame.planes[0].update(pcm[: samples * 2 * channels])
+        return self.convert_frame(frame)
+
+    def convert_frame(self, frame: Any) -> bytes:
+        key = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if key == ("s16", "mono", self.rate) and self._key is None:
+            return _frame_pcm(frame)
+        if key != self._key:
+            self._resampler = av.AudioResampler(format="s16", layout="mono", rate=self.rate)
+            self._key = key
+        frame.pts = None
+        return b"".join(_frame_pcm(out) for out in self._resampler.resample(frame))
+
+    def flush(self) -> bytes:
+        """What the resampler still holds (call at the end of a source)."""
+        if self._resampler is None:
+            return b""
+        out = b"".join(_frame_pcm(f) for f in self._resampler.resample(None))
+        self._resampler, self._key = None, None
+        return out
+
+
+# -- outgoing --------------------------------------------------------------------------------
+
+
+class OutgoingAudioTrack(MediaStreamTrack):
+    """The track aiortc sends: 20 ms of 48 kHz mono s16 per `recv()`, paced in real time.
+
+    Plays the bytes in its buffer (`write`), silence when the buffer is empty or while muted.
+    The buffer holds at most `buffer_ms` of audio: `write` waits for room, which paces a source
+    that produces faster than real time (files, tones) without holding it all in memory.
+    """
+
+    kind = "audio"
+
+    def __init__(self, buffer_ms: int = 200) -> None:
+        super().__init__()
+        self._buffer = bytearray()
+        self._limit = max(FRAME_BYTES, SEND_RATE * 2 * buffer_ms // 1000)
+        self._room = asyncio.Event()
+        self._room.set()
+        self._empty = asyncio.Event()
+        self._empty.set()
+        self.muted = False
+        self._start: float | None = None
+        self._pts = 0
+        self.frames_sent = 0
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    async def write(self, pcm: bytes, still_wanted: Any = None) -> bool:
+        """Append 48 kHz mono s16; waits while the buffer is full. Returns False (without
+        writing) if `still_wanted()` turns false while waiting."""
+        while len(self._buffer) >= self._limit:
+            self._room.clear()
+            await self._room.wait()
+            if still_wanted is not None and not still_wanted():
+                return False
+        if still_wanted is not None and not still_wanted():
+            return False
+        self._buffer += pcm
+        self._empty.clear()
+        return True
+
+    async def drained(self) -> None:
+        """Wait until everything written has been handed to the sender."""
+        await self._empty.wait()
+
+    def clear(self) -> None:
+        """Drop buffered audio and wake every waiter (they re-check why they wait)."""
+        self._buffer.clear()
+        self._room.set()
+        self._empty.set()
+
+    async def recv(self) -> Any:
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+        else:
+            self._pts += FRAME_SAMPLES
+            wait = self._start + self._pts / SEND_RATE - now
+            if wait > 0:
+                await asyncio.sleep(wait)
+        chunk = bytes(self._buffer[:FRAME_BYTES])
+        del self._buffer[:FRAME_BYTES]
+        if len(self._buffer) < self._limit:
+            self._room.set()
+        if not self._buffer:
+            self._empty.set()
+        if self.muted or len(chunk) < FRAME_BYTES:
+            chunk = bytes(FRAME_BYTES) if self.muted else chunk + bytes(FRAME_BYTES - len(chunk))
+        frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
+        frame.planes[0].update(chunk)
+        frame.pts = self._pts
+        frame.sample_rate = SEND_RATE
+        frame.time_base = _TIME_BASE
+        self.frames_sent += 1
+        return frame
+
+    def stop(self) -> None:
+        super().stop()
+        self.clear()
+
+
+class Playback:
+    """One source at a time into an `OutgoingAudioTrack`; a new `play` interrupts the current."""
+
+    def __init__(self, track: OutgoingAudioTrack) -> None:
+        self._track = track
+        self._generation = 0
+        self._active = False
+        self.closed = False
+
+    @property
+    def playing(self) -> bool:
+        return self._active
+
+    def stop(self) -> None:
+        """Interrupt the current source (its `play` returns False) and drop buffered audio."""
+        self._generation += 1
+        self._active = False
+        self._track.clear()
+
+    def close(self) -> None:
+        self.closed = True
+        self.stop()
+
+    async def play(self, chunks: AsyncIterable[bytes] | Iterable[bytes]) -> bool:
+        """Play 48 kHz mono s16 chunks; True when played to the end, False if interrupted."""
+        self.stop()
+        generation = self._generation
+
+        def current() -> bool:
+            return generation == self._generation and not self.closed
+
+        self._active = True
+        try:
+            if isinstance(chunks, AsyncIterable):
+                async for chunk in chunks:
+                    if not await self._track.write(chunk, current):
+                        return False
+            else:
+                for chunk in chunks:
+                    if not await self._track.write(chunk, current):
+                        return False
+            while current() and self._track.buffered:
+                await self._track.drained()
+            return current()
+        finally:
+            if generation == self._generation:
+                self._active = False
+
+
+async def converted(
+    source: AsyncIterable[bytes], sample_rate: int, channels: int = 1
+) -> AsyncIterator[bytes]:
+    """`source` PCM (s16, `sample_rate`, `channels`) as 48 kHz mono s16 chunks."""
+    converter = PcmConverter(SEND_RATE)
+    pending = b""
+    frame = 2 * channels
+    async for chunk in source:
+        data = pending + bytes(chunk)
+        usable = len(data) - len(data) % frame
+        pending = data[usable:]
+        out = converter.convert_pcm(data[:usable], sample_rate, channels)
+        if out:
+            yield out
+    tail = converter.flush()
+    if tail:
+        yield tail
+
+
+def tone_source(frequency: float, duration: float, amplitude: float = 0.5) -> Iterable[bytes]:
+    """A sine, directly at the send rate."""
+    return sine_chunks(frequency, duration, SEND_RATE, amplitude, chunk=0.02)
+
+
+async def wav_chunks(path: str | Path, chunk_seconds: float = 0.5) -> AsyncIterator[bytes]:
+    """A 16-bit PCM WAV file (mono or stereo, any rate) as 48 kHz mono s16 chunks; the file is
+    read in a worker thread, a chunk at a time."""
+    reader = await asyncio.to_thread(wave.open, str(path), "rb")
+    try:
+        if reader.getsampwidth() != 2 or reader.getnchannels() not in (1, 2):
+            raise ValueError(
+                f"{path}: only 16-bit PCM WAV, mono or stereo, can be played "
+                f"(got {reader.getsampwidth() * 8}-bit, {reader.getnchannels()} channels)"
+            )
+        rate, channels = reader.getframerate(), reader.getnchannels()
+        frames_per_chunk = max(1, int(rate * chunk_seconds))
+
+        async def raw() -> AsyncIterator[bytes]:
+            while True:
+                data = await asyncio.to_thread(reader.readframes, frames_per_chunk)
+                if not data:
+                    return
+                yield data
+
+        async for chunk in converted(raw(), rate, channels):
+            yield chunk
+    finally:
+        reader.close()
+
+
+# -- incoming --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AudioFrame:
+    """Received audio: `pcm` is s16le mono at `sample_rate`; `received_at` is the event-loop
+    time (`loop.time()`) at which it was decoded."""
+
+    pcm: bytes
+    sample_rate: int
+    received_at: float
+
+    @property
+    def samples(self) -> int:
+        return len(self.pcm) // 2
+
+    @property
+    def duration(self) -> float:
+        return self.samples / self.sample_rate
+
+
+class AudioStream:
+    """Async iterator over received `AudioFrame`s with a bounded queue.
+
+    When the consumer falls behind, the oldest queued frame is dropped (`dropped` counts them),
+    so memory never grows past `max_frames` frames. Iteration ends when the call's media
+    closes or `close()` is called. Use it as `async for frame in media.received_audio(): ...`
+    or `async with media.received_audio() as stream: ...`.
+    """
+
+    def __init__(self, max_frames: int = 50) -> None:
+        if max_frames < 1:
+            raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+        self.max_frames = max_frames
+        self.dropped = 0
+        self.delivered = 0
+        self.high_water = 0
+        self._frames: deque[AudioFrame] = deque()
+        self._wakeup = asyncio.Event()
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def put(self, frame: AudioFrame) -> None:
+        if self.closed:
+            return
+        if len(self._frames) >= self.max_frames:
+            self._frames.popleft()
+            self.dropped += 1
+        self._frames.append(frame)
+        self.high_water = max(self.high_water, len(self._frames))
+        self._wakeup.set()
+
+    def close(self, drain: bool = False) -> None:
+        """End the stream: queued frames are dropped, or still handed out when `drain` (the
+        media closing uses that, so a consumer gets the call's last words)."""
+        self.closed = True
+        if not drain:
+            self._frames.clear()
+        self._wakeup.set()
+
+    def __aiter__(self) -> AudioStream:
+        return self
+
+    async def __anext__(self) -> AudioFrame:
+        while not self._frames:
+            if self.closed:
+                raise StopAsyncIteration
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        self.delivered += 1
+        return self._frames.popleft()
+
+    async def __aenter__(self) -> AudioStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+class WavRecorder:
+    """Writes received audio to a 16-bit mono WAV file.
+
+    Writes are synchronous but small (one 20 ms frame, through the file's buffer); `close()`
+    finalizes the header.
+    """
+
+    def __init__(self, path: str | Path, sample_rate: int) -> None:
+        self.path = Path(path)
+        self.sample_rate = sample_rate
+        self._writer: Any = wave.open(str(self.path), "wb")  # noqa: SIM115  (closed in close())
+        self._writer.setnchannels(1)
+        self._writer.setsampwidth(2)
+        self._writer.setframerate(sample_rate)
+        self.frames = 0
+
+    def write(self, pcm: bytes) -> None:
+        if self._writer is not None:
+            self._writer.writeframes(pcm)
+            self.frames += len(pcm) // 2
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

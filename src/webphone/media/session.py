@@ -1,0 +1,582 @@
+"""`MediaSession`: the audio of one call, one aiortc `RTCPeerConnection`.
+
+Signalling stays outside: a call session asks for SDP (`create_offer`, `create_answer`),
+applies the peer's (`apply_answer`) and carries both in SIP. Everything about audio is here:
+ICE configuration (only the STUN servers given, never aiortc's Google default; optionally
+loopback-only), playback of tones/WAV/PCM, received audio as a bounded stream, callback and/or
+WAV file, mute, direction (hold) and RFC 4733 DTMF both ways.
+
+Create it inside a running event loop; always `await media.close()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import wave
+import weakref
+from collections.abc import AsyncIterable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError
+
+from .._events import EventEmitter
+from ..sip.sdp import (
+    DIRECTIONS,
+    Direction,
+    SdpError,
+    add_telephone_events,
+    audio_codecs,
+    has_audio,
+    parse_origin,
+    set_origin,
+    telephone_events,
+)
+from ._hooks import RtpTap, loopback_only
+from .audio import (
+    SEND_RATE,
+    AudioFrame,
+    AudioStream,
+    OutgoingAudioTrack,
+    PcmConverter,
+    Playback,
+    WavRecorder,
+    converted,
+    tone_source,
+    wav_chunks,
+)
+from .errors import MediaError
+from .rtp import RtpPath
+
+log = logging.getLogger("webphone.media")
+
+__all__ = ["MediaSession", "MediaStats", "ice_servers"]
+
+DEFAULT_TELEPHONE_EVENTS: Mapping[int, int] = {48000: 110, 8000: 126}
+"""Payload types we offer for telephone-event per clock rate (the numbers Chrome uses)."""
+
+
+def ice_servers(stun_servers: Sequence[str]) -> list[RTCIceServer]:
+    """`["host:port", ...]` (or `stun:` URLs) as aiortc ICE servers; empty when none, since
+    aiortc's own default (Google's STUN server) must never be used implicitly."""
+    servers = []
+    for entry in stun_servers:
+        url = entry if entry.startswith(("stun:", "stuns:")) else f"stun:{entry}"
+        host = url.split(":", 1)[1]
+        if not host or host.startswith(":"):
+            raise MediaError(f"invalid STUN server {entry!r}; expected 'host:port'")
+        servers.append(RTCIceServer(urls=url))
+    return servers
+
+
+def _codec_capabilities(names: Sequence[str]) -> list[Any]:
+    """aiortc codec capabilities for codec names ("opus", "PCMU", ...), in that order."""
+    capabilities = RTCRtpSender.getCapabilities("audio").codecs
+    prefs = []
+    for name in names:
+        matches = [c for c in capabilities if c.mimeType.lower() == f"audio/{name.lower()}"]
+        if not matches:
+            known = [c.mimeType.split("/")[1] for c in capabilities]
+            raise MediaError(f"unknown audio codec {name!r}; aiortc has {known}")
+        prefs.extend(matches)
+    return prefs
+
+
+@dataclass
+class MediaStats:
+    """Counters of one media session (times are `loop.time()` values)."""
+
+    frames_sent: int = 0  # 20 ms frames our outgoing track produced (sent, or held on hold)
+    frames_received: int = 0  # decoded from the far end
+    frames_discarded: int = 0  # decoded, then thrown away (no consumer, or on hold)
+    packets_held: int = 0  # RTP dropped by our tap as the direction excludes sending (aiortc
+    # 1.16+ already stops encoding then, so this stays 0 there; older aiortc needs the tap)
+    dtmf_sent: int = 0  # digits whose end packets went out
+    dtmf_received: int = 0
+    answer_applied_at: float | None = None  # offer/answer completed (either side)
+    connected_at: float | None = None
+    first_frame_at: float | None = None
+
+    @property
+    def first_frame_latency(self) -> float | None:
+        """Seconds from the completed offer/answer to the first decoded far-end frame."""
+        if self.first_frame_at is None or self.answer_applied_at is None:
+            return None
+        return self.first_frame_at - self.answer_applied_at
+
+
+class MediaSession(EventEmitter):
+    """The audio of one call.
+
+    Options:
+      stun_servers: "host:port" strings (sip_info.stun_servers); none -> no STUN at all.
+      loopback_only: gather only 127.0.0.1 host candidates (tests, a local SIP server);
+        STUN servers are then ignored.
+      ice_gather_timeout: bound on candidate gathering in seconds (aioice itself gives up on
+        an unanswered STUN server after 5 s and continues with host candidates).
+      receive_sample_rate: rate of the PCM handed to programs (received_audio, "audio"
+        callbacks, WAV recording); mono s16.
+      codecs: preferred audio codecs in order, e.g. ["opus", "PCMU"]; others are not offered.
+        None: aiortc's order (opus, G722, PCMU, PCMA).
+      dtmf_codec_fallback: when answering an offer whose telephone-event clock rates do not
+        match the codec we would pick (RingCentral offers opus/48000 with telephone-event/8000
+        only), prefer a common codec whose rate matches, so DTMF can be sent.
+
+    Events (`on(event, handler)`): "dtmf" (digit: str), "audio" (AudioFrame),
+    "connection_state" (state: str), "closed" ().
+    """
+
+    def __init__(
+        self,
+        *,
+        stun_servers: Sequence[str] = (),
+        loopback_only: bool = False,
+        ice_gather_timeout: float = 10.0,
+        receive_sample_rate: int = 16000,
+        codecs: Sequence[str] | None = None,
+        dtmf_codec_fallback: bool = True,
+        telephone_event_payload_types: Mapping[int, int] = DEFAULT_TELEPHONE_EVENTS,
+    ) -> None:
+        super().__init__()
+        self.loopback_only = loopback_only
+        self.ice_gather_timeout = ice_gather_timeout
+        self.receive_sample_rate = receive_sample_rate
+        self.dtmf_codec_fallback = dtmf_codec_fallback
+        self._stats = MediaStats()
+        self._codec_prefs = None if codecs is None else _codec_capabilities(codecs)
+        servers = [] if loopback_only else ice_servers(stun_servers)
+        self.ice_server_urls: list[str] = [str(server.urls) for server in servers]
+        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
+        self._track = OutgoingAudioTrack()
+        self._transceiver = self._pc.addTransceiver(self._track, direction="sendrecv")
+        self._playback = Playback(self._track)
+        self._te_offer = dict(telephone_event_payload_types)
+        self._direction: Direction = "sendrecv"
+        self._lock = asyncio.Lock()
+        self._closed = False
+        self._local_sdp: str | None = None
+        self._remote_sdp: str | None = None
+        self._answer_sdp: str | None = None
+        self._session_id: str | None = None
+        self._version: int | None = None
+        self._tap: RtpTap | None = None
+        self._rtp = RtpPath(
+            ssrc=lambda: getattr(self._transceiver.sender, "_ssrc", None),
+            may_send=lambda: self._may("sendonly"),
+            may_receive=lambda: self._may("recvonly"),
+            on_digit=lambda digit: self.emit("dtmf", digit),
+        )
+        self._streams: weakref.WeakSet[AudioStream] = weakref.WeakSet()
+        self._recorder: WavRecorder | None = None
+        self._converter = PcmConverter(receive_sample_rate)
+        self._reader: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        if self._codec_prefs is not None:
+            self._transceiver.setCodecPreferences(self._codec_prefs)
+        self._pc.on("track", self._on_track)
+        self._pc.on("connectionstatechange", self._on_connection_state)
+
+    # -- properties --------------------------------------------------------------------------
+
+    @property
+    def peer_connection(self) -> RTCPeerConnection:
+        """The aiortc peer connection (for stats or advanced use; do not renegotiate on it)."""
+        return self._pc
+
+    @property
+    def stats(self) -> MediaStats:
+        """Live counters (the same object every time)."""
+        self._stats.frames_sent = self._track.frames_sent
+        self._stats.packets_held = self._rtp.counters.packets_held
+        self._stats.dtmf_sent = self._rtp.counters.dtmf_sent
+        self._stats.dtmf_received = self._rtp.counters.dtmf_received
+        return self._stats
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def local_sdp(self) -> str | None:
+        """The last SDP we produced (offer or answer), exactly as returned."""
+        return self._local_sdp
+
+    @property
+    def remote_sdp(self) -> str | None:
+        return self._remote_sdp
+
+    @property
+    def origin_version(self) -> int | None:
+        """The o= version of `local_sdp`; pass it to `sip.sdp.bump_origin_version` when
+        editing SDP text by hand, so the versions keep increasing."""
+        return self._version
+
+    @property
+    def direction(self) -> Direction:
+        """The direction we ask for in our next offer or answer (`set_direction`)."""
+        return self._direction
+
+    @property
+    def negotiated_direction(self) -> str | None:
+        """Our side's direction after the last completed offer/answer (None before)."""
+        current: str | None = self._transceiver.currentDirection
+        return current
+
+    @property
+    def connection_state(self) -> str:
+        state: str = self._pc.connectionState
+        return state
+
+    @property
+    def muted(self) -> bool:
+        return bool(self._track.muted)
+
+    @property
+    def playing(self) -> bool:
+        return self._playback.playing
+
+    @property
+    def can_send_dtmf(self) -> bool:
+        """Whether the negotiated SDP has telephone-event at the send codec's clock rate."""
+        return self._rtp.can_send_dtmf
+
+    # -- offer / answer ----------------------------------------------------------------------
+
+    async def create_offer(self, ice_restart: bool = False) -> str:
+        """A complete (non-trickle) SDP offer, telephone-event included.
+
+        `ice_restart=True` is accepted for the upstream call pattern, but aiortc 1.x cannot
+        restart ICE: the offer keeps the current ICE credentials (a plain re-offer).
+        """
+        async with self._lock:
+            self._check_open()
+            if ice_restart and self._local_sdp is not None:
+                log.debug("ICE restart requested; aiortc cannot restart ICE, sending a re-offer")
+            self._transceiver.direction = self._direction
+            await self._set_local(await self._pc.createOffer())
+            sdp = self._local_description()
+            rates = {codec.clock_rate for codec in audio_codecs(sdp)}
+            sdp = add_telephone_events(
+                sdp, {rate: pt for rate, pt in self._te_offer.items() if rate in rates}
+            )
+            return self._finish_local(sdp)
+
+    async def create_answer(self, offer_sdp: str) -> str:
+        """Apply the peer's offer and return our complete SDP answer."""
+        async with self._lock:
+            self._check_open()
+            if not has_audio(offer_sdp):
+                raise MediaError("the SDP offer has no (accepted) m=audio section")
+            if self.dtmf_codec_fallback:
+                self._prefer_dtmf_codecs(offer_sdp)
+            await self._set_remote(offer_sdp, "offer")
+            self._transceiver.direction = self._direction
+            await self._set_local(await self._pc.createAnswer())
+            sdp = self._local_description()
+            rates = {codec.clock_rate for codec in audio_codecs(sdp)}
+            offered = telephone_events(offer_sdp)
+            sdp = add_telephone_events(
+                sdp, {rate: pt for rate, pt in offered.items() if rate in rates}
+            )
+            self._answer_sdp = sdp
+            sdp = self._finish_local(sdp)
+            self._negotiated()
+            return sdp
+
+    async def apply_answer(self, answer_sdp: str) -> None:
+        """Apply the peer's answer to our last offer."""
+        async with self._lock:
+            self._check_open()
+            await self._set_remote(answer_sdp, "answer")
+            self._answer_sdp = answer_sdp
+            self._negotiated()
+
+    def set_direction(self, direction: str) -> None:
+        """The direction for our next offer/answer: "sendrecv", "sendonly" (hold, the
+        RingCentral way), "recvonly" or "inactive". Takes effect through renegotiation:
+        `create_offer()` -> peer -> `apply_answer()`. Until then nothing changes."""
+        for known in DIRECTIONS:
+            if direction == known:
+                self._direction = known
+                self._transceiver.direction = known
+                return
+        raise MediaError(f"invalid media direction {direction!r}; expected one of {DIRECTIONS}")
+
+    # -- sending audio -----------------------------------------------------------------------
+
+    def mute(self) -> None:
+        """Send silence instead of our audio. RTP keeps flowing (so DTMF still works and the
+        far end does not take the stream for dead); playback continues, unheard."""
+        self._track.muted = True
+
+    def unmute(self) -> None:
+        self._track.muted = False
+
+    async def play_tone(self, frequency: float, duration: float, volume: float = 0.5) -> bool:
+        """Play a sine of `frequency` Hz for `duration` s at `volume` (fraction of full scale).
+        Returns True when fully played, False when interrupted (another play, stop, close)."""
+        self._check_open()
+        if not 0 < frequency < SEND_RATE / 2 or duration < 0 or not 0 <= volume <= 1:
+            raise MediaError(
+                f"bad tone: {frequency} Hz (0..{SEND_RATE // 2}), {duration} s (>= 0), "
+                f"volume {volume} (0..1)"
+            )
+        return await self._playback.play(tone_source(frequency, duration, volume))
+
+    async def play_wav(self, path: str | Path) -> bool:
+        """Play a 16-bit PCM WAV file (any rate, mono or stereo); True when fully played."""
+        self._check_open()
+        try:
+            return await self._playback.play(wav_chunks(path))
+        except (OSError, EOFError, ValueError, wave.Error) as exc:
+            raise MediaError(f"cannot play {path}: {exc}") from exc
+
+    async def play_pcm(
+        self, source: AsyncIterable[bytes], sample_rate: int, channels: int = 1
+    ) -> bool:
+        """Play s16le PCM chunks from an async iterator (any chunk size, `sample_rate` Hz,
+        mono or stereo), resampled as needed; True when the source ended and was played."""
+        self._check_open()
+        if channels not in (1, 2) or sample_rate <= 0:
+            raise MediaError(f"unsupported PCM: {sample_rate} Hz, {channels} channels")
+        return await self._playback.play(converted(source, sample_rate, channels))
+
+    def stop_playback(self) -> None:
+        """Interrupt what is playing (its play_* call returns False)."""
+        self._playback.stop()
+
+    # -- receiving audio ---------------------------------------------------------------------
+
+    def received_audio(self, max_frames: int = 50) -> AudioStream:
+        """A new async iterator over far-end audio (`AudioFrame`: mono s16 PCM at
+        `receive_sample_rate`, 20 ms each). At most `max_frames` wait in it: a slow consumer
+        loses the oldest (counted in `stream.dropped`). It ends when the media closes."""
+        stream = AudioStream(max_frames)
+        if self._closed:
+            stream.close()
+        else:
+            self._streams.add(stream)
+        return stream
+
+    def start_wav_recording(self, path: str | Path) -> None:
+        """Record the far end to a 16-bit mono WAV file at `receive_sample_rate`."""
+        self._check_open()
+        self.stop_wav_recording()
+        self._recorder = WavRecorder(path, self.receive_sample_rate)
+
+    def stop_wav_recording(self) -> Path | None:
+        recorder, self._recorder = self._recorder, None
+        if recorder is None:
+            return None
+        recorder.close()
+        return recorder.path
+
+    # -- DTMF --------------------------------------------------------------------------------
+
+    async def send_dtmf(
+        self, tones: str, duration: float = 0.1, gap: float = 0.07, timeout: float | None = None
+    ) -> None:
+        """Send `tones` (0-9 * # A-D, ',' = 2 s pause) as RFC 4733 events; returns once the
+        last end packet is out. `timeout` (default: the tones' own length + 2 s) bounds the
+        wait for our RTP stream to carry them (none flows on hold)."""
+        self._check_open()
+        await self._rtp.send_dtmf(tones, duration, gap, timeout)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def wait_connected(self, timeout: float = 10.0) -> None:
+        """Wait until ICE and DTLS are up; `MediaError` on failure or timeout."""
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        except TimeoutError:
+            raise MediaError(
+                f"media not connected after {timeout} s (state {self.connection_state})"
+            ) from None
+        if self._closed or self.connection_state != "connected":
+            raise MediaError(f"media connection {self.connection_state}")
+
+    async def close(self) -> None:
+        """Stop everything and release the peer connection (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._playback.close()
+        self.stop_wav_recording()
+        for stream in list(self._streams):
+            stream.close(drain=True)
+        self._rtp.close()
+        try:
+            await self._pc.close()
+        finally:
+            if self._reader is not None:
+                self._reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._reader
+            if self._tap is not None:
+                self._tap.remove()
+            self._connected.set()
+            self.emit("closed")
+
+    async def __aenter__(self) -> MediaSession:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- internals: negotiation --------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise MediaError("media session is closed")
+
+    def _prefer_dtmf_codecs(self, offer_sdp: str) -> None:
+        te_rates = set(telephone_events(offer_sdp))
+        if not te_rates:
+            return
+        ours = self._codec_prefs or [
+            c for c in RTCRtpSender.getCapabilities("audio").codecs if c.name.lower() != "rtx"
+        ]
+        offered = [(c.name, c.clock_rate) for c in audio_codecs(offer_sdp)]
+
+        def common(cap: Any) -> bool:
+            return (cap.name.lower(), cap.clockRate) in offered
+
+        if self._codec_prefs is not None:  # our preference order decides
+            order = [cap for cap in ours if common(cap)]
+        else:  # aiortc picks in the offer's order
+            order = [
+                cap for key in offered for cap in ours if (cap.name.lower(), cap.clockRate) == key
+            ]
+        if not order or order[0].clockRate in te_rates:
+            return
+        if not any(cap.clockRate in te_rates for cap in order):
+            return
+        prefs = [c for c in order if c.clockRate in te_rates] + [
+            c for c in order if c.clockRate not in te_rates
+        ]
+        log.debug("preferring %s so that DTMF can be sent", prefs[0].mimeType)
+        self._transceiver.setCodecPreferences(prefs)
+
+    async def _set_local(self, description: Any) -> None:
+        try:
+            with loopback_only(self.loopback_only):
+                await asyncio.wait_for(
+                    self._pc.setLocalDescription(description), self.ice_gather_timeout
+                )
+        except TimeoutError:
+            raise MediaError(
+                f"ICE candidate gathering did not finish within {self.ice_gather_timeout} s"
+            ) from None
+        self._install_tap()
+
+    async def _set_remote(self, sdp: str, kind: str) -> None:
+        try:
+            await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
+        except MediaError:
+            raise
+        except Exception as exc:  # aiortc raises ValueError, InvalidStateError, OperationError
+            raise MediaError(f"cannot apply the remote SDP {kind}: {exc}") from exc
+        self._remote_sdp = sdp
+        self._install_tap()
+
+    def _local_description(self) -> str:
+        description = self._pc.localDescription
+        if description is None:
+            raise MediaError("aiortc produced no local description")
+        sdp: str = description.sdp
+        return sdp
+
+    def _finish_local(self, sdp: str) -> str:
+        """Keep one session id and an increasing version across our SDPs (RFC 3264 §8)."""
+        try:
+            origin = parse_origin(sdp)
+            if self._session_id is None or self._version is None:
+                self._session_id, self._version = origin.session_id, origin.version
+            else:
+                self._version += 1
+                sdp = set_origin(sdp, self._version, self._session_id)
+        except SdpError as exc:
+            raise MediaError(f"aiortc produced SDP without a valid o= line: {exc}") from exc
+        self._local_sdp = sdp
+        return sdp
+
+    def _negotiated(self) -> None:
+        self._rtp.configure(self._local_sdp or "", self._remote_sdp or "", self._answer_sdp or "")
+        if self._stats.answer_applied_at is None:
+            self._stats.answer_applied_at = asyncio.get_running_loop().time()
+        self._install_tap()
+
+    # -- internals: the RTP tap --------------------------------------------------------------
+
+    def _install_tap(self) -> None:
+        transport = self._transceiver.sender.transport
+        if self._tap is not None and self._tap.transport is transport:
+            return
+        if self._tap is not None:
+            self._tap.remove()
+        self._tap = RtpTap(transport, self._rtp.outgoing, self._rtp.incoming)
+        self._tap.install()
+
+    def _may(self, what: str) -> bool:
+        current = self._transceiver.currentDirection
+        return current is None or current in ("sendrecv", what)
+
+    # -- internals: received audio -----------------------------------------------------------
+
+    def _on_track(self, track: Any) -> None:
+        if track.kind != "audio" or self._reader is not None:
+            return
+        self._reader = asyncio.ensure_future(self._read(track))
+
+    async def _read(self, track: Any) -> None:
+        """Drain the remote track for as long as it lives: aiortc queues decoded frames without
+        bound until someone calls recv(), so this runs whether or not anyone listens."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            self._stats.frames_received += 1
+            if self._stats.first_frame_at is None:
+                self._stats.first_frame_at = loop.time()
+            try:
+                self._deliver(frame, loop.time())
+            except Exception:  # never stop draining: aiortc would then queue without bound
+                self._stats.frames_discarded += 1
+                log.exception("could not deliver a received audio frame")
+
+    def _deliver(self, frame: Any, now: float) -> None:
+        listeners: list[Callable[..., Any]] = [h for h, _ in self._handlers.get("audio", [])]
+        streams = list(self._streams)
+        if not self._may("recvonly") or not (streams or listeners or self._recorder):
+            self._stats.frames_discarded += 1
+            return
+        pcm = self._converter.convert_frame(frame)
+        if not pcm:
+            return
+        audio = AudioFrame(pcm, self.receive_sample_rate, now)
+        if self._recorder is not None:
+            self._recorder.write(pcm)
+        for stream in streams:
+            stream.put(audio)
+        if listeners:
+            self.emit("audio", audio)
+
+    def _on_connection_state(self) -> None:
+        state = self._pc.connectionState
+        if state == "connected" and self._stats.connected_at is None:
+            self._stats.connected_at = asyncio.get_running_loop().time()
+        if state in ("connected", "failed", "closed"):
+            self._connected.set()
+        self.emit("connection_state", state)
