@@ -197,17 +197,26 @@ def test_a_woken_deposed_real_is_fenced() -> None:  # F3, F11
     assert hub.take(b, Snapshot) == []
 
 
-def test_a_deposed_member_is_never_promoted_again_on_that_connection() -> None:  # F4
+def test_a_deposed_member_is_promoted_again_only_once_heard_from() -> None:  # F4
     hub = Hub()
     a, b = hub.ready_real("a"), hub.join("b")
     hub.advance(6, alive=(b,))
     assert hub.c.real == b
-    hub.send(a, Heartbeat())  # a is awake again
     hub.crash(b)
-    assert hub.c.real is None  # no flip-flop back to the zombie
+    assert hub.c.real is None  # a is still silent: promoting it would promote a hung member
     assert hub.last(a, RoleChange) == RoleChange("dummy", hub.c.epoch, None)
-    a2 = hub.join("a2")
-    assert hub.c.real == a2
+    hub.send(a, Heartbeat())  # a wakes up
+    assert hub.c.real == a
+    assert hub.last(a, RoleChange) == RoleChange("real", hub.c.epoch, "a")
+
+
+def test_a_woken_deposed_real_does_not_take_the_role_back() -> None:  # F4
+    hub = Hub()
+    a, b = hub.ready_real("a"), hub.join("b")
+    hub.advance(6, alive=(b,))
+    hub.send(a, Heartbeat())
+    hub.advance(10, alive=(a, b))
+    assert hub.c.real == b and hub.c.state_of(a) is MemberState.DUMMY
 
 
 def test_a_deposed_real_that_stays_silent_is_dropped_and_may_rejoin_as_new() -> None:
@@ -313,6 +322,16 @@ def test_a_handover_that_never_completes_releases_without_unregister() -> None:
     hub.send(a, Leave())
     hub.advance(4, alive=(a, b))  # b stays alive but never registers
     assert hub.last(a, Released).unregister is False
+
+
+def test_members_show_who_is_handing_over() -> None:
+    hub = Hub()
+    a = hub.ready_real("a")
+    hub.join("b")
+    hub.send(a, Leave())
+    hub.send(a, Leave())  # a second leave changes nothing
+    assert [(m.member_id, m.role) for m in hub.c.members()] == [
+        ("a", "handing_over"), ("b", "real")]
 
 
 def test_a_dummy_that_leaves_is_forgotten() -> None:
@@ -467,6 +486,17 @@ def test_too_many_pending_actions_are_answered_not_queued() -> None:
     result = outcome(hub, b)
     assert result.action_id == "b2" and result.error is not None
     assert result.error.type == "GroupProtocolError"
+
+
+def test_action_ids_towards_the_real_carry_the_hub_instance() -> None:
+    hub = Hub(instance="b7f3")
+    a, b = hub.ready_real("a"), hub.join("b")
+    hub.send(b, action("b1"))
+    forwarded = hub.last(a, Action)
+    assert forwarded.action_id.startswith("b7f3")
+    # a result the real still owed a previous hub (ids restart there) matches nothing here
+    hub.send(a, ActionResult("h1", hub.c.epoch, True, "late"))
+    assert hub.take(b, ActionResult) == [] and hub.c.pending_actions() == 1
 
 
 # -- snapshots ------------------------------------------------------------------------------------

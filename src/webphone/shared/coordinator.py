@@ -20,7 +20,7 @@ Rules (the invariants of ../../../docs and ARCHITECTURE.md):
 * Epochs fence. The epoch grows on every promotion and on every loss of the real, so every frame
   of a past reign carries an old epoch. Snapshots, results and `registered` count only from the
   current real at the current epoch; anyone else sending them is told its role again (`role`) and
-  the frame is dropped. A deposed member is never promoted again on the same connection.
+  the frame is dropped. A deposed member is not promoted again until it has been heard from.
 * Make-before-break. A real that leaves becomes "handing_over": it keeps its SIP socket and
   registration but runs nothing. The successor is real at a new epoch, registers (same instance
   id, so the server replaces the binding) and reports `registered`; only then is the old real
@@ -64,10 +64,11 @@ from __future__ import annotations
 
 import enum
 import itertools
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 from webphone.errors import GroupProtocolError
+from webphone.shared.actions import ActionTable, PendingAction
 from webphone.shared.protocol import (
     MEMBER_FRAMES,
     PROTOCOL_VERSION,
@@ -93,8 +94,6 @@ from webphone.shared.protocol import (
 )
 
 __all__ = ["Close", "Coordinator", "Effect", "MemberState", "Send"]
-
-RECENT_ACTION_IDS = 1024  # per member: a reused action id is refused even after it finished
 
 
 @dataclass(frozen=True)
@@ -134,10 +133,8 @@ class _Member:
     hello: Hello | None = None
     joined_at: float = 0.0
     role_since: float = 0.0
-    deposed: bool = False
+    deposed: bool = False  # deposed for silence and not heard from since: never promote
     handover_deadline: float | None = None
-    actions: dict[str, str] = field(default_factory=dict)  # caller's action id -> hub id
-    recent: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT_ACTION_IDS))
 
     @property
     def member_id(self) -> str:
@@ -150,16 +147,6 @@ class _Member:
         return "handing_over" if self.state is MemberState.HANDING_OVER else "dummy"
 
 
-@dataclass
-class _Action:
-    hub_id: str
-    caller: str
-    frame: Action
-    deadline: float
-    real: str | None = None  # the connection it went to; None while queued
-    epoch: int = 0
-
-
 class Coordinator:
     """The group state machine run by the hub; one instance per group. See the module doc.
 
@@ -168,6 +155,9 @@ class Coordinator:
     not registered after `handover_timeout` releases the old real anyway, without unregistering;
     `hello_timeout` bounds a connection that never says hello; `rejoin_grace` is how long a
     restarted hub waits for the group's real to come back (default: `heartbeat_timeout`).
+    `instance` is a short random token per hub process (e.g. `secrets.token_hex(4)`): it
+    prefixes the action ids the real sees, so a late result meant for a previous hub's action
+    can never match one of this hub's.
     """
 
     def __init__(
@@ -182,6 +172,7 @@ class Coordinator:
         rejoin_grace: float | None = None,
         max_members: int = 1024,
         max_pending_actions: int = 256,
+        instance: str = "",
     ) -> None:
         if not 0 < heartbeat_interval < heartbeat_timeout:
             raise ValueError("need 0 < heartbeat_interval < heartbeat_timeout")
@@ -191,7 +182,6 @@ class Coordinator:
         self.handover_timeout = handover_timeout
         self.hello_timeout = hello_timeout
         self.max_members = max_members
-        self.max_pending_actions = max_pending_actions
         grace = heartbeat_timeout if rejoin_grace is None else rejoin_grace
         self._grace_until = now + grace
         self._group_existed = False  # a hello carried epoch > 0: wait for its real (grace)
@@ -200,9 +190,8 @@ class Coordinator:
         self._ready = False
         self._snapshot: Snapshot | None = None
         self._members: dict[str, _Member] = {}
-        self._actions: dict[str, _Action] = {}  # hub id -> action, in arrival order
+        self._actions = ActionTable(max_pending_actions, id_prefix=f"{instance[:32]}h")
         self._order = itertools.count()
-        self._hub_ids = itertools.count(1)
         self._last_now = now
         self._announce_due = False  # the real or the epoch changed: tell everyone
         self._out: list[Effect] = []
@@ -252,7 +241,9 @@ class Coordinator:
         times = [self._last_now + self.heartbeat_interval]
         times.extend(self._member_deadline(m) for m in self._members.values())
         times.extend(m.handover_deadline for m in self._members.values() if m.handover_deadline)
-        times.extend(a.deadline for a in self._actions.values() if a.real is None)
+        action_deadline = self._actions.next_deadline()
+        if action_deadline is not None:
+            times.append(action_deadline)
         if self._real is None and self._group_existed:
             times.append(self._grace_until)
         return min(times)
@@ -294,6 +285,9 @@ class Coordinator:
                 self._protocol_error(member, f"expected hello, got {frame.TYPE!r}", now)
         else:
             self._dispatch(member, frame, now)
+            if member.deposed and member.conn in self._members:
+                member.deposed = False  # awake again: it may be promoted like anyone else
+                self._settle(now)
         return self._take()
 
     def connection_lost(self, conn: str, now: float) -> list[Effect]:
@@ -301,7 +295,7 @@ class Coordinator:
         self._observe(now)
         member = self._members.get(conn)
         if member is not None:
-            self._forget(member, now, "connection lost")
+            self._forget(member, now)
         return self._take()
 
     def tick(self, now: float) -> list[Effect]:
@@ -414,7 +408,7 @@ class Coordinator:
             member.handover_deadline = now + self.handover_timeout
             self._settle(now)
         elif member.state is MemberState.DUMMY:
-            self._forget(member, now, "left")
+            self._forget(member, now)
 
     # -- roles -----------------------------------------------------------------------------------
 
@@ -470,12 +464,14 @@ class Coordinator:
         member.last_heard = now
         if settle:
             self._settle(now)
+        if self._snapshot is not None:  # as a dummy it shows the group's state, not its own
+            self._send(member, self._snapshot)
 
     def _release(self, member: _Member, *, unregister: bool) -> None:
         self._send(member, Released(self._epoch, unregister))
         self._remove(member)
 
-    def _forget(self, member: _Member, now: float, reason: str) -> None:
+    def _forget(self, member: _Member, now: float) -> None:
         """The connection is gone: drop its actions; a lost real is replaced at once."""
         self._remove(member)
         if member is self._real:
@@ -484,13 +480,11 @@ class Coordinator:
 
     def _remove(self, member: _Member) -> None:
         del self._members[member.conn]
-        for hub_id in member.actions.values():
-            del self._actions[hub_id]  # its results, if any arrive, are for nobody
-        member.actions.clear()
+        self._actions.forget_caller(member.conn)  # results for it, if any arrive, find nothing
 
     def _drop(self, member: _Member, now: float, reason: str) -> None:
         self._out.append(Close(member.conn, reason))
-        self._forget(member, now, reason)
+        self._forget(member, now)
 
     def _protocol_error(self, member: _Member, message: str, now: float) -> None:
         self._send(member, Error("protocol", message[:2000]))
@@ -499,23 +493,20 @@ class Coordinator:
     # -- actions ---------------------------------------------------------------------------------
 
     def _on_action(self, member: _Member, frame: Action, now: float) -> None:
-        if frame.action_id in member.actions or frame.action_id in member.recent:
+        if self._actions.is_duplicate(member.conn, frame.action_id):
             message = f"action id {frame.action_id!r} was already used"
             self._send(member, Error("duplicate_action", message))
             return
-        member.recent.append(frame.action_id)
-        if len(member.actions) >= self.max_pending_actions:
-            message = f"more than {self.max_pending_actions} actions pending from this member"
+        action = self._actions.admit(member.conn, frame, now)
+        if action is None:
+            message = f"more than {self._actions.max_per_caller} actions pending from this member"
             self._answer(member, frame.action_id, "GroupProtocolError", message)
-            return
-        action = _Action(f"h{next(self._hub_ids)}", member.conn, frame, now + frame.timeout)
-        self._actions[action.hub_id] = action
-        member.actions[frame.action_id] = action.hub_id
-        if self._ready and self._real is not None:
+        elif self._ready and self._real is not None:
             self._forward(action, self._real, now)
 
-    def _forward(self, action: _Action, real: _Member, now: float) -> None:
-        action.real, action.epoch = real.conn, self._epoch
+    def _forward(self, action: PendingAction, real: _Member, now: float) -> None:
+        """Send to the real, once: from here on the action is never sent anywhere again."""
+        action.real = real.conn
         frame = action.frame
         remaining = max(action.deadline - now, 0.0)
         self._send(real, Action(action.hub_id, frame.name, frame.call_id, frame.args, remaining))
@@ -523,18 +514,15 @@ class Coordinator:
 
     def _flush_queue(self, now: float) -> None:
         self._expire_actions(now)
-        if self._real is None or not self._ready:
-            return
-        for action in list(self._actions.values()):
-            if action.real is None:
+        if self._real is not None and self._ready:
+            for action in self._actions.queued():
                 self._forward(action, self._real, now)
 
     def _expire_actions(self, now: float) -> None:
-        for action in list(self._actions.values()):
-            if action.real is None and action.deadline <= now:
-                message = (f"no real phone in group {self.group!r} was ready within "
-                           f"{action.frame.timeout:g} s")
-                self._finish(action, "NoRealPhoneError", message)
+        for action in self._actions.expired(now):
+            message = (f"no real phone in group {self.group!r} was ready within "
+                       f"{action.frame.timeout:g} s")
+            self._finish(action, ErrorInfo("NoRealPhoneError", message))
 
     def _on_result(self, member: _Member, result: ActionResult) -> None:
         if not self._from_current_real(member, result.epoch):
@@ -542,28 +530,21 @@ class Coordinator:
         action = self._actions.get(result.action_id)
         if action is None or action.real != member.conn:
             return  # unknown, or its caller is gone
-        self._finish(action, result=result)
+        self._finish(action, result.error, result.ok, result.value)
 
     def _interrupt(self, real: _Member) -> None:
-        for action in list(self._actions.values()):
-            if action.real == real.conn:
-                message = (f"the real phone {real.member_id!r} was lost after accepting "
-                           f"{action.frame.name!r}; it may or may not have run, and is not re-run")
-                self._finish(action, "ActionInterruptedError", message)
+        for action in self._actions.sent_to(real.conn):
+            message = (f"the real phone {real.member_id!r} was lost after accepting "
+                       f"{action.frame.name!r}; it may or may not have run, and is not re-run")
+            self._finish(action, ErrorInfo("ActionInterruptedError", message))
 
     def _finish(
-        self, action: _Action, error: str = "", message: str = "",
-        result: ActionResult | None = None,
+        self, action: PendingAction, error: ErrorInfo | None, ok: bool = False, value: Any = None
     ) -> None:
         """Deliver the one outcome of `action` to its caller and forget the action."""
-        del self._actions[action.hub_id]
-        caller = self._members[action.caller]
-        del caller.actions[action.frame.action_id]
-        if result is not None:
-            self._send(caller, ActionResult(action.frame.action_id, result.epoch, result.ok,
-                                            result.value, result.error))
-        else:
-            self._answer(caller, action.frame.action_id, error, message)
+        self._actions.finish(action)
+        result = ActionResult(action.frame.action_id, self._epoch, ok, value, error)
+        self._send(self._members[action.caller], result)
 
     def _answer(self, member: _Member, action_id: str, error: str, message: str) -> None:
         info = ErrorInfo(error, message)
