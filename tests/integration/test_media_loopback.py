@@ -28,7 +28,7 @@ from webphone.media import (
     sine_wave,
     tone_levels,
 )
-from webphone.sip.sdp import audio_codecs, telephone_events
+from webphone.sip.sdp import audio_codecs, media_protocol, telephone_events
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -274,6 +274,53 @@ async def test_answer_prefers_a_codec_dtmf_can_use() -> None:
         assert a.can_send_dtmf and b.can_send_dtmf
     finally:
         await asyncio.gather(a.close(), b.close())
+
+
+# A real RingCentral INVITE's SDP (upstream fixture), its address moved to 127.0.0.1 so that
+# the ICE checks this answer starts stay on this machine.
+RC_OFFER = "\r\n".join(
+    [
+        "v=0",
+        "o=- 7066956197903366029 7997658033229634982 IN IP4 127.0.0.1",
+        "s=SmcSip",
+        "c=IN IP4 127.0.0.1",
+        "t=0 0",
+        "m=audio 29768 RTP/SAVPF 109 111 18 0 8 9 96 101",
+        "a=rtpmap:109 OPUS/16000",
+        "a=fmtp:109 useinbandfec=1",
+        "a=rtpmap:111 OPUS/48000/2",
+        "a=fmtp:111 useinbandfec=1",
+        "a=rtpmap:18 g729/8000",
+        "a=rtpmap:0 pcmu/8000",
+        "a=rtpmap:8 pcma/8000",
+        "a=rtpmap:9 g722/8000",
+        "a=rtpmap:96 ilbc/8000",
+        "a=rtpmap:101 telephone-event/8000",
+        "a=fmtp:101 0-15",
+        "a=sendrecv",
+        "a=rtcp:29769",
+        "a=rtcp-mux",
+        "a=setup:actpass",
+        "a=fingerprint:sha-1 8E:C8:DB:21:CE:E5:F8:5A:F9:73:EC:08:B8:4D:5C:2A:96:BA:27:26",
+        "a=ice-ufrag:mqlmHMAU",
+        "a=ice-pwd:QTEEF1lt81VyKvJvEHhabIh9JZ",
+        "a=candidate:Mjq5KtrBWhOTFixu 1 UDP 2130706431 127.0.0.1 29768 typ host",
+        "",
+    ]
+)
+
+
+async def test_answer_to_a_ringcentral_offer() -> None:
+    media = MediaSession(loopback_only=True)
+    try:
+        answer = await media.create_answer(RC_OFFER)
+    finally:
+        await media.close()
+    assert media_protocol(answer) == "RTP/SAVPF"  # the offer's proto
+    codecs = audio_codecs(answer)
+    assert (codecs[0].name, codecs[0].payload_type) == ("pcmu", 0)  # DTMF-capable first
+    assert telephone_events(answer) == {8000: 101}
+    assert "a=setup:active" in answer
 
 
 async def test_slow_consumer_memory_stays_bounded(pair: tuple[MediaSession, MediaSession]) -> None:

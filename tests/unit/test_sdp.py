@@ -17,9 +17,11 @@ from webphone.sip.sdp import (
     bump_origin_version,
     get_direction,
     has_audio,
+    media_protocol,
     parse_origin,
     reverse_direction,
     set_direction,
+    set_media_protocol,
     set_origin,
     telephone_events,
 )
@@ -225,6 +227,20 @@ def test_add_telephone_events() -> None:
     assert telephone_events(add_telephone_events(RC_OFFER, {8000: 126})) == {8000: 101}
     with pytest.raises(SdpError):
         add_telephone_events("v=0\r\n", {8000: 101})
+
+
+def test_media_protocol() -> None:
+    assert media_protocol(RC_OFFER) == "RTP/SAVPF"
+    assert media_protocol(TWO_SECTIONS, "video") == "UDP/TLS/RTP/SAVPF"
+    assert media_protocol("v=0\r\n") is None
+    out = set_media_protocol(TWO_SECTIONS, "RTP/SAVPF")
+    assert changed_lines(TWO_SECTIONS, out) == [
+        ("m=audio 9 UDP/TLS/RTP/SAVPF 96 0", "m=audio 9 RTP/SAVPF 96 0")
+    ]
+    with pytest.raises(SdpError):
+        set_media_protocol("v=0\r\n", "RTP/SAVPF")
+    with pytest.raises(SdpError):
+        set_media_protocol(TWO_SECTIONS, "RTP SAVPF")
 
 
 # -- properties ------------------------------------------------------------------------------

@@ -38,7 +38,9 @@ from ..sip.sdp import (
     add_telephone_events,
     audio_codecs,
     has_audio,
+    media_protocol,
     parse_origin,
+    set_media_protocol,
     set_origin,
     telephone_events,
 )
@@ -288,6 +290,9 @@ class MediaSession(EventEmitter):
             sdp = add_telephone_events(
                 sdp, {rate: pt for rate, pt in offered.items() if rate in rates}
             )
+            proto = media_protocol(offer_sdp)
+            if proto is not None and "SAVP" in proto and proto != media_protocol(sdp):
+                sdp = set_media_protocol(sdp, proto)  # the answer keeps the offer's proto
             self._answer_sdp = sdp
             sdp = self._finish_local(sdp)
             self._negotiated()

@@ -36,9 +36,11 @@ __all__ = [
     "bump_origin_version",
     "get_direction",
     "has_audio",
+    "media_protocol",
     "parse_origin",
     "reverse_direction",
     "set_direction",
+    "set_media_protocol",
     "set_origin",
     "telephone_events",
 ]
@@ -246,6 +248,35 @@ def bump_origin_version(sdp: str, last_version: int | None = None) -> tuple[str,
     current = parse_origin(sdp).version
     new_version = current + 1 if last_version is None else max(last_version + 1, current + 1)
     return set_origin(sdp, new_version), new_version
+
+
+# -- media lines -----------------------------------------------------------------------------
+
+
+def media_protocol(sdp: str, kind: str = "audio") -> str | None:
+    """The <proto> of the first `m=<kind>` line (`UDP/TLS/RTP/SAVPF`, `RTP/SAVPF`, ...)."""
+    for line in _lines(sdp):
+        fields = _content(line).split()
+        if len(fields) >= 3 and fields[0] == f"m={kind}":
+            return fields[2]
+    return None
+
+
+def set_media_protocol(sdp: str, proto: str, kind: str = "audio") -> str:
+    """Replace the <proto> of the first `m=<kind>` line; nothing else changes. An answer must
+    carry the offer's proto (RFC 3264 §6): RingCentral offers `RTP/SAVPF` where aiortc would
+    answer `UDP/TLS/RTP/SAVPF`."""
+    if not proto or any(c.isspace() for c in proto):
+        raise SdpError(f"invalid media protocol {proto!r}")
+    lines = _lines(sdp)
+    for i, line in enumerate(lines):
+        content = _content(line)
+        fields = content.split(" ")
+        if len(fields) >= 3 and fields[0] == f"m={kind}":
+            fields[2] = proto
+            lines[i] = " ".join(fields) + line[len(content) :]
+            return "".join(lines)
+    raise SdpError(f"SDP has no m={kind} line")
 
 
 # -- codecs ----------------------------------------------------------------------------------
