@@ -1,0 +1,205 @@
+"""Message surgery a proxy does, pure: responses, Via push/pop, forwarding, CANCEL, ACK.
+
+Everything here takes messages and returns new ones (inputs are never modified), so the proxy
+shell stays a list of decisions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from urllib.parse import unquote as percent_decode
+
+from webphone.errors import SipParseError
+from webphone.sip import Headers, SipRequest, SipResponse, SipUri, split_list
+from webphone.sip.transaction import new_branch
+
+__all__ = [
+    "SERVER_NAME",
+    "ack_for",
+    "cancel_for",
+    "content_type",
+    "forwarded",
+    "new_branch",
+    "pop_via",
+    "push_via",
+    "response_to",
+    "salvage_response",
+    "set_cseq_number",
+    "uri_user",
+]
+
+SERVER_NAME = "webphone-sandbox"
+
+# Headers a response copies from its request (RFC 3261 §8.2.6.2).
+_COPIED = ("From", "Call-ID", "CSeq")
+
+
+def response_to(
+    request: SipRequest,
+    status: int,
+    reason: str,
+    *,
+    to_tag: str | None = None,
+    headers: Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+    content_type: str | None = None,
+) -> SipResponse:
+    """A response generated here: Vias, From, To (+`to_tag` when it has none), Call-ID, CSeq."""
+    fields = [("Via", v) for v in request.headers.get_all("Via")]
+    fields.append(("From", request.headers.get("From") or ""))
+    to_value = request.headers.get("To") or ""
+    if to_tag and status > 100 and not _has_tag(to_value):
+        to_value = f"{to_value};tag={to_tag}"
+    fields.append(("To", to_value))
+    fields += [(name, request.headers.get(name) or "") for name in _COPIED[1:]]
+    fields.append(("Server", SERVER_NAME))
+    fields.extend(headers)
+    if body and content_type:
+        fields.append(("Content-Type", content_type))
+    return SipResponse(status, reason, Headers(fields), body)
+
+
+def _has_tag(value: str) -> bool:
+    return ";tag=" in value.replace(" ", "").lower()
+
+
+def push_via(request: SipRequest, via: str) -> SipRequest:
+    """A copy with `via` as the new topmost Via."""
+    return SipRequest(
+        request.method, request.uri, Headers([("Via", via), *request.headers]), request.body
+    )
+
+
+def pop_via(response: SipResponse) -> SipResponse | None:
+    """A copy without the topmost Via value (ours), or None when no Via would be left."""
+    fields = response.headers.fields()
+    for index, (name, value) in enumerate(fields):
+        if name.lower() not in ("via", "v"):
+            continue
+        rest = split_list(value)[1:]
+        if rest:
+            fields[index] = (name, ", ".join(rest))
+        else:
+            del fields[index]
+        break
+    out = SipResponse(response.status_code, response.reason, Headers(fields), response.body)
+    return out if out.headers.get_all("Via") else None
+
+
+def forwarded(
+    request: SipRequest,
+    uri: str,
+    via: str,
+    *,
+    record_route: str | None = None,
+    drop: Iterable[str] = ("Proxy-Authorization", "Route"),
+    add: Iterable[tuple[str, str]] = (),
+) -> SipRequest:
+    """The request as a proxy sends it on: new Request-URI, our Via on top, Max-Forwards - 1,
+    our Record-Route on top (when given), credentials and Routes for us removed, `add` appended."""
+    dropped = {name.lower() for name in drop}
+    fields: list[tuple[str, str]] = [("Via", via)]
+    if record_route:
+        fields.append(("Record-Route", record_route))
+    for name, value in request.headers:
+        lower = name.lower()
+        if lower in dropped:
+            continue
+        if lower == "max-forwards":
+            value = str(max(0, _int(value, 70) - 1))
+        fields.append((name, value))
+    if "Max-Forwards" not in request.headers:
+        fields.insert(1, ("Max-Forwards", "69"))
+    fields.extend(add)
+    return SipRequest(request.method, uri, Headers(fields), request.body)
+
+
+def _int(text: str, default: int) -> int:
+    text = text.strip()
+    return int(text) if text.isdigit() and len(text) < 10 else default
+
+
+def cancel_for(invite: SipRequest, reason: str | None = None) -> SipRequest:
+    """The CANCEL of an INVITE we sent: same Request-URI, top Via (branch), From, To, Call-ID,
+    CSeq number (RFC 3261 §9.1). `reason` becomes a `Reason` header (RFC 3326)."""
+    fields = [
+        ("Via", invite.headers.get_all("Via")[0]),
+        ("Max-Forwards", "70"),
+        ("From", invite.headers["From"]),
+        ("To", invite.headers["To"]),
+        ("Call-ID", invite.call_id),
+        ("CSeq", f"{invite.cseq.number} CANCEL"),
+    ]
+    if reason:
+        fields.append(("Reason", reason))
+    return SipRequest("CANCEL", invite.uri, Headers(fields))
+
+
+def ack_for(invite: SipRequest, response: SipResponse) -> SipRequest:
+    """The ACK of a non-2xx final response to an INVITE we sent (RFC 3261 §17.1.1.3)."""
+    fields = [
+        ("Via", invite.headers.get_all("Via")[0]),
+        ("Max-Forwards", "70"),
+        ("From", invite.headers["From"]),
+        ("To", response.headers.get("To") or invite.headers["To"]),
+        ("Call-ID", invite.call_id),
+        ("CSeq", f"{invite.cseq.number} ACK"),
+    ]
+    return SipRequest("ACK", invite.uri, Headers(fields))
+
+
+def set_cseq_number(message: SipRequest, number: int) -> SipRequest:
+    """A copy of a request with its CSeq number replaced (method kept)."""
+    copy = message.copy()
+    copy.headers.set("CSeq", f"{number} {message.cseq.method}")
+    return copy
+
+
+def uri_user(uri: str) -> str | None:
+    """The user part of a sip: URI (percent-escapes decoded), or None."""
+    try:
+        parsed = SipUri.parse(uri)
+    except SipParseError:
+        return None
+    return None if parsed.user is None else percent_decode(parsed.user)
+
+
+def content_type(message: SipRequest | SipResponse) -> str:
+    """The media type, lowercase, without parameters ("" when there is none)."""
+    value = message.headers.get("Content-Type") or ""
+    return value.split(";", 1)[0].strip().lower()
+
+
+_REQUEST_LINE = re.compile(r"([A-Za-z]+) +(\S+) +SIP/2\.0")
+_SALVAGED = {
+    "via": "Via", "v": "Via", "from": "From", "f": "From", "to": "To", "t": "To",
+    "call-id": "Call-ID", "i": "Call-ID", "cseq": "CSeq",
+}  # fmt: skip
+
+
+def salvage_response(text: str, status: int, reason: str) -> SipResponse | None:
+    """A response to a request too broken to parse, when enough of it is readable.
+
+    Needs a request line (not ACK) and at least one Via; copies Via, From, To, Call-ID and
+    CSeq lines as they are. Returns None when there is nothing to answer to.
+    """
+    lines = [line.rstrip("\r") for line in text.lstrip("\r\n").split("\n")]
+    match = _REQUEST_LINE.fullmatch(lines[0].strip()) if lines else None
+    if match is None or match.group(1).upper() == "ACK":
+        return None
+    fields: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        if not line:
+            break
+        name, colon, value = line.partition(":")
+        canonical = _SALVAGED.get(name.strip().lower())
+        if colon and canonical:
+            fields.append((canonical, value.strip()))
+    if not any(name == "Via" for name, _ in fields):
+        return None
+    fields.append(("Server", SERVER_NAME))
+    try:
+        return SipResponse(status, " ".join(reason.split()), Headers(fields))
+    except ValueError:
+        return None
