@@ -295,7 +295,30 @@ def test_the_last_real_to_leave_unregisters() -> None:  # F10
     a = hub.ready_real("a")
     hub.send(a, Leave())
     assert hub.last(a, Released).unregister is True
-    assert hub.c.real is None and hub.c.members() == ()
+    assert hub.c.real is None and hub.c.state_of(a) is MemberState.UNREGISTERING
+    hub.crash(a)  # it closes after unregistering
+    assert hub.c.members() == ()
+
+
+def test_nobody_is_promoted_while_the_last_real_may_still_unregister() -> None:  # F11
+    hub = Hub(handover_timeout=3.0)
+    a = hub.ready_real("a")
+    hub.send(a, Leave())
+    b = hub.join("b")  # joins before a has closed: a's unregister must not hit b's binding
+    assert hub.last(b, Welcome).role == "dummy" and hub.c.real is None
+    hub.send(a, Heartbeat())  # a checks the hub still answers before it unregisters
+    assert hub.take(a, Heartbeat) == [Heartbeat()]
+    hub.crash(a)
+    assert hub.c.real == b and hub.last(b, RoleChange).role == "real"
+
+
+def test_an_unregistering_real_that_never_closes_is_dropped() -> None:
+    hub = Hub(handover_timeout=3.0)
+    a = hub.ready_real("a")
+    hub.send(a, Leave())
+    b = hub.join("b")
+    hub.advance(4, alive=(a, b))
+    assert a in hub.closed and hub.c.real == b
 
 
 def test_successor_lost_during_handover_hands_over_to_the_next() -> None:
@@ -314,6 +337,7 @@ def test_no_successor_left_during_handover_releases_with_unregister() -> None:
     hub.send(a, Leave())
     hub.crash(b)
     assert hub.last(a, Released).unregister is True
+    assert hub.c.state_of(a) is MemberState.UNREGISTERING
 
 
 def test_a_handover_that_never_completes_releases_without_unregister() -> None:
@@ -655,4 +679,5 @@ def test_member_view_follows_roles_and_ignores_stale_ones() -> None:
     assert not view.may_act and view.epoch == 3
     assert view.apply(RoleChange("real", 5, "m")) and view.may_act
     assert view.apply(Released(6, unregister=False)) and not view.may_act
+    assert not view.should_unregister
     assert not view.apply(Heartbeat())

@@ -121,10 +121,15 @@ class GroupMachine(RuleBasedStateMachine):
         elif isinstance(frame, ActionResult):
             self.check_outcome(sim, frame)
         elif isinstance(frame, Released):
-            assert not frame.unregister or self.c.real is None, "unregistered under a real"
             event(f"released unregister={frame.unregister}")
-            sim.closed = True  # it closes its socket now
-            self.run(self.c.connection_lost(sim.conn, self.now))
+            if frame.unregister:  # the member's rule: unregister only if the hub still answers
+                echo = self.c.frame_received(sim.conn, Heartbeat(), self.now)
+                if echo:
+                    assert self.c.real is None, "an unregister would hit a newer real's binding"
+                self.run(echo)
+            if not sim.closed:
+                sim.closed = True  # it closes its socket now
+                self.run(self.c.connection_lost(sim.conn, self.now))
 
     def check_outcome(self, sim: Sim, result: ActionResult) -> None:
         assert result.action_id in sim.outstanding, "an outcome for nothing, or a second one"
@@ -285,6 +290,13 @@ class GroupMachine(RuleBasedStateMachine):
     def at_most_one_real(self) -> None:
         reals = [c for c, s in self.sims.items() if self.c.state_of(c) is MemberState.REAL]
         assert len(reals) <= 1 and reals == ([self.c.real] if self.c.real else [])
+
+    @invariant()
+    def at_most_one_member_acts_as_real(self) -> None:
+        """Members that run (not hung) agree with the hub: only its real may act. A hung one may
+        still believe it is real; the fencing checks in `send_stale` cover what it then does."""
+        acting = [conn for conn, sim in self.sims.items() if sim.active and sim.view.may_act]
+        assert acting == ([self.c.real] if self.c.real in acting else []), acting
 
     @invariant()
     def no_action_runs_twice(self) -> None:

@@ -25,7 +25,9 @@ Rules (the invariants of ../../../docs and ARCHITECTURE.md):
   registration but runs nothing. The successor is real at a new epoch, registers (same instance
   id, so the server replaces the binding) and reports `registered`; only then is the old real
   `released` with unregister=False. With no successor the old real is released with
-  unregister=True: it is the last one and removes the binding. Calls in progress: the member side
+  unregister=True: it is the last one and removes the binding; until it has closed its
+  connection (or timed out) nobody is promoted, so a late unregister can never delete a newer
+  real's binding. Calls in progress: the member side
   "drains" (a real with calls keeps serving them and sends `leave` only when they ended); the
   coordinator just sees a later `leave`.
 * Actions (exactly one outcome each). An action waits in a queue until a real is ready
@@ -122,6 +124,7 @@ class MemberState(enum.Enum):
     DUMMY = "dummy"
     REAL = "real"
     HANDING_OVER = "handing_over"  # left as real; waits for the successor's registration
+    UNREGISTERING = "unregistering"  # released to unregister; nobody is promoted until it closes
 
 
 @dataclass
@@ -144,7 +147,9 @@ class _Member:
     def role(self) -> Role:
         if self.state is MemberState.REAL:
             return "real"
-        return "handing_over" if self.state is MemberState.HANDING_OVER else "dummy"
+        if self.state in (MemberState.HANDING_OVER, MemberState.UNREGISTERING):
+            return "handing_over"
+        return "dummy"
 
 
 class Coordinator:
@@ -310,8 +315,12 @@ class Coordinator:
             self._depose(self._real, now)
         for member in list(self._members.values()):
             deadline = member.handover_deadline
-            if deadline is not None and deadline <= now:
-                self._release(member, unregister=False)
+            if deadline is None or deadline > now:
+                continue
+            if member.state is MemberState.UNREGISTERING:
+                self._drop(member, now, "did not unregister and close in time")
+            else:
+                self._release(member, now, unregister=False)
         self._settle(now)
         self._expire_actions(now)
         return self._take()
@@ -389,7 +398,7 @@ class Coordinator:
         self._ready = True
         for other in list(self._members.values()):
             if other.state is MemberState.HANDING_OVER:
-                self._release(other, unregister=False)
+                self._release(other, self._last_now, unregister=False)
         self._flush_queue(self._last_now)
 
     def _from_current_real(self, member: _Member, epoch: int) -> bool:
@@ -417,7 +426,7 @@ class Coordinator:
 
         `quiet` is a member about to get its welcome, which tells it everything already.
         """
-        if self._real is None and not self._in_grace(now):
+        if self._real is None and not self._in_grace(now) and not self._unregistering():
             successor = self._successor()
             if successor is not None:
                 self._epoch += 1
@@ -425,9 +434,14 @@ class Coordinator:
             else:
                 for member in list(self._members.values()):
                     if member.state is MemberState.HANDING_OVER:
-                        self._release(member, unregister=True)  # the last one unregisters
+                        self._release(member, now, unregister=True)  # the last one unregisters
         if self._announce_due:
             self._announce(quiet)
+
+    def _unregistering(self) -> bool:
+        # While a released real may still send its unregister, promoting anyone could let that
+        # unregister delete the new real's binding (both use the group's instance id).
+        return any(m.state is MemberState.UNREGISTERING for m in self._members.values())
 
     def _in_grace(self, now: float) -> bool:
         return self._group_existed and now < self._grace_until
@@ -446,7 +460,7 @@ class Coordinator:
         """Tell every member but `quiet` its role, the new epoch and who is real."""
         self._announce_due = False
         for other in self._members.values():
-            if other is not quiet and other.hello is not None:
+            if other is not quiet and other.hello and other.state is not MemberState.UNREGISTERING:
                 self._send(other, RoleChange(other.role, self._epoch, self._real_id()))
 
     def _end_reign(self) -> None:
@@ -467,16 +481,21 @@ class Coordinator:
         if self._snapshot is not None:  # as a dummy it shows the group's state, not its own
             self._send(member, self._snapshot)
 
-    def _release(self, member: _Member, *, unregister: bool) -> None:
+    def _release(self, member: _Member, now: float, *, unregister: bool) -> None:
+        """Let a handing-over real go. With `unregister` it stays known until it closes."""
         self._send(member, Released(self._epoch, unregister))
-        self._remove(member)
+        if unregister:
+            member.state, member.role_since = MemberState.UNREGISTERING, now
+            member.handover_deadline = now + self.handover_timeout
+        else:
+            self._remove(member)
 
     def _forget(self, member: _Member, now: float) -> None:
         """The connection is gone: drop its actions; a lost real is replaced at once."""
         self._remove(member)
         if member is self._real:
             self._end_reign()
-            self._settle(now)
+        self._settle(now)
 
     def _remove(self, member: _Member) -> None:
         del self._members[member.conn]

@@ -392,9 +392,11 @@ class Registered(Frame):
 
 @dataclass(frozen=True)
 class Released(Frame):
-    """hub -> leaving real: you may close now. unregister=true: nobody took over, so remove the
-    registration; false: a successor registered with the same instance id, so do NOT unregister
-    (that would delete the successor's binding)."""
+    """hub -> leaving real: you may close now. unregister=false: a successor registered with the
+    same instance id, so do NOT unregister (that would delete the successor's binding); just
+    close. unregister=true: nobody took over; the hub promotes nobody until you close, so check
+    the hub still answers (one heartbeat round trip), unregister, then close. If the connection
+    is gone by then, do not unregister: the binding will expire on its own."""
 
     TYPE: ClassVar[str] = "released"
     epoch: int

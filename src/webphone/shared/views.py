@@ -6,8 +6,10 @@ The member side (SharedWebPhone) and the tests share these rules:
   late, duplicated or stale snapshot never rolls the view back;
 * the epoch never goes backwards, and a role frame older than the known epoch is ignored;
 * a member acts as the real (REGISTER, answer, run actions, publish) only while `may_act`; once
-  it was told anything else at a newer epoch it never acts for the old epoch again, and it may
-  unregister only when `released` says so.
+  it was told anything else at a newer epoch it never acts for the old epoch again;
+* it unregisters only when `should_unregister`, and only after one more heartbeat round trip
+  with the hub succeeded (the hub promotes nobody while it is connected); without a connection
+  it never unregisters (the binding then expires by itself, which is the safe side).
 """
 
 from __future__ import annotations
@@ -60,6 +62,11 @@ class MemberView:
     def may_act(self) -> bool:
         """True while this member is the real of the current epoch and not released."""
         return self.role == "real" and self.released is None
+
+    @property
+    def should_unregister(self) -> bool:
+        """True if the hub released this member as the last real (see the module doc)."""
+        return self.released is not None and self.released.unregister
 
     def apply(self, frame: Frame) -> bool:
         """Take in a frame from the hub; return True if the view changed. Other frame types
