@@ -216,7 +216,7 @@ class Proxy:
 
     def connection_closed(self, connection: Connection) -> None:
         """Drop its bindings at once, fail its transactions, end its calls."""
-        connection.closed = True
+        connection.close()
         self.connections.pop(connection.id, None)
         for binding in self.registrar.remove_connection(connection.id):
             log.info("binding %s of %s removed: its connection closed", binding.contact,
