@@ -1,4 +1,4 @@
-"""Actions: the public set a dummy may ask the real to run, and their tracking to one outcome.
+"""The public action set a dummy may ask the real to run: an allow-list with per-action arguments.
 
 Invariant 5: only these actions exist on the wire; there is no "call any method by name". Each
 action lists its arguments as name -> (kind, required). Unknown names, unknown arguments, missing
@@ -6,26 +6,16 @@ required ones and values of the wrong kind raise `GroupProtocolError` naming the
 
 Phone-level actions (`PHONE_ACTIONS`) run on the phone and carry no call id; session-level actions
 (`SESSION_ACTIONS`) run on the call session named by `call_id`.
-
-`ActionTable` is the coordinator's record of each action from arrival to its one outcome.
 """
 
 from __future__ import annotations
 
-import itertools
 import re
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from webphone.shared.schema import check_json, check_text, fail
 
-if TYPE_CHECKING:
-    from webphone.shared.protocol import Action
-
-__all__ = ["ACTIONS", "PHONE_ACTIONS", "SESSION_ACTIONS", "ActionTable", "PendingAction",
-           "check_action"]
+__all__ = ["ACTIONS", "PHONE_ACTIONS", "SESSION_ACTIONS", "check_action"]
 
 MAX_ARG_CHARS = 256
 MAX_MESSAGE_CHARS = 1024
@@ -145,85 +135,3 @@ def check_action(name: object, call_id: object, args: object, where: str = "acti
         elif required:
             fail(f"{where}.args.{arg}", "missing")
 
-
-# -- tracking actions to their one outcome ------------------------------------------------------
-
-
-@dataclass
-class PendingAction:
-    """One action between its arrival at the hub and its one outcome."""
-
-    hub_id: str  # the id the real sees; callers' own ids may collide between members
-    caller: str  # the caller's connection
-    frame: Action  # as the caller sent it
-    deadline: float  # while queued: NoRealPhoneError at this time
-    real: str | None = None  # the connection it was sent to; None while queued
-
-
-class ActionTable:
-    """Bookkeeping for actions in flight, in arrival order. It remembers; the coordinator decides.
-
-    Each caller's action ids must be unique: an id still pending, or among the caller's last
-    `recent` ids, is a duplicate (so a resent action is never run twice).
-    """
-
-    def __init__(self, max_per_caller: int, id_prefix: str = "h", recent: int = 1024) -> None:
-        self.max_per_caller = max_per_caller
-        self._prefix = id_prefix
-        self._recent_size = recent
-        self._actions: dict[str, PendingAction] = {}
-        self._by_caller: dict[str, dict[str, str]] = {}  # caller -> its action id -> hub id
-        self._recent: dict[str, deque[str]] = {}
-        self._hub_ids = itertools.count(1)
-
-    def __len__(self) -> int:
-        return len(self._actions)
-
-    def is_duplicate(self, caller: str, action_id: str) -> bool:
-        """True if `caller` already used `action_id`."""
-        return action_id in self._by_caller.get(caller, {}) or action_id in self._recent.get(
-            caller, ())
-
-    def admit(self, caller: str, frame: Action, now: float) -> PendingAction | None:
-        """Record a new action (call `is_duplicate` first); None if the caller has too many."""
-        recent = self._recent.setdefault(caller, deque(maxlen=self._recent_size))
-        recent.append(frame.action_id)
-        mine = self._by_caller.setdefault(caller, {})
-        if len(mine) >= self.max_per_caller:
-            return None
-        hub_id = f"{self._prefix}{next(self._hub_ids)}"
-        action = PendingAction(hub_id, caller, frame, now + frame.timeout)
-        self._actions[action.hub_id] = action
-        mine[frame.action_id] = action.hub_id
-        return action
-
-    def get(self, hub_id: str) -> PendingAction | None:
-        """The action the real knows as `hub_id`, if it is still pending."""
-        return self._actions.get(hub_id)
-
-    def queued(self) -> list[PendingAction]:
-        """Actions not sent to any real yet, oldest first."""
-        return [a for a in self._actions.values() if a.real is None]
-
-    def sent_to(self, real: str) -> list[PendingAction]:
-        """Actions the real on connection `real` accepted and has not answered."""
-        return [a for a in self._actions.values() if a.real == real]
-
-    def expired(self, now: float) -> list[PendingAction]:
-        """Queued actions whose deadline passed."""
-        return [a for a in self.queued() if a.deadline <= now]
-
-    def next_deadline(self) -> float | None:
-        """The earliest deadline of a queued action."""
-        return min((a.deadline for a in self.queued()), default=None)
-
-    def finish(self, action: PendingAction) -> None:
-        """Forget `action`: its outcome was delivered."""
-        del self._actions[action.hub_id]
-        del self._by_caller[action.caller][action.frame.action_id]
-
-    def forget_caller(self, caller: str) -> None:
-        """The caller is gone: drop its actions (a late result then finds nothing)."""
-        for hub_id in self._by_caller.pop(caller, {}).values():
-            del self._actions[hub_id]
-        self._recent.pop(caller, None)

@@ -13,53 +13,37 @@ and performs each effect in order: `Send(conn, frame)` writes `frame.to_json()` 
 connection, `Close(conn, reason)` closes it. The coordinator forgets a connection when it emits
 `Close`, sends `Released`, or sees `Leave` from a dummy; later input from it is ignored.
 
-Rules (the invariants of ../../../docs and ARCHITECTURE.md):
+Rules (invariants 1-4 and 6 of ARCHITECTURE.md):
 
-* Roles. The first member is real, later ones dummies. At most one real at any instant. When the
-  real is lost (crash, heartbeat timeout, leave) the oldest live dummy is promoted.
-* Epochs fence. The epoch grows on every promotion and on every loss of the real, so every frame
-  of a past reign carries an old epoch. Snapshots, results and `registered` count only from the
-  current real at the current epoch; anyone else sending them is told its role again (`role`) and
-  the frame is dropped. A deposed member is not promoted again until it has been heard from.
-* Make-before-break. A real that leaves becomes "handing_over": it keeps its SIP socket and
-  registration but runs nothing. The successor is real at a new epoch, registers (same instance
-  id, so the server replaces the binding) and reports `registered`; only then is the old real
-  `released` with unregister=False. With no successor the old real is released with
-  unregister=True: it is the last one and removes the binding; until it has closed its
-  connection (or timed out) nobody is promoted, so a late unregister can never delete a newer
-  real's binding. Calls in progress: the member side
-  "drains" (a real with calls keeps serving them and sends `leave` only when they ended); the
-  coordinator just sees a later `leave`.
-* Actions (exactly one outcome each). An action waits in a queue until a real is ready
-  (registered), then goes to it once, and the caller gets `action_accepted`. It ends with the
-  real's `action_result`, or NoRealPhoneError when no ready real appeared before its timeout, or
-  ActionInterruptedError when the real it went to is lost first. It is never sent to a second
-  real. Results go to the caller only, and are dropped if the caller is gone.
-* Snapshots. The latest accepted snapshot (highest (epoch, seq)) is cached, fanned out to the
-  dummies and put into every `welcome`. After a promotion the old one stays until the new real
-  publishes; its older epoch tells members it is superseded by anything the new real sends.
-* Liveness. Every frame counts as a sign of life. A real silent for `heartbeat_timeout` is deposed
-  (and kept one more timeout so that when it wakes it reads its `role` frame); silent dummies are
-  dropped. If the hub itself did not run for `heartbeat_timeout` (a stall: SIGSTOP, blocked loop,
-  suspend) nobody is judged on that gap: everyone gets a fresh timeout (F14).
-* Hub restart. A new hub starts empty. A member that was real says so in `hello` (real, epoch);
-  it is adopted as real, still registered, if nobody with a newer epoch has been seen. For
-  `rejoin_grace` after start, a group that existed before (some hello had epoch > 0) waits for its
-  real to come back instead of promoting a dummy.
+* Roles: the first member is real, later ones dummies, at most one real at any instant. When the
+  real is lost (crash: at once; silent for `heartbeat_timeout`; leave) the oldest live dummy is
+  promoted. Silent dummies are dropped. A deposed real is kept one more timeout so that it reads
+  its `role` frame when it wakes, and is promoted again only after it has been heard from.
+* Fencing: the epoch grows on every promotion and every loss of the real. Snapshots, results and
+  `registered` count only from the current real at the current epoch; any other sender is told
+  its role again and the frame is dropped.
+* Make-before-break: a real that leaves is "handing_over" (keeps its registration, runs nothing)
+  until its successor reports `registered`, then `released` (unregister=false). With nobody to
+  take over it is released with unregister=true, and nobody is promoted until it has closed, so a
+  late unregister can never delete a newer real's binding. Calls in progress: the member side
+  drains (a real with calls serves them and sends `leave` when they ended).
+* Actions: queued until a real is ready (registered), sent to it exactly once (`action_accepted`
+  to the caller), ended by one outcome: the real's result, NoRealPhoneError at the deadline while
+  queued, or ActionInterruptedError if that real is lost first. Results reach only the caller.
+* Snapshots: the newest (epoch, seq) is cached, fanned out to dummies, put in every `welcome`, and
+  kept across a promotion until the new real publishes.
+* Stalls (F14): if the hub itself did not run for `heartbeat_timeout`, nobody is judged on the gap.
+* Hub restart: a member that was real says so in `hello`; it is adopted, still registered, unless
+  a newer epoch was seen. A group that existed (some hello epoch > 0) waits `rejoin_grace` for it.
 
-Without a central process (the Redis transport, later) the same rules map onto a lease:
-
-* "the real" is whoever holds the lease key; the epoch is a counter incremented atomically with
-  every acquisition (INCR inside the acquiring script) and is the fencing token;
-* the heartbeat timeout is the lease TTL; the real renews with a holder-checked script and stops
-  acting (no REGISTER refresh, no answer) once its renew deadline, shorter than the TTL, passed;
-* snapshots, results and `registered` are written with a script that compares the caller's epoch
-  with the current one and refuses older ones, exactly like `_from_current_real` here;
-* actions live in a per-group stream: an action is claimed by the real of epoch E (claim records
-  E); if the lease moves on before a result, whoever sees the new epoch answers the caller with
-  ActionInterruptedError; an unclaimed action past its deadline gets NoRealPhoneError;
-* make-before-break is a "handover" field in the lease record naming the successor, which
-  acquires with the next epoch and then marks the handover done, releasing the old real.
+Without a central process (the Redis transport) the same rules map onto a lease: the real holds a
+lease key whose TTL is the heartbeat timeout; every acquisition INCRs the epoch atomically (the
+fencing token); the real stops acting once its renew deadline (< TTL) passed; snapshots, results
+and `registered` go through a script that refuses an epoch other than the current one (as
+`_from_current_real` does); an action is claimed with the claimer's epoch, answered
+ActionInterruptedError by whoever sees the epoch move on first, NoRealPhoneError if unclaimed at
+its deadline; make-before-break is a "successor" field in the lease record, the old real being
+released once the successor acquired and marked itself registered.
 """
 
 from __future__ import annotations
@@ -67,18 +51,14 @@ from __future__ import annotations
 import enum
 import itertools
 from dataclasses import dataclass
-from typing import Any
 
 from webphone.errors import GroupProtocolError
-from webphone.shared.actions import ActionTable, PendingAction
 from webphone.shared.protocol import (
     MEMBER_FRAMES,
     PROTOCOL_VERSION,
     Action,
-    ActionAccepted,
     ActionResult,
     Error,
-    ErrorInfo,
     Frame,
     Heartbeat,
     Hello,
@@ -94,6 +74,7 @@ from webphone.shared.protocol import (
     Welcome,
     decode_frame,
 )
+from webphone.shared.routing import ActionRouter, Out
 
 __all__ = ["Close", "Coordinator", "Effect", "MemberState", "Send"]
 
@@ -195,7 +176,7 @@ class Coordinator:
         self._ready = False
         self._snapshot: Snapshot | None = None
         self._members: dict[str, _Member] = {}
-        self._actions = ActionTable(max_pending_actions, id_prefix=f"{instance[:32]}h")
+        self._actions = ActionRouter(group, max_pending_actions, id_prefix=f"{instance[:32]}h")
         self._order = itertools.count()
         self._last_now = now
         self._announce_due = False  # the real or the epoch changed: tell everyone
@@ -322,7 +303,7 @@ class Coordinator:
             else:
                 self._release(member, now, unregister=False)
         self._settle(now)
-        self._expire_actions(now)
+        self._route(self._actions.expire(now, self._epoch))
         return self._take()
 
     # -- frames ----------------------------------------------------------------------------------
@@ -447,7 +428,9 @@ class Coordinator:
         return self._group_existed and now < self._grace_until
 
     def _successor(self) -> _Member | None:
-        live = [m for m in self._members.values() if m.state is MemberState.DUMMY and not m.deposed]
+        """The oldest live dummy: heard from within the timeout, and not deposed since."""
+        live = [m for m in self._members.values() if m.state is MemberState.DUMMY
+                and not m.deposed and self._member_deadline(m) > self._last_now]
         return min(live, key=lambda m: m.order, default=None)
 
     def _make_real(self, member: _Member, now: float, *, ready: bool) -> None:
@@ -466,7 +449,7 @@ class Coordinator:
     def _end_reign(self) -> None:
         """The real stops being real: what it accepted is interrupted, its epoch is fenced."""
         if self._real is not None:
-            self._interrupt(self._real)
+            self._route(self._actions.real_lost(self._real.conn, self._real.member_id, self._epoch))
         self._real, self._ready = None, False
         self._epoch += 1
         self._announce_due = True
@@ -509,65 +492,28 @@ class Coordinator:
         self._send(member, Error("protocol", message[:2000]))
         self._drop(member, now, message)
 
-    # -- actions ---------------------------------------------------------------------------------
+    # -- actions (the rules live in routing.py) ----------------------------------------------
 
     def _on_action(self, member: _Member, frame: Action, now: float) -> None:
         if self._actions.is_duplicate(member.conn, frame.action_id):
             message = f"action id {frame.action_id!r} was already used"
             self._send(member, Error("duplicate_action", message))
             return
-        action = self._actions.admit(member.conn, frame, now)
-        if action is None:
-            message = f"more than {self._actions.max_per_caller} actions pending from this member"
-            self._answer(member, frame.action_id, "GroupProtocolError", message)
-        elif self._ready and self._real is not None:
-            self._forward(action, self._real, now)
-
-    def _forward(self, action: PendingAction, real: _Member, now: float) -> None:
-        """Send to the real, once: from here on the action is never sent anywhere again."""
-        action.real = real.conn
-        frame = action.frame
-        remaining = max(action.deadline - now, 0.0)
-        self._send(real, Action(action.hub_id, frame.name, frame.call_id, frame.args, remaining))
-        self._send(self._members[action.caller], ActionAccepted(frame.action_id))
-
-    def _flush_queue(self, now: float) -> None:
-        self._expire_actions(now)
-        if self._real is not None and self._ready:
-            for action in self._actions.queued():
-                self._forward(action, self._real, now)
-
-    def _expire_actions(self, now: float) -> None:
-        for action in self._actions.expired(now):
-            message = (f"no real phone in group {self.group!r} was ready within "
-                       f"{action.frame.timeout:g} s")
-            self._finish(action, ErrorInfo("NoRealPhoneError", message))
+        real = self._real.conn if self._real and self._ready else None
+        self._route(self._actions.received(member.conn, frame, now, real, self._epoch))
 
     def _on_result(self, member: _Member, result: ActionResult) -> None:
-        if not self._from_current_real(member, result.epoch):
-            return
-        action = self._actions.get(result.action_id)
-        if action is None or action.real != member.conn:
-            return  # unknown, or its caller is gone
-        self._finish(action, result.error, result.ok, result.value)
+        if self._from_current_real(member, result.epoch):
+            self._route(self._actions.result(member.conn, result))
 
-    def _interrupt(self, real: _Member) -> None:
-        for action in self._actions.sent_to(real.conn):
-            message = (f"the real phone {real.member_id!r} was lost after accepting "
-                       f"{action.frame.name!r}; it may or may not have run, and is not re-run")
-            self._finish(action, ErrorInfo("ActionInterruptedError", message))
+    def _flush_queue(self, now: float) -> None:
+        if self._real is not None and self._ready:
+            self._route(self._actions.real_ready(self._real.conn, now, self._epoch))
+        else:
+            self._route(self._actions.expire(now, self._epoch))
 
-    def _finish(
-        self, action: PendingAction, error: ErrorInfo | None, ok: bool = False, value: Any = None
-    ) -> None:
-        """Deliver the one outcome of `action` to its caller and forget the action."""
-        self._actions.finish(action)
-        result = ActionResult(action.frame.action_id, self._epoch, ok, value, error)
-        self._send(self._members[action.caller], result)
-
-    def _answer(self, member: _Member, action_id: str, error: str, message: str) -> None:
-        info = ErrorInfo(error, message)
-        self._send(member, ActionResult(action_id, self._epoch, False, None, info))
+    def _route(self, outs: list[Out]) -> None:
+        self._out.extend(Send(conn, frame) for conn, frame in outs)
 
     # -- helpers ---------------------------------------------------------------------------------
 

@@ -1,0 +1,139 @@
+"""Action routing: every action from its arrival at the hub to its one outcome. Pure, no I/O.
+
+Invariant 3: an action ends in exactly one outcome delivered to its caller, and runs at most once.
+The router queues an action until the coordinator says a real is ready, sends it to that real
+once (and tells the caller `action_accepted`), and then answers the caller with exactly one of:
+
+* the real's `action_result` (only from the real it was sent to, at the current epoch: the
+  coordinator checks the epoch, the router checks the connection);
+* NoRealPhoneError if no ready real took it before its deadline;
+* ActionInterruptedError if the real it was sent to was lost first. It is never re-sent: the
+  real may have run it.
+
+Each caller's action ids must be unique: an id still pending, or among the caller's last
+`RECENT_IDS`, is a duplicate and refused (so a resent action never runs twice). Towards the real
+an action carries the hub's own id instead, since ids of different callers may collide.
+Methods return the frames to send as (connection, frame) pairs; the coordinator wraps them.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from webphone.shared.protocol import Action, ActionAccepted, ActionResult, ErrorInfo, Frame
+
+__all__ = ["ActionRouter", "Out", "PendingAction"]
+
+RECENT_IDS = 1024
+Out = tuple[str, Frame]  # (connection, frame to send)
+
+
+@dataclass
+class PendingAction:
+    """One action between its arrival at the hub and its one outcome."""
+
+    hub_id: str  # the id the real sees
+    caller: str  # the caller's connection
+    frame: Action  # as the caller sent it
+    deadline: float  # while queued: NoRealPhoneError at this time
+    real: str | None = None  # the connection it was sent to; None while queued
+
+
+class ActionRouter:
+    """The actions in flight, in arrival order, and the rules that route them."""
+
+    def __init__(self, group: str, max_per_caller: int, id_prefix: str = "h") -> None:
+        self.group = group
+        self.max_per_caller = max_per_caller
+        self._prefix = id_prefix
+        self._actions: dict[str, PendingAction] = {}
+        self._by_caller: dict[str, dict[str, str]] = {}  # caller -> its action id -> hub id
+        self._recent: dict[str, deque[str]] = {}
+        self._hub_ids = itertools.count(1)
+
+    def __len__(self) -> int:
+        return len(self._actions)
+
+    def is_duplicate(self, caller: str, action_id: str) -> bool:
+        """True if `caller` already used `action_id`."""
+        pending = self._by_caller.get(caller, {})
+        return action_id in pending or action_id in self._recent.get(caller, ())
+
+    def received(self, caller: str, frame: Action, now: float, real: str | None,
+                 epoch: int) -> list[Out]:
+        """A new action (check `is_duplicate` first). `real`: the ready real's connection."""
+        self._recent.setdefault(caller, deque(maxlen=RECENT_IDS)).append(frame.action_id)
+        mine = self._by_caller.setdefault(caller, {})
+        if len(mine) >= self.max_per_caller:
+            message = f"more than {self.max_per_caller} actions pending from this member"
+            info = ErrorInfo("GroupProtocolError", message)
+            return [(caller, ActionResult(frame.action_id, epoch, False, None, info))]
+        action = PendingAction(f"{self._prefix}{next(self._hub_ids)}", caller, frame,
+                               now + frame.timeout)
+        self._actions[action.hub_id] = action
+        mine[frame.action_id] = action.hub_id
+        return self._forward(action, real, now) if real is not None else []
+
+    def real_ready(self, real: str, now: float, epoch: int) -> list[Out]:
+        """A real is ready: expire what is too late, send it everything queued, oldest first."""
+        out = self.expire(now, epoch)
+        for action in self._queued():
+            out += self._forward(action, real, now)
+        return out
+
+    def expire(self, now: float, epoch: int) -> list[Out]:
+        """Queued actions past their deadline end with NoRealPhoneError."""
+        out: list[Out] = []
+        for action in self._queued():
+            if action.deadline <= now:
+                message = (f"no real phone in group {self.group!r} was ready within "
+                           f"{action.frame.timeout:g} s")
+                out.append(self._finish(action, epoch, ErrorInfo("NoRealPhoneError", message)))
+        return out
+
+    def result(self, real: str, result: ActionResult) -> list[Out]:
+        """The real's answer (already checked to come from the current real at its epoch)."""
+        action = self._actions.get(result.action_id)
+        if action is None or action.real != real:
+            return []  # unknown, or its caller is gone: dropped
+        return [self._finish(action, result.epoch, result.error, result.ok, result.value)]
+
+    def real_lost(self, real: str, real_name: str, epoch: int) -> list[Out]:
+        """The real on `real` is gone or deposed: what it accepted ends interrupted."""
+        out: list[Out] = []
+        for action in [a for a in self._actions.values() if a.real == real]:
+            message = (f"the real phone {real_name!r} was lost after accepting "
+                       f"{action.frame.name!r}; it may or may not have run, and is not re-run")
+            out.append(self._finish(action, epoch, ErrorInfo("ActionInterruptedError", message)))
+        return out
+
+    def forget_caller(self, caller: str) -> None:
+        """The caller is gone: drop its actions (a late result for one then finds nothing)."""
+        for hub_id in self._by_caller.pop(caller, {}).values():
+            del self._actions[hub_id]
+        self._recent.pop(caller, None)
+
+    def next_deadline(self) -> float | None:
+        """The earliest deadline of a queued action."""
+        return min((a.deadline for a in self._queued()), default=None)
+
+    def _queued(self) -> list[PendingAction]:
+        return [a for a in self._actions.values() if a.real is None]
+
+    def _forward(self, action: PendingAction, real: str, now: float) -> list[Out]:
+        """Send to the real, once: from here on the action is never sent anywhere again."""
+        action.real = real
+        frame = action.frame
+        remaining = max(action.deadline - now, 0.0)
+        forwarded = Action(action.hub_id, frame.name, frame.call_id, frame.args, remaining)
+        return [(real, forwarded), (action.caller, ActionAccepted(frame.action_id))]
+
+    def _finish(self, action: PendingAction, epoch: int, error: ErrorInfo | None,
+                ok: bool = False, value: Any = None) -> Out:
+        """Forget `action` and give its one outcome, addressed to its caller."""
+        del self._actions[action.hub_id]
+        del self._by_caller[action.caller][action.frame.action_id]
+        return (action.caller, ActionResult(action.frame.action_id, epoch, ok, value, error))
