@@ -1,0 +1,1036 @@
+"""SharedWebPhone: many processes of one extension, one SIP registration.
+
+Every process creates a `SharedWebPhone` with the same sipInfo. They form a *group* (by default
+named after the extension, ``authorizationId@domain``). One member is the *real* phone: it holds
+the group's only registration, owns every SIP transaction and all media, and publishes the state
+of its calls. Every other member is a *dummy*: it shows the same `call_sessions` (proxy objects
+built from the real's snapshots) with the same events, and its actions (`call()`, `answer()`,
+`hangup()`...) run on the real and return the real's result or raise its error.
+
+Failover. A real that crashes is replaced at once (the hub sees its connection close); one that
+hangs is replaced after `heartbeat_timeout` (3 s by default); one that leaves hands over
+make-before-break. The successor registers with the group's stable instance id, so the SIP
+server *replaces* the binding: N processes use one of the extension's registration slots. It
+registers first and only then loads media code. A deposed real that wakes up learns the new
+epoch, fences its SIP client (no REGISTER refresh, no unregister, no SIP at all) and becomes a
+dummy. Before every REGISTER the real confirms with the hub that it is still the real.
+
+Calls when the real leaves gracefully: the **drain** policy. `dispose()` on the real keeps
+serving its calls until they have all ended (at most `timeout` seconds, default
+`drain_timeout`), then hangs up whatever is left, and only then hands the registration over.
+Calls in progress on a real that *crashes* are lost with it (their media lived there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import importlib
+import logging
+import time
+import uuid
+import weakref
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+from webphone._events import EventEmitter
+from webphone.errors import (
+    CallError,
+    NoRealPhoneError,
+    RegistrationError,
+    TransportError,
+    WebPhoneError,
+)
+from webphone.phone import WebPhone
+from webphone.shared.member import GroupMember, LinkToken, error_info
+from webphone.shared.protocol import MAX_ID_CHARS, Action, MemberInfo, Released, Role, Snapshot
+from webphone.shared.schema import MAX_STATE_STRING, check_state
+from webphone.shared.transports.base import GroupTransport, HubOptions
+from webphone.sip import SipRequest, SipResponse
+from webphone.sip_client import DummySipClient, SipClient
+from webphone.sip_info import SipInfo
+
+__all__ = ["ProxyCallSession", "ProxyWarmTransfer", "SharedWebPhone", "group_name",
+           "group_status"]
+
+log = logging.getLogger("webphone.shared.phone")
+
+#: WebPhone keywords that are the phone's own; every other keyword goes to its SipClient
+_PHONE_OPTIONS = ("media_factory", "loopback_media")
+#: phone events relayed by a real SharedWebPhone
+_RELAYED = ("registered", "unregistered", "disconnected", "reconnected", "registration_failed",
+            "inbound_message", "outbound_message", "rc_message")
+#: session events that change what a snapshot shows
+_SESSION_EVENTS = ("ringing", "answered", "failed", "disposed", "held", "unheld")
+_FINAL = ("failed", "disposed")
+_STATES = ("init", "ringing", "answered", "failed", "disposed")
+#: how long an ended call stays in snapshots (so every dummy sees "failed" vs "disposed")
+_ENDED_RETENTION = 10.0
+_NAMESPACE = uuid.UUID("8f4b1f0e-4f7e-4c55-9a0c-7b2d3c1e5a60")
+
+
+# -- names -----------------------------------------------------------------------------------------
+
+
+def _as_sip_info(value: SipInfo | Mapping[str, Any]) -> SipInfo:
+    return value if isinstance(value, SipInfo) else SipInfo.from_dict(dict(value))
+
+
+def group_name(sip_info: SipInfo | Mapping[str, Any]) -> str:
+    """The default group of an extension: ``authorizationId@domain`` (hashed if too long)."""
+    info = _as_sip_info(sip_info)
+    name = f"{info.authorization_id}@{info.domain}"
+    if len(name) > MAX_ID_CHARS or any(ch < " " for ch in name):
+        name = "sha256:" + __import__("hashlib").sha256(name.encode()).hexdigest()[:40]
+    return name
+
+
+def group_instance_id(group: str) -> str:
+    """The stable RFC 5626 instance id every real of `group` registers with (a UUID)."""
+    return str(uuid.uuid5(_NAMESPACE, group))
+
+
+_memory_transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GroupTransport] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _make_transport(
+    hub: str | GroupTransport, options: HubOptions, runtime_dir: str | None, *, spawn: bool = True
+) -> GroupTransport:
+    if isinstance(hub, GroupTransport):
+        return hub
+    if hub == "local":
+        from webphone.shared.transports.local import LocalTransport
+
+        return LocalTransport(options, runtime_dir=runtime_dir, spawn=spawn)
+    if hub == "memory":
+        from webphone.shared.transports.memory import MemoryTransport
+
+        loop = asyncio.get_running_loop()
+        transport = _memory_transports.get(loop)
+        if transport is None:
+            transport = _memory_transports[loop] = MemoryTransport(options)
+        return transport
+    if hub.startswith(("redis://", "rediss://", "unix://")):
+        try:
+            module = importlib.import_module("webphone.shared.transports.redis")
+        except ImportError as exc:
+            raise ValueError(f"hub={hub!r}: the Redis transport is not available ({exc})") from exc
+        transport_cls = module.RedisTransport
+        made: GroupTransport = transport_cls(hub, options)
+        return made
+    raise ValueError(f"hub must be 'local', 'memory', a redis:// URL or a transport, not {hub!r}")
+
+
+def _member_dict(info: MemberInfo, *, me: str | None = None) -> dict[str, Any]:
+    # the hub's times are its monotonic clock (system-wide on Linux): show wall-clock times
+    offset = time.time() - time.monotonic()
+    return {
+        "member_id": info.member_id,
+        "pid": info.pid,
+        "host": info.host,
+        "role": "real" if info.role == "handing_over" else info.role,
+        "since": info.role_since + offset,
+        "joined": info.joined_at + offset,
+        "leaving": info.role == "handing_over",
+        "self": info.member_id == me,
+    }
+
+
+async def group_status(
+    sip_info_or_group: SipInfo | Mapping[str, Any] | str,
+    *,
+    hub: str | GroupTransport = "local",
+    runtime_dir: str | None = None,
+    timeout: float = 2.0,
+) -> list[dict[str, Any]]:
+    """The members of a group without joining it (for ``webphone status``); [] if no hub runs.
+
+    Each member is a dict: member_id, pid, host, role ("real"|"dummy"), since (wall-clock time of
+    its last role change), joined, leaving (a real handing over), self (always False here).
+    """
+    group = (sip_info_or_group if isinstance(sip_info_or_group, str)
+             else group_name(sip_info_or_group))
+    transport = _make_transport(hub, HubOptions(), runtime_dir, spawn=False)
+    infos = await transport.query_members(group, timeout)
+    return [] if infos is None else [_member_dict(m) for m in infos]
+
+
+# -- the real's SIP client ---------------------------------------------------------------------
+
+
+class _GroupSipClient(SipClient):
+    """A SipClient that asks the group before every REGISTER (fencing) and goes silent for good
+    once fenced: a deposed real neither registers, nor answers, nor unregisters."""
+
+    def __init__(self, sip_info: SipInfo, *, member: GroupMember, **kwargs: Any) -> None:
+        super().__init__(sip_info, **kwargs)
+        self._member = member
+
+    async def register(self, expires: int | None = None) -> int:
+        if expires != 0 and not self._fenced and not await self._member.confirm_real():
+            self.fence()
+            raise RegistrationError("this member is no longer the group's real phone (fenced)")
+        return await super().register(expires)
+
+    async def send(self, message: SipRequest | SipResponse) -> None:
+        if self._fenced:
+            raise TransportError("fenced: another member of the group is the real phone now")
+        await super().send(message)
+
+
+# -- dummies' view of calls ------------------------------------------------------------------------
+
+
+class ProxyWarmTransfer:
+    """A warm transfer started from a dummy: `session` is the consult call."""
+
+    def __init__(self, original: ProxyCallSession, session: ProxyCallSession) -> None:
+        self.original = original
+        self.session = session
+
+    async def complete(self) -> None:
+        """Connect the original party with the consulted one (runs on the real)."""
+        await self.original._act("complete_warm_transfer")
+
+    async def cancel(self) -> None:
+        """Hang up the consult call and resume the original one (runs on the real)."""
+        await self.original._act("cancel_warm_transfer")
+
+
+class ProxyCallSession(EventEmitter):
+    """A call of the group as a dummy sees it: the real's state, the real's methods.
+
+    Attributes mirror `CallSession` (call_id, direction, state, remote_number, local_number,
+    remote_name, local_name, held, muted, remote_held, started_at, answered_at, ended_at,
+    session_id, party_id). Every method forwards to the real phone as an action and returns its
+    result or raises its error (`NoRealPhoneError`, `ActionInterruptedError` as in the module
+    doc). Events: ``ringing``, ``answered``, ``failed``, ``disposed``, ``held``, ``unheld``.
+    """
+
+    def __init__(self, shared: SharedWebPhone, data: Mapping[str, Any]) -> None:
+        super().__init__()
+        self._shared = shared
+        self.call_id: str = str(data["id"])
+        self.direction: str = str(data.get("direction", "inbound"))
+        self.state: str = "init"
+        self.remote_number: str | None = None
+        self.local_number: str | None = None
+        self.remote_name: str | None = None
+        self.local_name: str | None = None
+        self.held = False
+        self.muted = False
+        self.remote_held = False
+        self.recording = False
+        self.started_at: float | None = None
+        self.answered_at: float | None = None
+        self.ended_at: float | None = None
+        self.session_id: str | None = None
+        self.party_id: str | None = None
+        self._update(data)
+
+    def _update(self, data: Mapping[str, Any]) -> list[str]:
+        """Apply one call's snapshot fields; returns the events this change means."""
+        events: list[str] = []
+        state = str(data.get("state", self.state))
+        if state != self.state and self.state not in _FINAL:
+            self.state = state
+            events.append(state)
+        for name in ("remote_number", "local_number", "remote_name", "local_name",
+                     "session_id", "party_id"):
+            value = data.get(name)
+            setattr(self, name, value if isinstance(value, str) else None)
+        held = bool(data.get("held", False))
+        if held != self.held:
+            events.append("held" if held else "unheld")
+        self.held = held
+        self.muted = bool(data.get("muted", False))
+        self.remote_held = bool(data.get("remote_held", False))
+        self.recording = bool(data.get("recording", False))
+        for name in ("started_at", "answered_at", "ended_at"):
+            value = data.get(name)
+            setattr(self, name, value if isinstance(value, int | float) else None)
+        return events
+
+    def __repr__(self) -> str:
+        return (f"<ProxyCallSession {self.call_id} {self.direction} {self.state} "
+                f"remote={self.remote_number}>")
+
+    async def _act(self, name: str, **args: Any) -> Any:
+        return await self._shared._request(name, self.call_id, args)
+
+    # the session actions of webphone.shared.actions, by name
+    async def answer(self) -> None:
+        """Answer (inbound)."""
+        await self._act("answer")
+
+    async def decline(self) -> None:
+        """Decline (inbound)."""
+        await self._act("decline")
+
+    async def to_voicemail(self) -> None:
+        """Send to voicemail (inbound, RingCentral)."""
+        await self._act("to_voicemail")
+
+    async def forward(self, target: str) -> None:
+        """Forward to `target` (inbound, RingCentral)."""
+        await self._act("forward", target=target)
+
+    async def start_reply(self) -> None:
+        """Start a reply (inbound, RingCentral)."""
+        await self._act("start_reply")
+
+    async def reply(self, message: str | Mapping[str, Any]) -> Any:
+        """Reply with a text or reply options (inbound, RingCentral)."""
+        return await self._act("reply", message=dict(message) if isinstance(message, Mapping)
+                               else message)
+
+    async def hangup(self) -> None:
+        """End the call."""
+        await self._act("hangup")
+
+    async def cancel(self) -> None:
+        """Cancel (outbound, before answer)."""
+        await self._act("cancel")
+
+    async def hold(self) -> None:
+        """Put on hold."""
+        await self._act("hold")
+
+    async def unhold(self) -> None:
+        """Resume from hold."""
+        await self._act("unhold")
+
+    async def mute(self) -> None:
+        """Mute the real's microphone for this call."""
+        await self._act("mute")
+
+    async def unmute(self) -> None:
+        """Unmute."""
+        await self._act("unmute")
+
+    async def send_dtmf(self, digits: str, duration: float | None = None) -> None:
+        """Send DTMF digits."""
+        args: dict[str, Any] = {"digits": digits}
+        if duration is not None:
+            args["duration"] = duration
+        await self._act("send_dtmf", **args)
+
+    async def transfer(self, target: str) -> None:
+        """Blind transfer to `target`."""
+        await self._act("transfer", target=target)
+
+    async def warm_transfer(self, target: str) -> ProxyWarmTransfer:
+        """Hold this call and call `target`; `complete()` or `cancel()` the result."""
+        value = await self._act("warm_transfer", target=target)
+        consult = await self._shared._proxy_for(_call_id_of(value))
+        return ProxyWarmTransfer(self, consult)
+
+    async def complete_warm_transfer(self) -> None:
+        """Complete the warm transfer started from this call."""
+        await self._act("complete_warm_transfer")
+
+    async def start_recording(self) -> Any:
+        """Start recording (RingCentral); the real's result."""
+        return await self._act("start_recording")
+
+    async def stop_recording(self) -> Any:
+        """Stop recording (RingCentral)."""
+        return await self._act("stop_recording")
+
+    async def flip(self, target: str | int) -> Any:
+        """Flip the call (RingCentral)."""
+        return await self._act("flip", target=target)
+
+    async def park(self) -> Any:
+        """Park the call (RingCentral)."""
+        return await self._act("park")
+
+    async def re_invite(self) -> None:
+        """Renegotiate media (re-INVITE) on the real."""
+        await self._act("re_invite")
+
+
+def _call_id_of(value: Any) -> str:
+    if isinstance(value, dict) and isinstance(value.get("call_id"), str):
+        return str(value["call_id"])
+    raise WebPhoneError(f"the real phone answered {value!r} instead of a call id")
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).replace("\r", " ").replace("\n", " ")
+    return text[:MAX_STATE_STRING]
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def call_state(session: Any) -> dict[str, Any]:
+    """What a snapshot says about one call: derived fields only (never SIP, SDP or secrets)."""
+    state = getattr(session, "state", "init")
+    return {
+        "id": _text(session.call_id),
+        "direction": getattr(session, "direction", "inbound"),
+        "state": state if state in _STATES else "init",
+        "remote_number": _text(getattr(session, "remote_number", None)),
+        "local_number": _text(getattr(session, "local_number", None)),
+        "remote_name": _text(getattr(session, "remote_name", None)),
+        "local_name": _text(getattr(session, "local_name", None)),
+        "held": bool(getattr(session, "held", False)),
+        "muted": bool(getattr(session, "muted", False)),
+        "remote_held": bool(getattr(session, "remote_held", False)),
+        "recording": bool(getattr(session, "recording", False)),
+        "created_at": _number(getattr(session, "started_at", None)),
+        "started_at": _number(getattr(session, "started_at", None)),
+        "answered_at": _number(getattr(session, "answered_at", None)),
+        "ended_at": _number(getattr(session, "ended_at", None)),
+        "session_id": _text(getattr(session, "session_id", None)),
+        "party_id": _text(getattr(session, "party_id", None)),
+    }
+
+
+def _jsonable(value: Any, depth: int = 0) -> Any:
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    if depth > 8:
+        return str(value)[:1000]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v, depth + 1) for v in value]
+    return str(value)[:1000]
+
+
+# -- the shared phone ------------------------------------------------------------------------------
+
+
+class SharedWebPhone(EventEmitter):
+    """A member of the group of phones of one extension (see the module docstring).
+
+    ``SharedWebPhone(sip_info, group=None, hub="local", **webphone_options)``:
+
+    * `group`: defaults to ``authorizationId@domain``; every process with the same group shares
+      one registration.
+    * `hub`: "local" (a hub process per group on a Unix socket in a private runtime directory,
+      same OS user only; `runtime_dir` overrides the directory), "memory" (members in this
+      process), or a `GroupTransport`.
+    * `instance_id`: the RFC 5626 instance id of the group's registration; default: a UUID
+      derived from the group name, the same in every process.
+    * `heartbeat_interval` (0.5 s) / `heartbeat_timeout` (3 s): a real silent for the timeout is
+      replaced (crashes are seen at once). Used when this member starts the hub; a hub that
+      already runs keeps its own. `hub_timeout` (default: heartbeat_timeout): how long the hub
+      may be silent before it is replaced.
+    * `action_timeout` (10 s): how long a dummy's action waits for a ready real before
+      `NoRealPhoneError`.
+    * `drain_timeout` (60 s): default bound of `dispose()` on a real with calls.
+    * every other keyword (`debug`, `auto_answer`, `media_factory`, SipClient options such as
+      `register_expires`) configures the WebPhone this member runs while it is the real.
+
+    Events: ``role(role)``, and every WebPhone event on every member: ``inbound_call(session)``,
+    ``outbound_call(session)``, ``call_changed(session)`` (sessions are `CallSession` objects on
+    the real, `ProxyCallSession` objects on dummies), plus the real's ``registered``,
+    ``disconnected``, ... A member that joins (or is demoted) sees ``inbound_call`` /
+    ``outbound_call`` for every call in progress that it had not seen.
+    """
+
+    def __init__(
+        self,
+        sip_info: SipInfo | Mapping[str, Any],
+        group: str | None = None,
+        hub: str | GroupTransport = "local",
+        *,
+        instance_id: str | None = None,
+        heartbeat_interval: float = 0.5,
+        heartbeat_timeout: float = 3.0,
+        hub_timeout: float | None = None,
+        action_timeout: float = 10.0,
+        drain_timeout: float = 60.0,
+        runtime_dir: str | None = None,
+        hub_options: HubOptions | None = None,
+        member_id: str | None = None,
+        preload_media: bool = True,
+        debug: bool = False,
+        auto_answer: bool = True,
+        **webphone_options: Any,
+    ) -> None:
+        super().__init__()
+        self.sip_info = _as_sip_info(sip_info)
+        self.group = group or group_name(self.sip_info)
+        self.instance_id = instance_id or group_instance_id(self.group)
+        self.hub = hub
+        self.hub_options = hub_options or HubOptions(heartbeat_interval=heartbeat_interval,
+                                                     heartbeat_timeout=heartbeat_timeout)
+        self.runtime_dir = runtime_dir
+        self.hub_timeout = hub_timeout
+        self.action_timeout = action_timeout
+        self.drain_timeout = drain_timeout
+        self.preload_media = preload_media
+        self.debug = debug
+        self.auto_answer = auto_answer
+        self._phone_options = {k: webphone_options.pop(k) for k in _PHONE_OPTIONS
+                               if k in webphone_options}
+        self._client_options = webphone_options
+        self._member_id = member_id
+        self.member: GroupMember | None = None
+        self.transport: GroupTransport | None = None
+        #: the WebPhone this member runs: registered while real, on a DummySipClient otherwise
+        self.phone: WebPhone = self._dummy_phone()
+        self._real: WebPhone | None = None  # registered real phone
+        self._candidate: WebPhone | None = None  # being registered
+        self._proxies: dict[str, ProxyCallSession] = {}
+        self._ended: dict[str, tuple[float, dict[str, Any]]] = {}  # real: recently ended calls
+        self._watched: set[int] = set()
+        self._warm: dict[str, Any] = {}  # real: call id -> WarmTransfer in progress
+        self._role_events: asyncio.Queue[tuple[Role | None, Role, int]] = asyncio.Queue()
+        self._role_worker: asyncio.Task[None] | None = None
+        self._action_tasks: set[asyncio.Task[None]] = set()
+        self._bg: set[asyncio.Future[Any]] = set()
+        self._publish_handle: asyncio.Handle | None = None
+        self._last_published: dict[str, Any] | None = None
+        self._calls_changed = asyncio.Event()
+        self._proxies_changed = asyncio.Event()
+        self._settled: asyncio.Future[BaseException | None] | None = None
+        self._started = False
+        self._disposed = False
+        self._tick: asyncio.Task[None] | None = None
+
+    # -- public surface --------------------------------------------------------------------------
+
+    @property
+    def role(self) -> str:
+        """"real" (this process holds the group's registration) or "dummy"."""
+        role = self.member.role if self.member else None
+        return "real" if role in ("real", "handing_over") and self._real is not None else "dummy"
+
+    @property
+    def epoch(self) -> int:
+        """The group epoch this member knows (grows with every change of the real)."""
+        return self.member.epoch if self.member else 0
+
+    @property
+    def member_id(self) -> str | None:
+        """This member's id in the group."""
+        return self.member.member_id if self.member else self._member_id
+
+    @property
+    def call_sessions(self) -> list[Any]:
+        """The group's calls: `CallSession` objects on the real, `ProxyCallSession` on dummies."""
+        if self._real is not None:
+            return list(self._real.call_sessions)
+        return [p for p in self._proxies.values() if p.state not in _FINAL]
+
+    async def start(self, timeout: float = 15.0) -> None:
+        """Join the group: become the real (registered; raises its RegistrationError) or a dummy.
+
+        Returns once the role is settled: registered as the real, or a dummy of a group that
+        has a real (or is promoting one)."""
+        if self._started:
+            raise WebPhoneError("start() was already called")
+        self._started = True
+        loop = asyncio.get_running_loop()
+        self.transport = _make_transport(self.hub, self.hub_options, self.runtime_dir)
+        self.member = GroupMember(self.transport, self.group, self, hub_timeout=self.hub_timeout,
+                                  action_timeout=self.action_timeout, member_id=self._member_id)
+        self._settled = loop.create_future()
+        self._role_worker = asyncio.create_task(self._role_loop(), name="webphone-role")
+        self._tick = asyncio.create_task(self._tick_loop(), name="webphone-shared-tick")
+        deadline = loop.time() + timeout
+        try:
+            await self.member.start(timeout)
+            await asyncio.wait_for(asyncio.shield(self._settled),
+                                   max(deadline - loop.time(), 0.001))
+        except BaseException:
+            await self._teardown(unregister=False)
+            raise
+        error = self._settled.result()
+        if error is not None:
+            await self._teardown(unregister=False)
+            raise error
+
+    async def call(
+        self,
+        callee: str,
+        caller_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """Call `callee` from the group's real phone; returns the session (a `CallSession` on
+        the real, a `ProxyCallSession` on a dummy)."""
+        if self._real is not None:
+            return await self._real.call(callee, caller_id=caller_id, headers=headers)
+        args: dict[str, Any] = {"callee": callee}
+        if caller_id is not None:
+            args["caller_id"] = caller_id
+        if headers:
+            args["headers"] = dict(headers)
+        value = await self._request("call", None, args)
+        return await self._proxy_for(_call_id_of(value))
+
+    async def members(self, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """The group's members, oldest first: dicts with member_id, pid, host, role, since,
+        joined, leaving, self."""
+        if self.member is None:
+            raise WebPhoneError("start() the phone first")
+        infos = await self.member.members(timeout)
+        return [_member_dict(m, me=self.member.member_id) for m in infos]
+
+    async def dispose(self, timeout: float | None = None) -> None:
+        """Leave the group. A dummy leaves at once. The real drains: it keeps serving its calls
+        until they end (at most `timeout` s, default `drain_timeout`), hangs up the rest, then
+        hands over make-before-break: a successor registers first, and this member closes its
+        SIP connection without unregistering; the last member of the group unregisters."""
+        if self._disposed:
+            return
+        self._disposed = True
+        member = self.member
+        if member is None:
+            return
+        if self._real is not None and member.role == "real":
+            await self._drain(self.drain_timeout if timeout is None else timeout)
+        if self._real is not None and member.role == "real":
+            await self._hand_over()
+        else:
+            await member.leave(1.0)
+            await self._teardown(unregister=False)
+
+    async def __aenter__(self) -> SharedWebPhone:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.dispose()
+
+    # -- leaving ---------------------------------------------------------------------------------
+
+    def _live_calls(self) -> list[Any]:
+        phone = self._real
+        if phone is None:
+            return []
+        return [s for s in phone.call_sessions if getattr(s, "state", "") not in _FINAL]
+
+    async def _drain(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._live_calls() and self._real is not None:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            self._calls_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._calls_changed.wait(), min(remaining, 1.0))
+        for session in self._live_calls():
+            log.info("drain timeout: ending call %s", session.call_id)
+            try:
+                await session.dispose()
+            except Exception as exc:
+                log.warning("ending call %s failed: %s", session.call_id, exc)
+
+    async def _hand_over(self) -> None:
+        assert self.member is not None
+        if self._action_tasks:  # let accepted actions finish before we stop running any
+            await asyncio.wait(set(self._action_tasks), timeout=5.0)
+        self._flush_publish()
+        released = await self.member.leave(self.hub_options.handover_timeout + 5.0)
+        unregister = released is not None and released.unregister
+        if released is None:
+            log.warning("no release from the hub: closing without unregistering (a successor "
+                        "may own the binding)")
+        await self._teardown(unregister=unregister)
+
+    async def _teardown(self, *, unregister: bool) -> None:
+        self._disposed = True
+        for task in (self._role_worker, self._tick):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+        if self._publish_handle is not None:
+            self._publish_handle.cancel()
+        if self.member is not None:
+            await self.member.close()
+        for phone in (self._candidate, self._real):
+            if phone is None:
+                continue
+            if not unregister:
+                phone.sip_client.fence()
+            with contextlib.suppress(Exception):
+                await phone.dispose()
+        self._real = self._candidate = None
+        await self.phone.dispose()
+        for task in list(self._action_tasks):
+            task.cancel()
+
+    def _crash(self) -> None:
+        """Stop like a SIGKILL would (tests): no frames, no SIP, nothing awaited."""
+        self._disposed = True
+        if self.member is not None:
+            self.member.abort()
+        for task in (self._role_worker, self._tick, *self._action_tasks):
+            if task is not None:
+                task.cancel()
+        for phone in (self._candidate, self._real):
+            if phone is not None and isinstance(phone.sip_client, SipClient):
+                phone.sip_client.fence()
+                self._background(phone.sip_client.dispose(unregister=False))
+        self._real = self._candidate = None
+
+    # -- MemberListener --------------------------------------------------------------------------
+
+    def on_role(self, old: Role | None, new: Role, epoch: int) -> None:
+        if new == "dummy":
+            # Fence at once, before anything else can run: a deposed real never sends SIP again.
+            for phone in (self._candidate, self._real):
+                if phone is not None:
+                    phone.sip_client.fence()
+        self._role_events.put_nowait((old, new, epoch))
+
+    def on_snapshot(self, snapshot: Snapshot) -> None:
+        if self._real is None and self._candidate is None:
+            self._sync_proxies(snapshot.state)
+
+    def on_action(self, action: Action, token: LinkToken) -> None:
+        task = asyncio.create_task(self._run_action(action, token))
+        self._action_tasks.add(task)
+        task.add_done_callback(self._action_tasks.discard)
+
+    def on_released(self, released: Released) -> None:
+        log.info("released by the hub (unregister=%s)", released.unregister)
+
+    # -- roles -----------------------------------------------------------------------------------
+
+    async def _role_loop(self) -> None:
+        while True:
+            old, new, epoch = await self._role_events.get()
+            try:
+                if new == "real":
+                    await self._become_real(old, epoch)
+                elif new == "dummy":
+                    await self._become_dummy(old)
+            except Exception as exc:  # never let the role worker die
+                log.exception("role change to %s failed", new)
+                self._settle(exc)
+
+    def _settle(self, error: BaseException | None = None) -> None:
+        if self._settled is not None and not self._settled.done():
+            self._settled.set_result(error)
+
+    def _still_real(self, epoch: int) -> bool:
+        member = self.member
+        return (member is not None and member.role == "real" and member.epoch == epoch
+                and not self._disposed)
+
+    async def _become_real(self, old: Role | None, epoch: int) -> None:
+        assert self.member is not None
+        if self._real is not None:
+            # adopted by a restarted hub, or a new epoch for the same real: still registered
+            if not self._real.sip_client.registered:
+                log.warning("real at epoch %d but not registered; the SIP client reconnects",
+                            epoch)
+            self.member.registered(epoch)
+            self._schedule_publish()
+            return
+        delay = 0.5
+        while self._still_real(epoch):
+            phone = self._real_phone()
+            self._candidate = phone
+            try:
+                await phone.start()  # connect + REGISTER first: media code loads afterwards
+            except WebPhoneError as exc:
+                self._candidate = None
+                phone.sip_client.fence()
+                with contextlib.suppress(Exception):
+                    await phone.dispose()
+                if not self._settled or self._settled.done():
+                    log.error("could not register as the group's real phone: %s; retrying in "
+                              "%.1f s", exc, delay)
+                    self.emit("registration_failed", exc)
+                    await asyncio.sleep(delay)  # backoff before registering again
+                    delay = min(delay * 2, 30.0)
+                    continue
+                self._settle(exc)  # start() raises it
+                return
+            self._candidate = None
+            if not self._still_real(epoch):
+                phone.sip_client.fence()
+                with contextlib.suppress(Exception):
+                    await phone.dispose()
+                return
+            self._install_real(phone)
+            self.member.registered(self.member.epoch)
+            self._flush_publish()
+            self._settle()
+            self.emit("role", "real")
+            if self.preload_media:
+                asyncio.get_running_loop().run_in_executor(None, _preload_media)
+            return
+
+    def _real_phone(self) -> WebPhone:
+        assert self.member is not None
+        client = _GroupSipClient(self.sip_info, member=self.member, instance_id=self.instance_id,
+                                 debug=self.debug, **self._client_options)
+        phone = WebPhone(self.sip_info, instance_id=self.instance_id, debug=self.debug,
+                         sip_client=client, auto_answer=self.auto_answer, **self._phone_options)
+        for event in _RELAYED:  # from the first REGISTER on: every SIP message is visible
+            phone.on(event, self._relay(event))
+        return phone
+
+    def _install_real(self, phone: WebPhone) -> None:
+        self._real = phone
+        old_dummy, self.phone = self.phone, phone
+        self._background(old_dummy.dispose())
+        self._proxies.clear()  # the real sessions replace the dummy view
+        phone.on("inbound_call", self._on_real_call("inbound_call"))
+        phone.on("outbound_call", self._on_real_call("outbound_call"))
+        phone.on("call_changed", self._on_real_changed)
+        for session in phone.call_sessions:
+            self._watch(session)
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    def _relay(self, event: str) -> Any:
+        def relay(*args: Any) -> None:
+            self.emit(event, *args)
+
+        return relay
+
+    def _on_real_call(self, event: str) -> Any:
+        def handler(session: Any) -> None:
+            self._watch(session)
+            self._schedule_publish()
+            self.emit(event, session)
+
+        return handler
+
+    def _on_real_changed(self, session: Any) -> None:
+        self._schedule_publish()
+        self._calls_changed.set()
+        self.emit("call_changed", session)
+
+    def _watch(self, session: Any) -> None:
+        if id(session) in self._watched:
+            return
+        self._watched.add(id(session))
+        for event in _SESSION_EVENTS:
+            session.on(event, lambda *args, s=session, e=event: self._session_event(s, e))
+
+    def _session_event(self, session: Any, event: str) -> None:
+        if event in _FINAL:
+            self._watched.discard(id(session))
+            loop = asyncio.get_running_loop()
+            self._ended[session.call_id] = (loop.time() + _ENDED_RETENTION, call_state(session))
+            self._ended[session.call_id][1]["state"] = event
+        self._calls_changed.set()
+        self._schedule_publish()
+
+    async def _become_dummy(self, old: Role | None) -> None:
+        phone, self._real = self._real, None
+        candidate, self._candidate = self._candidate, None
+        for p in (phone, candidate):
+            if p is None:
+                continue
+            p.sip_client.fence()  # already fenced in on_role; dispose sends nothing
+            with contextlib.suppress(Exception):
+                await p.dispose()
+        if phone is not None:
+            log.warning("deposed: another member is the group's real phone now")
+            self.phone = self._dummy_phone()
+            self._last_published = None
+            self._ended.clear()
+            self._watched.clear()
+        if self.member is not None and self.member.view.snapshots.state is not None:
+            self._sync_proxies(self.member.view.snapshots.state)
+        if old is not None or phone is not None:
+            self.emit("role", "dummy")
+        if self._settled is not None and not self._settled.done():
+            # the first welcome said dummy: settled once the group has a real, unless the
+            # promotion frame that follows the welcome makes us the real (that settles later)
+            await self._wait_for_real()
+            if self.member is not None and self.member.role != "real":
+                self._settle()
+
+    async def _wait_for_real(self) -> None:
+        member = self.member
+        if member is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + member.heartbeat_timeout
+        while member.view.real_id is None and member.role == "dummy":
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            member.view_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(member.view_changed.wait(), remaining)
+
+    def _dummy_phone(self) -> WebPhone:
+        client = DummySipClient(self.sip_info, instance_id=self.instance_id)
+        return WebPhone(self.sip_info, instance_id=self.instance_id, sip_client=client,
+                        auto_answer=False)
+
+    # -- snapshots: real side --------------------------------------------------------------------
+
+    def _state(self) -> dict[str, Any]:
+        phone = self._real
+        calls: dict[str, dict[str, Any]] = {}
+        now = asyncio.get_running_loop().time()
+        for call_id, (until, data) in list(self._ended.items()):
+            if until < now:
+                del self._ended[call_id]
+            else:
+                calls[call_id] = data
+        if phone is not None:
+            for session in phone.call_sessions:
+                data = call_state(session)
+                if data["id"]:
+                    calls[data["id"]] = data
+        return {"calls": list(calls.values())[-100:]}
+
+    def _schedule_publish(self) -> None:
+        if self._publish_handle is None and self._real is not None:
+            self._publish_handle = asyncio.get_running_loop().call_soon(self._flush_publish)
+
+    def _flush_publish(self) -> None:
+        self._publish_handle = None
+        if self._real is None or self.member is None:
+            return
+        state = self._state()
+        if state == self._last_published:
+            return
+        try:
+            check_state(state)
+        except WebPhoneError as exc:
+            log.error("not publishing an invalid snapshot: %s", exc)
+            return
+        self._last_published = state
+        self.member.publish(state)
+
+    async def _tick_loop(self) -> None:
+        # a safety net for changes no event announces (mute flags, ended-call retention)
+        while True:
+            await asyncio.sleep(self.hub_options.heartbeat_interval)
+            if self._real is not None:
+                self._flush_publish()
+
+    # -- snapshots: dummy side -------------------------------------------------------------------
+
+    def _sync_proxies(self, state: Mapping[str, Any]) -> None:
+        calls = [c for c in state.get("calls", []) if isinstance(c, dict) and "id" in c]
+        seen = set()
+        emits: list[tuple[EventEmitter, str, Any]] = []
+        for data in calls:
+            call_id = str(data["id"])
+            seen.add(call_id)
+            proxy = self._proxies.get(call_id)
+            if proxy is None:
+                proxy = ProxyCallSession(self, data)
+                self._proxies[call_id] = proxy
+                if proxy.state not in _FINAL:
+                    event = "outbound_call" if proxy.direction == "outbound" else "inbound_call"
+                    emits.append((self, event, proxy))
+                continue
+            events = proxy._update(data)
+            emits.extend((proxy, event, None) for event in events)
+            if events:
+                emits.append((self, "call_changed", proxy))
+        for call_id in list(self._proxies):
+            if call_id not in seen:
+                proxy = self._proxies.pop(call_id)
+                if proxy.state not in _FINAL:
+                    proxy.state = "disposed"
+                    emits.append((proxy, "disposed", None))
+                    emits.append((self, "call_changed", proxy))
+        for call_id in [c for c, p in self._proxies.items() if p.state in _FINAL]:
+            if call_id not in seen:
+                del self._proxies[call_id]
+        self._proxies_changed.set()
+        for emitter, event, arg in emits:
+            if arg is None:
+                emitter.emit(event)
+            else:
+                emitter.emit(event, arg)
+
+    async def _proxy_for(self, call_id: str, wait: float = 2.0) -> ProxyCallSession:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while call_id not in self._proxies and loop.time() < deadline:
+            self._proxies_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._proxies_changed.wait(), deadline - loop.time())
+        proxy = self._proxies.get(call_id)
+        if proxy is None:  # ended before its first snapshot reached us
+            proxy = ProxyCallSession(self, {"id": call_id, "direction": "outbound",
+                                            "state": "disposed"})
+        return proxy
+
+    # -- actions ---------------------------------------------------------------------------------
+
+    async def _request(self, name: str, call_id: str | None, args: dict[str, Any]) -> Any:
+        if self.member is None or self._disposed:
+            raise NoRealPhoneError("this SharedWebPhone is not started (or disposed)")
+        return await self.member.request(name, call_id, args)
+
+    async def _run_action(self, action: Action, token: LinkToken) -> None:
+        assert self.member is not None
+        try:
+            value = await self._execute(action)
+            error = None
+        except Exception as exc:
+            value, error = None, error_info(exc)
+        self._flush_publish()  # the caller sees the new state before the result
+        self.member.send_result(token, action.action_id, value=_jsonable(value), error=error)
+
+    async def _execute(self, action: Action) -> Any:
+        phone = self._real
+        if phone is None:
+            raise NoRealPhoneError("this member is no longer the real phone")
+        args = action.args
+        if action.name == "call":
+            outbound = await phone.call(args["callee"], caller_id=args.get("caller_id"),
+                                        headers=args.get("headers"))
+            return {"call_id": outbound.call_id}
+        call_id = action.call_id or ""
+        if action.name in ("complete_warm_transfer", "cancel_warm_transfer"):
+            transfer = self._warm.pop(call_id, None)
+            if transfer is None:
+                raise CallError(f"{action.name}: no warm transfer in progress on call {call_id}")
+            if action.name == "complete_warm_transfer":
+                await transfer.complete()
+            else:
+                await transfer.cancel()
+            return None
+        session: Any = next((s for s in phone.call_sessions if s.call_id == call_id), None)
+        if session is None:
+            raise CallError(f"{action.name}: no call {call_id!r} on the real phone")
+        method = getattr(session, action.name, None)
+        if not callable(method):
+            raise CallError(f"{action.name} is not supported by this call")
+        if action.name == "warm_transfer":
+            transfer = await method(args["target"])
+            self._warm[call_id] = transfer
+            return {"call_id": transfer.session.call_id}
+        positional = [args[k] for k in ("target", "message", "digits", "duration") if k in args]
+        return await method(*positional)
+
+
+def _preload_media() -> None:
+    """Import the media stack in the background once registered (a dummy never does this)."""
+    for name in ("webphone.media", "aiortc"):
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            log.debug("preloading %s failed: %s", name, exc)
