@@ -390,6 +390,7 @@ class Party:
         if call.media is not None and response.body:
             await call.media.apply_answer(response.body.decode("utf-8", "replace"))
         call.state = "answered"
+        call.ringing.set()  # an answer without a 180 still passed "ringing"
         call.answered.set()
         await self._play(call)
 
