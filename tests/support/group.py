@@ -28,7 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MemberGroup", "MemberProc", "enable_subreaper", "hub_pids", "short_runtime_dir"]
+__all__ = ["MemberGroup", "MemberProc", "enable_subreaper", "hub_pids", "reap_adopted_zombies",
+           "short_runtime_dir"]
 
 _PR_SET_CHILD_SUBREAPER = 36
 Event = dict[str, Any]
@@ -74,6 +75,26 @@ def _alive(pid: int) -> bool:
 def _reap(pid: int) -> None:
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def reap_adopted_zombies(exclude: set[int]) -> None:
+    """Reap zombies that became our children through the subreaper (a hub that exited while its
+    member was stopped, then the member died). Our own children (`exclude`, the managed
+    processes of support.procs) are left to their owners."""
+    from support.procs import _REGISTRY
+
+    exclude = exclude | {p.pid for p in list(_REGISTRY) if p.pid is not None}
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in exclude:
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] == "Z" and int(fields[1]) == me:
+            _reap(int(entry))
 
 
 class MemberProc:
@@ -291,3 +312,4 @@ class MemberGroup:
                 while _alive(pid) and time.monotonic() < deadline + 5:
                     await asyncio.sleep(0.02)
             _reap(pid)
+        reap_adopted_zombies(exclude={m.pid for m in self.members if m.proc is not None})

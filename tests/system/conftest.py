@@ -24,13 +24,15 @@ def _adopt_orphaned_hubs() -> None:
 async def member_group(
     kamailio: Kamailio, tmp_path: Path
 ) -> AsyncIterator[Callable[..., MemberGroup]]:
-    """`member_group(user, **options)` -> a `MemberGroup` in a fresh private runtime directory;
+    """`member_group(user, kam=None, **options)` -> a `MemberGroup` (of the session Kamailio, or
+    `kam`) in a fresh private runtime directory;
     at teardown every member is killed and reaped and the hubs are stopped."""
     made: list[tuple[MemberGroup, Path]] = []
 
-    def factory(user: str, **options: Any) -> MemberGroup:
+    def factory(user: str, *, kam: Kamailio | None = None, **options: Any) -> MemberGroup:
         runtime_dir = short_runtime_dir()
-        group = MemberGroup(runtime_dir, tmp_path, kamailio.sip_info(user), **options)
+        server = kam if kam is not None else kamailio
+        group = MemberGroup(runtime_dir, tmp_path, server.sip_info(user), **options)
         made.append((group, runtime_dir))
         return group
 

@@ -159,3 +159,51 @@ async def test_sigkill_of_the_hub_keeps_the_real_and_its_registration(
     # the new hub serves actions: a dummy's action reaches the (same) real
     result = await procs[2].command("action", name="hold", call_id="no-such-call")
     assert result["error"] == "CallError", result
+
+
+async def test_a_dummys_action_while_the_real_is_gone_gets_exactly_one_outcome(
+    kamailio_proc: Callable[..., Kamailio], member_group: Callable[..., MemberGroup]
+) -> None:
+    kam = kamailio_proc()
+    user = "104"
+    group = member_group(user, kam=kam, heartbeat_timeout=1.5,
+                         extra=("--action-timeout", "1.0", "--no-media"))
+    procs = await group.spawn_ready(["a", "b", "c"])
+    real = group.reals()[0]
+    dummies = [p for p in procs if p is not real]
+    caller = dummies[-1]
+
+    # 1. the real hangs after accepting: ActionInterruptedError (never re-run elsewhere)
+    since = {p.name: len(p.events) for p in dummies}
+    real.stop()
+    result = await caller.command("action", name="hold", call_id="x")
+    assert result["ok"] is False and result["error"] == "ActionInterruptedError", result
+    successor = await new_real(group, dummies, since, timeout=10)
+    await successor.wait_event(lambda e: e["event"] == "registered", 10,
+                               since=since[successor.name])
+    real.kill()  # the hung one is gone for good now
+
+    # 2. no real can register (the SIP server hangs): NoRealPhoneError after the deadline
+    remaining = [p for p in dummies if p is not successor]
+    since = {p.name: len(p.events) for p in remaining}
+    kam.pause()
+    successor.kill()
+    asker = remaining[-1]
+
+    async def successor_gone() -> bool:
+        members = (await asker.command("members"))["value"]
+        return successor.pid not in [m["pid"] for m in members]
+
+    await wait_until(successor_gone, 10, interval=0.05, message="hub saw the crash")
+    started = time.monotonic()
+    result = await asker.command("action", name="hold", call_id="x")
+    assert result["ok"] is False and result["error"] == "NoRealPhoneError", result
+    assert time.monotonic() - started >= 0.9
+
+    # 3. the server is back: the promoted member registers and the same action gets the real's
+    #    own answer
+    kam.resume()
+    await new_real(group, remaining, since, timeout=15)  # reported after its REGISTER's 200
+    result = await asker.command("action", name="hold", call_id="x")
+    assert result["ok"] is False and result["error"] == "CallError", result
+    assert len(kam.bindings(user)) == 1
