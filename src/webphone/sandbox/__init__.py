@@ -13,8 +13,8 @@ flip, park). Built-in parties: 900 echo, 901 tone, 902 busy, 903 voicemail.
 Command line: `webphone sandbox` / `python -m webphone.sandbox` (see `cli.py`).
 """
 
+from .config import MessageRecord, SandboxConfig
 from .parties import PARTY_NUMBERS, PartyCall, PartyCallError, VoicemailMessage
-from .proxy import MessageRecord, SandboxConfig
 from .sandbox import Sandbox
 from .users import User, generate_users, load_users
 

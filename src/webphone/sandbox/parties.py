@@ -26,10 +26,11 @@ from typing import TYPE_CHECKING, Any
 from webphone.sip import Headers, SipRequest, SipResponse
 from webphone.sip.transaction import new_branch, new_call_id, new_tag
 
+from .config import PartyEntry
 from .connection import LocalConnection
 from .dialogs import contact_uri
 from .messages import response_to
-from .proxy import PartyEntry, Proxy
+from .proxy import Proxy
 from .rc import Identity
 
 if TYPE_CHECKING:

@@ -7,8 +7,9 @@ here; `server.py` feeds WebSocket frames in and `parties.py` plugs built-in UAs 
 Routing: out-of-dialog requests go by the Request-URI user (an extension, a phone number, or a
 party number) to every live binding; in-dialog requests go by Call-ID and tags to the other
 leg's connection, whatever their Request-URI says (RingCentral's SDK sends in-dialog requests
-to `sip:{domain}`). Responses go back by our Via branch. See `calls.py` for the INVITE forks
-and `features.py` for what the server answers itself (INFO commands, park, flip).
+to `sip:{domain}`). Responses go back by our Via branch. See `registration.py` for REGISTER and
+digest challenges, `calls.py` for the INVITE forks, `fanout.py` for other requests to users,
+and `features.py` for in-dialog relaying and what the server answers itself (INFO, park, flip).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from webphone.errors import SipParseError
@@ -26,77 +27,21 @@ from webphone.sip.transaction import TransactionKey, new_call_id, new_tag, trans
 
 from .auth import DigestAuthenticator
 from .calls import Endpoint, ProxyCall, Target
+from .config import MessageRecord, PartyEntry, SandboxConfig
 from .connection import Connection
 from .dialogs import Dialog, Leg
-from .messages import (
-    ack_for,
-    content_type,
-    forwarded,
-    new_branch,
-    pop_via,
-    response_to,
-    salvage_response,
-    uri_user,
-)
+from .fanout import Fanout
+from .messages import ack_for, content_type, new_branch, response_to, salvage_response, uri_user
 from .rc import Identity, RcCall, server_message
-from .registrar import Registrar, RegistrarError, parse_register
-from .users import User, UserTable
+from .registrar import Registrar
+from .registration import authenticate, register
+from .users import UserTable
 
 log = logging.getLogger("webphone.sandbox")
 
 SipMessage = SipRequest | SipResponse
 ResponseHandler = Callable[[SipResponse], None]
 FailureHandler = Callable[[str], None]
-
-
-@dataclass
-class SandboxConfig:
-    """Behaviour knobs, defaults as RingCentral.
-
-    `max_expires`: the longest binding granted (RingCentral: 60 s). `ring_timeout`: seconds
-    before an unanswered call gives up (480). `reject_delay`: after decline/reply the caller
-    keeps hearing ringback this long before its 480. `reply_result`: the SessionClose body of a
-    reply (Cmd 14): the caller's keypad answer the sandbox pretends to have heard
-    (`{"Sts": "0", "Resp": "1"}` = "yes"; `"3"` with `"ExtNfo"` = urgent with a callback number).
-    """
-
-    domain: str = "sandbox.webphone"
-    max_contacts: int = 5
-    max_expires: int = 60
-    min_expires: int = 1
-    nonce_ttl: float = 300.0
-    ring_timeout: float = 60.0
-    reject_delay: float = 1.0
-    transaction_timeout: float = 32.0
-    voicemail_number: str = "903"
-    reply_result: dict[str, str] = field(default_factory=lambda: {"Sts": "0", "Resp": "1"})
-
-
-@dataclass(frozen=True)
-class MessageRecord:
-    """One SIP message the sandbox received ("in") or sent ("out") on a connection."""
-
-    time: float
-    direction: str
-    connection: int
-    user: str | None
-    message: SipMessage
-
-    @property
-    def first_line(self) -> str:
-        """`INVITE sip:...` or `SIP/2.0 200 OK`."""
-        return str(self.message).split("\r\n", 1)[0]
-
-
-@dataclass
-class PartyEntry:
-    """A built-in party reachable by number."""
-
-    number: str
-    identity: Identity
-    connection: Connection
-    contact: str
-    kind: str
 
 
 @dataclass
@@ -265,7 +210,7 @@ class Proxy:
         except Exception:
             log.exception("sandbox failed handling %s from %r", _first_line(message), connection)
             if isinstance(message, SipRequest) and message.method != "ACK":
-                self._reply(connection, message, 500, "Server Internal Error")
+                self.reply(connection, message, 500, "Server Internal Error")
 
     def _bad_frame(self, connection: Connection, data: str | bytes, why: str) -> None:
         text = data if isinstance(data, str) else data.decode("utf-8", "replace")
@@ -294,7 +239,7 @@ class Proxy:
                 raise SipParseError(f"CSeq method {cseq.method} is not {request.method}")
         except SipParseError as exc:
             if request.method != "ACK":
-                self._reply(connection, request, 400, f"Bad Request - {exc}"[:120])
+                self.reply(connection, request, 400, f"Bad Request - {exc}"[:120])
             return False
         return True
 
@@ -321,23 +266,23 @@ class Proxy:
             return
         max_forwards = (request.headers.get("Max-Forwards") or "70").strip()
         if max_forwards == "0":
-            self._reply(connection, request, 483, "Too Many Hops")
+            self.reply(connection, request, 483, "Too Many Hops")
         elif method == "CANCEL":
             self._on_cancel(connection, request)
         elif method == "REGISTER":
-            self._on_register(connection, request)
+            register(self, connection, request)
         elif request.to_tag:
             self.features.in_dialog(connection, request)
         elif method == "MESSAGE" and content_type(request) == RC_MESSAGE_CONTENT_TYPE:
             self._on_rc_message(connection, request)
         elif method == "OPTIONS" and uri_user(request.uri) is None:
-            self._reply(connection, request, 200, "OK")
+            self.reply(connection, request, 200, "OK")
         elif method == "INVITE":
             self._on_invite(connection, request)
         else:
             self._on_out_of_dialog(connection, request)
 
-    def _reply(
+    def reply(
         self,
         connection: Connection,
         request: SipRequest,
@@ -349,70 +294,6 @@ class Proxy:
         self.send(connection, response_to(request, status, reason, to_tag=new_tag(),
                                           headers=headers, **kwargs))
 
-    # -- authentication ---------------------------------------------------------------------
-
-    def _authenticate(self, connection: Connection, request: SipRequest) -> User | None:
-        """The user behind `request`, or None after sending the 401/407/403 it deserves."""
-        register = request.method == "REGISTER"
-        header = "Authorization" if register else "Proxy-Authorization"
-        verdict = self.auth.verify(
-            request.headers.get(header),
-            method=request.method,
-            password_for=self._password_for,
-            now=self.now(),
-        )
-        user = self.users.by_authorization_id(verdict.username or "") if verdict.ok else None
-        if user is not None:
-            connection.user = user.extension
-            return user
-        hard = verdict.reason in ("wrong password", "unknown user") and not verdict.stale
-        if hard:
-            log.info("%s from %r refused: %s", request.method, connection, verdict.reason)
-            self._reply(connection, request, 403, "Forbidden")
-            return None
-        status, name = (401, "WWW-Authenticate") if register else (407, "Proxy-Authenticate")
-        reason = "Unauthorized" if register else "Proxy Authentication Required"
-        challenge = self.auth.challenge(self.now(), stale=verdict.stale)
-        self._reply(connection, request, status, reason, [(name, challenge)])
-        return None
-
-    def _password_for(self, authorization_id: str) -> str | None:
-        user = self.users.by_authorization_id(authorization_id)
-        return user.password if user is not None else None
-
-    # -- REGISTER ---------------------------------------------------------------------------
-
-    def _on_register(self, connection: Connection, request: SipRequest) -> None:
-        self._reply(connection, request, 100, "Trying")
-        user = self._authenticate(connection, request)
-        if user is None:
-            return
-        aor = uri_user(str(request.to_address.uri))
-        if aor != user.extension:
-            self._reply(connection, request, 403, "Forbidden - To is not your address")
-            return
-        try:
-            register = parse_register(
-                aor,
-                request.headers.get_all("Contact"),
-                expires_header=request.headers.get("Expires"),
-                call_id=request.call_id,
-                cseq=request.cseq.number,
-                user_agent=request.headers.get("User-Agent"),
-            )
-        except RegistrarError as exc:
-            self._reply(connection, request, exc.status, exc.reason,
-                        [("Warning", f'399 sandbox "{exc.detail}"')])
-            return
-        result = self.registrar.register(register, self.now(), connection.id)
-        if not result.ok:
-            log.info("REGISTER of %s refused: %s %s", aor, result.status, result.reason)
-            self._reply(connection, request, result.status, result.reason)
-            return
-        now = self.now()
-        contacts = [("Contact", b.contact_header(now)) for b in result.bindings]
-        self._reply(connection, request, 200, "OK", contacts)
-
     # -- INVITE / CANCEL --------------------------------------------------------------------
 
     def _caller(self, connection: Connection, request: SipRequest) -> Identity | None:
@@ -422,7 +303,7 @@ class Proxy:
             if party is not None:
                 return party.identity
             return Identity(connection.user or "sandbox", connection.user or "Sandbox", "")
-        user = self._authenticate(connection, request)
+        user = authenticate(self, connection, request)
         if user is None:
             return None
         return Identity(user.extension, user.name, user.phone_number)
@@ -430,7 +311,7 @@ class Proxy:
     def _on_invite(self, connection: Connection, request: SipRequest) -> None:
         if (request.call_id, request.branch or "") in self._calls:
             return  # a retransmission of an INVITE in progress
-        self._reply(connection, request, 100, "Trying")
+        self.reply(connection, request, 100, "Trying")
         caller = self._caller(connection, request)
         if caller is None:
             return
@@ -443,7 +324,7 @@ class Proxy:
     def _on_cancel(self, connection: Connection, request: SipRequest) -> None:
         call = self._calls.get((request.call_id, request.branch or ""))
         if call is None or call.caller_conn is not connection:
-            self._reply(connection, request, 481, "Call/Transaction Does Not Exist")
+            self.reply(connection, request, 481, "Call/Transaction Does Not Exist")
             return
         self.send(connection, response_to(request, 200, "OK", to_tag=call.local_tag))
         call.cancel()
@@ -505,22 +386,22 @@ class Proxy:
             return
         target = self.resolve(uri_user(request.uri) or "")
         if target is None:
-            self._reply(connection, request, 404, "Not Found")
+            self.reply(connection, request, 404, "Not Found")
             return
         endpoints = self.endpoints(target)
         if not endpoints:
-            self._reply(connection, request, 480, "Temporarily Unavailable")
+            self.reply(connection, request, 480, "Temporarily Unavailable")
             return
-        _Fanout(self, connection, request, endpoints).start()
+        Fanout(self, connection, request, endpoints).start()
 
     # -- RingCentral x-rc/agent ---------------------------------------------------------------
 
     def _on_rc_message(self, connection: Connection, request: SipRequest) -> None:
-        self._reply(connection, request, 100, "Trying")
+        self.reply(connection, request, 100, "Trying")
         try:
             message = parse_rc_message(request.body)
         except RcMessageError as exc:
-            self._reply(connection, request, 400, f"Bad Request - {exc}"[:120])
+            self.reply(connection, request, 400, f"Bad Request - {exc}"[:120])
             return
         call = self._calls_by_sid.get(message.sid or "")
         if call is None:
@@ -528,9 +409,9 @@ class Proxy:
                         None)
         fork = call.fork_for(connection) if call is not None else None
         if call is None or fork is None:
-            self._reply(connection, request, 481, "Call/Transaction Does Not Exist")
+            self.reply(connection, request, 481, "Call/Transaction Does Not Exist")
             return
-        self._reply(connection, request, 200, "OK")
+        self.reply(connection, request, 200, "OK")
         call.on_rc_command(fork, message)
 
     def send_rc(
@@ -587,55 +468,6 @@ class Proxy:
 
     def leg_connection(self, leg: Leg) -> Connection | None:
         return self.connection(leg.connection)
-
-
-class _Fanout:
-    """A non-INVITE request to every device of a user; the first 2xx (or the best) goes back."""
-
-    def __init__(
-        self, proxy: Proxy, source: Connection, request: SipRequest, endpoints: list[Endpoint]
-    ) -> None:
-        self.proxy, self.source, self.request = proxy, source, request
-        self.endpoints = endpoints
-        self.pending = len(endpoints)
-        self.answered = False
-        self.failures: list[SipResponse] = []
-
-    def start(self) -> None:
-        for endpoint in self.endpoints:
-            out = forwarded(self.request, endpoint.contact, self.proxy.via())
-            self.proxy.send_request(endpoint.connection, out, on_response=self._response,
-                                    on_failure=self._failure)
-
-    def _response(self, response: SipResponse) -> None:
-        if response.status_code < 200:
-            return
-        self.pending -= 1
-        if 200 <= response.status_code < 300 and not self.answered:
-            self.answered = True
-            self._relay(response)
-        elif response.status_code >= 300:
-            self.failures.append(response)
-            self._maybe_fail()
-
-    def _failure(self, why: str) -> None:
-        self.pending -= 1
-        self._maybe_fail()
-
-    def _maybe_fail(self) -> None:
-        if self.pending > 0 or self.answered:
-            return
-        self.answered = True
-        if self.failures:
-            self._relay(min(self.failures, key=lambda r: r.status_code))
-        else:
-            self.proxy.send(self.source, response_to(self.request, 408, "Request Timeout",
-                                                     to_tag=new_tag()))
-
-    def _relay(self, response: SipResponse) -> None:
-        out = pop_via(response)
-        if out is not None:
-            self.proxy.send(self.source, out)
 
 
 def _first_line(message: SipMessage) -> str:

@@ -13,9 +13,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from .config import MessageRecord, SandboxConfig
 from .control import serve_control
 from .parties import PARTY_NUMBERS, Party, PartyCall, VoicemailMessage
-from .proxy import MessageRecord, Proxy, SandboxConfig
+from .proxy import Proxy
 from .server import SipServer, is_loopback
 from .users import User, UserTable, generate_users, load_users, sip_info, users_from_data
 

@@ -1,0 +1,64 @@
+"""Plain data shared by the sandbox's modules: configuration, message records, party entries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from webphone.sip import SipRequest, SipResponse
+
+from .connection import Connection
+from .rc import Identity
+
+__all__ = ["MessageRecord", "PartyEntry", "SandboxConfig"]
+
+SipMessage = SipRequest | SipResponse
+
+
+@dataclass
+class SandboxConfig:
+    """Behaviour knobs, defaults as RingCentral.
+
+    `max_expires`: the longest binding granted (RingCentral: 60 s). `ring_timeout`: seconds
+    before an unanswered call gives up (480). `reject_delay`: after decline/reply the caller
+    keeps hearing ringback this long before its 480. `reply_result`: the SessionClose body of a
+    reply (Cmd 14): the caller's keypad answer the sandbox pretends to have heard
+    (`{"Sts": "0", "Resp": "1"}` = "yes"; `"3"` with `"ExtNfo"` = urgent with a callback number).
+    """
+
+    domain: str = "sandbox.webphone"
+    max_contacts: int = 5
+    max_expires: int = 60
+    min_expires: int = 1
+    nonce_ttl: float = 300.0
+    ring_timeout: float = 60.0
+    reject_delay: float = 1.0
+    transaction_timeout: float = 32.0
+    voicemail_number: str = "903"
+    reply_result: dict[str, str] = field(default_factory=lambda: {"Sts": "0", "Resp": "1"})
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    """One SIP message the sandbox received ("in") or sent ("out") on a connection."""
+
+    time: float
+    direction: str
+    connection: int
+    user: str | None
+    message: SipMessage
+
+    @property
+    def first_line(self) -> str:
+        """`INVITE sip:...` or `SIP/2.0 200 OK`."""
+        return str(self.message).split("\r\n", 1)[0]
+
+
+@dataclass
+class PartyEntry:
+    """A built-in party reachable by number."""
+
+    number: str
+    identity: Identity
+    connection: Connection
+    contact: str
+    kind: str

@@ -1,0 +1,82 @@
+"""Authentication and REGISTER handling of the proxy (the registrar core is `registrar.py`)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from webphone.sip import SipRequest
+
+from .connection import Connection
+from .messages import uri_user
+from .registrar import RegistrarError, parse_register
+from .users import User
+
+if TYPE_CHECKING:
+    from .proxy import Proxy
+
+log = logging.getLogger("webphone.sandbox")
+
+__all__ = ["authenticate", "register"]
+
+
+def authenticate(proxy: Proxy, connection: Connection, request: SipRequest) -> User | None:
+    """The user behind `request`, or None after sending the 401/407/403 it deserves."""
+    is_register = request.method == "REGISTER"
+    header = "Authorization" if is_register else "Proxy-Authorization"
+    verdict = proxy.auth.verify(
+        request.headers.get(header),
+        method=request.method,
+        password_for=lambda name: _password_for(proxy, name),
+        now=proxy.now(),
+    )
+    user = proxy.users.by_authorization_id(verdict.username or "") if verdict.ok else None
+    if user is not None:
+        connection.user = user.extension
+        return user
+    hard = verdict.reason in ("wrong password", "unknown user") and not verdict.stale
+    if hard:
+        log.info("%s from %r refused: %s", request.method, connection, verdict.reason)
+        proxy.reply(connection, request, 403, "Forbidden")
+        return None
+    status, name = (401, "WWW-Authenticate") if is_register else (407, "Proxy-Authenticate")
+    reason = "Unauthorized" if is_register else "Proxy Authentication Required"
+    challenge = proxy.auth.challenge(proxy.now(), stale=verdict.stale)
+    proxy.reply(connection, request, status, reason, [(name, challenge)])
+    return None
+
+def _password_for(proxy: Proxy, authorization_id: str) -> str | None:
+    user = proxy.users.by_authorization_id(authorization_id)
+    return user.password if user is not None else None
+
+def register(proxy: Proxy, connection: Connection, request: SipRequest) -> None:
+    """Authenticate (401), then apply the REGISTER to the registrar and answer it."""
+    proxy.reply(connection, request, 100, "Trying")
+    user = authenticate(proxy, connection, request)
+    if user is None:
+        return
+    aor = uri_user(str(request.to_address.uri))
+    if aor != user.extension:
+        proxy.reply(connection, request, 403, "Forbidden - To is not your address")
+        return
+    try:
+        contacts = parse_register(
+            aor,
+            request.headers.get_all("Contact"),
+            expires_header=request.headers.get("Expires"),
+            call_id=request.call_id,
+            cseq=request.cseq.number,
+            user_agent=request.headers.get("User-Agent"),
+        )
+    except RegistrarError as exc:
+        proxy.reply(connection, request, exc.status, exc.reason,
+                    [("Warning", f'399 sandbox "{exc.detail}"')])
+        return
+    result = proxy.registrar.register(contacts, proxy.now(), connection.id)
+    if not result.ok:
+        log.info("REGISTER of %s refused: %s %s", aor, result.status, result.reason)
+        proxy.reply(connection, request, result.status, result.reason)
+        return
+    now = proxy.now()
+    listed = [("Contact", b.contact_header(now)) for b in result.bindings]
+    proxy.reply(connection, request, 200, "OK", listed)
