@@ -351,7 +351,7 @@ async def _answered(phones: MakePhone) -> Ringing:
     caller, callee = await phones("101"), await phones("102")
     call = await ring(caller, callee)
     await call.answer()
-    await wait_until(lambda: inbound(callee, "MESSAGE"), 5)  # Cmd 7
+    assert rc_cmd(await callee.next("MESSAGE")) == RcCommand.ALREADY_PROCESSED
     caller.clear()
     callee.clear()
     return call
@@ -420,3 +420,55 @@ async def test_vanished_callee_is_hung_up_for(phones: MakePhone) -> None:
     await call.callee.client.dispose(unregister=False)
     bye = await call.caller.next("BYE")
     assert bye.call_id == call.invite.call_id
+
+
+# -- in-dialog relaying and out-of-dialog requests -----------------------------------------------
+
+
+async def test_in_dialog_requests_reach_the_other_leg(phones: MakePhone) -> None:
+    """re-INVITE (hold), INFO (not a command), REFER and NOTIFY, MESSAGE: relayed both ways,
+    answers come back, the ACK of the re-INVITE too."""
+    call = await _answered(phones)
+    caller, callee = call.caller, call.callee
+    reinvite = callee.in_dialog(call.callee_dialog(), "INVITE", body=b"v=0\r\na=sendonly\r\n",
+                                content_type="application/sdp")
+    pending = asyncio.ensure_future(callee.client.request(reinvite))
+    got = await caller.next("INVITE")
+    assert got.body.endswith(b"a=sendonly\r\n") and got.to_tag == call.invite.from_tag
+    await caller.client.reply(got, 200, "OK", body=b"v=0\r\na=recvonly\r\n",
+                              content_type="application/sdp")
+    answer = await asyncio.wait_for(pending, 5)
+    assert answer.status_code == 200 and answer.body.endswith(b"a=recvonly\r\n")
+    assert str(answer.cseq) == str(reinvite.cseq)
+    ack = callee.in_dialog(call.callee_dialog(), "ACK")
+    ack.headers.set("CSeq", f"{reinvite.cseq.number} ACK")
+    await callee.client.send(ack)
+    assert (await caller.next("ACK")).cseq.number == got.cseq.number
+    for method, body in (("INFO", b"Signal=5\r\n"), ("MESSAGE", b"hi"), ("NOTIFY", b"")):
+        request = caller.in_dialog(call.caller_dialog(), method, body=body,
+                                   content_type="text/plain" if body else None)
+        response = await caller.client.request(request)
+        assert response.status_code == 200, method
+        assert (await callee.next(method)).body == body
+    refer = callee.in_dialog(call.callee_dialog(), "REFER")
+    refer.headers.add("Refer-To", "<sip:103@sip.test>")
+    pending = asyncio.ensure_future(callee.client.request(refer))
+    got = await caller.next("REFER")
+    assert got.headers["Refer-To"] == "<sip:103@sip.test>"
+    await caller.client.reply(got, 202, "Accepted")
+    assert (await asyncio.wait_for(pending, 5)).status_code == 202
+
+
+async def test_message_between_users_goes_to_every_device(phones: MakePhone) -> None:
+    sender = await phones("101")
+    first, second = await phones("102", "m-a"), await phones("102", "m-b")
+    message = sender.client.new_request("MESSAGE", "sip:102@sip.test", to="<sip:102@sip.test>",
+                                        body=b"hello", content_type="text/plain")
+    response = await sender.client.request(message)
+    assert response.status_code == 200
+    assert (await first.next("MESSAGE")).body == b"hello"
+    assert (await second.next("MESSAGE")).body == b"hello"
+    assert sender.sequence()[:3] == ["out MESSAGE", "in 407", "out MESSAGE"]
+    nobody = sender.client.new_request("MESSAGE", "sip:999@sip.test", to="<sip:999@sip.test>",
+                                       body=b"x", content_type="text/plain")
+    assert (await sender.client.request(nobody)).status_code == 404
