@@ -329,6 +329,7 @@ async def test_reply(sb: Sandbox, phones: MakePhone, result: dict[str, str], res
     assert close.body.get("ExtNfo") == result.get("ExtNfo")
     assert close.body["Phn"] == "+16505550101"
     assert caller.sequence() == []
+    assert (await asyncio.wait_for(call.outcome, 5)).status_code == 480
 
 
 # -- INFO JSON commands after answer -------------------------------------------------------------
@@ -390,8 +391,12 @@ async def test_park(phones: MakePhone, sb: Sandbox) -> None:
 
 
 async def test_flip(phones: MakePhone) -> None:
-    """answered/flip.spec.ts: INFO,200,INFO,200, then BYE,200; code 0; caller sees nothing."""
+    """answered/flip.spec.ts: INFO,200,INFO,200, then BYE,200; code 0; the flipper's BYE does
+    not reach the caller. Then the flip target rings (INVITE without SDP) and, once it answers,
+    the caller is moved to it with a re-INVITE carrying the target's offer (RingCentral hides
+    this by anchoring the media; the sandbox does not)."""
     call = await _answered(phones)
+    target = await phones("103")
     dialog = call.callee_dialog()
     result = await _info(call.callee, dialog, "callflip", 1, target="103")
     assert result == {"code": 0, "description": "Succeeded", "number": "+16505550103",
@@ -400,7 +405,55 @@ async def test_flip(phones: MakePhone) -> None:
     assert bye.status_code == 200
     assert call.callee.sequence() == ["out INFO", "in 200", "in INFO", "out 200", "out BYE",
                                       "in 200"]
-    assert call.caller.sequence() == []
+    assert "in BYE" not in call.caller.sequence()
+    invite = await target.next("INVITE")
+    assert invite.body == b"" and "P-rc" in invite.headers
+    assert parse_rc_message(invite.headers["P-rc"]).body["Phn"] == "+16505550101"
+    await target.client.reply(invite, 200, "OK", to_tag="flip", body=b"v=0\r\ns=target\r\n",
+                              content_type="application/sdp")
+    moved = await call.caller.next("INVITE")
+    assert moved.body == b"v=0\r\ns=target\r\n" and moved.call_id == call.invite.call_id
+    await call.caller.client.reply(moved, 200, "OK", body=b"v=0\r\ns=caller\r\n",
+                                   content_type="application/sdp")
+    ack = await target.next("ACK")
+    assert ack.body == b"v=0\r\ns=caller\r\n"
+    await call.caller.next("ACK")
+    # now caller <-> target through the bridge, both ways
+    info = call.caller.in_dialog(call.caller_dialog(), "INFO", body=b"x", content_type="text/plain")
+    assert (await call.caller.client.request(info)).status_code == 200
+    assert (await target.next("INFO")).body == b"x"
+    hangup = target.in_dialog(DialogView.as_callee(invite, "flip"), "BYE")
+    assert (await target.client.request(hangup)).status_code == 200
+    assert (await call.caller.next("BYE")).call_id == call.invite.call_id
+
+
+async def test_park_then_pickup_with_star_extension(phones: MakePhone, sb: Sandbox) -> None:
+    call = await _answered(phones)
+    picker = await phones("103")
+    result = await _info(call.callee, call.callee_dialog(), "callpark", 1)
+    assert result["park extension"] == "801"
+    bye = await call.callee.client.request(call.callee.in_dialog(call.callee_dialog(), "BYE"))
+    assert bye.status_code == 200
+    outcome = asyncio.ensure_future(picker.client.request(
+        picker.invite("*801", body=b"v=0\r\ns=picker\r\n")))
+    moved = await call.caller.next("INVITE")
+    assert moved.body == b"v=0\r\ns=picker\r\n"
+    await call.caller.client.reply(moved, 200, "OK", body=b"v=0\r\ns=parked\r\n",
+                                   content_type="application/sdp")
+    final = await asyncio.wait_for(outcome, 5)
+    assert final.status_code == 200 and final.body == b"v=0\r\ns=parked\r\n"
+    sent = last_invite(picker)
+    await picker.client.send(picker.ack(sent, final))
+    await call.caller.next("ACK")
+    assert sb.proxy.features.parked == {} and "*801" not in sb.proxy.parties
+    hangup = call.caller.in_dialog(call.caller_dialog(), "BYE")
+    assert (await call.caller.client.request(hangup)).status_code == 200
+    assert (await picker.next("BYE")).call_id == sent.call_id
+
+
+async def test_pickup_of_nothing_parked_is_486(phones: MakePhone) -> None:
+    picker = await phones("103")
+    assert (await picker.client.request(picker.invite("*805"))).status_code == 486
 
 
 async def test_info_result_cseq_stays_increasing(phones: MakePhone) -> None:

@@ -75,6 +75,7 @@ class Dialog:
     park_extension: str | None = None
     gone: list[Leg] = field(default_factory=list)
     after_ack: list[Callable[[], None]] = field(default_factory=list)
+    link: object | None = None  # a bridge.Link once the held leg is joined to someone else
 
     @property
     def legs(self) -> tuple[Leg, Leg]:

@@ -25,6 +25,7 @@ from webphone.sip import SipRequest, SipResponse
 from webphone.sip.rc import INFO_CONTENT_TYPE, RcCommand
 from webphone.sip.transaction import new_tag
 
+from .bridge import Bridger, Link
 from .calls import Endpoint
 from .connection import Connection
 from .dialogs import Dialog, Leg, contact_uri
@@ -47,6 +48,7 @@ class Features:
         self.proxy = proxy
         self.parked: dict[str, Dialog] = {}
         self._park_numbers = itertools.count(801)
+        self.bridger = Bridger(proxy)
 
     # -- routing ----------------------------------------------------------------------------
 
@@ -68,6 +70,8 @@ class Features:
         dialog, source = found
         target = dialog.other(source)
         target_conn = self._reachable(dialog, target)
+        if target_conn is None and isinstance(dialog.link, Link):
+            self.bridger.from_held(request, dialog.link)
         if target_conn is not None:
             self.proxy.send(target_conn, self._outgoing(request, source, target))
         callbacks, dialog.after_ack = dialog.after_ack, []
@@ -89,9 +93,14 @@ class Features:
         if request.method == "BYE" and dialog.departing is source:
             self._reply(connection, request, 200, "OK")
             self._leave(dialog, source)
+            if dialog.flip_target is not None and not dialog.ended:
+                self.bridger.flip(dialog, dialog.other(source), dialog.flip_target)
             return
         target = dialog.other(source)
         target_conn = self._reachable(dialog, target)
+        if target_conn is None and isinstance(dialog.link, Link):
+            self.bridger.from_held(request, dialog.link)
+            return
         if target_conn is None:
             self._answer_alone(connection, request, dialog, source)
             return
@@ -184,6 +193,9 @@ class Features:
             if leg.connection != connection_id or leg in dialog.gone:
                 continue
             self._leave(dialog, leg)
+            if isinstance(dialog.link, Link):
+                self.bridger.held_vanished(dialog.link)
+                continue
             other = dialog.other(leg)
             other_conn = self._reachable(dialog, other)
             if other_conn is None:
@@ -234,6 +246,7 @@ class Features:
             number = str(next(self._park_numbers))
             dialog.departing, dialog.park_extension = source, number
             self.parked[number] = dialog
+            self.bridger.offer_pickup(number, dialog)
             return {**ok, "park extension": number}
         if info.command == "callflip":
             target = self.proxy.resolve(str(info.args.get("target", "")))
@@ -247,6 +260,7 @@ class Features:
     def _unpark(self, dialog: Dialog) -> None:
         if dialog.park_extension and self.parked.get(dialog.park_extension) is dialog:
             del self.parked[dialog.park_extension]
+            self.bridger.withdraw_pickup(dialog.park_extension)
 
     def _reply(self, connection: Connection, request: SipRequest, status: int, reason: str) -> None:
         to_tag = None if request.to_tag else new_tag()

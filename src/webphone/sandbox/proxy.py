@@ -73,6 +73,7 @@ class Proxy:
         self.transport = "WS"
         self.connections: dict[int, Connection] = {}
         self.parties: dict[str, PartyEntry] = {}
+        self.caller_ids: dict[str, Identity] = {}  # Call-ID -> who a trusted local UA calls as
         self._loop = asyncio.get_running_loop()
         self._txns: dict[TransactionKey, _ClientTx] = {}
         self._calls: dict[tuple[str, str], ProxyCall] = {}
@@ -183,6 +184,7 @@ class Proxy:
             log.info("binding %s of %s expired", binding.contact, binding.aor)
 
     def close(self) -> None:
+        self.features.bridger.connection.close()
         for timer in list(self._timers):
             timer.cancel()
         self._timers.clear()
@@ -299,6 +301,9 @@ class Proxy:
     def _caller(self, connection: Connection, request: SipRequest) -> Identity | None:
         """Who is calling: a party (trusted connection) or an authenticated user."""
         if connection.trusted:
+            known = self.caller_ids.get(request.call_id)
+            if known is not None:
+                return known
             party = self.parties.get(connection.user or "")
             if party is not None:
                 return party.identity
