@@ -9,7 +9,8 @@ What it enforces and answers like RingCentral: digest auth (401 for REGISTER, 40
 at most 5 live registrations per extension (the 6th gets `603 Too Many Contacts`), instance
 replacement, 60 s bindings, P-rc / p-rc-api-ids / p-rc-api-call-info on inbound INVITEs,
 x-rc/agent commands (decline, voicemail, forward, reply) and INFO JSON commands (recording,
-flip, park). Built-in parties: 900 echo, 901 tone, 902 busy, 903 voicemail.
+flip, park; `*801`... picks a parked call up). Built-in parties: 900 echo, 901 tone,
+902 busy, 903 voicemail.
 Command line: `webphone sandbox` / `python -m webphone.sandbox` (see `cli.py`).
 """
 

@@ -9,7 +9,8 @@ Answered by the server, as RingCentral does (upstream-webphone-sdk.md §2.10b an
   sender with `{"response": {..., "result": {"code": 0, ...}}}` (recording start/stop, flip,
   park).
 * After park (and flip), the sender's next BYE is answered here and the other leg stays with
-  the server (parked), so the other side sees nothing.
+  the server, so the other side sees nothing; `bridge.py` then joins it to the flip target,
+  or to whoever dials `*{park extension}`.
 * BYE relayed from the caller to a RingCentral callee is followed by an x-rc/agent
   ServerFreeResources (Cmd 2) to the callee once it has answered the BYE.
 * A leg whose connection closed is hung up for: the other leg gets a BYE in its name.

@@ -38,8 +38,10 @@ class Sandbox:
     mapping {extension: password}, or a JSON/TOML file path. `host` other than loopback makes
     the server reachable from the network: it says so loudly on stderr. `certfile`/`keyfile`
     switch to wss://. Parties (900 echo, 901 tone, 902 busy, 903 voicemail) need aiortc for
-    their audio (`parties=False` leaves them out). Every SIP message in and out is appended to
-    `messages` (the last `max_messages`) and passed to the `on_message` hooks.
+    their audio (`parties=False` leaves them out). A call parked with INFO `callpark` is
+    picked up by dialling `*` + its park extension (`*801`, ...). Every SIP message in and
+    out is appended to `messages` (the last `max_messages`) and passed to the `on_message`
+    hooks.
     """
 
     def __init__(
