@@ -339,6 +339,8 @@ class ProxyCall:
         fork.cancelled = True
 
         def done(_: object = None) -> None:
+            # The device may never send 487 (the upstream SDK does not): done all the same.
+            self.proxy.forget_later(fork.request)
             fork.finish()
             self._check_done()
 

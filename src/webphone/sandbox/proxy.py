@@ -141,6 +141,14 @@ class Proxy:
             return
         self.send(connection, request)
 
+    def forget_later(self, request: SipRequest, delay: float = 32.0) -> None:
+        """Drop our transaction of `request` after `delay` s (RFC 3261 Timer B) unless it ends
+        first: for an INVITE whose device may never send a final answer after CANCEL."""
+        tx = self._txns.get(transaction_key(request))
+        if tx is not None and tx.timer is None:
+            tx.on_failure = None
+            tx.timer = self.call_later(delay, lambda: self._fail_tx(tx, "forgotten"))
+
     def _fail_tx(self, tx: _ClientTx, why: str) -> None:
         if self._txns.get(tx.key) is not tx:
             return
