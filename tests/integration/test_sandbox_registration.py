@@ -165,6 +165,13 @@ async def test_register_for_someone_else_is_forbidden(sb: Sandbox) -> None:
         await client.dispose()
 
 
+async def test_users_added_while_running_can_register(sb: Sandbox) -> None:
+    sb.add_user("4000", "late-pw", name="Late")
+    async with WebPhone(info(sb, "4000"), instance_id="late") as phone:
+        assert phone.sip_client.registered and len(sb.bindings("4000")) == 1
+    assert sb.sip_info("4000")["password"] == "late-pw"
+
+
 # -- the Kamailio-compatible adapter -------------------------------------------------------------
 
 

@@ -15,7 +15,6 @@ from webphone.sandbox.messages import (
     cancel_for,
     forwarded,
     pop_via,
-    push_via,
     response_to,
     salvage_response,
     uri_user,
@@ -60,8 +59,8 @@ def test_forwarded_pushes_via_and_record_route_and_drops_credentials() -> None:
 
 
 def test_pop_via_removes_ours_even_when_comma_joined() -> None:
-    response = response_to(push_via(invite(), "SIP/2.0/WS sb;branch=z9hG4bKsb"), 180, "Ringing",
-                           to_tag="tt")
+    response = response_to(forwarded(invite(), "sip:d@x", "SIP/2.0/WS sb;branch=z9hG4bKsb"), 180,
+                           "Ringing", to_tag="tt")
     back = pop_via(response)
     assert back is not None
     assert back.headers.get_all("Via") == ["SIP/2.0/WS a.invalid;branch=z9hG4bKaaa"]

@@ -22,10 +22,8 @@ __all__ = [
     "forwarded",
     "new_branch",
     "pop_via",
-    "push_via",
     "response_to",
     "salvage_response",
-    "set_cseq_number",
     "uri_user",
 ]
 
@@ -62,13 +60,6 @@ def response_to(
 
 def _has_tag(value: str) -> bool:
     return ";tag=" in value.replace(" ", "").lower()
-
-
-def push_via(request: SipRequest, via: str) -> SipRequest:
-    """A copy with `via` as the new topmost Via."""
-    return SipRequest(
-        request.method, request.uri, Headers([("Via", via), *request.headers]), request.body
-    )
 
 
 def pop_via(response: SipResponse) -> SipResponse | None:
@@ -147,13 +138,6 @@ def ack_for(invite: SipRequest, response: SipResponse) -> SipRequest:
         ("CSeq", f"{invite.cseq.number} ACK"),
     ]
     return SipRequest("ACK", invite.uri, Headers(fields))
-
-
-def set_cseq_number(message: SipRequest, number: int) -> SipRequest:
-    """A copy of a request with its CSeq number replaced (method kept)."""
-    copy = message.copy()
-    copy.headers.set("CSeq", f"{number} {message.cseq.method}")
-    return copy
 
 
 def uri_user(uri: str) -> str | None:
