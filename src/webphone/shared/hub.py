@@ -36,12 +36,29 @@ from typing import Protocol
 
 from webphone.errors import GroupProtocolError
 from webphone.shared.coordinator import Close, Coordinator, Effect, Send
-from webphone.shared.protocol import Frame, Members, MembersQuery, decode_frame
+from webphone.shared.protocol import (
+    ActionAccepted,
+    ActionResult,
+    Frame,
+    Heartbeat,
+    Members,
+    MembersQuery,
+    Registered,
+    Snapshot,
+    decode_frame,
+)
 from webphone.shared.transports.base import HubOptions
 
 __all__ = ["Hub", "HubPeer", "main", "run_local_hub"]
 
 log = logging.getLogger("webphone.shared.hub")
+
+#: `action_accepted` is information for the caller (its outcome comes as `action_result`), so the
+#: hub holds it back this long, or until the next frame to that member, and sends both in one
+#: write: one wake-up of the caller per action instead of two
+ACCEPTED_DELAY = 0.05
+#: frames after which the timers need no new look: they never bring a deadline closer
+_NO_NEW_DEADLINE = (Heartbeat, Snapshot, ActionResult, Registered, MembersQuery)
 
 #: a member whose unread output passes this is stuck (stopped, or not reading): it is dropped so
 #: that it cannot make the hub grow without bound; a dropped real is replaced at once
@@ -51,8 +68,9 @@ MAX_PEER_BUFFER = 8 * 1024 * 1024
 class HubPeer(Protocol):
     """The hub's side of one member connection."""
 
-    def write_frame(self, data: bytes) -> None:
-        """Queue one encoded frame (the transport adds its framing)."""
+    def send(self, *frames: Frame) -> None:
+        """Queue frames, in order, with one write (the transport encodes and frames them;
+        encodings are cached on the frame, so a fan-out of one snapshot encodes it once)."""
 
     def buffered(self) -> int:
         """Bytes queued and not yet taken by the member."""
@@ -92,6 +110,8 @@ class Hub:
         self._timer_at: float | None = None
         self._idle: asyncio.TimerHandle | None = None
         self._on_idle = on_idle
+        self._held: dict[str, list[Frame]] = {}  # conn -> action_accepted frames held back
+        self._held_flush: asyncio.TimerHandle | None = None
         self.closed = False
         self._arm_idle()
 
@@ -116,7 +136,7 @@ class Hub:
             frame = None
         if conn not in self._joined:
             if isinstance(frame, MembersQuery):  # a status probe: answer, never join
-                self._peers[conn].write_frame(Members(self.coordinator.members()).to_json())
+                self._peers[conn].send(Members(self.coordinator.members()))
                 self._peers[conn].close()
                 return
             self._joined.add(conn)
@@ -124,12 +144,14 @@ class Hub:
         if frame is None:
             self._run(self.coordinator.data_received(conn, data, now))  # -> protocol error
         else:
-            self._run(self.coordinator.frame_received(conn, frame, now))
+            quiet = isinstance(frame, _NO_NEW_DEADLINE) and self._timer is not None
+            self._run(self.coordinator.frame_received(conn, frame, now), reschedule=not quiet)
 
     def lost(self, conn: str) -> None:
         """`conn` ended (EOF, reset, or closed by us). A lost real is replaced at once."""
         if self._peers.pop(conn, None) is None:
             return
+        self._held.pop(conn, None)
         if conn in self._joined:
             self._joined.discard(conn)
             self._run(self.coordinator.connection_lost(conn, self._clock()))
@@ -139,7 +161,7 @@ class Hub:
     def close(self) -> None:
         """Stop timers and close every connection (the hub is going away)."""
         self.closed = True
-        for handle in (self._timer, self._idle):
+        for handle in (self._timer, self._idle, self._held_flush):
             if handle is not None:
                 handle.cancel()
         for peer in list(self._peers.values()):
@@ -152,26 +174,51 @@ class Hub:
 
     # -- effects and timers ----------------------------------------------------------------------
 
-    def _run(self, effects: list[Effect]) -> None:
+    def _run(self, effects: list[Effect], *, reschedule: bool = True) -> None:
         for effect in effects:
             peer = self._peers.get(effect.conn)
             if peer is None:
                 continue
             if isinstance(effect, Send):
-                peer.write_frame(effect.frame.to_json())
+                if isinstance(effect.frame, ActionAccepted):
+                    self._hold(effect.conn, effect.frame)
+                    continue
+                held = self._held.pop(effect.conn, ())
+                peer.send(*held, effect.frame)
                 if peer.buffered() > MAX_PEER_BUFFER:
                     log.warning("dropping %s: %d bytes unread", effect.conn, peer.buffered())
                     peer.close()
             elif isinstance(effect, Close):
                 log.info("closing %s: %s", effect.conn, effect.reason)
+                held = self._held.pop(effect.conn, ())
+                if held:
+                    peer.send(*held)
                 peer.close()
-        self._schedule()
+        if reschedule:
+            self._schedule()
+
+    def _hold(self, conn: str, frame: Frame) -> None:
+        self._held.setdefault(conn, []).append(frame)
+        if self._held_flush is None:
+            loop = asyncio.get_running_loop()
+            self._held_flush = loop.call_later(ACCEPTED_DELAY, self._flush_held)
+
+    def _flush_held(self) -> None:
+        self._held_flush = None
+        held, self._held = self._held, {}
+        for conn, frames in held.items():
+            peer = self._peers.get(conn)
+            if peer is not None:
+                peer.send(*frames)
 
     def _schedule(self) -> None:
+        """Arm the timer for the coordinator's next deadline. A timer that fires early is
+        harmless (the tick re-arms it), so one already armed earlier than needed is kept."""
         if self.closed:
             return
         deadline = self.coordinator.next_deadline()
-        if deadline == self._timer_at and self._timer is not None:
+        if self._timer is not None and (deadline is None or (
+                self._timer_at is not None and self._timer_at <= deadline)):
             return
         if self._timer is not None:
             self._timer.cancel()

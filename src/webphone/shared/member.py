@@ -520,6 +520,23 @@ class GroupMember:
             token.link.send(Heartbeat())
             token.heartbeats_sent += 1
 
+    async def ping(self, timeout: float = 2.0) -> bool:
+        """One heartbeat round trip with the hub on the current link: True if it answered."""
+        token = self._token
+        if token is None or token.link is None or token.lost:
+            return False
+        self._send_heartbeat(token)
+        target = token.heartbeats_sent
+        deadline = self._loop.time() + timeout
+        while token.echoes < target and not token.lost:
+            remaining = deadline - self._loop.time()
+            if remaining <= 0:
+                return False
+            self._heard.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._heard.wait(), remaining)
+        return token.echoes >= target and not token.lost
+
     async def confirm_real(self, max_age: float | None = None, timeout: float = 4.0) -> bool:
         """True if we are the group's real (the SIP client asks before every REGISTER).
 
@@ -569,30 +586,32 @@ class GroupMember:
             raise NoRealPhoneError("this group member is closed")
         wait = self.action_timeout if timeout is None else timeout
         action_id = f"a{next(self._ids)}"
-        # build the frame once now: an invalid action fails here, before anything is queued
-        Action(action_id, name, call_id, args, wait)
+        # build the frame now: an invalid action fails here, before anything is queued
+        frame = Action(action_id, name, call_id, args, wait)
         pending = _Pending(action_id, name, call_id, args, self._loop.time() + wait,
                            self._loop.create_future())
         self._pending[action_id] = pending
-        pending.timer = self._loop.call_at(pending.deadline, self._local_deadline, pending)
-        if self._connected.is_set():
-            self._send_action(pending)
+        if not (self._connected.is_set() and self._send_action(pending, frame)):
+            pending.timer = self._loop.call_at(pending.deadline, self._local_deadline, pending)
         return await pending.future
 
-    def _send_action(self, pending: _Pending) -> None:
+    def _send_action(self, pending: _Pending, frame: Action | None = None) -> bool:
         token = self._token
         if token is None or token.link is None:
-            return
-        remaining = max(pending.deadline - self._loop.time(), 0.0)
+            return False
+        if frame is None:
+            remaining = max(pending.deadline - self._loop.time(), 0.0)
+            frame = Action(pending.action_id, pending.name, pending.call_id, pending.args,
+                           remaining)
         try:
-            token.link.send(Action(pending.action_id, pending.name, pending.call_id,
-                                   pending.args, remaining))
+            token.link.send(frame)
         except GroupLinkClosed:
-            return
+            return False
         pending.token = token
         if pending.timer is not None:
             pending.timer.cancel()  # from now on the hub owns the deadline
             pending.timer = None
+        return True
 
     def _local_deadline(self, pending: _Pending) -> None:
         if pending.token is None:

@@ -61,6 +61,7 @@ class _Cli:
         self.done = asyncio.Event()
         shared.on("role", lambda role: _out("role", role=role, epoch=shared.epoch))
         shared.on("outbound_message", self._sip_out)
+        shared.on("media_ready", lambda: _out("media_ready"))
         shared.on("registered", self._registered)
         shared.on("inbound_call", self._call("inbound_call"))
         shared.on("outbound_call", self._call("outbound_call"))
@@ -116,7 +117,8 @@ class _Cli:
             return {"role": shared.role, "epoch": shared.epoch,
                     "calls": [_session_info(s) for s in shared.call_sessions],
                     "hub_pid": member.peer_pid if member else None,
-                    "registered": bool(getattr(shared.phone.sip_client, "registered", False))}
+                    "registered": bool(getattr(shared.phone.sip_client, "registered", False)),
+                    "aiortc_loaded": "aiortc" in sys.modules}
         if name == "dispose":
             await shared.dispose(timeout=cmd.get("timeout"))
             self.done.set()

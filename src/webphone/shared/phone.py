@@ -25,12 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import importlib
 import logging
-import time
-import uuid
-import weakref
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
@@ -39,16 +35,30 @@ from webphone._events import EventEmitter
 from webphone.errors import (
     CallError,
     NoRealPhoneError,
-    RegistrationError,
-    TransportError,
     WebPhoneError,
 )
 from webphone.phone import WebPhone
+from webphone.shared.group import (
+    GroupSipClient,
+    as_sip_info,
+    group_instance_id,
+    group_name,
+    group_status,
+    make_transport,
+    member_dict,
+)
 from webphone.shared.member import GroupMember, LinkToken, error_info
-from webphone.shared.protocol import MAX_ID_CHARS, Action, MemberInfo, Released, Role, Snapshot
-from webphone.shared.schema import MAX_STATE_STRING, check_state
+from webphone.shared.protocol import Action, Released, Role, Snapshot
+from webphone.shared.proxy import (
+    FINAL_STATES,
+    ProxyCallSession,
+    ProxyWarmTransfer,
+    call_id_of,
+    call_state,
+    jsonable,
+)
+from webphone.shared.schema import check_state
 from webphone.shared.transports.base import GroupTransport, HubOptions
-from webphone.sip import SipRequest, SipResponse
 from webphone.sip_client import DummySipClient, SipClient
 from webphone.sip_info import SipInfo
 
@@ -64,351 +74,9 @@ _RELAYED = ("registered", "unregistered", "disconnected", "reconnected", "regist
             "inbound_message", "outbound_message", "rc_message")
 #: session events that change what a snapshot shows
 _SESSION_EVENTS = ("ringing", "answered", "failed", "disposed", "held", "unheld")
-_FINAL = ("failed", "disposed")
-_STATES = ("init", "ringing", "answered", "failed", "disposed")
+_FINAL = FINAL_STATES
 #: how long an ended call stays in snapshots (so every dummy sees "failed" vs "disposed")
 _ENDED_RETENTION = 10.0
-_NAMESPACE = uuid.UUID("8f4b1f0e-4f7e-4c55-9a0c-7b2d3c1e5a60")
-
-
-# -- names -----------------------------------------------------------------------------------------
-
-
-def _as_sip_info(value: SipInfo | Mapping[str, Any]) -> SipInfo:
-    return value if isinstance(value, SipInfo) else SipInfo.from_dict(dict(value))
-
-
-def group_name(sip_info: SipInfo | Mapping[str, Any]) -> str:
-    """The default group of an extension: ``authorizationId@domain`` (hashed if too long)."""
-    info = _as_sip_info(sip_info)
-    name = f"{info.authorization_id}@{info.domain}"
-    if len(name) > MAX_ID_CHARS or any(ch < " " for ch in name):
-        name = "sha256:" + __import__("hashlib").sha256(name.encode()).hexdigest()[:40]
-    return name
-
-
-def group_instance_id(group: str) -> str:
-    """The stable RFC 5626 instance id every real of `group` registers with (a UUID)."""
-    return str(uuid.uuid5(_NAMESPACE, group))
-
-
-_memory_transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GroupTransport] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _make_transport(
-    hub: str | GroupTransport, options: HubOptions, runtime_dir: str | None, *, spawn: bool = True
-) -> GroupTransport:
-    if isinstance(hub, GroupTransport):
-        return hub
-    if hub == "local":
-        from webphone.shared.transports.local import LocalTransport
-
-        return LocalTransport(options, runtime_dir=runtime_dir, spawn=spawn)
-    if hub == "memory":
-        from webphone.shared.transports.memory import MemoryTransport
-
-        loop = asyncio.get_running_loop()
-        transport = _memory_transports.get(loop)
-        if transport is None:
-            transport = _memory_transports[loop] = MemoryTransport(options)
-        return transport
-    if hub.startswith(("redis://", "rediss://", "unix://")):
-        try:
-            module = importlib.import_module("webphone.shared.transports.redis")
-        except ImportError as exc:
-            raise ValueError(f"hub={hub!r}: the Redis transport is not available ({exc})") from exc
-        transport_cls = module.RedisTransport
-        made: GroupTransport = transport_cls(hub, options)
-        return made
-    raise ValueError(f"hub must be 'local', 'memory', a redis:// URL or a transport, not {hub!r}")
-
-
-def _member_dict(info: MemberInfo, *, me: str | None = None) -> dict[str, Any]:
-    # the hub's times are its monotonic clock (system-wide on Linux): show wall-clock times
-    offset = time.time() - time.monotonic()
-    return {
-        "member_id": info.member_id,
-        "pid": info.pid,
-        "host": info.host,
-        "role": "real" if info.role == "handing_over" else info.role,
-        "since": info.role_since + offset,
-        "joined": info.joined_at + offset,
-        "leaving": info.role == "handing_over",
-        "self": info.member_id == me,
-    }
-
-
-async def group_status(
-    sip_info_or_group: SipInfo | Mapping[str, Any] | str,
-    *,
-    hub: str | GroupTransport = "local",
-    runtime_dir: str | None = None,
-    timeout: float = 2.0,
-) -> list[dict[str, Any]]:
-    """The members of a group without joining it (for ``webphone status``); [] if no hub runs.
-
-    Each member is a dict: member_id, pid, host, role ("real"|"dummy"), since (wall-clock time of
-    its last role change), joined, leaving (a real handing over), self (always False here).
-    """
-    group = (sip_info_or_group if isinstance(sip_info_or_group, str)
-             else group_name(sip_info_or_group))
-    transport = _make_transport(hub, HubOptions(), runtime_dir, spawn=False)
-    infos = await transport.query_members(group, timeout)
-    return [] if infos is None else [_member_dict(m) for m in infos]
-
-
-# -- the real's SIP client ---------------------------------------------------------------------
-
-
-class _GroupSipClient(SipClient):
-    """A SipClient that asks the group before every REGISTER (fencing) and goes silent for good
-    once fenced: a deposed real neither registers, nor answers, nor unregisters."""
-
-    def __init__(self, sip_info: SipInfo, *, member: GroupMember, **kwargs: Any) -> None:
-        super().__init__(sip_info, **kwargs)
-        self._member = member
-
-    async def register(self, expires: int | None = None) -> int:
-        if expires != 0 and not self._fenced and not await self._member.confirm_real():
-            self.fence()
-            raise RegistrationError("this member is no longer the group's real phone (fenced)")
-        return await super().register(expires)
-
-    async def send(self, message: SipRequest | SipResponse) -> None:
-        if self._fenced:
-            raise TransportError("fenced: another member of the group is the real phone now")
-        await super().send(message)
-
-
-# -- dummies' view of calls ------------------------------------------------------------------------
-
-
-class ProxyWarmTransfer:
-    """A warm transfer started from a dummy: `session` is the consult call."""
-
-    def __init__(self, original: ProxyCallSession, session: ProxyCallSession) -> None:
-        self.original = original
-        self.session = session
-
-    async def complete(self) -> None:
-        """Connect the original party with the consulted one (runs on the real)."""
-        await self.original._act("complete_warm_transfer")
-
-    async def cancel(self) -> None:
-        """Hang up the consult call and resume the original one (runs on the real)."""
-        await self.original._act("cancel_warm_transfer")
-
-
-class ProxyCallSession(EventEmitter):
-    """A call of the group as a dummy sees it: the real's state, the real's methods.
-
-    Attributes mirror `CallSession` (call_id, direction, state, remote_number, local_number,
-    remote_name, local_name, held, muted, remote_held, started_at, answered_at, ended_at,
-    session_id, party_id). Every method forwards to the real phone as an action and returns its
-    result or raises its error (`NoRealPhoneError`, `ActionInterruptedError` as in the module
-    doc). Events: ``ringing``, ``answered``, ``failed``, ``disposed``, ``held``, ``unheld``.
-    """
-
-    def __init__(self, shared: SharedWebPhone, data: Mapping[str, Any]) -> None:
-        super().__init__()
-        self._shared = shared
-        self.call_id: str = str(data["id"])
-        self.direction: str = str(data.get("direction", "inbound"))
-        self.state: str = "init"
-        self.remote_number: str | None = None
-        self.local_number: str | None = None
-        self.remote_name: str | None = None
-        self.local_name: str | None = None
-        self.held = False
-        self.muted = False
-        self.remote_held = False
-        self.recording = False
-        self.started_at: float | None = None
-        self.answered_at: float | None = None
-        self.ended_at: float | None = None
-        self.session_id: str | None = None
-        self.party_id: str | None = None
-        self._update(data)
-
-    def _update(self, data: Mapping[str, Any]) -> list[str]:
-        """Apply one call's snapshot fields; returns the events this change means."""
-        events: list[str] = []
-        state = str(data.get("state", self.state))
-        if state != self.state and self.state not in _FINAL:
-            self.state = state
-            events.append(state)
-        for name in ("remote_number", "local_number", "remote_name", "local_name",
-                     "session_id", "party_id"):
-            value = data.get(name)
-            setattr(self, name, value if isinstance(value, str) else None)
-        held = bool(data.get("held", False))
-        if held != self.held:
-            events.append("held" if held else "unheld")
-        self.held = held
-        self.muted = bool(data.get("muted", False))
-        self.remote_held = bool(data.get("remote_held", False))
-        self.recording = bool(data.get("recording", False))
-        for name in ("started_at", "answered_at", "ended_at"):
-            value = data.get(name)
-            setattr(self, name, value if isinstance(value, int | float) else None)
-        return events
-
-    def __repr__(self) -> str:
-        return (f"<ProxyCallSession {self.call_id} {self.direction} {self.state} "
-                f"remote={self.remote_number}>")
-
-    async def _act(self, name: str, **args: Any) -> Any:
-        return await self._shared._request(name, self.call_id, args)
-
-    # the session actions of webphone.shared.actions, by name
-    async def answer(self) -> None:
-        """Answer (inbound)."""
-        await self._act("answer")
-
-    async def decline(self) -> None:
-        """Decline (inbound)."""
-        await self._act("decline")
-
-    async def to_voicemail(self) -> None:
-        """Send to voicemail (inbound, RingCentral)."""
-        await self._act("to_voicemail")
-
-    async def forward(self, target: str) -> None:
-        """Forward to `target` (inbound, RingCentral)."""
-        await self._act("forward", target=target)
-
-    async def start_reply(self) -> None:
-        """Start a reply (inbound, RingCentral)."""
-        await self._act("start_reply")
-
-    async def reply(self, message: str | Mapping[str, Any]) -> Any:
-        """Reply with a text or reply options (inbound, RingCentral)."""
-        return await self._act("reply", message=dict(message) if isinstance(message, Mapping)
-                               else message)
-
-    async def hangup(self) -> None:
-        """End the call."""
-        await self._act("hangup")
-
-    async def cancel(self) -> None:
-        """Cancel (outbound, before answer)."""
-        await self._act("cancel")
-
-    async def hold(self) -> None:
-        """Put on hold."""
-        await self._act("hold")
-
-    async def unhold(self) -> None:
-        """Resume from hold."""
-        await self._act("unhold")
-
-    async def mute(self) -> None:
-        """Mute the real's microphone for this call."""
-        await self._act("mute")
-
-    async def unmute(self) -> None:
-        """Unmute."""
-        await self._act("unmute")
-
-    async def send_dtmf(self, digits: str, duration: float | None = None) -> None:
-        """Send DTMF digits."""
-        args: dict[str, Any] = {"digits": digits}
-        if duration is not None:
-            args["duration"] = duration
-        await self._act("send_dtmf", **args)
-
-    async def transfer(self, target: str) -> None:
-        """Blind transfer to `target`."""
-        await self._act("transfer", target=target)
-
-    async def warm_transfer(self, target: str) -> ProxyWarmTransfer:
-        """Hold this call and call `target`; `complete()` or `cancel()` the result."""
-        value = await self._act("warm_transfer", target=target)
-        consult = await self._shared._proxy_for(_call_id_of(value))
-        return ProxyWarmTransfer(self, consult)
-
-    async def complete_warm_transfer(self) -> None:
-        """Complete the warm transfer started from this call."""
-        await self._act("complete_warm_transfer")
-
-    async def start_recording(self) -> Any:
-        """Start recording (RingCentral); the real's result."""
-        return await self._act("start_recording")
-
-    async def stop_recording(self) -> Any:
-        """Stop recording (RingCentral)."""
-        return await self._act("stop_recording")
-
-    async def flip(self, target: str | int) -> Any:
-        """Flip the call (RingCentral)."""
-        return await self._act("flip", target=target)
-
-    async def park(self) -> Any:
-        """Park the call (RingCentral)."""
-        return await self._act("park")
-
-    async def re_invite(self) -> None:
-        """Renegotiate media (re-INVITE) on the real."""
-        await self._act("re_invite")
-
-
-def _call_id_of(value: Any) -> str:
-    if isinstance(value, dict) and isinstance(value.get("call_id"), str):
-        return str(value["call_id"])
-    raise WebPhoneError(f"the real phone answered {value!r} instead of a call id")
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = str(value).replace("\r", " ").replace("\n", " ")
-    return text[:MAX_STATE_STRING]
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def call_state(session: Any) -> dict[str, Any]:
-    """What a snapshot says about one call: derived fields only (never SIP, SDP or secrets)."""
-    state = getattr(session, "state", "init")
-    return {
-        "id": _text(session.call_id),
-        "direction": getattr(session, "direction", "inbound"),
-        "state": state if state in _STATES else "init",
-        "remote_number": _text(getattr(session, "remote_number", None)),
-        "local_number": _text(getattr(session, "local_number", None)),
-        "remote_name": _text(getattr(session, "remote_name", None)),
-        "local_name": _text(getattr(session, "local_name", None)),
-        "held": bool(getattr(session, "held", False)),
-        "muted": bool(getattr(session, "muted", False)),
-        "remote_held": bool(getattr(session, "remote_held", False)),
-        "recording": bool(getattr(session, "recording", False)),
-        "created_at": _number(getattr(session, "started_at", None)),
-        "started_at": _number(getattr(session, "started_at", None)),
-        "answered_at": _number(getattr(session, "answered_at", None)),
-        "ended_at": _number(getattr(session, "ended_at", None)),
-        "session_id": _text(getattr(session, "session_id", None)),
-        "party_id": _text(getattr(session, "party_id", None)),
-    }
-
-
-def _jsonable(value: Any, depth: int = 0) -> Any:
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return value if value == value and abs(value) != float("inf") else None
-    if depth > 8:
-        return str(value)[:1000]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v, depth + 1) for v in value]
-    return str(value)[:1000]
 
 
 # -- the shared phone ------------------------------------------------------------------------------
@@ -464,7 +132,7 @@ class SharedWebPhone(EventEmitter):
         **webphone_options: Any,
     ) -> None:
         super().__init__()
-        self.sip_info = _as_sip_info(sip_info)
+        self.sip_info = as_sip_info(sip_info)
         self.group = group or group_name(self.sip_info)
         self.instance_id = instance_id or group_instance_id(self.group)
         self.hub = hub
@@ -538,7 +206,7 @@ class SharedWebPhone(EventEmitter):
             raise WebPhoneError("start() was already called")
         self._started = True
         loop = asyncio.get_running_loop()
-        self.transport = _make_transport(self.hub, self.hub_options, self.runtime_dir)
+        self.transport = make_transport(self.hub, self.hub_options, self.runtime_dir)
         self.member = GroupMember(self.transport, self.group, self, hub_timeout=self.hub_timeout,
                                   action_timeout=self.action_timeout, member_id=self._member_id)
         self._settled = loop.create_future()
@@ -573,7 +241,7 @@ class SharedWebPhone(EventEmitter):
         if headers:
             args["headers"] = dict(headers)
         value = await self._request("call", None, args)
-        return await self._proxy_for(_call_id_of(value))
+        return await self._proxy_for(call_id_of(value))
 
     async def members(self, timeout: float = 5.0) -> list[dict[str, Any]]:
         """The group's members, oldest first: dicts with member_id, pid, host, role, since,
@@ -581,7 +249,7 @@ class SharedWebPhone(EventEmitter):
         if self.member is None:
             raise WebPhoneError("start() the phone first")
         infos = await self.member.members(timeout)
-        return [_member_dict(m, me=self.member.member_id) for m in infos]
+        return [member_dict(m, me=self.member.member_id) for m in infos]
 
     async def dispose(self, timeout: float | None = None) -> None:
         """Leave the group. A dummy leaves at once. The real drains: it keeps serving its calls
@@ -645,10 +313,15 @@ class SharedWebPhone(EventEmitter):
             await asyncio.wait(set(self._action_tasks), timeout=5.0)
         self._flush_publish()
         released = await self.member.leave(self.hub_options.handover_timeout + 5.0)
-        unregister = released is not None and released.unregister
         if released is None:
             log.warning("no release from the hub: closing without unregistering (a successor "
                         "may own the binding)")
+        unregister = released is not None and released.unregister
+        if unregister and not await self.member.ping():
+            # The hub promotes nobody while we are connected as "unregistering"; if it no
+            # longer answers, someone may be registering already: let the binding expire.
+            log.warning("the hub did not confirm the release: closing without unregistering")
+            unregister = False
         await self._teardown(unregister=unregister)
 
     async def _teardown(self, *, unregister: bool) -> None:
@@ -658,7 +331,7 @@ class SharedWebPhone(EventEmitter):
                 task.cancel()
         if self._publish_handle is not None:
             self._publish_handle.cancel()
-        if self.member is not None:
+        if not unregister and self.member is not None:
             await self.member.close()
         for phone in (self._candidate, self._real):
             if phone is None:
@@ -666,8 +339,10 @@ class SharedWebPhone(EventEmitter):
             if not unregister:
                 phone.sip_client.fence()
             with contextlib.suppress(Exception):
-                await phone.dispose()
+                await phone.dispose()  # unregisters only if not fenced
         self._real = self._candidate = None
+        if self.member is not None:
+            await self.member.close()  # after the unregister: nobody is promoted before
         await self.phone.dispose()
         for task in list(self._action_tasks):
             task.cancel()
@@ -773,12 +448,15 @@ class SharedWebPhone(EventEmitter):
             self._settle()
             self.emit("role", "real")
             if self.preload_media:
-                asyncio.get_running_loop().run_in_executor(None, _preload_media)
+                loaded = asyncio.get_running_loop().run_in_executor(None, _preload_media)
+                loaded.add_done_callback(lambda _: self.emit("media_ready"))
+                self._bg.add(loaded)
+                loaded.add_done_callback(self._bg.discard)
             return
 
     def _real_phone(self) -> WebPhone:
         assert self.member is not None
-        client = _GroupSipClient(self.sip_info, member=self.member, instance_id=self.instance_id,
+        client = GroupSipClient(self.sip_info, member=self.member, instance_id=self.instance_id,
                                  debug=self.debug, **self._client_options)
         phone = WebPhone(self.sip_info, instance_id=self.instance_id, debug=self.debug,
                          sip_client=client, auto_answer=self.auto_answer, **self._phone_options)
@@ -991,8 +669,9 @@ class SharedWebPhone(EventEmitter):
             error = None
         except Exception as exc:
             value, error = None, error_info(exc)
-        self._flush_publish()  # the caller sees the new state before the result
-        self.member.send_result(token, action.action_id, value=_jsonable(value), error=error)
+        if self._publish_handle is not None:
+            self._flush_publish()  # the caller sees the new state before the result
+        self.member.send_result(token, action.action_id, value=jsonable(value), error=error)
 
     async def _execute(self, action: Action) -> Any:
         phone = self._real

@@ -146,6 +146,15 @@ def group_paths(runtime_dir: Path, group: str) -> GroupPaths:
     return paths
 
 
+def _wire(frame: Frame) -> bytes:
+    wire: bytes | None = frame.__dict__.get("_wire")
+    if wire is None:
+        data = frame.to_json()
+        wire = _HEADER.pack(len(data)) + data
+        frame.__dict__["_wire"] = wire  # a frozen dataclass: cached like Frame.to_json does
+    return wire
+
+
 def _peer_cred(sock: socket.socket) -> tuple[int, int, int]:
     """(pid, uid, gid) of the other end of a Unix socket."""
     data = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
@@ -188,9 +197,17 @@ class FramedProtocol(asyncio.Protocol):
             del buf[:pos]
 
     def write_frame(self, data: bytes) -> None:
-        """Queue one frame (never blocks)."""
+        """Queue one encoded frame (never blocks)."""
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(_HEADER.pack(len(data)) + data)
+
+    def send(self, *frames: Frame) -> None:
+        """Queue frames with one write; a frame's wire bytes (length + JSON) are computed once
+        per frame object (a snapshot fanned out to N members is encoded once)."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        wires = [_wire(frame) for frame in frames]
+        self.transport.write(wires[0] if len(wires) == 1 else b"".join(wires))
 
     def buffered(self) -> int:
         """Bytes written and not yet taken by the kernel."""
@@ -334,7 +351,7 @@ class LocalLink(GroupLink):
     def send(self, frame: Frame) -> None:
         if self.closed:
             raise GroupLinkClosed("the link to the group hub is closed")
-        self._protocol.write_frame(frame.to_json())
+        self._protocol.send(frame)
 
     def close(self) -> None:
         self._protocol.closed_here = True

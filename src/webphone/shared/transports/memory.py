@@ -50,8 +50,9 @@ class _HubEnd:
     def __init__(self, link: MemoryLink) -> None:
         self.link = link
 
-    def write_frame(self, data: bytes) -> None:
-        self.link._to_member(data)
+    def send(self, *frames: Frame) -> None:
+        for frame in frames:
+            self.link._to_member(frame.to_json())
 
     def buffered(self) -> int:
         return self.link._held_bytes

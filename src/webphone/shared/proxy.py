@@ -1,0 +1,251 @@
+"""What a dummy shows of the group's calls, and what the real publishes about them.
+
+`call_state(session)` turns a real `CallSession` into the derived fields a snapshot carries (never
+SIP messages, SDP or secrets). `ProxyCallSession` is the dummy's side: the same attributes, built
+from snapshots, and the same methods, each forwarded to the real as an action of the allow-list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from webphone._events import EventEmitter
+from webphone.errors import WebPhoneError
+from webphone.shared.schema import MAX_STATE_STRING
+
+if TYPE_CHECKING:
+    from webphone.shared.phone import SharedWebPhone
+
+__all__ = ["FINAL_STATES", "ProxyCallSession", "ProxyWarmTransfer", "call_id_of", "call_state",
+           "jsonable"]
+
+FINAL_STATES = ("failed", "disposed")
+_STATES = ("init", "ringing", "answered", "failed", "disposed")
+
+
+class ProxyWarmTransfer:
+    """A warm transfer started from a dummy: `session` is the consult call."""
+
+    def __init__(self, original: ProxyCallSession, session: ProxyCallSession) -> None:
+        self.original = original
+        self.session = session
+
+    async def complete(self) -> None:
+        """Connect the original party with the consulted one (runs on the real)."""
+        await self.original._act("complete_warm_transfer")
+
+    async def cancel(self) -> None:
+        """Hang up the consult call and resume the original one (runs on the real)."""
+        await self.original._act("cancel_warm_transfer")
+
+
+class ProxyCallSession(EventEmitter):
+    """A call of the group as a dummy sees it: the real's state, the real's methods.
+
+    Attributes mirror `CallSession` (call_id, direction, state, remote_number, local_number,
+    remote_name, local_name, held, muted, remote_held, started_at, answered_at, ended_at,
+    session_id, party_id). Every method forwards to the real phone as an action and returns its
+    result or raises its error (`NoRealPhoneError`, `ActionInterruptedError` as in the module
+    doc). Events: ``ringing``, ``answered``, ``failed``, ``disposed``, ``held``, ``unheld``.
+    """
+
+    def __init__(self, shared: SharedWebPhone, data: Mapping[str, Any]) -> None:
+        super().__init__()
+        self._shared = shared
+        self.call_id: str = str(data["id"])
+        self.direction: str = str(data.get("direction", "inbound"))
+        self.state: str = "init"
+        self.remote_number: str | None = None
+        self.local_number: str | None = None
+        self.remote_name: str | None = None
+        self.local_name: str | None = None
+        self.held = False
+        self.muted = False
+        self.remote_held = False
+        self.recording = False
+        self.started_at: float | None = None
+        self.answered_at: float | None = None
+        self.ended_at: float | None = None
+        self.session_id: str | None = None
+        self.party_id: str | None = None
+        self._update(data)
+
+    def _update(self, data: Mapping[str, Any]) -> list[str]:
+        """Apply one call's snapshot fields; returns the events this change means."""
+        events: list[str] = []
+        state = str(data.get("state", self.state))
+        if state != self.state and self.state not in FINAL_STATES:
+            self.state = state
+            events.append(state)
+        for name in ("remote_number", "local_number", "remote_name", "local_name",
+                     "session_id", "party_id"):
+            value = data.get(name)
+            setattr(self, name, value if isinstance(value, str) else None)
+        held = bool(data.get("held", False))
+        if held != self.held:
+            events.append("held" if held else "unheld")
+        self.held = held
+        self.muted = bool(data.get("muted", False))
+        self.remote_held = bool(data.get("remote_held", False))
+        self.recording = bool(data.get("recording", False))
+        for name in ("started_at", "answered_at", "ended_at"):
+            value = data.get(name)
+            setattr(self, name, value if isinstance(value, int | float) else None)
+        return events
+
+    def __repr__(self) -> str:
+        return (f"<ProxyCallSession {self.call_id} {self.direction} {self.state} "
+                f"remote={self.remote_number}>")
+
+    async def _act(self, name: str, **args: Any) -> Any:
+        return await self._shared._request(name, self.call_id, args)
+
+    # the session actions of webphone.shared.actions, by name
+    async def answer(self) -> None:
+        """Answer (inbound)."""
+        await self._act("answer")
+
+    async def decline(self) -> None:
+        """Decline (inbound)."""
+        await self._act("decline")
+
+    async def to_voicemail(self) -> None:
+        """Send to voicemail (inbound, RingCentral)."""
+        await self._act("to_voicemail")
+
+    async def forward(self, target: str) -> None:
+        """Forward to `target` (inbound, RingCentral)."""
+        await self._act("forward", target=target)
+
+    async def start_reply(self) -> None:
+        """Start a reply (inbound, RingCentral)."""
+        await self._act("start_reply")
+
+    async def reply(self, message: str | Mapping[str, Any]) -> Any:
+        """Reply with a text or reply options (inbound, RingCentral)."""
+        return await self._act("reply", message=dict(message) if isinstance(message, Mapping)
+                               else message)
+
+    async def hangup(self) -> None:
+        """End the call."""
+        await self._act("hangup")
+
+    async def cancel(self) -> None:
+        """Cancel (outbound, before answer)."""
+        await self._act("cancel")
+
+    async def hold(self) -> None:
+        """Put on hold."""
+        await self._act("hold")
+
+    async def unhold(self) -> None:
+        """Resume from hold."""
+        await self._act("unhold")
+
+    async def mute(self) -> None:
+        """Mute the real's microphone for this call."""
+        await self._act("mute")
+
+    async def unmute(self) -> None:
+        """Unmute."""
+        await self._act("unmute")
+
+    async def send_dtmf(self, digits: str, duration: float | None = None) -> None:
+        """Send DTMF digits."""
+        args: dict[str, Any] = {"digits": digits}
+        if duration is not None:
+            args["duration"] = duration
+        await self._act("send_dtmf", **args)
+
+    async def transfer(self, target: str) -> None:
+        """Blind transfer to `target`."""
+        await self._act("transfer", target=target)
+
+    async def warm_transfer(self, target: str) -> ProxyWarmTransfer:
+        """Hold this call and call `target`; `complete()` or `cancel()` the result."""
+        value = await self._act("warm_transfer", target=target)
+        consult = await self._shared._proxy_for(call_id_of(value))
+        return ProxyWarmTransfer(self, consult)
+
+    async def complete_warm_transfer(self) -> None:
+        """Complete the warm transfer started from this call."""
+        await self._act("complete_warm_transfer")
+
+    async def start_recording(self) -> Any:
+        """Start recording (RingCentral); the real's result."""
+        return await self._act("start_recording")
+
+    async def stop_recording(self) -> Any:
+        """Stop recording (RingCentral)."""
+        return await self._act("stop_recording")
+
+    async def flip(self, target: str | int) -> Any:
+        """Flip the call (RingCentral)."""
+        return await self._act("flip", target=target)
+
+    async def park(self) -> Any:
+        """Park the call (RingCentral)."""
+        return await self._act("park")
+
+    async def re_invite(self) -> None:
+        """Renegotiate media (re-INVITE) on the real."""
+        await self._act("re_invite")
+
+
+def call_id_of(value: Any) -> str:
+    if isinstance(value, dict) and isinstance(value.get("call_id"), str):
+        return str(value["call_id"])
+    raise WebPhoneError(f"the real phone answered {value!r} instead of a call id")
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).replace("\r", " ").replace("\n", " ")
+    return text[:MAX_STATE_STRING]
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def call_state(session: Any) -> dict[str, Any]:
+    """What a snapshot says about one call: derived fields only (never SIP, SDP or secrets)."""
+    state = getattr(session, "state", "init")
+    return {
+        "id": _text(session.call_id),
+        "direction": getattr(session, "direction", "inbound"),
+        "state": state if state in _STATES else "init",
+        "remote_number": _text(getattr(session, "remote_number", None)),
+        "local_number": _text(getattr(session, "local_number", None)),
+        "remote_name": _text(getattr(session, "remote_name", None)),
+        "local_name": _text(getattr(session, "local_name", None)),
+        "held": bool(getattr(session, "held", False)),
+        "muted": bool(getattr(session, "muted", False)),
+        "remote_held": bool(getattr(session, "remote_held", False)),
+        "recording": bool(getattr(session, "recording", False)),
+        "created_at": _number(getattr(session, "started_at", None)),
+        "started_at": _number(getattr(session, "started_at", None)),
+        "answered_at": _number(getattr(session, "answered_at", None)),
+        "ended_at": _number(getattr(session, "ended_at", None)),
+        "session_id": _text(getattr(session, "session_id", None)),
+        "party_id": _text(getattr(session, "party_id", None)),
+    }
+
+
+def jsonable(value: Any, depth: int = 0) -> Any:
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    if depth > 8:
+        return str(value)[:1000]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v, depth + 1) for v in value]
+    return str(value)[:1000]
