@@ -15,6 +15,7 @@ from .errors import (
     WebPhoneError,
 )
 from .phone import WebPhone
+from .shared.phone import SharedWebPhone
 from .sip_info import SipInfo
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "AuthenticationError",
     "NoRealPhoneError",
     "RegistrationError",
+    "SharedWebPhone",
     "SipInfo",
     "SipParseError",
     "SipTimeoutError",

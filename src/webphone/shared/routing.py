@@ -51,7 +51,8 @@ class ActionRouter:
         self._prefix = id_prefix
         self._actions: dict[str, PendingAction] = {}
         self._by_caller: dict[str, dict[str, str]] = {}  # caller -> its action id -> hub id
-        self._recent: dict[str, deque[str]] = {}
+        self._recent: dict[str, deque[str]] = {}  # caller -> its last RECENT_IDS ids, in order
+        self._recent_set: dict[str, set[str]] = {}  # the same ids, for O(1) lookups
         self._hub_ids = itertools.count(1)
 
     def __len__(self) -> int:
@@ -60,12 +61,12 @@ class ActionRouter:
     def is_duplicate(self, caller: str, action_id: str) -> bool:
         """True if `caller` already used `action_id`."""
         pending = self._by_caller.get(caller, {})
-        return action_id in pending or action_id in self._recent.get(caller, ())
+        return action_id in pending or action_id in self._recent_set.get(caller, ())
 
     def received(self, caller: str, frame: Action, now: float, real: str | None,
                  epoch: int) -> list[Out]:
         """A new action (check `is_duplicate` first). `real`: the ready real's connection."""
-        self._recent.setdefault(caller, deque(maxlen=RECENT_IDS)).append(frame.action_id)
+        self._remember(caller, frame.action_id)
         mine = self._by_caller.setdefault(caller, {})
         if len(mine) >= self.max_per_caller:
             message = f"more than {self.max_per_caller} actions pending from this member"
@@ -115,6 +116,15 @@ class ActionRouter:
         for hub_id in self._by_caller.pop(caller, {}).values():
             del self._actions[hub_id]
         self._recent.pop(caller, None)
+        self._recent_set.pop(caller, None)
+
+    def _remember(self, caller: str, action_id: str) -> None:
+        recent = self._recent.setdefault(caller, deque())
+        seen = self._recent_set.setdefault(caller, set())
+        if len(recent) >= RECENT_IDS:
+            seen.discard(recent.popleft())
+        recent.append(action_id)
+        seen.add(action_id)
 
     def next_deadline(self) -> float | None:
         """The earliest deadline of a queued action."""

@@ -463,12 +463,10 @@ class LocalTransport(GroupTransport):
     async def query_members(
         self, group: str, timeout: float = 2.0
     ) -> tuple[MemberInfo, ...] | None:
-        try:
-            paths = self.paths(group)
-        except GroupTransportError:
-            if not self.runtime_dir.exists():
-                return None
-            raise
+        if not self.runtime_dir.exists():
+            return None  # a status query creates nothing
+        check_runtime_dir(self.runtime_dir)
+        paths = group_paths(self.runtime_dir, group)
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[tuple[MemberInfo, ...] | None] = loop.create_future()
 
