@@ -112,7 +112,8 @@ def test_group_name_and_instance_id() -> None:
     assert group_instance_id("101@sip.test") == group_instance_id("101@sip.test")
     assert group_instance_id("101@sip.test") != group_instance_id("102@sip.test")
     shared = SharedWebPhone(INFO)
-    assert shared.group == "101@sip.test" and shared.instance_id == group_instance_id("101@sip.test")
+    assert shared.group == "101@sip.test"
+    assert shared.instance_id == group_instance_id("101@sip.test")
     assert SharedWebPhone(INFO, group="team", instance_id="fixed").instance_id == "fixed"
 
 
