@@ -283,14 +283,32 @@ def _try_lock(path: Path, sock: Path, wait: float) -> int | None:
             time.sleep(0.01)  # a hub that is shutting down releases within milliseconds
 
 
-async def run_local_hub(group: str, runtime_dir: Path, options: HubOptions) -> int:
+def _inherited_lock(fd: int, path: Path) -> int | None:
+    """The lock file descriptor handed over by the member that started us, if it is that file
+    and (still) locked by us."""
+    try:
+        if os.fstat(fd).st_ino != os.stat(path).st_ino:
+            return None
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours already: succeeds at once
+    except OSError:
+        return None
+    os.set_inheritable(fd, False)
+    return fd
+
+
+async def run_local_hub(group: str, runtime_dir: Path, options: HubOptions,
+                        lock_fd: int | None = None) -> int:
     """Serve `group` on its Unix socket until idle or signalled. Returns the exit status
-    (0 also when another hub already serves the group)."""
+    (0 also when another hub already serves the group). `lock_fd`: the group's lock file,
+    already locked by the member that started this hub."""
     from webphone.shared.transports import local
 
     local.check_runtime_dir(runtime_dir)
     paths = local.group_paths(runtime_dir, group)
-    lock_fd = _try_lock(paths.lock, paths.socket, wait=2.0)
+    if lock_fd is not None:
+        lock_fd = _inherited_lock(lock_fd, paths.lock)
+    if lock_fd is None:
+        lock_fd = _try_lock(paths.lock, paths.socket, wait=2.0)
     if lock_fd is None:
         log.info("another hub holds %s; exiting", paths.lock)
         return 0
@@ -338,6 +356,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                  "hello_timeout", "idle_timeout"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
     p.add_argument("--rejoin-grace", type=float, default=None)
+    p.add_argument("--lock-fd", type=int, default=None,
+                   help="the group's lock file, already locked (given by the spawning member)")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -355,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         rejoin_grace=args.rejoin_grace,
         idle_timeout=args.idle_timeout,
     )
-    return asyncio.run(run_local_hub(args.group, args.runtime_dir, options))
+    return asyncio.run(run_local_hub(args.group, args.runtime_dir, options, args.lock_fd))
 
 
 if __name__ == "__main__":

@@ -17,12 +17,13 @@ Wire: every frame is a 4-byte big-endian length, then that many bytes of the fra
 (`protocol.Frame.to_json`). A length above `protocol.MAX_FRAME_BYTES` is a protocol error and
 closes the connection.
 
-Starting the hub: a member that finds no socket (or a stale one: connection refused) spawns
-``python -m webphone.shared.hub`` with `subprocess` in a new session (so the member's crash or its
-terminal's Ctrl-C does not take the hub along) and keeps connecting with a short backoff. Of N
-members starting at once several may spawn a hub; exactly one gets the lock and serves, the
-others exit at once. The spawning member keeps the `Popen` and reaps it from a daemon thread, so
-a hub that exits leaves no zombie behind while the member lives.
+Starting the hub: a member that finds no socket (or a stale one: connection refused) takes the
+group's lock (`flock`) and, if it got it, spawns ``python -m webphone.shared.hub`` with
+`subprocess` in a new session (so the member's crash or its terminal's Ctrl-C does not take the
+hub along), handing it the locked file descriptor: the lock passes to the hub without a gap, so
+of N members starting at once exactly one starts a process and the others wait for it to serve.
+The spawning member keeps the `Popen` and reaps it from a daemon thread, so a hub that exits
+leaves no zombie behind while the member lives. A hub started by hand takes the lock itself.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import hashlib
 import logging
 import os
@@ -431,10 +433,27 @@ class LocalTransport(GroupTransport):
         return LocalLink(protocol, pid)
 
     def _spawn_hub(self, group: str, paths: GroupPaths) -> None:
+        """Start a hub unless one holds (or is being started with) the group's lock.
+
+        The member takes the lock itself and hands the locked file to the hub it starts, so of
+        N members that find no hub at the same moment exactly one starts a process; the others
+        see the lock held and keep connecting until that hub serves."""
         now = time.monotonic()
         if now - self._last_spawn < _SPAWN_INTERVAL:
             return
+        lock_fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock_fd)  # a hub holds it (starting, serving, or exiting): wait for it
+            return
+        try:
+            self._start_hub_process(group, paths, lock_fd)
+        finally:
+            os.close(lock_fd)  # the hub's inherited descriptor keeps the lock
         self._last_spawn = now
+
+    def _start_hub_process(self, group: str, paths: GroupPaths, lock_fd: int) -> None:
         o = self.options
         argv = [sys.executable, "-m", "webphone.shared.hub", "--group", group,
                 "--runtime-dir", str(self.runtime_dir),
@@ -443,7 +462,7 @@ class LocalTransport(GroupTransport):
                 "--handover-timeout", repr(o.handover_timeout),
                 "--hello-timeout", repr(o.hello_timeout),
                 "--idle-timeout", repr(o.idle_timeout),
-                "--log-level", self.hub_log_level]
+                "--log-level", self.hub_log_level, "--lock-fd", str(lock_fd)]
         if o.rejoin_grace is not None:
             argv += ["--rejoin-grace", repr(o.rejoin_grace)]
         fd = os.open(paths.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
@@ -451,7 +470,8 @@ class LocalTransport(GroupTransport):
             if os.fstat(fd).st_size > 1 << 20:
                 os.ftruncate(fd, 0)  # keep the hub log small
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=fd, start_new_session=True, close_fds=True)
+                                    stderr=fd, start_new_session=True, close_fds=True,
+                                    pass_fds=(lock_fd,))
         finally:
             os.close(fd)
         log.info("started a hub for %r (pid %d)", group, proc.pid)
