@@ -99,7 +99,7 @@ class Frame:
 
     def fields_obj(self) -> dict[str, Any]:
         """The fields as plain JSON values, without the envelope (used for nesting)."""
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+        return {name: _plain(getattr(self, name)) for name in _field_names(type(self))[0]}
 
     def to_obj(self) -> dict[str, Any]:
         """The whole frame as a JSON object, with "v" and "type"."""
@@ -129,15 +129,30 @@ def _plain(value: object) -> Any:
     return value
 
 
+_FIELD_NAMES: dict[type, tuple[tuple[str, ...], frozenset[str], tuple[str, ...]]] = {}
+
+
+def _field_names(cls: type) -> tuple[tuple[str, ...], frozenset[str], tuple[str, ...]]:
+    """(field names in order, the same as a set, the required ones) of dataclass `cls`,
+    computed once per class (`dataclasses.fields` is slow on the hot path of every frame)."""
+    known = _FIELD_NAMES.get(cls)
+    if known is None:
+        names = tuple(f.name for f in fields(cls))
+        required = tuple(f.name for f in fields(cls)
+                         if f.default is MISSING and f.default_factory is MISSING)
+        known = _FIELD_NAMES[cls] = (names, frozenset(names), required)
+    return known
+
+
 def _kwargs(cls: type, obj: dict[str, Any], where: str) -> dict[str, Any]:
     """Check that `obj` has exactly the fields of dataclass `cls` (optional ones may be absent)."""
-    names = {f.name for f in fields(cls)}
+    _, names, required = _field_names(cls)
     for key in obj:
         if key not in names:
             fail(where, f"unknown field {key[:40]!r}")
-    for f in fields(cls):
-        if f.name not in obj and f.default is MISSING and f.default_factory is MISSING:
-            fail(f"{where}.{f.name}", "missing")
+    for name in required:
+        if name not in obj:
+            fail(f"{where}.{name}", "missing")
     return dict(obj)
 
 
@@ -162,7 +177,7 @@ class MemberInfo:
 
     def fields_obj(self) -> dict[str, Any]:
         """The fields as a JSON object."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: getattr(self, name) for name in _field_names(type(self))[0]}
 
     @classmethod
     def from_obj(cls, obj: object, where: str) -> MemberInfo:

@@ -7,6 +7,7 @@ offending field (for example `snapshot.state.calls[2].held`). Long values are ne
 from __future__ import annotations
 
 import math
+import re
 from typing import NoReturn
 
 from webphone.errors import GroupProtocolError
@@ -14,6 +15,8 @@ from webphone.errors import GroupProtocolError
 __all__ = ["MAX_CALLS", "MAX_INT", "MAX_STATE_STRING", "check_bool", "check_int", "check_json",
            "check_number", "check_state", "check_text", "fail", "kind"]
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+_CONTROL_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f]")  # tab and newline allowed
 MAX_INT = 2**53 - 1  # the largest integer every JSON implementation reads exactly
 MAX_JSON_DEPTH = 16
 MAX_STATE_STRING = 256
@@ -64,8 +67,7 @@ def check_text(
         fail(where, f"expected a string, got {kind(value)}")
     if len(value) > max_chars or (not value and not empty):
         fail(where, f"expected 1..{max_chars} characters, got {len(value)}")
-    allowed = "\n\t" if lines else ""
-    if any((ch < " " and ch not in allowed) or ch == "\x7f" for ch in value):
+    if (_CONTROL_LINES if lines else _CONTROL).search(value):
         fail(where, "control characters are not allowed")
 
 
