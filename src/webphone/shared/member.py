@@ -448,6 +448,7 @@ class GroupMember:
         old_role = self.view.role
         claimed_real = old_role == "real"
         self.view.member_id = welcome.member_id
+        self.heartbeat_interval = welcome.heartbeat_interval  # the hub's pace, not ours
         if welcome.snapshot is not None and self.view.snapshots.offer(welcome.snapshot):
             self.listener.on_snapshot(welcome.snapshot)
         self.hubs_seen += 1
