@@ -587,7 +587,8 @@ async def run_async() -> list[dict[str, Any]]:
     if shutil.which("kamailio") is None:
         print("   kamailio not installed: skipping failover, action and footprint benchmarks")
         return rows
-    kam = Kamailio(tempfile.mkdtemp(prefix="wpb-kam-"))
+    workdir = tempfile.mkdtemp(prefix="wpb-kam-")
+    kam = Kamailio(workdir)
     kam.start()
     try:
         rows += await bench_dummy(kam, "106")
@@ -595,6 +596,7 @@ async def run_async() -> list[dict[str, Any]]:
         rows += await bench_failover(kam, "108")
     finally:
         kam.close()
+        shutil.rmtree(workdir, ignore_errors=True)
     return rows
 
 
