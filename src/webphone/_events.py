@@ -55,7 +55,7 @@ class EventEmitter:
                 log.exception("handler %r for event %r raised", handler, event)
                 continue
             if inspect.isawaitable(result):
-                self._spawn(event, result)
+                self._spawn_handler(event, result)
 
     async def wait_for(self, event: str, timeout: float | None = None) -> tuple[Any, ...]:
         """Wait for the next `event` and return its arguments."""
@@ -71,7 +71,7 @@ class EventEmitter:
         finally:
             self.off(event, resolve)
 
-    def _spawn(self, event: str, awaitable: Any) -> None:
+    def _spawn_handler(self, event: str, awaitable: Any) -> None:
         async def run() -> None:
             try:
                 await awaitable

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._events import EventEmitter
-from .errors import TransportError
-from .sip import SipRequest
+from .errors import CallError, SipParseError, TransportError
+from .sip import SipRequest, SipResponse
+from .sip import rc as rcmsg
 from .sip_client import DummySipClient, SipClient
 from .sip_info import SipInfo
+
+if TYPE_CHECKING:
+    from ._call_base import BaseCallSession
+    from .call_session import CallSession, InboundCallSession, OutboundCallSession
+    from .media import MediaSession
+
+MediaFactory = Callable[["BaseCallSession"], "MediaSession"]
 
 log = logging.getLogger("webphone.phone")
 
@@ -40,9 +50,15 @@ class WebPhone(EventEmitter):
         debug: bool = False,
         sip_client: SipClient | DummySipClient | None = None,
         auto_answer: bool = True,
+        *,
+        media_factory: MediaFactory | None = None,
+        loopback_media: bool = False,
         **client_options: Any,
     ) -> None:
         super().__init__()
+        self.media_factory = media_factory
+        self.loopback_media = loopback_media
+        self._session_closes: dict[str, list[asyncio.Future[rcmsg.SessionClose]]] = {}
         self.sip_info = sip_info
         self.instance_id = instance_id or sip_info.authorization_id
         self.debug = debug
@@ -50,12 +66,20 @@ class WebPhone(EventEmitter):
         self.sip_client: SipClient | DummySipClient = sip_client or SipClient(
             sip_info, instance_id=self.instance_id, debug=debug, **client_options
         )
-        self.call_sessions: list[Any] = []  # CallSession objects (call_session.py)
+        self.call_sessions: list[CallSession] = []
         self.disposed = False
         self.sip_client.request_handler = self._handle_request
-        for event in ("registered", "unregistered", "disconnected", "reconnected",
-                      "registration_failed", "inbound_message", "outbound_message"):
+        for event in (
+            "registered",
+            "unregistered",
+            "disconnected",
+            "reconnected",
+            "registration_failed",
+            "inbound_message",
+            "outbound_message",
+        ):
             self.sip_client.on(event, self._relay(event))
+        self.sip_client.on("stray_response", self._on_stray_response)
 
     def _relay(self, event: str) -> Any:
         def relay(*args: Any) -> None:
@@ -91,19 +115,163 @@ class WebPhone(EventEmitter):
     ) -> None:
         await self.dispose()
 
+    # -- calls ------------------------------------------------------------------------------
+
+    async def call(
+        self,
+        callee: str,
+        caller_id: str | None = None,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+    ) -> OutboundCallSession:
+        """Call `callee` (a number, or a sip: URI); return once it rings or answers.
+
+        Raises `CallError` when the call fails before ringing (busy, not found, ...); later
+        failures end the session with a ``failed`` event. `caller_id` asks the server to show
+        another of your numbers (P-Asserted-Identity); `headers` are added to the INVITE.
+        """
+        from .call_session import OutboundCallSession
+
+        if self.disposed:
+            raise CallError("call(): this phone was disposed")
+        if isinstance(self.sip_client, DummySipClient):
+            raise self.sip_client._refuse("call()")
+        extra = list(headers.items() if isinstance(headers, Mapping) else headers or ())
+        session = OutboundCallSession(self, callee)
+        self.call_sessions.append(session)
+        self.emit("outbound_call", session)
+        await session._start(caller_id, extra)
+        return session
+
+    def find_session(self, call_id: str) -> CallSession | None:
+        """The live session with this Call-ID, if any."""
+        for session in self.call_sessions:
+            if session.call_id == call_id:
+                return session
+        return None
+
+    async def _new_media(self, session: BaseCallSession) -> MediaSession:
+        if self.media_factory is not None:
+            return self.media_factory(session)
+        from .media import MediaSession  # aiortc is heavy: load it on the first call only
+
+        return MediaSession(
+            stun_servers=self.sip_info.stun_servers, loopback_only=self.loopback_media
+        )
+
+    def _session_changed(self, session: BaseCallSession) -> None:
+        self.emit("call_changed", session)
+
     async def _handle_request(self, request: SipRequest) -> None:
         """Every inbound request that no client transaction owns comes here."""
-        await self._default_reply(request)
+        try:
+            call_id = request.call_id
+        except SipParseError:
+            return
+        if request.method == "MESSAGE" and _is_rc(request):
+            await self._on_rc_message(request)
+            return
+        session = self.find_session(call_id)
+        if session is not None and request.method == "INVITE" and not request.to_tag:
+            return  # a retransmitted initial INVITE: the session already answers it
+        if session is not None:
+            await session._handle_request(request)
+        elif request.method == "INVITE" and not request.to_tag:
+            await self._on_new_invite(request)
+        else:
+            await self._default_reply(request)
+
+    def _on_stray_response(self, message: Any) -> None:
+        if isinstance(message, SipResponse):
+            try:
+                session = self.find_session(message.call_id)
+            except SipParseError:
+                return
+            if session is not None:
+                session._handle_response(message)
+
+    async def _on_new_invite(self, invite: SipRequest) -> None:
+        from .call_session import InboundCallSession
+
+        replaced = self._replaced_session(invite)
+        session = InboundCallSession(self, invite)
+        self.call_sessions.append(session)
+        await session._start()
+        self.emit("inbound_call", session)
+        if replaced is not None:
+            # RFC 3891: the new call takes the place of `replaced`, answered at once.
+            await session.answer()
+            await replaced.hangup()
+            return
+        delay = session.auto_answer_delay
+        if self.auto_answer and delay is not None:
+            session._spawn(self._auto_answer(session, delay))
+
+    async def _auto_answer(self, session: InboundCallSession, delay: float) -> None:
+        await asyncio.sleep(delay)  # the server asked for this delay (Answer-After)
+        if session.state == "ringing":
+            await session.answer()
+
+    def _replaced_session(self, invite: SipRequest) -> CallSession | None:
+        value = invite.headers.get("Replaces")
+        if not value:
+            return None
+        call_id, *params = [p.strip() for p in value.split(";")]
+        tags = dict(p.partition("=")[::2] for p in params)
+        for session in self.call_sessions:
+            dialog = session.dialog
+            if (
+                session.call_id == call_id
+                and dialog is not None
+                and dialog.local_tag == tags.get("to-tag")
+                and dialog.remote_tag == tags.get("from-tag")
+            ):
+                return session
+        return None
+
+    async def _on_rc_message(self, request: SipRequest) -> None:
+        await self._reply(request, 200, "OK")
+        try:
+            message = rcmsg.parse_rc_message(request.body)
+        except SipParseError as exc:
+            log.warning("unreadable x-rc/agent MESSAGE: %s", exc)
+            return
+        if not rcmsg.is_for_client(message, self.sip_info.authorization_id):
+            return  # for another instance of this extension
+        close = rcmsg.parse_session_close(message)
+        if close is not None:
+            for waiter in self._session_closes.get(close.sid or "", []):
+                if not waiter.done():
+                    waiter.set_result(close)
+        self.emit("rc_message", message)
+
+    def _expect_session_close(self, sid: str | None) -> asyncio.Future[rcmsg.SessionClose]:
+        waiter: asyncio.Future[rcmsg.SessionClose] = asyncio.get_running_loop().create_future()
+        self._session_closes.setdefault(sid or "", []).append(waiter)
+        return waiter
+
+    def _forget_session_close(self, sid: str | None, waiter: asyncio.Future[Any]) -> None:
+        waiters = self._session_closes.get(sid or "", [])
+        if waiter in waiters:
+            waiters.remove(waiter)
+
+    async def _reply(self, request: SipRequest, code: int, reason: str) -> None:
+        if isinstance(self.sip_client, SipClient):
+            try:
+                await self.sip_client.reply(request, code, reason)
+            except TransportError as exc:
+                log.debug("could not answer %s: %s", request.method, exc)
 
     async def _default_reply(self, request: SipRequest) -> None:
-        if request.method == "ACK" or not isinstance(self.sip_client, SipClient):
+        if request.method == "ACK":
             return
         code, reason = {
             "OPTIONS": (200, "OK"),
             "MESSAGE": (200, "OK"),
-            "INVITE": (486, "Busy Here"),
+            "NOTIFY": (200, "OK"),
         }.get(request.method, (481, "Call/Transaction Does Not Exist"))
-        try:
-            await self.sip_client.reply(request, code, reason)
-        except TransportError as exc:
-            log.debug("could not answer %s: %s", request.method, exc)
+        await self._reply(request, code, reason)
+
+
+def _is_rc(request: SipRequest) -> bool:
+    content_type = (request.headers.get("Content-Type") or "").lower()
+    return content_type.startswith(rcmsg.RC_MESSAGE_CONTENT_TYPE)

@@ -325,7 +325,9 @@ class SipClient(EventEmitter):
             to_value = f"{to_value};tag={to_tag}"
         fields += [("To", to_value), ("Call-ID", request.call_id), ("CSeq", str(request.cseq))]
         dialog_forming = request.method in ("INVITE", "SUBSCRIBE", "REFER", "UPDATE")
-        if dialog_forming and 200 <= status_code < 300:
+        if dialog_forming and 100 < status_code < 300:
+            # RFC 3261 §12.1.1: the route set travels back in the dialog-creating response.
+            fields += [("Record-Route", r) for r in request.headers.get_all("Record-Route")]
             fields.append(("Contact", self.contact))
         fields.append(("User-Agent", self.user_agent))
         fields.extend(headers or ())
@@ -376,19 +378,24 @@ class SipClient(EventEmitter):
         """
         response = await self._transact(request, on_provisional, timeout, final_timeout)
         if auth and response.status_code in (401, 407):
-            challenge_header = (
-                "WWW-Authenticate" if response.status_code == 401 else "Proxy-Authenticate"
-            )
-            value = response.headers.get(challenge_header)
-            if value is None:
+            try:
+                request = self.authenticated(request, response)
+            except SipParseError as exc:
+                log.warning("cannot answer the %s challenge: %s", response.status_code, exc)
                 return response
-            request = self._authenticated(request, response, challenge_header, value)
             response = await self._transact(request, on_provisional, timeout, final_timeout)
         return response
 
-    def _authenticated(
-        self, request: SipRequest, response: SipResponse, challenge_header: str, value: str
-    ) -> SipRequest:
+    def authenticated(self, request: SipRequest, response: SipResponse) -> SipRequest:
+        """`request` again with credentials for the challenge in `response` (401 or 407):
+        a new Via branch and the next CSeq number. `SipParseError` if there is no usable
+        challenge."""
+        challenge_header = (
+            "WWW-Authenticate" if response.status_code == 401 else "Proxy-Authenticate"
+        )
+        value = response.headers.get(challenge_header)
+        if value is None:
+            raise SipParseError(f"{response.status_code} without {challenge_header}")
         challenge = parse_challenge(value)
         retry = request.copy()
         header = "Proxy-Authorization"
@@ -484,7 +491,10 @@ class SipClient(EventEmitter):
             return
         pending = self._pending.get(key)
         if pending is None or pending.future.done():
-            return  # a retransmission or a 2xx to an INVITE we already finished: dialogs see it
+            # A retransmitted or forked 2xx to an INVITE already finished: the dialog layer
+            # must ACK it again (RFC 3261 §13.2.2.4).
+            self.emit("stray_response", response)
+            return
         pending.answered.set()
         if response.status_code < 200:
             if pending.on_provisional is not None:

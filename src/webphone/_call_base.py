@@ -1,0 +1,415 @@
+"""The core of every call session: state, ids, media, in-dialog requests (see call_session.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Literal
+
+from ._events import EventEmitter
+from .errors import CallError, NotRealPhoneError, SipTimeoutError, TransportError
+from .sip import Address, SipRequest, SipResponse
+from .sip import sdp as sdplib
+from .sip.dialog import Dialog
+from .sip.transaction import new_tag
+from .sip_client import SipClient
+
+if TYPE_CHECKING:
+    from .media import MediaSession
+    from .phone import WebPhone
+
+log = logging.getLogger("webphone.call")
+
+CallState = Literal["init", "ringing", "answered", "failed", "disposed"]
+Direction = Literal["inbound", "outbound"]
+
+
+class BaseCallSession(EventEmitter):
+    """State, ids, media and in-dialog handling shared by every call."""
+
+    direction: Direction
+
+    def __init__(self, phone: WebPhone, call_id: str, local: Address, remote: Address) -> None:
+        super().__init__()
+        self.phone = phone
+        if not isinstance(phone.sip_client, SipClient):
+            raise NotRealPhoneError("a call needs a phone with a real SipClient")
+        self.client: SipClient = phone.sip_client
+        self.call_id = call_id
+        self.state: CallState = "init"
+        self.local_tag = new_tag()
+        self.local_address = local
+        self.remote_address = remote
+        self.dialog: Dialog | None = None
+        self.session_id: str | None = None
+        self.party_id: str | None = None
+        self.held = False
+        self.muted = False
+        self.remote_held = False
+        self.started_at = time.time()
+        self.answered_at: float | None = None
+        self.ended_at: float | None = None
+        self.end_reason: str | None = None
+        self.media: MediaSession | None = None
+        self._local_sdp: str | None = None
+        self._reinvite_ack: asyncio.Future[str] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = asyncio.Event()
+
+    # -- identity ---------------------------------------------------------------------------
+
+    @property
+    def remote_number(self) -> str:
+        """The other party's number (user part of its URI)."""
+        return self.remote_address.uri.user or self.remote_address.uri.host
+
+    @property
+    def local_number(self) -> str:
+        """Our number (user part of our URI)."""
+        return self.local_address.uri.user or self.phone.sip_info.username
+
+    @property
+    def remote_name(self) -> str | None:
+        """The other party's display name, when it sent one."""
+        return self.remote_address.display_name
+
+    @property
+    def local_name(self) -> str | None:
+        """Our display name in this call, when there is one."""
+        return self.local_address.display_name
+
+    @property
+    def remote_tag(self) -> str | None:
+        """The peer's dialog tag once known."""
+        return self.dialog.remote_tag if self.dialog else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """What a UI needs, as plain JSON (a group snapshot carries it): no SIP, SDP or secret."""
+        return {
+            "call_id": self.call_id,
+            "direction": self.direction,
+            "state": self.state,
+            "remote_number": self.remote_number,
+            "remote_name": self.remote_name,
+            "local_number": self.local_number,
+            "local_name": self.local_name,
+            "held": self.held,
+            "muted": self.muted,
+            "remote_held": self.remote_held,
+            "started_at": self.started_at,
+            "answered_at": self.answered_at,
+            "ended_at": self.ended_at,
+            "session_id": self.session_id,
+            "party_id": self.party_id,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} {self.call_id} {self.direction} {self.state} "
+            f"remote={self.remote_number}>"
+        )
+
+    # -- state ------------------------------------------------------------------------------
+
+    def _set_state(self, state: CallState, *args: Any) -> None:
+        if self.state == state or self.state in ("disposed", "failed"):
+            return
+        self.state = state
+        if state == "answered":
+            self.answered_at = time.time()
+        self.phone._session_changed(self)
+        self.emit(state, *args)
+
+    async def _finish(self, state: Literal["failed", "disposed"], reason: str) -> None:
+        """End the session once: close media, leave the phone's list, emit the event."""
+        if self.state in ("failed", "disposed"):
+            return
+        self.end_reason = reason
+        self.ended_at = time.time()
+        self._on_end(CallError(f"call ended: {reason}"))
+        media, self.media = self.media, None
+        if media is not None:
+            try:
+                await media.close()
+            except Exception:
+                log.exception("closing media of %s failed", self.call_id)
+        if self in self.phone.call_sessions:
+            self.phone.call_sessions.remove(self)
+        self._set_state(state, reason)
+        self._closed.set()
+        for task in list(self._tasks):
+            if task is not asyncio.current_task():
+                task.cancel()
+
+    def _on_end(self, error: Exception) -> None:
+        """Hook for subclasses: fail whatever waits on this call."""
+
+    async def wait_closed(self) -> None:
+        """Wait until the call is disposed or failed."""
+        await self._closed.wait()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _require(self, *states: str, action: str) -> None:
+        if self.state not in states:
+            raise CallError(
+                f"{action}() needs the call to be {' or '.join(states)}, but call "
+                f"{self.call_id} is {self.state}"
+            )
+
+    # -- media ------------------------------------------------------------------------------
+
+    async def _ensure_media(self) -> MediaSession:
+        if self.media is None:
+            self.media = await self.phone._new_media(self)
+            self.media.on("dtmf", lambda digit: self.emit("dtmf", digit))
+        return self.media
+
+    # -- public: common actions -------------------------------------------------------------
+
+    async def hangup(self) -> None:
+        """End the call: BYE when answered, CANCEL or decline while ringing."""
+        if self.state == "answered":
+            await self._bye()
+        elif self.state in ("init", "ringing"):
+            await self._end_unanswered()
+        else:
+            raise CallError(f"hangup(): call {self.call_id} already {self.state}")
+
+    async def dispose(self) -> None:
+        """End the call whatever its state (used by `WebPhone.dispose()`)."""
+        if self.state in ("failed", "disposed"):
+            return
+        try:
+            await self.hangup()
+        except (CallError, TransportError, SipTimeoutError) as exc:
+            log.info("ending %s: %s", self.call_id, exc)
+        await self._finish("disposed", "disposed")
+
+    async def _end_unanswered(self) -> None:
+        raise NotImplementedError
+
+    async def mute(self) -> None:
+        """Stop sending audio (the far end hears silence); no SIP traffic."""
+        self.muted = True
+        if self.media is not None:
+            self.media.mute()
+        self.phone._session_changed(self)
+
+    async def unmute(self) -> None:
+        """Resume sending audio."""
+        self.muted = False
+        if self.media is not None:
+            self.media.unmute()
+        self.phone._session_changed(self)
+
+    async def hold(self) -> None:
+        """Put the peer on hold: re-INVITE offering `a=sendonly` (the RingCentral way); the peer
+        answers `recvonly` and stops sending to us."""
+        await self._set_hold(True)
+
+    async def unhold(self) -> None:
+        """Take the peer off hold: re-INVITE with `a=sendrecv`, and resume audio."""
+        await self._set_hold(False)
+
+    async def _set_hold(self, hold: bool) -> None:
+        self._require("answered", action="hold" if hold else "unhold")
+        await self._reoffer("sendonly" if hold else "sendrecv")
+        self.held = hold
+        self.phone._session_changed(self)
+        self.emit("held" if hold else "unheld")
+
+    async def re_invite(self) -> None:
+        """Renegotiate the media with a re-INVITE (upstream's recovery after a network change).
+
+        The offer asks for an ICE restart where the media stack supports it; aiortc keeps its
+        transport, so with aiortc this refreshes the session on the same path.
+        """
+        self._require("answered", action="re_invite")
+        await self._reoffer("sendonly" if self.held else "sendrecv", ice_restart=True)
+
+    async def _reoffer(self, direction: str, ice_restart: bool = False) -> SipResponse:
+        if self.media is None or self.dialog is None:
+            raise CallError(f"call {self.call_id} has no negotiated media to re-offer")
+        self.media.set_direction(direction)
+        offer = await self.media.create_offer(ice_restart=ice_restart)
+        invite = self._dialog_request("INVITE", body=offer.encode(), content_type="application/sdp")
+        response = await self._dialog_send(invite)
+        if not response.is_success:
+            raise CallError(f"re-INVITE refused: {response.status_code} {response.reason}")
+        await self._send_ack(response)
+        if response.body:
+            await self.media.apply_answer(response.body.decode("utf-8", "replace"))
+        return response
+
+    async def send_dtmf(self, digits: str, duration: float = 0.1, gap: float = 0.07) -> None:
+        """Send DTMF as RFC 4733 telephone-events in the audio stream."""
+        self._require("answered", action="send_dtmf")
+        bad = [d for d in digits if d.upper() not in "0123456789*#ABCD"]
+        if bad:
+            raise CallError(f"send_dtmf(): {bad[0]!r} is not a DTMF digit (0-9, *, #, A-D)")
+        media = await self._ensure_media()
+        await media.send_dtmf(digits, duration=duration, gap=gap)
+
+    # -- in-dialog requests -----------------------------------------------------------------
+
+    def _dialog_request(
+        self,
+        method: str,
+        *,
+        body: bytes = b"",
+        content_type: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        cseq: int | None = None,
+    ) -> SipRequest:
+        dialog = self.dialog
+        if dialog is None:
+            raise CallError(f"{method}: call {self.call_id} has no dialog yet")
+        return self.client.new_request(
+            method,
+            dialog.remote_target,
+            to=dialog.remote_address.with_tag(dialog.remote_tag),
+            from_address=dialog.local_address,
+            from_tag=dialog.local_tag,
+            call_id=dialog.call_id,
+            cseq=dialog.next_cseq() if cseq is None else cseq,
+            route=dialog.route_set,
+            body=body,
+            content_type=content_type,
+            headers=headers,
+        )
+
+    async def _dialog_send(self, request: SipRequest) -> SipResponse:
+        """Send an in-dialog request; keep the dialog's CSeq ahead of an auth retry's."""
+        response = await self.client.request(request)
+        if self.dialog is not None:
+            self.dialog.local_cseq = max(self.dialog.local_cseq, response.cseq.number)
+        return response
+
+    async def _send_ack(self, response: SipResponse, body: bytes = b"") -> None:
+        ack = self._dialog_request(
+            "ACK",
+            cseq=response.cseq.number,
+            body=body,
+            content_type="application/sdp" if body else None,
+        )
+        await self.client.send(ack)
+
+    async def _bye(self) -> None:
+        bye = self._dialog_request("BYE")
+        try:
+            await self._dialog_send(bye)
+        finally:
+            await self._finish("disposed", "hung up")
+
+    async def _handle_request(self, request: SipRequest) -> None:
+        """An inbound request of this call (routed by the phone on Call-ID)."""
+        self.emit("inbound_message", request)
+        handler = getattr(self, f"_on_{request.method.lower()}", None)
+        if handler is None:
+            await self.client.reply(request, 405, "Method Not Allowed")
+            return
+        await handler(request)
+
+    def _handle_response(self, response: SipResponse) -> None:
+        """A response no transaction waited for: a retransmitted or forked 2xx to our INVITE."""
+        self.emit("inbound_message", response)
+        if response.cseq.method != "INVITE" or not response.is_success or self.dialog is None:
+            return
+        if response.to_tag == self.dialog.remote_tag:
+            self._spawn(self._send_ack(response))  # our ACK was lost: send it again
+        else:
+            self._spawn(self._ack_and_bye_fork(response))
+
+    async def _ack_and_bye_fork(self, response: SipResponse) -> None:
+        """A second fork answered too: ACK it and end that dialog at once (RFC 3261 §13.2.2.4)."""
+        if self._invite is None:
+            return
+        fork = Dialog.from_uac(self._invite, response)
+        for method in ("ACK", "BYE"):
+            number = response.cseq.number if method == "ACK" else fork.next_cseq()
+            request = self.client.new_request(
+                method,
+                fork.remote_target,
+                to=fork.remote_address.with_tag(fork.remote_tag),
+                from_address=fork.local_address,
+                from_tag=fork.local_tag,
+                call_id=fork.call_id,
+                cseq=number,
+                route=fork.route_set,
+            )
+            await self.client.send(request)
+
+    _invite: SipRequest | None = None
+
+    async def _accept_in_dialog(self, request: SipRequest) -> bool:
+        if self.dialog is not None and not self.dialog.accepts(request):
+            await self.client.reply(
+                request, 500, "Server Internal Error", headers=[("Retry-After", "1")]
+            )
+            return False
+        return True
+
+    async def _on_bye(self, request: SipRequest) -> None:
+        await self.client.reply(request, 200, "OK")
+        await self._finish("disposed", "remote hung up")
+
+    async def _on_invite(self, request: SipRequest) -> None:
+        """A re-INVITE: hold/unhold by the peer, or a renegotiation."""
+        if not await self._accept_in_dialog(request):
+            return
+        media = await self._ensure_media()
+        offer = request.body.decode("utf-8", "replace")
+        if offer:
+            self.remote_held = sdplib.get_direction(offer) in ("sendonly", "inactive")
+            sdp = await media.create_answer(offer)
+            self.phone._session_changed(self)
+        else:
+            # Offerless re-INVITE: our offer goes in the 200, the answer comes in the ACK.
+            sdp = await media.create_offer()
+            self._reinvite_ack = asyncio.get_running_loop().create_future()
+        waiter = self._reinvite_ack
+        await self.client.reply(
+            request,
+            200,
+            "OK",
+            body=sdp.encode(),
+            content_type="application/sdp",
+            to_tag=self.local_tag,
+        )
+        if offer or waiter is None:
+            return
+        try:
+            answer = await asyncio.wait_for(waiter, 32.0)
+        except TimeoutError:
+            log.warning("no ACK with an answer for the offerless re-INVITE of %s", self.call_id)
+            return
+        finally:
+            self._reinvite_ack = None
+        if answer:
+            await media.apply_answer(answer)
+
+    async def _on_ack(self, request: SipRequest) -> None:
+        self._ack_received(request)
+
+    def _ack_received(self, request: SipRequest) -> None:
+        waiter = self._reinvite_ack
+        if waiter is not None and not waiter.done():
+            waiter.set_result(request.body.decode("utf-8", "replace"))
+
+    async def _on_cancel(self, request: SipRequest) -> None:
+        await self.client.reply(request, 200, "OK")
+
+    async def _on_options(self, request: SipRequest) -> None:
+        await self.client.reply(request, 200, "OK")
+
+    async def _on_update(self, request: SipRequest) -> None:
+        await self.client.reply(request, 200, "OK")
+
+    async def _on_message(self, request: SipRequest) -> None:
+        await self.client.reply(request, 200, "OK")
