@@ -1,90 +1,89 @@
-"""Registration against a real Kamailio: refresh, auth failure, the 5-binding limit, instance
-replacement, unregister, and a registrar that stops answering."""
+"""Registration against a real Kamailio AND the built-in sandbox (one suite, parametrized by the
+`sip_server` fixture): refresh, auth failure, the 5-binding limit, instance replacement,
+unregister, and a registrar that stops answering."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-from support.kamailio import Kamailio
 from support.wait import wait_until
 from webphone import AuthenticationError, SipInfo, SipTimeoutError, TooManyContactsError, WebPhone
 from webphone.errors import NotRealPhoneError
 from webphone.sip import SipRequest
 from webphone.sip_client import DummySipClient, SipClient
 
-pytestmark = pytest.mark.kamailio
 
-
-def info(kam: Kamailio, user: str, **overrides: object) -> SipInfo:
+def info(kam: Any, user: str, **overrides: object) -> SipInfo:
     return SipInfo.from_dict(kam.sip_info(user, **overrides))
 
 
 async def test_register_refresh_keeps_call_id_and_raises_cseq(
-    kamailio: Kamailio, fresh_user: Callable[[], str]
+    sip_server: Any, server_user: Callable[[], str]
 ) -> None:
-    user = fresh_user()
+    user = server_user()
     sent: list[SipRequest] = []
-    client = SipClient(info(kamailio, user), instance_id="refresh-1", register_expires=10)
+    client = SipClient(info(sip_server, user), instance_id="refresh-1", register_expires=10)
     client.on("outbound_message", lambda m: sent.append(m) if isinstance(m, SipRequest) else None)
     refreshed = []
     client.on("registered", refreshed.append)
     await client.start()
     try:
         assert refreshed == [10]
-        assert len(kamailio.bindings(user)) == 1
+        assert len(sip_server.bindings(user)) == 1
         await wait_until(lambda: len(refreshed) >= 2, timeout=12, message="refresh REGISTER")
         registers = [m for m in sent if m.method == "REGISTER"]
         assert len({m.call_id for m in registers}) == 1
         numbers = [m.cseq.number for m in registers]
         assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
-        assert len(kamailio.bindings(user)) == 1
+        assert len(sip_server.bindings(user)) == 1
     finally:
         await client.dispose()
 
 
 async def test_wrong_password_is_authentication_error(
-    kamailio: Kamailio, fresh_user: Callable[[], str]
+    sip_server: Any, server_user: Callable[[], str]
 ) -> None:
-    user = fresh_user()
-    phone = WebPhone(info(kamailio, user, password="wrong"), instance_id="bad-pw")
+    user = server_user()
+    phone = WebPhone(info(sip_server, user, password="wrong"), instance_id="bad-pw")
     with pytest.raises(AuthenticationError, match="rejected"):
         await phone.start()
     await phone.dispose()
-    assert kamailio.bindings(user) == []
+    assert sip_server.bindings(user) == []
 
 
 async def test_sixth_instance_gets_too_many_contacts(
-    kamailio: Kamailio, fresh_user: Callable[[], str]
+    sip_server: Any, server_user: Callable[[], str]
 ) -> None:
-    user = fresh_user()
-    phones = [WebPhone(info(kamailio, user), instance_id=f"inst-{n}") for n in range(6)]
+    user = server_user()
+    phones = [WebPhone(info(sip_server, user), instance_id=f"inst-{n}") for n in range(6)]
     try:
         for phone in phones[:5]:
             await phone.start()
-        assert len(kamailio.bindings(user)) == 5
+        assert len(sip_server.bindings(user)) == 5
         with pytest.raises(TooManyContactsError, match="SharedWebPhone"):
             await phones[5].start()
-        assert len(kamailio.bindings(user)) == 5
+        assert len(sip_server.bindings(user)) == 5
     finally:
         for phone in phones:
             await phone.dispose()
-    assert kamailio.bindings(user) == []
+    assert sip_server.bindings(user) == []
 
 
 async def test_same_instance_replaces_binding(
-    kamailio: Kamailio, fresh_user: Callable[[], str]
+    sip_server: Any, server_user: Callable[[], str]
 ) -> None:
-    user = fresh_user()
-    first = WebPhone(info(kamailio, user), instance_id="same-id")
-    second = WebPhone(info(kamailio, user), instance_id="same-id")
+    user = server_user()
+    first = WebPhone(info(sip_server, user), instance_id="same-id")
+    second = WebPhone(info(sip_server, user), instance_id="same-id")
     try:
         await first.start()
-        before = kamailio.bindings(user)
+        before = sip_server.bindings(user)
         await second.start()
-        after = kamailio.bindings(user)
+        after = sip_server.bindings(user)
         assert len(before) == len(after) == 1
         assert before[0]["contact"] != after[0]["contact"]
         assert "same-id" in str(after[0].get("instance", ""))
@@ -93,44 +92,44 @@ async def test_same_instance_replaces_binding(
         # The first phone's binding was replaced: its unregister removes nothing of the second's
         # contact URI, and after both are gone nothing is left.
         await first.dispose()
-    assert kamailio.bindings(user) == []
+    assert sip_server.bindings(user) == []
 
 
 async def test_instance_id_defaults_to_authorization_id(
-    kamailio: Kamailio, fresh_user: Callable[[], str]
+    sip_server: Any, server_user: Callable[[], str]
 ) -> None:
-    user = fresh_user()
-    async with WebPhone(info(kamailio, user)) as phone:
+    user = server_user()
+    async with WebPhone(info(sip_server, user)) as phone:
         assert phone.instance_id == user
-        assert f"urn:uuid:{user}" in str(kamailio.bindings(user)[0].get("instance"))
+        assert f"urn:uuid:{user}" in str(sip_server.bindings(user)[0].get("instance"))
 
 
-async def test_dispose_removes_binding(kamailio: Kamailio, fresh_user: Callable[[], str]) -> None:
-    user = fresh_user()
-    phone = WebPhone(info(kamailio, user), instance_id="dispose-1")
+async def test_dispose_removes_binding(sip_server: Any, server_user: Callable[[], str]) -> None:
+    user = server_user()
+    phone = WebPhone(info(sip_server, user), instance_id="dispose-1")
     await phone.start()
-    assert len(kamailio.bindings(user)) == 1
+    assert len(sip_server.bindings(user)) == 1
     await phone.dispose()
-    assert kamailio.bindings(user) == []
+    assert sip_server.bindings(user) == []
 
 
-async def test_restart_closes_old_socket(kamailio: Kamailio, fresh_user: Callable[[], str]) -> None:
-    user = fresh_user()
-    client = SipClient(info(kamailio, user), instance_id="restart-1")
+async def test_restart_closes_old_socket(sip_server: Any, server_user: Callable[[], str]) -> None:
+    user = server_user()
+    client = SipClient(info(sip_server, user), instance_id="restart-1")
     await client.start()
     old = client._transport
     await client.start()
     try:
         assert old is not None and not old.is_open
-        assert len(kamailio.bindings(user)) == 1
+        assert len(sip_server.bindings(user)) == 1
     finally:
         await client.dispose()
 
 
 async def test_silent_server_times_out_then_reconnects(
-    kamailio_proc: Callable[..., Kamailio],
+    throwaway_server: Any,
 ) -> None:
-    kam = kamailio_proc()
+    kam = throwaway_server
     client = SipClient(
         info(kam, "alice"),
         instance_id="timeout-1",
@@ -155,8 +154,8 @@ async def test_silent_server_times_out_then_reconnects(
         await client.dispose()
 
 
-async def test_lost_connection_reconnects(kamailio_proc: Callable[..., Kamailio]) -> None:
-    kam = kamailio_proc()
+async def test_lost_connection_reconnects(throwaway_server: Any) -> None:
+    kam = throwaway_server
     client = SipClient(info(kam, "bob"), instance_id="lost-1", reconnect_delay=(0.2, 1.0))
     reconnected = []
     client.on("reconnected", lambda: reconnected.append(True))
@@ -170,21 +169,21 @@ async def test_lost_connection_reconnects(kamailio_proc: Callable[..., Kamailio]
 
 
 async def test_debug_logs_every_message_without_password(
-    kamailio: Kamailio, fresh_user: Callable[[], str], caplog: pytest.LogCaptureFixture
+    sip_server: Any, server_user: Callable[[], str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    user = fresh_user()
+    user = server_user()
     with caplog.at_level(logging.INFO, logger="webphone.sip.trace"):
-        async with WebPhone(info(kamailio, user), instance_id="debug-1", debug=True):
+        async with WebPhone(info(sip_server, user), instance_id="debug-1", debug=True):
             pass
     text = caplog.text
     assert "Sending to ws://" in text and "Received from ws://" in text
     assert text.count("REGISTER sip:") >= 4  # 401 round + unregister
     assert "SIP/2.0 401" in text and "SIP/2.0 200" in text
-    assert kamailio.password(user) not in text
+    assert sip_server.password(user) not in text
 
 
-async def test_dummy_client_refuses_sip_work_at_once(kamailio: Kamailio) -> None:
-    phone = WebPhone(info(kamailio, "alice"), sip_client=DummySipClient())
+async def test_dummy_client_refuses_sip_work_at_once(sip_server: Any) -> None:
+    phone = WebPhone(info(sip_server, "alice"), sip_client=DummySipClient())
     await phone.start()
     with pytest.raises(NotRealPhoneError, match="SharedWebPhone"):
         await phone.sip_client.request(SipRequest("OPTIONS", "sip:x"))
