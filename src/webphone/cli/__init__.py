@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from ._common import EXIT_USAGE
 
@@ -67,13 +68,20 @@ examples:
   webphone demo --members 4 --debug"""
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr (`webphone phone: error: ...`), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from webphone import __version__
 
     from . import demo, phone, status
 
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="webphone", formatter_class=fmt, epilog=_EPILOG,
         description="A SIP-over-WebSocket phone where many processes of one extension share "
         "one registration.")

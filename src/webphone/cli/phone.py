@@ -105,6 +105,7 @@ class PhoneApp:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._tick: asyncio.Task[None] | None = None
         self._quit_task: asyncio.Task[None] | None = None
+        self._ready = False
         for name in ("inbound_call", "outbound_call", "call_changed"):
             shared.on(name, self._on_call_event)
         shared.on("role", self._on_role)
@@ -126,6 +127,7 @@ class PhoneApp:
         await self.shared.start()
         self._tick = asyncio.create_task(self._tick_loop(), name="webphone-cli-tick")
         member = self.shared.member
+        self._ready = True
         self.emit("ready", role=self.shared.role, epoch=self.shared.epoch,
                   member_id=self.shared.member_id, pid=os.getpid(), group=self.shared.group,
                   user=self.shared.sip_info.username, instance_id=self.shared.instance_id,
@@ -194,7 +196,8 @@ class PhoneApp:
         self._schedule_refresh()
 
     def _on_role(self, role: str) -> None:
-        self.emit("role", role=role, epoch=self.shared.epoch)
+        if self._ready:  # the first role is in the "ready" event
+            self.emit("role", role=role, epoch=self.shared.epoch)
         self._schedule_refresh()
         self._spawn(self._update_members())
 
