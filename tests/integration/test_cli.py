@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 runtime failure, 2 usage error, 3 registration refused, 4 un
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -72,10 +73,8 @@ def runtime_dir() -> Iterator[Path]:
         yield path
     finally:
         for pid in hub_pids(path):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 15)
-            except ProcessLookupError:
-                pass
         shutil.rmtree(path, ignore_errors=True)
 
 
