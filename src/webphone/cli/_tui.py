@@ -56,6 +56,7 @@ async def _run(app: PhoneApp) -> None:
     patch_stdout: Any = importlib.import_module("prompt_toolkit.patch_stdout").patch_stdout
     session = prompt_toolkit.PromptSession(bottom_toolbar=lambda: toolbar_text(app),
                                            refresh_interval=1.0)
+    app.live_members = True
     done = asyncio.ensure_future(app.done.wait())
     try:
         with patch_stdout():

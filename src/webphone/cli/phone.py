@@ -106,6 +106,8 @@ class PhoneApp:
         self._tick: asyncio.Task[None] | None = None
         self._quit_task: asyncio.Task[None] | None = None
         self._ready = False
+        #: refresh `members` every 2 s (for a live view; line mode refreshes them on demand)
+        self.live_members = False
         for name in ("inbound_call", "outbound_call", "call_changed"):
             shared.on(name, self._on_call_event)
         shared.on("role", self._on_role)
@@ -171,9 +173,13 @@ class PhoneApp:
         task.add_done_callback(self._tasks.discard)
 
     async def _tick_loop(self) -> None:
+        ticks = 0
         while True:  # a safety net for changes no event announces (mute flags, ended calls)
             await asyncio.sleep(1.0)
             self._refresh()
+            ticks += 1
+            if self.live_members and ticks % 2 == 0:  # the status bar shows the member count
+                await self._update_members()
 
     # -- events from the phone --------------------------------------------------------------------
 
