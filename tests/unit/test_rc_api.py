@@ -1,0 +1,75 @@
+"""webphone.rc_api: the Device SIP Registration request it builds, and how it reads the answer
+(no network: a fake platform records the call)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from webphone.errors import SipInfoError
+from webphone.rc_api import (
+    SIP_PROVISION_PATH,
+    main,
+    provision_sip_info,
+    sip_info_from_response,
+    sip_provision_request,
+)
+
+ANSWER = {  # the shape of RingCentral's answer (values made up)
+    "sipInfo": [{
+        "username": "16505550100", "password": "secret", "authorizationId": "802398808016",
+        "domain": "sip.ringcentral.com", "outboundProxy": "sip10.ringcentral.com:8083",
+        "outboundProxyBackup": "sip20.ringcentral.com:8083", "transport": "WSS",
+        "stunServers": ["stun1.ringcentral.com:19302"], "switchBackInterval": 1800,
+    }],
+    "sipFlags": {"voipFeatureEnabled": True},
+    "pollingInterval": 7200,
+}
+
+
+def test_the_request_is_a_wss_sip_provision_post() -> None:
+    request = sip_provision_request()
+    assert (request.method, request.path) == ("POST", "/restapi/v1.0/client-info/sip-provision")
+    assert request.body == {"sipInfo": [{"transport": "WSS"}]}
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.url("https://platform.devtest.ringcentral.com/") == (
+        "https://platform.devtest.ringcentral.com/restapi/v1.0/client-info/sip-provision")
+    assert sip_provision_request("ws").body == {"sipInfo": [{"transport": "WS"}]}
+    with pytest.raises(ValueError, match="WSS"):
+        sip_provision_request("UDP")
+
+
+def test_the_answer_becomes_a_sip_info() -> None:
+    info = sip_info_from_response(ANSWER)
+    assert info.username == "16505550100" and info.authorization_id == "802398808016"
+    assert info.websocket_url() == "wss://sip10.ringcentral.com:8083"
+    assert info.stun_servers == ("stun1.ringcentral.com:19302",)
+    assert info.extra["switchBackInterval"] == 1800
+    with pytest.raises(SipInfoError):
+        sip_info_from_response({"sipFlags": {}})
+
+
+def test_provision_with_a_platform_posts_the_request() -> None:
+    calls: list[tuple[str, Any]] = []
+
+    class Response:
+        def json_dict(self) -> Any:
+            return ANSWER
+
+    class Platform:
+        def post(self, url: str, body: Any = None) -> Response:
+            calls.append((url, body))
+            return Response()
+
+    info = provision_sip_info(Platform())
+    assert calls == [(SIP_PROVISION_PATH, {"sipInfo": [{"transport": "WSS"}]})]
+    assert info.domain == "sip.ringcentral.com"
+
+
+def test_the_command_says_what_is_missing(monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("RINGCENTRAL_CLIENT_ID", "RINGCENTRAL_CLIENT_SECRET", "RINGCENTRAL_JWT_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    assert main() == 2
+    assert "RINGCENTRAL_JWT_TOKEN" in capsys.readouterr().err
