@@ -198,8 +198,16 @@ class CallActions(BaseCallSession):
         return await self._info_command("callflip", target=target)
 
     async def park(self) -> rcmsg.InfoResult:
-        """Park the call (RingCentral INFO `callpark`); the server then ends our leg."""
-        return await self._info_command("callpark")
+        """Park the call (RingCentral INFO `callpark`), then hang up our leg: the parked party
+        stays with the server until someone picks it up (`result.extra["park extension"]`).
+
+        The server does not end our leg itself: the upstream SDK hangs up after a successful
+        park (park.spec.ts: INFO, 200, INFO, 200, BYE, 200), and so do we.
+        """
+        result = await self._info_command("callpark")
+        if self.state == "answered":
+            await self._bye()
+        return result
 
     async def _info_command(self, command: str, **args: str) -> rcmsg.InfoResult:
         self._require("answered", action=command)

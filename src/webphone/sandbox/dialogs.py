@@ -62,6 +62,7 @@ class Dialog:
 
     `departing`: a leg whose next BYE the sandbox answers itself instead of relaying (after
     park or flip the other leg stays with the server, as on RingCentral). `gone`: legs that left.
+    `referred_by`: the leg that transferred the call (its REFER got a 2xx).
     """
 
     call_id: str
@@ -76,6 +77,7 @@ class Dialog:
     gone: list[Leg] = field(default_factory=list)
     after_ack: list[Callable[[], None]] = field(default_factory=list)
     link: object | None = None  # a bridge.Link once the held leg is joined to someone else
+    referred_by: Leg | None = None  # a leg whose REFER the other leg accepted (a transfer)
 
     @property
     def legs(self) -> tuple[Leg, Leg]:

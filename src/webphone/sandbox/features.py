@@ -132,16 +132,24 @@ class Features:
         method = request.method
         if method in ("INVITE", "UPDATE") and request.headers.get("Contact"):
             source.contact = contact_uri(request.headers.get("Contact"), source.contact)
+        if method == "INVITE":
+            # A stateful proxy answers every INVITE it forwards with its own 100 Trying (RFC 3261
+            # §16.2); RingCentral does for re-INVITEs too (hold-unhold specs: INVITE, 100, 200).
+            self._reply(connection, request, 100, "Trying")
         out = self._outgoing(request, source, target)
         original_cseq = request.headers["CSeq"]
 
         def on_response(response: SipResponse) -> None:
+            if response.status_code == 100:
+                return  # hop by hop: the far UA's 100 ends here (ours went already)
             back = pop_via(response)
             if back is None:
                 return
             back.headers.set("CSeq", original_cseq)
             if method in ("INVITE", "UPDATE") and 200 <= response.status_code < 300:
                 target.contact = contact_uri(response.headers.get("Contact"), target.contact)
+            if method == "REFER" and 200 <= response.status_code < 300:
+                dialog.referred_by = source
             self.proxy.send(connection, back)
             if method == "BYE" and response.status_code >= 200:
                 self._ended(dialog, source)
@@ -161,6 +169,11 @@ class Features:
         self.proxy.end_dialog(dialog)
         self._unpark(dialog)
         callee = dialog.callee
+        if dialog.referred_by is callee:
+            # The callee transferred the call away: the BYE that ends its leg is the transfer's
+            # outcome, not a hangup, and RingCentral sends no ServerFreeResources then (cold
+            # transfer spec: REFER, 202, NOTIFY, 200, NOTIFY, 200, BYE, 200 and nothing else).
+            return
         if dialog.rc is not None and by is dialog.caller and callee.cln:
             connection = self.proxy.leg_connection(callee)
             if connection is not None and callee not in dialog.gone:
