@@ -390,8 +390,9 @@ class Demo:
     async def audio_check(self, call: PartyCall, timeout: float = 3.0) -> None:
         await _poll(lambda: call.frames_received or call.state != "answered", timeout)
         if call.frames_received:
-            self.say(f"audio: the party receives the real's RTP ({call.frames_received} "
-                     "frames so far); its tone flows the other way")
+            frames = call.frames_received
+            self.say(f"audio: the party receives the real's RTP ({frames} "
+                     f"frame{'s' if frames != 1 else ''} so far); its tone flows the other way")
         else:
             self.say(f"audio: not connected within {timeout:g} s (signalling is unaffected)")
 
