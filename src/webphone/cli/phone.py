@@ -39,6 +39,7 @@ from webphone.shared.transports.base import HubOptions
 
 from ._common import (
     EXIT_OK,
+    EXIT_RUNTIME,
     CliError,
     UsageError,
     error_line,
@@ -106,6 +107,8 @@ class PhoneApp:
         self._tick: asyncio.Task[None] | None = None
         self._quit_task: asyncio.Task[None] | None = None
         self._ready = False
+        #: the process's exit code once it has left (1 when leaving failed)
+        self.exit_code = EXIT_OK
         #: refresh `members` every 2 s (for a live view; line mode refreshes them on demand)
         self.live_members = False
         for name in ("inbound_call", "outbound_call", "call_changed"):
@@ -148,6 +151,9 @@ class PhoneApp:
                       f"{len(live)} call(s) to end before handing over; quit again to hang up now")
         try:
             await self.shared.dispose(timeout=self.drain_timeout)
+        except Exception as exc:  # leave anyway; the exit code says it went wrong
+            self.exit_code = EXIT_RUNTIME
+            self.emit("notice", message=f"leaving the group failed: {type(exc).__name__}: {exc}")
         finally:
             for task in list(self._tasks):
                 task.cancel()
@@ -578,7 +584,7 @@ async def _main(args: argparse.Namespace, emit: Emit, tui: Any) -> int:
     finally:
         if not app.done.is_set():
             await app.close()
-    return EXIT_OK
+    return app.exit_code
 
 
 def run(args: argparse.Namespace) -> int:
