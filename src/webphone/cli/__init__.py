@@ -24,7 +24,7 @@ __all__ = ["main"]
 
 _EPILOG = """examples:
   webphone demo                                   # the whole story in ~10 seconds
-  webphone sandbox                                # a local SIP server; prints sipInfo JSON
+  webphone sandbox --port 5066                    # a local SIP server; prints sipInfo JSON
   webphone phone --sandbox ws://127.0.0.1:5066 --user 101     # run it in 2-3 terminals
   webphone phone --sip-info sip-info.json --json  # scripted: JSON lines out, commands in
   webphone status --sip-info sip-info.json        # who is in the group, who is real
@@ -33,7 +33,7 @@ exit codes: 0 ok, 1 runtime failure, 2 usage error, 3 registration refused,
             4 server unreachable, 130 interrupted.  See docs/cli.md."""
 
 _PHONE_EPILOG = """examples:
-  webphone sandbox &                                  # prints its URL, e.g. ws://127.0.0.1:5066
+  webphone sandbox --port 5066 &                                    # the server, prints sipInfos
   webphone phone --sandbox ws://127.0.0.1:5066 --user 101           # terminal 1: the real
   webphone phone --sandbox ws://127.0.0.1:5066 --user 101           # terminal 2: a dummy
   webphone sandbox call 101 --from tone --url ws://127.0.0.1:5066   # both show it ringing
@@ -49,7 +49,7 @@ dtmf DIGITS [CALL], transfer N [CALL], status, members, help, quit (EOF = quit).
   result {seq, line, cmd, ok, [call_id, ref | status | members] or [error, message]}
   notice {message}   fatal {error, message, exit_code}   bye
 
-exit codes: 0 left normally, 2 usage, 3 registration refused, 4 server unreachable."""
+exit codes: 0 left normally, 1 failure, 2 usage, 3 registration refused, 4 server unreachable."""
 
 _STATUS_EPILOG = """examples:
   webphone status --sip-info sip-info.json

@@ -104,6 +104,7 @@ class PhoneApp:
         self._seq = 0
         self._serial = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._commands: set[asyncio.Future[None]] = set()
         self._tick: asyncio.Task[None] | None = None
         self._quit_task: asyncio.Task[None] | None = None
         self._ready = False
@@ -155,8 +156,9 @@ class PhoneApp:
             self.exit_code = EXIT_RUNTIME
             self.emit("notice", message=f"leaving the group failed: {type(exc).__name__}: {exc}")
         finally:
-            for task in list(self._tasks):
-                task.cancel()
+            for task in [*self._tasks, *self._commands]:
+                if task is not asyncio.current_task():
+                    task.cancel()
             self._refresh()
             self.emit("bye")
             self.done.set()
@@ -172,6 +174,11 @@ class PhoneApp:
         for session in list(self.shared.call_sessions):
             with contextlib.suppress(Exception):
                 await session.hangup()
+
+    async def commands_done(self) -> None:
+        """Until every command read so far has its result."""
+        while self._commands:
+            await asyncio.wait(set(self._commands))
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -304,7 +311,9 @@ class PhoneApp:
         if not line or line.startswith("#"):
             return
         self._seq += 1
-        self._spawn(self._run_line(self._seq, line))
+        task = asyncio.ensure_future(self._run_line(self._seq, line))
+        self._commands.add(task)
+        task.add_done_callback(self._commands.discard)
 
     async def _run_line(self, seq: int, line: str) -> None:
         try:
@@ -315,7 +324,7 @@ class PhoneApp:
             return
         name = _ALIASES.get(words[0].lower(), words[0].lower())
         try:
-            if name in ("status", "members", "help", "quit"):
+            if name in ("status", "members", "help"):
                 fields = await self._run(name, words[1:])
             else:
                 async with self._serial:  # one action at a time, in input order
@@ -532,7 +541,8 @@ async def _line_mode(app: PhoneApp) -> None:
                 getter.cancel()
                 break
             line = getter.result()
-            if line is None:  # EOF: leave like `quit`
+            if line is None:  # EOF: leave like `quit`, once the commands before it are done
+                await app.commands_done()
                 if not app.quitting:
                     app.request_quit()
                 await app.done.wait()
