@@ -1,9 +1,10 @@
 """Every patch webphone applies to aiortc/aioice, in one place, each with the reason for it.
 
-1. **Loopback-only ICE** (`loopback_only`). aioice gathers host candidates from
-   `aioice.ice.get_host_addresses()`, which deliberately skips 127.0.0.1. Tests and local
-   servers need exactly 127.0.0.1 (never the machine's real interfaces). We wrap that module
-   function once, and the wrapper answers `["127.0.0.1"]` only while a context variable is set;
+1. **ICE on chosen addresses only** (`host_addresses`, `loopback_only`). aioice gathers host
+   candidates from `aioice.ice.get_host_addresses()`, which deliberately skips 127.0.0.1. Tests
+   and local servers need exactly 127.0.0.1 (never the machine's real interfaces), and tests in
+   a network namespace need exactly their veth address. We wrap that module function once, and
+   the wrapper answers the chosen addresses only while a context variable holds them;
    `MediaSession` sets it around its own `setLocalDescription()` (where aiortc gathers), and the
    gathering tasks inherit the context. So other peer connections in the same process, even
    gathering at the same moment, are unaffected.
@@ -21,21 +22,33 @@
      include sending (aiortc keeps sending on hold otherwise);
    - take incoming telephone-event packets out before aiortc's router sees them.
    `remove()` deletes the instance attributes, which restores aiortc's own methods.
+
+3. **DTLS with RSA peers** (`allow_rsa_dtls`). aiortc's DTLS context offers ECDSA cipher suites
+   only (its own certificate is ECDSA). As DTLS *server* that is fine, but as *client* it cannot
+   talk to a server whose certificate is RSA: baresip 1.0, and other SIP softphones and
+   gateways, generate RSA certificates, and the handshake ends in "no shared cipher" (that is
+   what happens when such a peer offers `a=setup:actpass` and aiortc answers `active`). We wrap
+   `RTCCertificate._create_ssl_context` (where aiortc builds that context) once to append the
+   ECDHE-RSA versions of the same suites. Forward secrecy and ciphers stay the same; which
+   ones get used is still the server's choice, by its certificate type; the peer's certificate
+   is still checked against the fingerprint in its SDP.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any
 
 log = logging.getLogger("webphone.media")
 
-__all__ = ["RtpTap", "loopback_only"]
+__all__ = ["RtpTap", "allow_rsa_dtls", "host_addresses", "loopback_only"]
 
-_LOOPBACK_ONLY: ContextVar[bool] = ContextVar("webphone_loopback_only", default=False)
+_HOST_ADDRESSES: ContextVar[tuple[str, ...] | None] = ContextVar(
+    "webphone_host_addresses", default=None
+)
 _host_addresses_wrapped = False
 
 
@@ -48,8 +61,9 @@ def _wrap_host_addresses() -> None:
     original: Callable[[bool, bool], list[str]] = aioice.ice.get_host_addresses
 
     def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        if _LOOPBACK_ONLY.get():
-            return ["127.0.0.1"]
+        chosen = _HOST_ADDRESSES.get()
+        if chosen is not None:
+            return [a for a in chosen if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
         return original(use_ipv4, use_ipv6)
 
     aioice.ice.get_host_addresses = get_host_addresses
@@ -57,17 +71,57 @@ def _wrap_host_addresses() -> None:
 
 
 @contextlib.contextmanager
-def loopback_only(enabled: bool = True) -> Iterator[None]:
-    """Within this block (and tasks created in it), aioice gathers only 127.0.0.1."""
-    if not enabled:
+def host_addresses(addresses: Sequence[str] | None) -> Iterator[None]:
+    """Within this block (and tasks created in it), aioice gathers on `addresses` only;
+    None: no restriction."""
+    if addresses is None:
         yield
         return
     _wrap_host_addresses()
-    token = _LOOPBACK_ONLY.set(True)
+    token = _HOST_ADDRESSES.set(tuple(addresses))
     try:
         yield
     finally:
-        _LOOPBACK_ONLY.reset(token)
+        _HOST_ADDRESSES.reset(token)
+
+
+@contextlib.contextmanager
+def loopback_only(enabled: bool = True) -> Iterator[None]:
+    """Within this block (and tasks created in it), aioice gathers only 127.0.0.1."""
+    with host_addresses(["127.0.0.1"] if enabled else None):
+        yield
+
+
+#: aiortc's own list (1.x), then the same suites for RSA certificates
+DTLS_CIPHERS = (
+    b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305:"
+    b"ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:"
+    b"ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-CHACHA20-POLY1305:"
+    b"ECDHE-RSA-AES128-SHA:ECDHE-RSA-AES256-SHA"
+)
+_dtls_wrapped = False
+
+
+def allow_rsa_dtls() -> None:
+    """Let aiortc's DTLS also negotiate with peers whose certificate is RSA (idempotent)."""
+    global _dtls_wrapped
+    if _dtls_wrapped:
+        return
+    from aiortc.rtcdtlstransport import RTCCertificate
+
+    original = getattr(RTCCertificate, "_create_ssl_context", None)
+    if original is None:
+        log.warning("aiortc has no RTCCertificate._create_ssl_context: RSA peers unsupported")
+        _dtls_wrapped = True
+        return
+
+    def _create_ssl_context(self: Any, *args: Any, **kwargs: Any) -> Any:
+        ctx = original(self, *args, **kwargs)
+        ctx.set_cipher_list(DTLS_CIPHERS)
+        return ctx
+
+    RTCCertificate._create_ssl_context = _create_ssl_context  # type: ignore[method-assign]
+    _dtls_wrapped = True
 
 
 Outgoing = Callable[[bytes], "bytes | None"]

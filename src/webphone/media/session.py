@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import wave
 import weakref
@@ -44,7 +45,14 @@ from ..sip.sdp import (
     set_origin,
     telephone_events,
 )
-from ._hooks import RtpTap, loopback_only
+from ._hooks import RtpTap, allow_rsa_dtls, host_addresses
+from ._interop import (
+    drop_empty_groups,
+    fill_missing_mids,
+    fix_answer_setup,
+    keep_candidates,
+    networks,
+)
 from .audio import (
     SEND_RATE,
     AudioFrame,
@@ -123,7 +131,12 @@ class MediaSession(EventEmitter):
     Options:
       stun_servers: "host:port" strings (sip_info.stun_servers); none -> no STUN at all.
       loopback_only: gather only 127.0.0.1 host candidates (tests, a local SIP server);
-        STUN servers are then ignored.
+        STUN servers are then ignored, and so are the peer's candidates outside loopback (no
+        connectivity check ever leaves 127.0.0.0/8).
+      ice_networks: the same restriction for other interfaces: "address/prefix" of local
+        interfaces (e.g. ["10.77.0.1/30"], a test network namespace's veth); host candidates
+        are gathered on these addresses only, no STUN, and the peer's candidates outside these
+        networks are ignored.
       ice_gather_timeout: bound on candidate gathering in seconds (aioice itself gives up on
         an unanswered STUN server after 5 s and continues with host candidates).
       receive_sample_rate: rate of the PCM handed to programs (received_audio, "audio"
@@ -143,6 +156,7 @@ class MediaSession(EventEmitter):
         *,
         stun_servers: Sequence[str] = (),
         loopback_only: bool = False,
+        ice_networks: Sequence[str] | None = None,
         ice_gather_timeout: float = 10.0,
         receive_sample_rate: int = 16000,
         codecs: Sequence[str] | None = None,
@@ -151,12 +165,19 @@ class MediaSession(EventEmitter):
     ) -> None:
         super().__init__()
         self.loopback_only = loopback_only
+        specs = ["127.0.0.1/8"] if loopback_only else list(ice_networks or [])
+        try:
+            self._ice_networks = networks(specs) if specs else None
+            self._host_addresses = [str(ipaddress.ip_interface(x).ip) for x in specs] or None
+        except ValueError as exc:
+            raise MediaError(f"invalid ice_networks {ice_networks!r}: {exc}") from None
         self.ice_gather_timeout = ice_gather_timeout
         self.receive_sample_rate = receive_sample_rate
         self.dtmf_codec_fallback = dtmf_codec_fallback
         self._stats = MediaStats()
         self._codec_prefs = None if codecs is None else _codec_capabilities(codecs)
-        servers = [] if loopback_only else ice_servers(stun_servers)
+        servers = [] if self._ice_networks is not None else ice_servers(stun_servers)
+        allow_rsa_dtls()  # SIP peers with RSA certificates (baresip, ...): see _hooks.py
         self.ice_server_urls: list[str] = [str(server.urls) for server in servers]
         self._pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
         self._track = OutgoingAudioTrack()
@@ -284,7 +305,7 @@ class MediaSession(EventEmitter):
             await self._set_remote(offer_sdp, "offer")
             self._transceiver.direction = self._direction
             await self._set_local(await self._pc.createAnswer())
-            sdp = self._local_description()
+            sdp = drop_empty_groups(self._local_description())  # offers without mids
             rates = {codec.clock_rate for codec in audio_codecs(sdp)}
             offered = telephone_events(offer_sdp)
             sdp = add_telephone_events(
@@ -474,7 +495,7 @@ class MediaSession(EventEmitter):
 
     async def _set_local(self, description: Any) -> None:
         try:
-            with loopback_only(self.loopback_only):
+            with host_addresses(self._host_addresses):
                 await asyncio.wait_for(
                     self._pc.setLocalDescription(description), self.ice_gather_timeout
                 )
@@ -485,6 +506,12 @@ class MediaSession(EventEmitter):
         self._install_tap()
 
     async def _set_remote(self, sdp: str, kind: str) -> None:
+        if self._ice_networks is not None:
+            sdp = keep_candidates(sdp, self._ice_networks)  # never check anything elsewhere
+        local = self._pc.localDescription
+        if kind == "answer" and local is not None:
+            sdp = fill_missing_mids(sdp, local.sdp)  # peers without RFC 5888 (baresip)
+            sdp = fix_answer_setup(sdp, self._dtls_role())  # actpass answers (baresip)
         try:
             await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
         except MediaError:
@@ -493,6 +520,11 @@ class MediaSession(EventEmitter):
             raise MediaError(f"cannot apply the remote SDP {kind}: {exc}") from exc
         self._remote_sdp = sdp
         self._install_tap()
+
+    def _dtls_role(self) -> str | None:
+        """Our DTLS role once known ("client"/"server"; aiortc keeps it on the transport)."""
+        role = getattr(self._transceiver.receiver.transport, "_role", None)
+        return role if role in ("client", "server") else None
 
     def _local_description(self) -> str:
         description = self._pc.localDescription
