@@ -23,7 +23,9 @@ so keep the file private)::
 
 The request is built by the pure `sip_provision_request()` and the answer read by the pure
 `sip_info_from_response()`; any HTTP client can use them (the SDK is synchronous: from async code
-call `provision_sip_info` through `asyncio.to_thread`). The `ringcentral` package pins
+call `provision_sip_info` through `asyncio.to_thread`). Checked with ringcentral 0.9.2 (the
+request its platform sends, captured before the network: tests/unit/test_rc_api.py, skipped
+where the package is not installed). The `ringcentral` package pins
 ``websockets==15.*``, which webphone (``websockets>=13``) accepts; install it in the same
 environment only if that pin suits your other packages.
 """

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -73,3 +74,41 @@ def test_the_command_says_what_is_missing(monkeypatch: pytest.MonkeyPatch,
         monkeypatch.delenv(name, raising=False)
     assert main() == 2
     assert "RINGCENTRAL_JWT_TOKEN" in capsys.readouterr().err
+
+
+def test_with_the_official_sdk_the_request_is_the_same() -> None:
+    """With the `ringcentral` package (when installed; not a dependency): the HTTP request its
+    platform sends for `provision_sip_info`, captured before it reaches the network."""
+    ringcentral = pytest.importorskip("ringcentral")
+    from ringcentral.http.api_response import ApiResponse
+    from ringcentral.http.client import Client
+
+    sent: list[Any] = []
+
+    def load_response(self: Any, request: Any) -> Any:
+        import requests
+
+        sent.append(request)
+        response = requests.models.Response()
+        response.status_code = 200
+        response.headers["Content-Type"] = "application/json"
+        response._content = json.dumps(ANSWER).encode()
+        return ApiResponse(request, response)
+
+    sdk = ringcentral.SDK("client-id", "client-secret", "https://platform.example.test")
+    platform = sdk.platform()
+    platform.auth().set_data({"token_type": "bearer", "access_token": "token",
+                              "expires_in": 3600, "refresh_token": "r",
+                              "refresh_token_expires_in": 36000})
+    original = Client.load_response
+    Client.load_response = load_response
+    try:
+        info = provision_sip_info(platform)
+    finally:
+        Client.load_response = original
+    (request,) = sent
+    assert request.method == "POST"
+    assert request.url == "https://platform.example.test/restapi/v1.0/client-info/sip-provision"
+    assert json.loads(request.body) == {"sipInfo": [{"transport": "WSS"}]}
+    assert request.headers["Authorization"] == "bearer token"
+    assert info.username == "16505550100"
