@@ -30,6 +30,7 @@ import signal
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -99,7 +100,7 @@ class PhoneApp:
         self._refs: dict[str, int] = {}
         self._known: dict[str, Event] = {}
         self._final: dict[str, tuple[str, str | None]] = {}
-        self._watched: set[int] = set()
+        self._watched: weakref.WeakSet[Any] = weakref.WeakSet()  # sessions with our handlers
         self._refresh_handle: asyncio.Handle | None = None
         self._seq = 0
         self._serial = asyncio.Lock()
@@ -201,9 +202,9 @@ class PhoneApp:
         self._schedule_refresh()
 
     def _watch(self, session: Any) -> None:
-        if id(session) in self._watched:
+        if session in self._watched:
             return
-        self._watched.add(id(session))
+        self._watched.add(session)
         for state in FINAL:
             session.on(state, lambda *args, s=session, st=state: self._ended(s, st, args))
         for name in ("ringing", "answered", "held", "unheld"):
