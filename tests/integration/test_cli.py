@@ -140,6 +140,16 @@ def test_unreachable_sandbox_exits_4() -> None:
     assert "cannot reach the sandbox" in one_line_error(result, "webphone phone")
 
 
+def test_unreachable_sip_server_exits_4(tmp_path: Path, runtime_dir: Path) -> None:
+    path = tmp_path / "sip-info.json"
+    path.write_text(json.dumps({"username": "101", "password": "pw", "domain": "d",
+                                "outboundProxy": f"127.0.0.1:{free_port()}", "transport": "WS"}))
+    result = webphone("phone", "--sip-info", str(path), "--runtime-dir", str(runtime_dir),
+                      "--hub-idle-timeout", "0.1")
+    assert result.returncode == EXIT_UNREACHABLE
+    assert "TransportError" in one_line_error(result, "webphone phone")
+
+
 def test_unknown_sandbox_user_exits_2(server: SandboxServer) -> None:
     result = webphone("phone", "--sandbox", server.ws_url, "--user", "nobody")
     assert result.returncode == EXIT_USAGE
