@@ -101,6 +101,13 @@ ALL_BLOCKS = [b for doc in DOCS for b in python_blocks(doc)]
 RUNNABLE = [b for b in ALL_BLOCKS if b.marked and b.skip is None]
 
 
+def test_readme_keeps_the_two_set_up_commands() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert ("\npython3 -m venv .venv && .venv/bin/pip install -q -e . && .venv/bin/webphone demo\n"
+            in readme)
+    assert "\nbash scripts/test\n" in readme
+
+
 def test_every_readme_python_block_is_marked() -> None:
     readme = [b for b in ALL_BLOCKS if b.path.name == "README.md"]
     assert readme, "README.md has no python blocks"
