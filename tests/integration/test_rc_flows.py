@@ -440,11 +440,38 @@ async def test_park(sb: Sandbox, phones: MakePhone) -> None:
     assert "801" in sb.proxy.features.parked
 
 
+async def test_parked_call_picked_up_with_star_extension(phones: MakePhone) -> None:
+    """After park, 103 dials *801 and talks with the parked caller (sandbox pickup: the caller
+    is re-INVITEd by the picker's media endpoint), audio both ways."""
+    call = await answered(phones)
+    picker, _ = await phones("103")
+    result = await call.inc.park()
+    assert result.extra == {"park extension": "801"}
+    picked = await picker.call("*801")
+    await wait_until(lambda: picked.state == "answered", 5, message="pickup answered")
+    assert picked.media is not None and call.out.media is not None
+    await picked.media.wait_connected(10)
+    assert call.caller_trace.short() == [IN + "INVITE", OUT + OK, IN + "ACK"]
+    tones = [asyncio.ensure_future(picked.media.play_tone(1400, 30)),
+             asyncio.ensure_future(call.out.media.play_tone(440, 30))]
+    try:
+        assert await heard(call.out, lambda t: t == 1400.0) == 1400.0
+        assert await heard(picked, lambda t: t == 440.0) == 440.0
+    finally:
+        for tone in tones:
+            tone.cancel()
+    await picked.hangup()
+    await asyncio.wait_for(call.out.wait_closed(), 5)
+
+
 async def test_flip(phones: MakePhone) -> None:
     """answered/flip.spec.ts: INFO, 200, INFO (result), 200, then the app's hangup BYE, 200;
-    code 0; the caller keeps its call and sees nothing of it."""
+    code 0; the caller keeps its call and sees nothing of it meanwhile. Then (sandbox: no media
+    anchoring) the flip target 103 rings, answers, and the caller is moved to it by a re-INVITE
+    from a new media endpoint: caller and target hear each other on the caller's same call."""
     call = await answered(phones)
-    await phones("103")
+    target, _ = await phones("103")
+    at_target = next_inbound(target)
     result = await call.inc.flip("103")
     assert result.code == 0 and result.extra == {"number": "+16505550103", "target": "103"}
     await call.inc.hangup()
@@ -452,6 +479,21 @@ async def test_flip(phones: MakePhone) -> None:
         OUT + "INFO", IN + OK, IN + "INFO", OUT + OK, OUT + "BYE", IN + OK]
     assert call.callee.call_sessions == [] and call.caller.call_sessions == [call.out]
     assert call.caller_trace.short() == []
+    flipped = await asyncio.wait_for(at_target, 5)
+    assert flipped.remote_number == "101"
+    await flipped.answer()  # the sandbox's INVITE has no SDP: our offer, the caller's answer
+    assert flipped.media is not None and call.out.media is not None
+    await flipped.media.wait_connected(10)
+    assert call.caller_trace.short() == [IN + "INVITE", OUT + OK, IN + "ACK"]
+    tones = [asyncio.ensure_future(flipped.media.play_tone(1400, 30)),
+             asyncio.ensure_future(call.out.media.play_tone(440, 30))]
+    try:
+        assert await heard(call.out, lambda t: t == 1400.0) == 1400.0
+        assert await heard(flipped, lambda t: t == 440.0) == 440.0
+    finally:
+        for tone in tones:
+            tone.cancel()
+    assert call.caller.call_sessions == [call.out] and call.out.state == "answered"
 
 
 async def test_cold_transfer(phones: MakePhone) -> None:

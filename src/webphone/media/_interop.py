@@ -32,6 +32,7 @@ from collections.abc import Iterable, Sequence
 __all__ = [
     "drop_empty_groups",
     "fill_missing_mids",
+    "fingerprints",
     "fix_answer_setup",
     "keep_candidates",
     "networks",
@@ -95,6 +96,17 @@ def drop_empty_groups(sdp: str) -> str:
     lines, eol = _split(sdp)
     kept = [x for x in lines if not (x.startswith("a=group:") and len(x.split()) < 2)]
     return sdp if len(kept) == len(lines) else eol.join(kept)
+
+
+def fingerprints(sdp: str) -> set[str]:
+    """The `a=fingerprint` values of `sdp` (hash name lower-cased, digest upper-cased): who the
+    DTLS endpoint is."""
+    found = set()
+    for line in _split(sdp)[0]:
+        if line.lower().startswith("a=fingerprint:"):
+            algorithm, _, digest = line[14:].strip().partition(" ")
+            found.add(f"{algorithm.lower()} {digest.strip().upper()}")
+    return found
 
 
 def networks(specs: Iterable[str]) -> list[Network]:

@@ -104,6 +104,10 @@ class PcmConverter:
 # -- outgoing --------------------------------------------------------------------------------
 
 
+#: How far an outgoing track may fall behind real time before it stops catching up.
+MAX_LAG = 0.1
+
+
 class OutgoingAudioTrack(MediaStreamTrack):
     """The track aiortc sends: 20 ms of 48 kHz mono s16 per `recv()`, paced in real time.
 
@@ -166,6 +170,10 @@ class OutgoingAudioTrack(MediaStreamTrack):
             wait = self._start + self._pts / SEND_RATE - now
             if wait > 0:
                 await asyncio.sleep(wait)
+            elif wait < -MAX_LAG:
+                # Nobody pulled for a while (between two peer connections, or a stalled loop):
+                # go on from now instead of sending the missed time as a burst.
+                self._start = now - self._pts / SEND_RATE
         chunk = bytes(self._buffer[:FRAME_BYTES])
         del self._buffer[:FRAME_BYTES]
         if len(self._buffer) < self._limit:
@@ -183,6 +191,12 @@ class OutgoingAudioTrack(MediaStreamTrack):
         return frame
 
     def stop(self) -> None:
+        """Called by aiortc when a sender lets go of the track (its peer connection closed):
+        ignored. The track belongs to its `MediaSession`, which hands it to a new peer
+        connection when the far end changes; it ends with `close()` only."""
+
+    def close(self) -> None:
+        """End the track for good (`recv` raises `MediaStreamError` from now on)."""
         super().stop()
         self.clear()
 

@@ -49,6 +49,7 @@ from ._hooks import RtpTap, allow_rsa_dtls, host_addresses
 from ._interop import (
     drop_empty_groups,
     fill_missing_mids,
+    fingerprints,
     fix_answer_setup,
     keep_candidates,
     networks,
@@ -179,9 +180,10 @@ class MediaSession(EventEmitter):
         servers = [] if self._ice_networks is not None else ice_servers(stun_servers)
         allow_rsa_dtls()  # SIP peers with RSA certificates (baresip, ...): see _hooks.py
         self.ice_server_urls: list[str] = [str(server.urls) for server in servers]
-        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
+        self._servers = servers
         self._track = OutgoingAudioTrack()
-        self._transceiver = self._pc.addTransceiver(self._track, direction="sendrecv")
+        self._pc, self._transceiver = self._new_peer_connection("sendrecv")
+        self._renewals = 0
         self._playback = Playback(self._track)
         self._te_offer = dict(telephone_event_payload_types)
         self._direction: Direction = "sendrecv"
@@ -204,16 +206,22 @@ class MediaSession(EventEmitter):
         self._converter = PcmConverter(receive_sample_rate)
         self._reader: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
+
+    def _new_peer_connection(self, direction: str) -> tuple[RTCPeerConnection, Any]:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=self._servers))
+        transceiver = pc.addTransceiver(self._track, direction=direction)
         if self._codec_prefs is not None:
-            self._transceiver.setCodecPreferences(self._codec_prefs)
-        self._pc.on("track", self._on_track)
-        self._pc.on("connectionstatechange", self._on_connection_state)
+            transceiver.setCodecPreferences(self._codec_prefs)
+        pc.on("track", self._on_track)
+        pc.on("connectionstatechange", lambda: self._on_connection_state(pc))
+        return pc, transceiver
 
     # -- properties --------------------------------------------------------------------------
 
     @property
     def peer_connection(self) -> RTCPeerConnection:
-        """The aiortc peer connection (for stats or advanced use; do not renegotiate on it)."""
+        """The aiortc peer connection (for stats or advanced use; do not renegotiate on it).
+        A new one replaces it when a re-offer comes from another media endpoint."""
         return self._pc
 
     @property
@@ -285,6 +293,8 @@ class MediaSession(EventEmitter):
             self._check_open()
             if ice_restart and self._local_sdp is not None:
                 log.debug("ICE restart requested; aiortc cannot restart ICE, sending a re-offer")
+            if self._pc.signalingState == "closed":  # the peer closed DTLS: start afresh
+                await self._renew_peer_connection()
             self._transceiver.direction = self._direction
             await self._set_local(await self._pc.createOffer())
             sdp = self._local_description()
@@ -300,6 +310,8 @@ class MediaSession(EventEmitter):
             self._check_open()
             if not has_audio(offer_sdp):
                 raise MediaError("the SDP offer has no (accepted) m=audio section")
+            if self._peer_changed(offer_sdp):
+                await self._renew_peer_connection()
             if self.dtmf_codec_fallback:
                 self._prefer_dtmf_codecs(offer_sdp)
             await self._set_remote(offer_sdp, "offer")
@@ -437,6 +449,7 @@ class MediaSession(EventEmitter):
             return
         self._closed = True
         self._playback.close()
+        self._track.close()
         self.stop_wav_recording()
         for stream in list(self._streams):
             stream.close(drain=True)
@@ -610,10 +623,56 @@ class MediaSession(EventEmitter):
         if listeners:
             self.emit("audio", audio)
 
-    def _on_connection_state(self) -> None:
-        state = self._pc.connectionState
+    def _on_connection_state(self, pc: RTCPeerConnection) -> None:
+        if pc is not self._pc:
+            return  # a replaced peer connection winding down
+        state = pc.connectionState
         if state == "connected" and self._stats.connected_at is None:
             self._stats.connected_at = asyncio.get_running_loop().time()
         if state in ("connected", "failed", "closed"):
             self._connected.set()
         self.emit("connection_state", state)
+
+    # -- internals: a new far end ------------------------------------------------------------
+
+    def _peer_changed(self, offer_sdp: str) -> bool:
+        """True when `offer_sdp` comes from another media endpoint than the current one, or the
+        current peer connection is gone.
+
+        Servers that do not anchor media move a call to a new endpoint with a re-INVITE: a flip
+        or park pickup on the sandbox, a B2BUA completing a transfer. The new endpoint has its
+        own DTLS certificate (RFC 5763: its fingerprint), and the old one has usually closed its
+        DTLS association, after which aiortc closes the whole peer connection by itself. aiortc
+        can neither restart ICE nor start a second DTLS association on a connection, so the only
+        way to follow is a new one.
+        """
+        if self._pc.signalingState == "closed":
+            return True
+        current = self._pc.remoteDescription
+        if current is None:
+            return False
+        theirs = fingerprints(offer_sdp)
+        return bool(theirs) and theirs != fingerprints(current.sdp)
+
+    async def _renew_peer_connection(self) -> None:
+        """Replace the peer connection, keeping everything programs hold: the outgoing track
+        (what is playing goes on), received-audio streams, recorder, callbacks, DTMF, the SDP
+        session id and version sequence."""
+        old, old_reader = self._pc, self._reader
+        self._renewals += 1
+        log.info("media endpoint changed: new peer connection (#%d)", self._renewals)
+        if self._tap is not None:
+            self._tap.remove()
+            self._tap = None
+        self._reader = None
+        self._connected = asyncio.Event()
+        self._pc, self._transceiver = self._new_peer_connection(self._direction)
+        self._remote_sdp = self._answer_sdp = None
+        try:
+            await old.close()
+        except Exception:  # the old one may be half gone already
+            log.debug("closing the replaced peer connection failed", exc_info=True)
+        if old_reader is not None:
+            old_reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await old_reader
