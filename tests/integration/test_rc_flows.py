@@ -517,3 +517,42 @@ async def test_cold_transfer(phones: MakePhone) -> None:
     at = await asyncio.wait_for(at_target, 5)
     assert at.remote_number == "101" and new_call.state == "answered"
     assert call.caller.call_sessions == [new_call]
+
+
+async def test_warm_transfer(phones: MakePhone) -> None:
+    """answered/transfer/warm.spec.ts, the callee transfers: after its hold and the consult call,
+    complete() gives REFER, 202, NOTIFY, 200, BYE (the consulted party's leg, replaced), 200,
+    NOTIFY, 200, BYE (the transferee's leg), 200; then 101 and 103 talk, 102 has no call."""
+    call = await answered(phones)
+    target, _ = await phones("103")
+    at_target = next_inbound(target)
+    warm = asyncio.ensure_future(call.inc.warm_transfer("103"))
+    consulted = await asyncio.wait_for(at_target, 5)
+    await consulted.answer()
+    transfer = await warm
+    await wait_until(lambda: transfer.session.state == "answered", 5)
+    assert call.inc.held
+    replacing = next_inbound(target)
+    call.clear()
+    await transfer.complete()
+    await asyncio.wait_for(call.inc.wait_closed(), 5)
+    await asyncio.wait_for(transfer.session.wait_closed(), 5)
+    assert call.callee_trace.short() == [
+        OUT + "REFER", IN + "SIP/2.0 202 Accepted", IN + "NOTIFY", OUT + OK, IN + "BYE",
+        OUT + OK, IN + "NOTIFY", OUT + OK, IN + "BYE", OUT + OK,
+    ]
+    byes = call.callee_trace.received("BYE")
+    assert [b.call_id for b in byes] == [transfer.session.call_id, call.inc.call_id]
+    assert call.callee.call_sessions == []
+    new = await asyncio.wait_for(replacing, 5)
+    assert new.remote_number == "101" and new.state == "answered"
+    await asyncio.wait_for(consulted.wait_closed(), 5)
+    (moved,) = call.caller.call_sessions
+    assert moved.remote_number == "103" and moved.state == "answered"
+    assert target.call_sessions == [new]
+    assert new.media is not None
+    tone = asyncio.ensure_future(new.media.play_tone(1000, 30))
+    try:
+        assert await heard(moved, lambda t: t == 1000.0) == 1000.0
+    finally:
+        tone.cancel()
