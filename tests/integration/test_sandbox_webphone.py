@@ -1,7 +1,7 @@
 """The real WebPhone against the sandbox: calls with audio, parties, RingCentral commands.
 
-Only names of the public contract are used (call, inbound_call, answer, hangup,
-start_recording, park), plus `loopback_media` for ICE on 127.0.0.1; the module is skipped
+Only names of the public contract are used (call, inbound_call, answer, hangup, to_voicemail,
+forward, start_recording), plus `loopback_media` for ICE on 127.0.0.1; the module is skipped
 where the phone has no call support yet.
 """
 
@@ -11,6 +11,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -96,3 +97,62 @@ async def test_two_webphones_call_and_record(sb: Sandbox, phone: WebPhone) -> No
         assert [d.recording for d in sb.proxy.dialogs()] == [True]
         await outbound.hangup()
         await wait_until(lambda: ringing.state == "disposed", 5)  # type: ignore[attr-defined]
+
+
+async def test_to_voicemail_reaches_the_voicemail_party_which_records_the_caller(
+    sb: Sandbox, phone: WebPhone
+) -> None:
+    """RingCentral's Cmd 11: the callee sends the ringing call to voicemail; the caller's call
+    is answered there (903) and what the caller says arrives in the recorded message."""
+    async with WebPhone(SipInfo.from_dict(sb.sip_info("102")), instance_id="wp-102",
+                        loopback_media=True) as callee:
+        inbound: asyncio.Queue[Any] = asyncio.Queue()
+        callee.on("inbound_call", inbound.put_nowait)
+        outbound = await phone.call("102")
+        ringing = await asyncio.wait_for(inbound.get(), 5)
+        await ringing.to_voicemail()
+        assert callee.call_sessions == []
+        await wait_until(lambda: outbound.state == "answered", 5, message="voicemail answers")
+        assert outbound.media is not None
+        await outbound.media.wait_connected(10)
+        (message,) = sb.voicemails
+        assert message.caller == "101" and message.call_id == outbound.call_id
+        talking = asyncio.ensure_future(outbound.media.play_tone(700, 30))
+        try:
+            await wait_until(lambda: message.frames >= 25, 5, message="voicemail hears us")
+        finally:
+            talking.cancel()
+        await outbound.hangup()
+
+
+async def test_forward_rings_another_webphone_that_talks_with_the_caller(
+    sb: Sandbox, phone: WebPhone
+) -> None:
+    """RingCentral's Cmd 10: the ringing call is forwarded to 103 (a third WebPhone), which
+    answers the caller's original call; each hears the other's tone."""
+    async with WebPhone(SipInfo.from_dict(sb.sip_info("102")), instance_id="wp-102",
+                        loopback_media=True) as callee, \
+            WebPhone(SipInfo.from_dict(sb.sip_info("103")), instance_id="wp-103",
+                     loopback_media=True) as target:
+        at_callee: asyncio.Queue[Any] = asyncio.Queue()
+        at_target: asyncio.Queue[Any] = asyncio.Queue()
+        callee.on("inbound_call", at_callee.put_nowait)
+        target.on("inbound_call", at_target.put_nowait)
+        outbound = await phone.call("102")
+        ringing = await asyncio.wait_for(at_callee.get(), 5)
+        await ringing.forward("103")
+        forwarded = await asyncio.wait_for(at_target.get(), 5)
+        assert forwarded.remote_number == "101" and forwarded.call_id == outbound.call_id
+        await forwarded.answer()
+        await wait_until(lambda: outbound.state == "answered", 5)
+        assert outbound.media is not None and forwarded.media is not None
+        tones = [asyncio.ensure_future(outbound.media.play_tone(700, 30)),
+                 asyncio.ensure_future(forwarded.media.play_tone(1500, 30))]
+        try:
+            await heard(outbound.media, 1500)
+            await heard(forwarded.media, 700)
+        finally:
+            for tone in tones:
+                tone.cancel()
+        await forwarded.hangup()
+        await wait_until(lambda: outbound.state == "disposed", 5)
