@@ -79,6 +79,7 @@ async def test_phone_calls_baresip_audio_hold_and_phone_hangs_up(
         await out.unhold()
         assert out.media.negotiated_direction == "sendrecv"
         await heard(out, lambda t: t == AUSINE)
+        assert out.media.stats.endpoint_changes == 0
         await out.hangup()
         await bob.wait_event("CALL_CLOSED", timeout=5)
         assert phone.call_sessions == []
@@ -127,6 +128,7 @@ async def test_baresip_holds_the_phone_then_phone_hangs_up(
                          message="phone answered the resume with sendrecv")
         assert not inc.remote_held
         await heard(inc, lambda t: t == AUSINE)
+        assert media.stats.endpoint_changes == 0  # baresip's re-INVITEs: same endpoint
         await inc.hangup()
         await bob.wait_event("CALL_CLOSED", timeout=5)
         assert phone.call_sessions == []

@@ -389,6 +389,8 @@ async def test_hold_unhold(phones: MakePhone, side: str) -> None:
         body = trace.sent("INVITE")[0].body.decode()
         assert direction in body and "a=sendrecv" not in body.replace(direction, "")
     assert call.caller.call_sessions == [call.out] and call.callee.call_sessions == [call.inc]
+    assert call.out.media is not None and call.inc.media is not None
+    assert call.out.media.stats.endpoint_changes == call.inc.media.stats.endpoint_changes == 0
 
 
 async def test_mute_and_dtmf_send_no_sip(phones: MakePhone) -> None:
@@ -460,6 +462,7 @@ async def test_parked_call_picked_up_with_star_extension(phones: MakePhone) -> N
     finally:
         for tone in tones:
             tone.cancel()
+    assert call.out.media.stats.endpoint_changes == 1
     await picked.hangup()
     await asyncio.wait_for(call.out.wait_closed(), 5)
 
@@ -494,6 +497,7 @@ async def test_flip(phones: MakePhone) -> None:
         for tone in tones:
             tone.cancel()
     assert call.caller.call_sessions == [call.out] and call.out.state == "answered"
+    assert call.out.media.stats.endpoint_changes == 1  # same call, new media endpoint
 
 
 async def test_cold_transfer(phones: MakePhone) -> None:

@@ -114,6 +114,7 @@ class MediaStats:
     # 1.16+ already stops encoding then, so this stays 0 there; older aiortc needs the tap)
     dtmf_sent: int = 0  # digits whose end packets went out
     dtmf_received: int = 0
+    endpoint_changes: int = 0  # new peer connections: a re-offer came from another endpoint
     answer_applied_at: float | None = None  # offer/answer completed (either side)
     connected_at: float | None = None
     first_frame_at: float | None = None
@@ -183,7 +184,6 @@ class MediaSession(EventEmitter):
         self._servers = servers
         self._track = OutgoingAudioTrack()
         self._pc, self._transceiver = self._new_peer_connection("sendrecv")
-        self._renewals = 0
         self._playback = Playback(self._track)
         self._te_offer = dict(telephone_event_payload_types)
         self._direction: Direction = "sendrecv"
@@ -648,19 +648,18 @@ class MediaSession(EventEmitter):
         """
         if self._pc.signalingState == "closed":
             return True
-        current = self._pc.remoteDescription
-        if current is None:
+        if self._remote_sdp is None:
             return False
         theirs = fingerprints(offer_sdp)
-        return bool(theirs) and theirs != fingerprints(current.sdp)
+        return bool(theirs) and theirs != fingerprints(self._remote_sdp)
 
     async def _renew_peer_connection(self) -> None:
         """Replace the peer connection, keeping everything programs hold: the outgoing track
         (what is playing goes on), received-audio streams, recorder, callbacks, DTMF, the SDP
         session id and version sequence."""
         old, old_reader = self._pc, self._reader
-        self._renewals += 1
-        log.info("media endpoint changed: new peer connection (#%d)", self._renewals)
+        self._stats.endpoint_changes += 1
+        log.info("media endpoint changed: new peer connection (#%d)", self._stats.endpoint_changes)
         if self._tap is not None:
             self._tap.remove()
             self._tap = None
