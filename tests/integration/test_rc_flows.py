@@ -106,8 +106,10 @@ OK, TRYING = "SIP/2.0 200 OK", "SIP/2.0 100 Trying"
 
 @pytest.fixture
 async def sb() -> AsyncIterator[Sandbox]:
+    """The sandbox; after decline/reply the caller hears ringback for 2 s before its 480 (so
+    "the caller sees nothing" holds while the callee's sequence completes)."""
     async with Sandbox(users=sandbox_users(), domain="sip.test", parties=False,
-                       reject_delay=0.3) as sandbox:
+                       reject_delay=2.0) as sandbox:
         yield sandbox
 
 
