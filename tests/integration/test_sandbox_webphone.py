@@ -156,3 +156,21 @@ async def test_forward_rings_another_webphone_that_talks_with_the_caller(
                 tone.cancel()
         await forwarded.hangup()
         await wait_until(lambda: outbound.state == "disposed", 5)
+
+
+async def test_hold_and_unhold_a_party_call(phone: WebPhone) -> None:
+    """A party answers re-INVITEs like a phone: its tone stops on hold, resumes on unhold."""
+    from support.calls import heard as heard_window
+    from support.calls import silent
+
+    session = await phone.call("901")
+    await wait_until(lambda: session.state == "answered", 5, message="tone party answers")
+    assert session.media is not None
+    await session.media.wait_connected(10)
+    await heard(session.media, 440)
+    await session.hold()
+    assert session.held
+    await heard_window(session, silent)
+    await session.unhold()
+    await heard(session.media, 440)
+    await session.hangup()

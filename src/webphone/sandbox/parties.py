@@ -232,7 +232,7 @@ class Party:
             self._reply(message, 200, "OK")
             call.spawn(self.end(call, "remote hung up"))
         elif method == "INVITE":
-            self._reply(message, 488, "Not Acceptable Here")
+            call.spawn(self._reinvite(call, message))  # hold/unhold or a renegotiation
         else:
             self._reply(message, 200, "OK")
 
@@ -283,6 +283,23 @@ class Party:
         call.state = "answered"
         call.answered.set()
         call.spawn(self._play(call))
+
+    async def _reinvite(self, call: PartyCall, invite: SipRequest) -> None:
+        """Answer a re-INVITE like a phone: renegotiate the media (hold, unhold, refresh)."""
+        media = call.media
+        if media is None or media.closed:
+            self._reply(invite, 488, "Not Acceptable Here", tag=call.local_tag)
+            return
+        try:
+            if invite.body:
+                sdp = await media.create_answer(invite.body.decode("utf-8", "replace"))
+            else:
+                sdp = await media.create_offer()  # the answer comes in the ACK
+        except Exception as exc:
+            log.warning("party %s refused a re-INVITE: %s", self.number, exc)
+            self._reply(invite, 488, "Not Acceptable Here", tag=call.local_tag)
+            return
+        self._reply(invite, 200, "OK", tag=call.local_tag, body=sdp.encode(), sdp=True)
 
     async def _apply_answer(self, call: PartyCall, body: bytes) -> None:
         if call.media is not None:
