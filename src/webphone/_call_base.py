@@ -52,7 +52,6 @@ class BaseCallSession(EventEmitter):
         self.ended_at: float | None = None
         self.end_reason: str | None = None
         self.media: MediaSession | None = None
-        self._local_sdp: str | None = None
         self._reinvite_ack: asyncio.Future[str] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = asyncio.Event()

@@ -70,7 +70,6 @@ class OutboundCallSession(CallSession):
         """Send the INVITE; return once the call rings, answers or fails (raising then)."""
         media = await self._ensure_media()
         offer = await media.create_offer()
-        self._local_sdp = offer
         extra = list(headers)
         if caller_id:
             extra.insert(
@@ -230,7 +229,6 @@ class InboundCallSession(CallSession):
         media = await self._ensure_media()
         offer = self.invite.body.decode("utf-8", "replace")
         sdp = await media.create_answer(offer) if offer else await media.create_offer()
-        self._local_sdp = sdp
         if self.state not in ("ringing", "init"):
             raise CallError(f"answer(): the call was {self.state} meanwhile ({self.end_reason})")
         ok = self.client.new_response(

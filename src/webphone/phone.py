@@ -96,11 +96,13 @@ class WebPhone(EventEmitter):
         if self.disposed:
             return
         self.disposed = True
-        for session in list(self.call_sessions):  # sessions remove themselves as they end
-            try:
-                await session.dispose()
-            except Exception as exc:
-                log.warning("ending call %s failed: %s", session.call_id, exc)
+        # A copy: sessions remove themselves as they end. Concurrently: a server that never
+        # answers a BYE costs one request timeout in all, not one per call.
+        sessions = list(self.call_sessions)
+        results = await asyncio.gather(*(s.dispose() for s in sessions), return_exceptions=True)
+        for session, result in zip(sessions, results, strict=True):
+            if isinstance(result, Exception):
+                log.warning("ending call %s failed: %s", session.call_id, result)
         await self.sip_client.dispose()
 
     async def __aenter__(self) -> WebPhone:

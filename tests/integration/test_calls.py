@@ -142,3 +142,25 @@ async def test_warm_transfer(kamailio: Kamailio, fresh_user: Callable[[], str]) 
         (b_to_c,) = b.call_sessions
         (c_to_b,) = c.call_sessions
         assert c_to_b is replacing and b_to_c.state == c_to_b.state == "answered"
+
+
+async def test_dispose_ends_every_call_then_unregisters(
+    kamailio: Kamailio, fresh_user: Callable[[], str]
+) -> None:
+    """The upstream SDK skipped every second call (it iterated over the list it shrank)."""
+    a_user, b_user, c_user, d_user = fresh_user(), fresh_user(), fresh_user(), fresh_user()
+    async with phones(kamailio, [b_user, c_user, d_user]) as (b, c, d):
+        async with phones(kamailio, [a_user]) as (a,):
+            _, at_b = await connect(a, b, b_user)
+            _, at_c = await connect(a, c, c_user)
+            at_d = next_inbound(d)
+            ringing = await a.call(d_user)  # a third call, still ringing
+            ringing_at_d = await asyncio.wait_for(at_d, 10)
+            assert len(a.call_sessions) == 3
+            await a.dispose()
+            assert a.call_sessions == [] and ringing.state == "disposed"
+            assert kamailio.bindings(a_user) == []
+        for session in (at_b, at_c, ringing_at_d):
+            await asyncio.wait_for(session.wait_closed(), 5)
+        assert at_b.end_reason == at_c.end_reason == "remote hung up"
+        assert ringing_at_d.end_reason == "caller cancelled"
