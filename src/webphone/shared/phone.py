@@ -346,6 +346,8 @@ class SharedWebPhone(EventEmitter):
         await self.phone.dispose()
         for task in list(self._action_tasks):
             task.cancel()
+        if self.transport is not None and isinstance(self.hub, str) and self.hub != "memory":
+            await self.transport.aclose()  # ours alone: let closed links leave (Redis)
 
     def _crash(self) -> None:
         """Stop like a SIGKILL would (tests): no frames, no SIP, nothing awaited."""

@@ -1,0 +1,1577 @@
+"""Groups across hosts over Redis: leadership by lease, fencing epochs, no hub process.
+
+``SharedWebPhone(sip_info, hub="redis://host:6379/0")`` (or ``rediss://``, ``unix://``). There
+is no central process: `RedisTransport.connect()` returns a `RedisLink`, the member's local
+stand-in for a hub. It speaks the hub's frames to the member (`webphone.shared.protocol`) and
+Redis to the group, following the rules of `webphone.shared.lease` (read its docstring first).
+
+Keys. Every key of a group shares one hash tag, ``{<sha256(group)[:16]>}``, so a Redis Cluster
+keeps them in one slot (scripts and multi-stream reads need that)::
+
+    webphone:{tag}:lease      hash   holder, epoch, state (real|handing|unregistering), ready,
+                                     since, prev; PEXPIRE ttl: the lease
+    webphone:{tag}:epoch      string the epoch counter (INCR on every acquisition, never lower
+                                     than an epoch a member reports): the fencing token
+    webphone:{tag}:members    hash   member id -> JSON (pid, host, joined, since)
+    webphone:{tag}:alive      zset   member id -> expiry (server ms): heartbeats
+    webphone:{tag}:snapshot   hash   epoch, seq, frame: the latest snapshot, for late joiners
+    webphone:{tag}:events     stream lease / ready / handover / free / snapshot (MAXLEN ~256)
+    webphone:{tag}:actions    stream actions waiting for the real (MAXLEN ~10000)
+    webphone:{tag}:act:<id>   hash   one action: queued -> claimed(epoch) -> done | interrupted,
+                                     or queued -> expired. The exactly-once marker.
+    webphone:{tag}:reply:<n>  stream one link's inbox: accepted / result entries
+
+Every change is a Lua script (atomic; server time from TIME, never a member's clock). The
+member's frames map onto them:
+
+  =================  ===============================================================
+  member sends       the link does
+  =================  ===============================================================
+  ``hello``          JOIN: add to members/alive; if the lease is free, acquire it (new epoch)
+                     and answer ``welcome(real)``. ``hello(real=true, epoch=E)`` re-claims
+                     (new epoch, still registered) only if the record names us at E or is
+                     gone, and only while our own lease validity lasts.
+  ``heartbeat``      HEARTBEAT: refresh membership, read the lease; a real that finds another
+                     holder steps down first; then echo. A dummy schedules its next acquire
+                     attempt for the record's expiry (PTTL) + jitter.
+  ``snapshot``       PUBLISH: only from the holder at that epoch, only if (epoch, seq) is newer;
+                     stored and appended to the events stream (the fan-out)
+  ``action``         ENQUEUE: ``act:<id>`` = queued with a deadline (SET NX semantics), XADD to
+                     the actions stream. At the deadline, EXPIRE: queued -> NoRealPhoneError.
+  (real reads)       CLAIM: only the ready holder of the current epoch; queued -> claimed(E),
+                     ``accepted`` to the caller's inbox; then the action runs, once.
+  ``action_result``  RESULT: only from the holder at E for an action claimed at E -> done, to the
+                     caller's inbox. A caller that sees the lease leave epoch E runs INTERRUPT:
+                     claimed(E) and E gone -> interrupted (ActionInterruptedError). RESULT and
+                     INTERRUPT decide on the same key, atomically: exactly one outcome.
+  ``registered``     READY: the holder registered; ``ready`` event (make-before-break)
+  ``leave``          dummy: LEAVE (forget membership). real: HANDOVER -> state "handing" and a
+                     ``handover`` event; a dummy takes the lease over (new epoch), registers, and
+                     its ``ready`` event releases us (``released``, unregister=false). Nobody
+                     else alive: state "unregistering" (nobody can acquire), ``released``
+                     (unregister=true); we unregister and RELEASE (compare-and-delete).
+  ``members_query``  MEMBERS: prune expired members, list the live ones with roles
+  =================  ===============================================================
+
+Timing (`LeaseTimings`, derived from the group's heartbeat timeout; see `webphone.shared.lease`
+for the defaults and why): the holder renews every `renew_interval` and steps down on its own
+when `renew_deadline` passed without a renewal (a plain event-loop timer, so it runs before any
+task woken by the same stall), always before the record can expire and be taken over.
+
+Redis trouble. Commands time out after `command_timeout`. A dummy whose Redis fails reports
+the link lost; the member reconnects with backoff (`connect()` never fails for an unreachable
+Redis: the link retries in the background, so a real is always told to step down in time). A
+holder whose Redis fails keeps its link and keeps serving calls while its lease is valid,
+reconnecting every 0.05-`retry_interval` s; back in time it renews (or, if Redis restarted and
+forgot the lease, re-claims it at a new epoch) and carries on; otherwise it steps down at its
+deadline and only then reports the link lost. A restarted Redis grants no *new* lease during its
+first `ttl` of uptime (`restart_grace`; INFO uptime), so that a real that is still valid can
+re-claim before a dummy registers over it.
+
+This module is longer than most: the scripts, the key layout and the link belong together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import random
+import re
+import secrets
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+from redis.asyncio.connection import parse_url
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from webphone.errors import GroupProtocolError
+from webphone.shared.lease import Candidate, HolderState, LeaseHolder, LeaseTimings
+from webphone.shared.lease import fresh_acquire_allowed as _fresh_ok
+from webphone.shared.protocol import (
+    MEMBER_FRAMES,
+    PROTOCOL_VERSION,
+    Action,
+    ActionAccepted,
+    ActionResult,
+    Error,
+    ErrorInfo,
+    Frame,
+    Heartbeat,
+    Hello,
+    Leave,
+    MemberInfo,
+    Members,
+    MembersQuery,
+    Registered,
+    Released,
+    Role,
+    RoleChange,
+    Snapshot,
+    Welcome,
+    decode_frame,
+)
+from webphone.shared.transports.base import (
+    FrameHandler,
+    GroupLink,
+    GroupLinkClosed,
+    GroupTransport,
+    GroupTransportError,
+    HubOptions,
+    LostHandler,
+)
+
+__all__ = ["GroupKeys", "LeaseView", "RedisLink", "RedisTransport"]
+
+log = logging.getLogger("webphone.shared.redis")
+
+#: what a broken, slow or restarted Redis raises through redis-py
+REDIS_ERRORS: tuple[type[BaseException], ...] = (redis_errors.RedisError, OSError, TimeoutError)
+#: how long XREAD blocks (ms); the blocking connection's socket timeout is this + command timeout
+BLOCK_MS = 1000
+#: group keys without a TTL of their own live this long after their last write (ms)
+GROUP_TTL_MS = 24 * 3600 * 1000
+#: an action's record outlives its deadline by this much (ms), and a claimed one lives this long
+ACT_RETENTION_MS = 3600 * 1000
+#: a link's inbox lives this long after its last heartbeat or entry (ms)
+REPLY_TTL_MS = 60 * 1000
+
+
+# -- keys --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GroupKeys:
+    """The Redis keys of one group (see the module docstring)."""
+
+    prefix: str
+
+    @classmethod
+    def for_group(cls, group: str, namespace: str = "webphone") -> GroupKeys:
+        if not namespace or any(ch in namespace for ch in "{}: "):
+            raise ValueError("namespace must be non-empty, without braces, colons or spaces")
+        tag = hashlib.sha256(group.encode()).hexdigest()[:16]
+        return cls(f"{namespace}:{{{tag}}}")
+
+    @property
+    def lease(self) -> str:
+        return f"{self.prefix}:lease"
+
+    def base(self) -> list[str]:
+        """KEYS[1..7] of every script."""
+        return [f"{self.prefix}:{name}" for name in
+                ("lease", "epoch", "events", "members", "alive", "snapshot", "actions")]
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}:events"
+
+    @property
+    def actions(self) -> str:
+        return f"{self.prefix}:actions"
+
+    def act(self, gid: str) -> str:
+        return f"{self.prefix}:act:{gid}"
+
+    def reply(self, nonce: str) -> str:
+        return f"{self.prefix}:reply:{nonce}"
+
+    def is_reply(self, key: str) -> bool:
+        """True for an inbox key of this group (a claim never writes anywhere else)."""
+        return re.fullmatch(re.escape(self.prefix) + r":reply:[0-9a-f]{12}", key) is not None
+
+
+_GID = re.compile(r"[0-9a-f]{12}\.[A-Za-z0-9_.:-]{1,100}")
+
+# -- scripts -----------------------------------------------------------------------------------
+
+# KEYS: 1 lease, 2 epoch, 3 events, 4 members, 5 alive, 6 snapshot, 7 actions, [8 act, 9 reply]
+_PRELUDE = f"""
+local GROUP_TTL = {GROUP_TTL_MS}
+local ACT_RETENTION = {ACT_RETENTION_MS}
+local REPLY_TTL = {REPLY_TTL_MS}
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function lease_get()
+  local v = redis.call('HMGET', KEYS[1], 'holder', 'epoch', 'state', 'ready', 'since', 'prev')
+  if not v[1] then return nil end
+  return {{holder = v[1], epoch = tonumber(v[2]), state = v[3], ready = v[4],
+          since = v[5] or '0', prev = v[6] or ''}}
+end
+local function lease_out(l, now)
+  if not l then
+    return {{'', tostring(redis.call('GET', KEYS[2]) or '0'), '', '0', '-2', '0', tostring(now)}}
+  end
+  return {{l.holder, tostring(l.epoch), l.state, l.ready, tostring(redis.call('PTTL', KEYS[1])),
+          l.since, tostring(now)}}
+end
+local function is_holder(l, member, epoch)
+  return l ~= nil and l.holder == member and l.epoch == tonumber(epoch)
+end
+local function event(kind, epoch, holder, data)
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', 256, '*', 'e', kind, 'n', tostring(epoch),
+             'h', holder, 'd', data or '')
+  redis.call('PEXPIRE', KEYS[3], GROUP_TTL)
+end
+local function prune(now)
+  local dead = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, 1000)
+  for _, id in ipairs(dead) do
+    redis.call('HDEL', KEYS[4], id)
+    redis.call('ZREM', KEYS[5], id)
+  end
+end
+local function members_out(now)
+  local out = {{}}
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], '(' .. now, '+inf')) do
+    local info = redis.call('HGET', KEYS[4], id)
+    if info then table.insert(out, info) end
+  end
+  return out
+end
+local function append(out, items)
+  for _, v in ipairs(items) do table.insert(out, v) end
+  return out
+end
+-- a free record (absent/expired), a handed-over one, or our own re-claim: new epoch
+local function acquire(member, known, reclaim, fresh_ok, ttl, now)
+  local l = lease_get()
+  local ready = '0'
+  if l then
+    if reclaim > 0 and l.holder == member and l.epoch == reclaim then
+      ready = '1'
+    elseif not (l.state == 'handing' and l.holder ~= member) then
+      return nil
+    end
+  elseif reclaim > 0 then
+    ready = '1'
+  elseif fresh_ok ~= 1 then
+    return nil
+  end
+  local e = redis.call('INCR', KEYS[2])
+  if e <= known then
+    e = known + 1
+    redis.call('SET', KEYS[2], e)
+  end
+  redis.call('PEXPIRE', KEYS[2], GROUP_TTL)
+  local prev = ''
+  if l then prev = l.holder end
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'holder', member, 'epoch', e, 'state', 'real', 'ready', ready,
+             'since', now, 'prev', prev)
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  event('lease', e, member, prev)
+  return e
+end
+"""
+
+# ARGV: member, info, member_ttl_ms, ident, max_members, known, reclaim, fresh_ok, ttl_ms, want
+_JOIN = """
+local now = now_ms()
+local member = ARGV[1]
+local joined = now
+local old = redis.call('HGET', KEYS[4], member)
+if old then
+  local ok, d = pcall(cjson.decode, old)
+  local exp = redis.call('ZSCORE', KEYS[5], member)
+  if ok and type(d) == 'table' then
+    if exp and tonumber(exp) > now and d.ident ~= ARGV[4] then return {'duplicate'} end
+    if d.ident == ARGV[4] and d.joined then joined = d.joined end
+  end
+end
+prune(now)
+if not redis.call('ZSCORE', KEYS[5], member) and
+   redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[5]) then
+  return {'full'}
+end
+local info = cjson.decode(ARGV[2])
+info.joined = joined
+info.since = now
+local text = cjson.encode(info)
+redis.call('HSET', KEYS[4], member, text)
+redis.call('ZADD', KEYS[5], now + tonumber(ARGV[3]), member)
+redis.call('PEXPIRE', KEYS[4], GROUP_TTL)
+redis.call('PEXPIRE', KEYS[5], GROUP_TTL)
+local status = 'dummy'
+if ARGV[10] == '1' and acquire(member, tonumber(ARGV[6]), tonumber(ARGV[7]),
+                               tonumber(ARGV[8]), tonumber(ARGV[9]), now) then
+  status = 'real'
+end
+local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
+local last_id = '0-0'
+if last[1] then last_id = last[1][1] end
+local snap = redis.call('HGET', KEYS[6], 'frame') or ''
+local out = {status, last_id, snap, text}
+append(out, lease_out(lease_get(), now))
+return append(out, members_out(now))
+"""
+
+# ARGV: member, info, member_ttl_ms;  KEYS[8]: our inbox
+_HEARTBEAT = """
+local now = now_ms()
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[5], now + tonumber(ARGV[3]), ARGV[1])
+if redis.call('EXISTS', KEYS[8]) == 1 then redis.call('PEXPIRE', KEYS[8], REPLY_TTL) end
+local sv = redis.call('HMGET', KEYS[6], 'epoch', 'seq')
+local out = {tostring(sv[1] or '0'), tostring(sv[2] or '0')}
+return append(out, lease_out(lease_get(), now))
+"""
+
+# ARGV: member, known, reclaim, fresh_ok, ttl_ms
+_ACQUIRE = """
+local now = now_ms()
+local e = acquire(ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
+                  tonumber(ARGV[5]), now)
+local l = lease_get()
+local status = 'held'
+if e then status = 'ok' elseif not l then status = 'fresh' end
+return append({status}, lease_out(l, now))
+"""
+
+# ARGV: member, epoch, ttl_ms   (compare-and-pexpire)
+_RENEW = """
+local now = now_ms()
+local l = lease_get()
+if is_holder(l, ARGV[1], ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
+  return append({'ok'}, lease_out(l, now))
+end
+return append({'lost'}, lease_out(l, now))
+"""
+
+# ARGV: member, epoch   (compare-and-delete)
+_RELEASE = """
+local l = lease_get()
+if is_holder(l, ARGV[1], ARGV[2]) then
+  redis.call('DEL', KEYS[1])
+  event('free', l.epoch, l.holder, '')
+  return 'ok'
+end
+return 'not_holder'
+"""
+
+# ARGV: member, epoch
+_READY = """
+local l = lease_get()
+if not is_holder(l, ARGV[1], ARGV[2]) then return 'fenced' end
+if l.ready ~= '1' then
+  redis.call('HSET', KEYS[1], 'ready', '1')
+  event('ready', l.epoch, l.holder, l.prev)
+end
+return 'ok'
+"""
+
+# ARGV: member, epoch
+_HANDOVER = """
+local now = now_ms()
+local l = lease_get()
+if not is_holder(l, ARGV[1], ARGV[2]) then return 'fenced' end
+prune(now)
+local others = redis.call('ZCOUNT', KEYS[5], '(' .. now, '+inf')
+if redis.call('ZSCORE', KEYS[5], ARGV[1]) then others = others - 1 end
+if others <= 0 then
+  redis.call('HSET', KEYS[1], 'state', 'unregistering')
+  return 'alone'
+end
+redis.call('HSET', KEYS[1], 'state', 'handing')
+event('handover', l.epoch, l.holder, '')
+return 'handing'
+"""
+
+# ARGV: member, ident
+_LEAVE = """
+local old = redis.call('HGET', KEYS[4], ARGV[1])
+if old then
+  local ok, d = pcall(cjson.decode, old)
+  if ok and type(d) == 'table' and d.ident == ARGV[2] then
+    redis.call('HDEL', KEYS[4], ARGV[1])
+    redis.call('ZREM', KEYS[5], ARGV[1])
+  end
+end
+return 'ok'
+"""
+
+_MEMBERS = """
+local now = now_ms()
+prune(now)
+return append(lease_out(lease_get(), now), members_out(now))
+"""
+
+# ARGV: snapshot epoch, seq, frame, member
+_PUBLISH = """
+local l = lease_get()
+if not is_holder(l, ARGV[4], ARGV[1]) then return 'fenced' end
+local sv = redis.call('HMGET', KEYS[6], 'epoch', 'seq')
+local se, ss = tonumber(sv[1] or '0'), tonumber(sv[2] or '0')
+local e, s = tonumber(ARGV[1]), tonumber(ARGV[2])
+if e < se or (e == se and s <= ss) then return 'old' end
+redis.call('HSET', KEYS[6], 'epoch', e, 'seq', s, 'frame', ARGV[3])
+redis.call('PEXPIRE', KEYS[6], GROUP_TTL)
+event('snapshot', e, ARGV[4], ARGV[3])
+return 'ok'
+"""
+
+# KEYS[8] act, KEYS[9] caller's inbox; ARGV: gid, timeout_ms, action frame
+_ENQUEUE = """
+local now = now_ms()
+if redis.call('EXISTS', KEYS[8]) == 1 then return 'dup' end
+redis.call('HSET', KEYS[8], 'state', 'queued', 'deadline', now + tonumber(ARGV[2]),
+           'reply', KEYS[9])
+redis.call('PEXPIRE', KEYS[8], tonumber(ARGV[2]) + ACT_RETENTION)
+redis.call('XADD', KEYS[7], 'MAXLEN', '~', 10000, '*', 'g', ARGV[1], 'r', KEYS[9], 'a', ARGV[3])
+redis.call('PEXPIRE', KEYS[7], GROUP_TTL)
+return 'ok'
+"""
+
+# KEYS[8] act, KEYS[9] caller's inbox; ARGV: member, epoch, gid
+_CLAIM = """
+local now = now_ms()
+local l = lease_get()
+if not (is_holder(l, ARGV[1], ARGV[2]) and l.ready == '1' and l.state == 'real') then
+  return 'not_real'
+end
+local a = redis.call('HMGET', KEYS[8], 'state', 'deadline', 'reply')
+if not a[1] or a[3] ~= KEYS[9] then return 'gone' end
+if a[1] ~= 'queued' then return a[1] end
+if now > tonumber(a[2]) then
+  redis.call('HSET', KEYS[8], 'state', 'expired')
+  return 'late'
+end
+redis.call('HSET', KEYS[8], 'state', 'claimed', 'epoch', ARGV[2])
+redis.call('PEXPIRE', KEYS[8], ACT_RETENTION)
+redis.call('XADD', KEYS[9], 'MAXLEN', '~', 1000, '*', 't', 'accepted', 'g', ARGV[3],
+           'n', ARGV[2])
+redis.call('PEXPIRE', KEYS[9], REPLY_TTL)
+return 'ok'
+"""
+
+# KEYS[8] act, KEYS[9] caller's inbox; ARGV: member, epoch, gid, result frame
+_RESULT = """
+local l = lease_get()
+if not is_holder(l, ARGV[1], ARGV[2]) then return 'fenced' end
+local a = redis.call('HMGET', KEYS[8], 'state', 'epoch', 'reply')
+if not a[1] then return 'gone' end
+if a[1] ~= 'claimed' or a[2] ~= ARGV[2] or a[3] ~= KEYS[9] then return a[1] end
+redis.call('HSET', KEYS[8], 'state', 'done')
+redis.call('XADD', KEYS[9], 'MAXLEN', '~', 1000, '*', 't', 'result', 'g', ARGV[3],
+           'n', ARGV[2], 'd', ARGV[4])
+redis.call('PEXPIRE', KEYS[9], REPLY_TTL)
+return 'ok'
+"""
+
+# KEYS[8] act   (the caller's deadline)
+_EXPIRE = """
+local a = redis.call('HMGET', KEYS[8], 'state', 'epoch')
+if not a[1] then return {'gone', ''} end
+if a[1] == 'queued' then
+  redis.call('HSET', KEYS[8], 'state', 'expired')
+  return {'expired', ''}
+end
+return {a[1], a[2] or ''}
+"""
+
+# KEYS[8] act   (the caller saw the lease leave the claim's epoch)
+_INTERRUPT = """
+local a = redis.call('HMGET', KEYS[8], 'state', 'epoch')
+if not a[1] then return {'gone', ''} end
+if a[1] ~= 'claimed' then return {a[1], a[2] or ''} end
+local l = lease_get()
+if l and l.epoch == tonumber(a[2]) then return {'running', a[2]} end
+redis.call('HSET', KEYS[8], 'state', 'interrupted')
+return {'interrupted', a[2]}
+"""
+
+SCRIPTS: dict[str, str] = {
+    name: _PRELUDE + body for name, body in {
+        "join": _JOIN, "heartbeat": _HEARTBEAT, "acquire": _ACQUIRE, "renew": _RENEW,
+        "release": _RELEASE, "ready": _READY, "handover": _HANDOVER, "leave": _LEAVE,
+        "members": _MEMBERS, "publish": _PUBLISH, "enqueue": _ENQUEUE, "claim": _CLAIM,
+        "result": _RESULT, "expire": _EXPIRE, "interrupt": _INTERRUPT,
+    }.items()
+}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _streams(resp: Any) -> list[tuple[Any, Any]]:
+    """XREAD's answer as (stream, entries) pairs: a list (RESP2) or a dict (RESP3)."""
+    if not resp:
+        return []
+    if isinstance(resp, dict):
+        return list(resp.items())
+    return [(item[0], item[1]) for item in resp]
+
+
+@dataclass(frozen=True)
+class LeaseView:
+    """The lease as a script saw it (server time)."""
+
+    holder: str | None
+    epoch: int
+    state: str
+    ready: bool
+    pttl_ms: int
+    since_ms: int
+    now_ms: int
+
+    @classmethod
+    def parse(cls, items: list[Any]) -> LeaseView:
+        holder, epoch, state, ready, pttl, since, now = (_text(v) for v in items[:7])
+        return cls(holder or None, int(epoch or 0), state, ready == "1", int(pttl),
+                   int(float(since or 0)), int(now))
+
+
+def member_infos(lease: LeaseView, items: list[Any]) -> tuple[MemberInfo, ...]:
+    """Members as `MemberInfo` (times on this host's monotonic clock, as a hub's are), oldest
+    first. Ages come from the server's clock, so hosts whose clocks disagree still agree."""
+    mono, server_now = time.monotonic(), lease.now_ms / 1000
+    infos = []
+    for raw in items:
+        try:
+            d = json.loads(raw)
+            role, since = "dummy", float(d.get("since", d["joined"])) / 1000
+            if d["id"] == lease.holder:
+                role = "real" if lease.state == "real" else "handing_over"
+                since = lease.since_ms / 1000
+            joined = float(d["joined"]) / 1000
+            infos.append(MemberInfo(str(d["id"]), int(d["pid"]), str(d["host"]), role,
+                                    max(0.0, mono - (server_now - joined)),
+                                    max(0.0, mono - (server_now - since))))
+        except (ValueError, KeyError, TypeError, GroupProtocolError) as exc:
+            log.warning("ignoring a malformed member entry in Redis: %s", exc)
+    return tuple(sorted(infos, key=lambda m: m.joined_at))
+
+
+# -- the transport -----------------------------------------------------------------------------
+
+
+ClientFactory = Callable[[float], Redis]
+
+
+class RedisTransport(GroupTransport):
+    """Groups whose members reach each other through one Redis (any host).
+
+    ``RedisTransport(url, options, *, timings=None, restart_grace=True, namespace="webphone",
+    client_factory=None, max_members=1024)``: `timings` default to
+    ``LeaseTimings.from_heartbeat_timeout(options.heartbeat_timeout)``; `client_factory(timeout)`
+    builds the redis-py asyncio client instead of ``Redis.from_url`` (Sentinel: ``lambda t:
+    sentinel.master_for("name", socket_timeout=t)``; see docs/redis.md).
+    """
+
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        options: HubOptions | None = None,
+        *,
+        timings: LeaseTimings | None = None,
+        restart_grace: bool = True,
+        namespace: str = "webphone",
+        client_factory: ClientFactory | None = None,
+        max_members: int = 1024,
+    ) -> None:
+        super().__init__(options)
+        if client_factory is None:
+            try:
+                parse_url(url)
+            except (ValueError, TypeError) as exc:
+                raise GroupTransportError(f"bad Redis URL {url!r}: {exc}") from None
+        self.url = url
+        self.timings = timings or LeaseTimings.from_heartbeat_timeout(
+            self.options.heartbeat_timeout)
+        self.restart_grace = restart_grace
+        self.namespace = namespace
+        self.max_members = max_members
+        self._factory = client_factory
+        #: (group, member id, started_at) -> its lease, which outlives any one link
+        self.holders: dict[tuple[str, str, float], LeaseHolder] = {}
+        self._cleanups: set[asyncio.Task[None]] = set()
+        GroupKeys.for_group("", namespace)  # validates the namespace
+
+    def keys(self, group: str) -> GroupKeys:
+        return GroupKeys.for_group(group, self.namespace)
+
+    def client(self, socket_timeout: float) -> Redis:
+        """A new redis-py asyncio client: no retries of its own (the link decides), commands
+        time out after `socket_timeout`."""
+        if self._factory is not None:
+            return self._factory(socket_timeout)
+        client: Redis = Redis.from_url(
+            self.url, socket_timeout=socket_timeout,
+            socket_connect_timeout=self.timings.command_timeout,
+            retry=Retry(NoBackoff(), 0), health_check_interval=0, decode_responses=False)
+        return client
+
+    def holder(self, group: str, hello: Hello) -> LeaseHolder:
+        key = (group, hello.member_id, hello.started_at)
+        holder = self.holders.get(key)
+        if holder is None:
+            holder = self.holders[key] = LeaseHolder(self.timings)
+        return holder
+
+    async def connect(self, group: str, on_frame: FrameHandler, on_lost: LostHandler) -> GroupLink:
+        return RedisLink(self, group, on_frame, on_lost)
+
+    async def query_members(
+        self, group: str, timeout: float = 2.0
+    ) -> tuple[MemberInfo, ...] | None:
+        client = self.client(timeout)
+        try:
+            script = client.register_script(SCRIPTS["members"])
+            out = await asyncio.wait_for(script(keys=self.keys(group).base(), args=[]), timeout)
+        except REDIS_ERRORS as exc:
+            raise OSError(f"Redis at {self.url} did not answer: {exc}") from exc
+        finally:
+            await client.aclose()
+        infos = member_infos(LeaseView.parse(out[:7]), out[7:])
+        return infos or None
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+    async def aclose(self) -> None:
+        """Wait (briefly) for closed links to leave the group and close their clients."""
+        if self._cleanups:
+            await asyncio.wait(set(self._cleanups), timeout=2.0)
+
+
+# -- the link ----------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Call:
+    """An action this member sent, until its one outcome."""
+
+    action_id: str  # the member's id
+    deadline: asyncio.TimerHandle | None = None
+    epoch: int | None = None  # claimed at this epoch (accepted)
+
+
+class _Refused(Exception):
+    """The group refused our hello (duplicate member id, full)."""
+
+
+@dataclass(frozen=True)
+class _Op:
+    """Work for the link's own worker (not a member frame)."""
+
+    kind: str  # "acquire" | "expire" | "interrupt" | "release"
+    arg: str = ""
+    epoch: int = 0
+
+
+class RedisLink(GroupLink):
+    """One member's stand-in for a hub (see the module docstring)."""
+
+    def __init__(self, transport: RedisTransport, group: str, on_frame: FrameHandler,
+                 on_lost: LostHandler) -> None:
+        self._t = transport
+        self.group = group
+        self.keys = transport.keys(group)
+        self._base = self.keys.base()
+        self.timings = transport.timings
+        self._on_frame = on_frame
+        self._on_lost = on_lost
+        self._loop = asyncio.get_running_loop()
+        self.nonce = secrets.token_hex(6)
+        self.reply_key = self.keys.reply(self.nonce)
+        self.peer_pid = None
+        # link state
+        self._inbox: deque[Frame | _Op] = deque()
+        self._wake = asyncio.Event()
+        self._closed = False
+        self._lost = False
+        self._recovering = False
+        self._hello: Hello | None = None
+        self._holder: LeaseHolder | None = None
+        self._candidate = Candidate(self.timings)
+        self.mode = "joining"  # dummy | real | handing | unregistering | released | left
+        self._ready = False
+        self.epoch = 0
+        self._announced = 0  # newest epoch we told the member about
+        self._info: dict[str, Any] = {}
+        self._server_offset = 0.0  # server seconds - loop seconds
+        self._server_started: float | None = None  # on the loop clock
+        self._events_id = "0-0"
+        self._reply_id = "0-0"
+        self._snap_version = (0, 0)
+        self._calls: dict[str, _Call] = {}  # gid -> call
+        self._used_ids: deque[str] = deque(maxlen=1024)
+        self._claimed: dict[str, str] = {}  # gid -> caller's inbox key
+        self._interrupting: set[str] = set()  # gids with an INTERRUPT queued
+        self._no_acquire_before = 0.0  # a real that stepped down lets the others try first
+        self._handing_since = 0.0
+        # timers and tasks
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._acquire_timer: asyncio.TimerHandle | None = None
+        self._handover_timer: asyncio.TimerHandle | None = None
+        self._lease_wake = asyncio.Event()
+        self._session_tasks: set[asyncio.Task[None]] = set()
+        self._gen = 0  # session generation: loops of an earlier session stop
+        self._consumer: asyncio.Task[None] | None = None
+        self._failure: asyncio.Future[BaseException] | None = None
+        self._cmd: Redis | None = None
+        self._blk: Redis | None = None
+        self._scripts: dict[str, Any] = {}
+        self._supervisor = asyncio.create_task(self._supervise(), name="webphone-redis-link")
+
+    # -- GroupLink ---------------------------------------------------------------------------
+
+    def send(self, frame: Frame) -> None:
+        if self._closed or self._lost:
+            raise GroupLinkClosed("the link to the group's Redis is closed")
+        if isinstance(frame, Hello) and self._hello is None:
+            self._hello = frame
+            self._holder = self._t.holder(self.group, frame)
+            self._arm_deadline()  # a real steps down in time even if Redis never answers
+        self._inbox.append(frame)
+        self._wake.set()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        was_lost = self._lost
+        self._closed = True
+        self._cancel_timers()
+        self._supervisor.cancel()
+        if not was_lost:
+            self._t.track(asyncio.ensure_future(self._cleanup(leave=True)))
+
+    @property
+    def closed(self) -> bool:
+        return self._closed or self._lost
+
+    # -- supervision -------------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        delay = 0.05
+        while not self._closed and not self._lost:
+            self._failure = self._loop.create_future()
+            reason = ""
+            try:
+                await self._open()
+                await self._session()
+            except asyncio.CancelledError:
+                await self._stop_session()
+                raise
+            except _Refused as exc:
+                await self._stop_session()
+                self._lose(str(exc))
+                return
+            except REDIS_ERRORS as exc:
+                reason = f"Redis: {type(exc).__name__}: {exc}"
+            except Exception as exc:  # a bug or garbage in Redis: same as a lost link
+                log.exception("group link to Redis failed")
+                reason = f"{type(exc).__name__}: {exc}"
+            await self._stop_session()
+            await self._drop_clients()
+            if self._closed or self._lost:
+                return
+            if not self._holding_on():
+                self._lose(reason)
+                return
+            if not self._recovering:
+                log.warning("Redis failed (%s); keeping the lease until %.2f s from now while "
+                            "reconnecting", reason, self._valid_for())
+            self._recovering = True
+            await asyncio.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, self.timings.retry_interval)
+
+    def _holding_on(self) -> bool:
+        """Keep the link through a Redis failure while our lease is valid (the deadline timer
+        then tells the member to step down before the link is reported lost), or while a
+        handover runs (its timer releases the member)."""
+        if self.mode in ("handing", "unregistering"):
+            return True
+        holder = self._holder
+        if holder is None or not holder.valid(self._loop.time()):
+            return False
+        return self.mode == "real" or (self.mode == "joining" and self._hello is not None
+                                       and self._hello.real)
+
+    def _valid_for(self) -> float:
+        holder = self._holder
+        return max(0.0, holder.valid_until - self._loop.time()) if holder else 0.0
+
+    async def _open(self) -> None:
+        if self._cmd is None:
+            self._cmd = self._t.client(self.timings.command_timeout)
+            self._blk = self._t.client(BLOCK_MS / 1000 + self.timings.command_timeout)
+            self._scripts = {name: self._cmd.register_script(text)
+                             for name, text in SCRIPTS.items()}
+        self._server_started = await self._uptime()
+
+    async def _uptime(self) -> float | None:
+        """When the server started, on our clock (INFO uptime_in_seconds is whole seconds, so
+        this errs late, the safe side); None when restart_grace is off."""
+        if not self._t.restart_grace:
+            return None
+        assert self._cmd is not None
+        now = self._loop.time()
+        try:
+            info = await self._cmd.info("server")
+        except redis_errors.ResponseError:  # INFO not allowed (ACL): assume it just started
+            return self._server_started if self._server_started is not None else now
+        return now - float(info.get("uptime_in_seconds", 0))
+
+    def _fresh_ok(self) -> bool:
+        if not self._t.restart_grace:
+            return True
+        return _fresh_ok(self._loop.time(), self._server_started, self.timings.ttl)
+
+    async def _drop_clients(self) -> None:
+        clients, self._cmd, self._blk = (self._cmd, self._blk), None, None
+        for client in clients:
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(client.aclose(), 1.0)
+
+    async def _session(self) -> None:
+        assert self._failure is not None
+        if self.mode == "joining":
+            await self._join()
+        else:
+            await self._rejoin()
+        if self._lost or self._closed:
+            return
+        self._recovering = False
+        for coro in (self._worker(), self._reader(), self._lease_loop()):
+            self._spawn(coro)
+        if self.mode == "real" and self._ready:
+            self._start_consumer()
+        raise await self._failure
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(self._guard(coro))
+        self._session_tasks.add(task)
+        task.add_done_callback(self._session_tasks.discard)
+        return task
+
+    async def _guard(self, coro: Awaitable[None]) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            if self._failure is not None and not self._failure.done():
+                self._failure.set_result(exc)
+
+    async def _stop_session(self) -> None:
+        # Cancel until done: on Python 3.11 asyncio.wait_for (inside redis-py's command send)
+        # returns the result instead of raising when a cancellation races a finished write,
+        # so a single cancel() can be swallowed. The loops also stop on the generation.
+        self._gen += 1
+        self._consumer = None
+        pending = set(self._session_tasks)
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.05)
+
+    def _lose(self, reason: str) -> None:
+        if self._closed or self._lost:
+            return
+        self._lost = True
+        self._cancel_timers()
+        if asyncio.current_task() is not self._supervisor:
+            self._supervisor.cancel()
+        self._t.track(asyncio.ensure_future(self._cleanup(leave=False)))
+        log.info("group link to Redis lost: %s", reason)
+        self._on_lost(reason)
+
+    async def _cleanup(self, *, leave: bool) -> None:
+        """After close (leave=True: forget our membership, give a held lease back) or loss."""
+        with contextlib.suppress(BaseException):
+            await self._supervisor
+        await self._stop_session()
+        hello, holder = self._hello, self._holder
+        if leave and hello is not None:
+            try:
+                if self._cmd is None:
+                    await self._open_quietly()
+                await asyncio.wait_for(self._run("leave", [], [hello.member_id, self._ident()]),
+                                       1.0)
+                if holder is not None and holder.state in (HolderState.HELD,
+                                                           HolderState.EXPIRED):
+                    await asyncio.wait_for(self._release(holder.epoch), 1.0)
+            except (redis_errors.RedisError, OSError, TimeoutError, asyncio.CancelledError):
+                pass
+        if holder is not None and holder.state is not HolderState.HELD:
+            holder.released()
+        await self._drop_clients()
+
+    async def _open_quietly(self) -> None:
+        self._cmd = self._t.client(self.timings.command_timeout)
+        self._scripts = {name: self._cmd.register_script(text) for name, text in SCRIPTS.items()}
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._deadline_timer, self._acquire_timer, self._handover_timer):
+            if timer is not None:
+                timer.cancel()
+        for call in self._calls.values():
+            if call.deadline is not None:
+                call.deadline.cancel()
+
+    # -- Redis helpers -----------------------------------------------------------------------
+
+    async def _run(self, name: str, extra_keys: list[str], args: list[Any]) -> Any:
+        script = self._scripts[name]
+        return await script(keys=self._base + extra_keys, args=args)
+
+    def _deliver(self, frame: Frame) -> None:
+        if self._closed or self._lost:
+            return
+        try:
+            self._on_frame(frame)
+        except Exception:
+            log.exception("the member failed to handle a %r frame", frame.TYPE)
+
+    def _ident(self) -> str:
+        hello = self._hello
+        assert hello is not None
+        return f"{hello.host}|{hello.pid}|{hello.started_at!r}"
+
+    def _note_time(self, lease: LeaseView) -> None:
+        self._server_offset = lease.now_ms / 1000 - self._loop.time()
+
+    def _member_info(self, since: float | None = None) -> str:
+        if since is not None:
+            self._info["since"] = int((since + self._server_offset) * 1000)
+        return json.dumps(self._info, separators=(",", ":"))
+
+    # -- joining -----------------------------------------------------------------------------
+
+    async def _join(self) -> None:
+        while not self._inbox:
+            self._wake.clear()
+            await self._wake.wait()
+        hello = self._inbox[0]
+        if not isinstance(hello, Hello):
+            name = hello.TYPE if isinstance(hello, Frame) else "?"
+            self._deliver(Error("protocol", f"expected hello, got {name!r}"))
+            raise _Refused(f"expected hello, got {name!r}")
+        if hello.protocol < PROTOCOL_VERSION:
+            message = f"protocol {hello.protocol} is older than {PROTOCOL_VERSION}"
+            self._deliver(Error("protocol", message))
+            raise _Refused(message)
+        holder = self._holder
+        assert holder is not None
+        now = self._loop.time()
+        self._check_deadline()
+        reclaim = hello.epoch if (hello.real and holder.valid(now)
+                                  and holder.epoch == hello.epoch) else 0
+        self._info = {"id": hello.member_id, "pid": hello.pid, "host": hello.host,
+                      "ident": self._ident()}
+        out = await self._run("join", [], [
+            hello.member_id, self._member_info(), self._member_ttl_ms(), self._ident(),
+            self._t.max_members, hello.epoch, reclaim, int(self._fresh_ok()),
+            self.timings.ttl_ms, 1])
+        status = _text(out[0])
+        if status == "duplicate":
+            self._deliver(Error("duplicate_member",
+                                f"member id {hello.member_id!r} is already in the group"))
+            raise _Refused("duplicate member id")
+        if status == "full":
+            self._deliver(Error("full", f"the group already has {self._t.max_members} members"))
+            raise _Refused("group full")
+        self._inbox.popleft()
+        self._events_id = _text(out[1])
+        self._info = json.loads(out[3])
+        lease = LeaseView.parse(out[4:11])
+        self._note_time(lease)
+        members = member_infos(lease, out[11:])
+        decoded = self._decode(out[2], Snapshot) if out[2] else None
+        snapshot = decoded if isinstance(decoded, Snapshot) else None
+        if snapshot is not None:
+            self._snap_version = snapshot.version
+        self.epoch = max(self.epoch, lease.epoch, hello.epoch)
+        role: Role
+        if status == "real":
+            self._became_holder(lease.epoch, now, ready=lease.ready)
+            role = "real"
+        else:
+            if holder.state is HolderState.HELD:
+                if lease.holder == hello.member_id and lease.epoch == holder.epoch:
+                    self._queue(_Op("release", epoch=lease.epoch))  # we came back as a dummy
+                holder.lost()  # (a stall, or refused): the record is not ours to use
+            self.mode, role = "dummy", "dummy"
+        self._announced = self.epoch
+        self._deliver(Welcome(hello.member_id, role, self.epoch, lease.holder,
+                              self._t.options.heartbeat_interval, snapshot, members))
+        if self.mode == "dummy":
+            self._schedule_acquire(lease)
+
+    async def _rejoin(self) -> None:
+        """Redis is back after a failure while we held the lease (or handed it over)."""
+        assert self._hello is not None and self._holder is not None
+        holder = self._holder
+        self._check_deadline()
+        out = await self._run("heartbeat", [self.reply_key], [
+            self._hello.member_id, self._member_info(), self._member_ttl_ms()])
+        lease = LeaseView.parse(out[2:9])
+        self._note_time(lease)
+        last = await self._cmd_client().xrevrange(self.keys.events, count=1)
+        self._events_id = _text(last[0][0]) if last else "0-0"
+        now = self._loop.time()
+        if self.mode == "real" and holder.valid(now):
+            if lease.holder == self._hello.member_id and lease.epoch == holder.epoch:
+                sent = now
+                out = await self._run("renew", [], [lease.holder, holder.epoch,
+                                                    self.timings.ttl_ms])
+                if _text(out[0]) == "ok":
+                    holder.renewed(holder.epoch, sent)
+                    self._arm_deadline()
+                    log.info("Redis is back: still the real at epoch %d", holder.epoch)
+                    return
+            elif lease.holder is None:
+                await self._reclaim(holder)
+                return
+        self._on_lease(lease)
+
+    async def _reclaim(self, holder: LeaseHolder) -> None:
+        """Redis forgot our lease (restart) while it was valid: take it again, new epoch."""
+        assert self._hello is not None
+        sent = self._loop.time()
+        out = await self._run("acquire", [], [self._hello.member_id, holder.epoch,
+                                              holder.epoch, 0, self.timings.ttl_ms])
+        lease = LeaseView.parse(out[1:8])
+        if _text(out[0]) == "ok" and holder.valid(self._loop.time()):
+            log.warning("Redis lost our lease (restart?): re-claimed at epoch %d", lease.epoch)
+            self._became_holder(lease.epoch, sent, ready=True)
+            self._deliver(RoleChange("real", lease.epoch, self._hello.member_id))
+            self._announced = lease.epoch
+        else:
+            self._on_lease(lease)
+
+    def _member_ttl_ms(self) -> int:
+        return int(self._t.options.heartbeat_timeout * 1000)
+
+    def _cmd_client(self) -> Redis:
+        assert self._cmd is not None
+        return self._cmd
+
+    def _decode(self, raw: Any, kind: type[Frame]) -> Frame | None:
+        try:
+            frame = decode_frame(raw)
+        except GroupProtocolError as exc:
+            log.warning("ignoring a malformed %s from Redis: %s", kind.TYPE, exc)
+            return None
+        if not isinstance(frame, kind):
+            log.warning("ignoring a %r frame where a %r was expected", frame.TYPE, kind.TYPE)
+            return None
+        return frame
+
+    # -- the lease ---------------------------------------------------------------------------
+
+    def _became_holder(self, epoch: int, sent_at: float, *, ready: bool) -> None:
+        assert self._holder is not None
+        self._holder.acquired(epoch, sent_at)
+        self.mode, self._ready = "real", ready
+        self.epoch = max(self.epoch, epoch)
+        self._candidate.cancel()
+        if self._acquire_timer is not None:
+            self._acquire_timer.cancel()
+        self._info.pop("since", None)
+        self._arm_deadline()
+        self._lease_wake.set()
+        if ready:
+            self._start_consumer()
+
+    def _arm_deadline(self) -> None:
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
+        holder = self._holder
+        when = holder.next_deadline() if holder is not None else None
+        if when is not None and not self._closed and not self._lost:
+            self._deadline_timer = self._loop.call_at(when, self._check_deadline)
+
+    def _check_deadline(self) -> None:
+        """The renew deadline: a holder that could not renew steps down, at once."""
+        holder = self._holder
+        if holder is None or not holder.check(self._loop.time()):
+            self._arm_deadline()
+            return
+        if self.mode == "real":
+            log.warning("could not renew the group lease (epoch %d) before its deadline: "
+                        "stepping down", holder.epoch)
+            self._step_down(None)
+        elif self.mode == "joining" and self._hello is not None and self._hello.real:
+            # a real reconnecting while Redis is unreachable: its lease ran out meanwhile
+            self.epoch = max(self.epoch, self._hello.epoch)
+            self._announced = self.epoch
+            self._deliver(RoleChange("dummy", self.epoch, None))
+        elif self.mode == "handing":
+            self._release_member(holder.epoch)
+        # "unregistering": the member's ping gets no echo now, so it will not unregister
+        if self._recovering:
+            self._lose("the lease expired while Redis was unreachable")
+
+    def _step_down(self, lease: LeaseView | None) -> None:
+        """We are not the real any more: tell the member at once (it fences its SIP client)."""
+        holder = self._holder
+        assert holder is not None and self._hello is not None
+        old_epoch = holder.epoch
+        holder.lost()
+        self.mode, self._ready = "dummy", False
+        self._stop_consumer()
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+        me = self._hello.member_id
+        real_id = lease.holder if lease is not None and lease.holder != me else None
+        self.epoch = max(self.epoch, lease.epoch if lease is not None else 0)
+        self._announced = self.epoch
+        self._info["since"] = int((self._loop.time() + self._server_offset) * 1000)
+        self._deliver(RoleChange("dummy", self.epoch, real_id))
+        if not self._recovering and (lease is None or lease.holder == me):
+            self._queue(_Op("release", epoch=old_epoch))  # let the others take over now
+        # give the others the first chance (F4: a stepped-down real does not grab it back)
+        self._no_acquire_before = self._loop.time() + self.timings.ttl
+        self._arm_acquire(self._no_acquire_before)
+
+    def _on_lease(self, lease: LeaseView) -> None:
+        """React to the lease as Redis has it now (from a heartbeat, a renewal, an event)."""
+        assert self._hello is not None
+        self._note_time(lease)
+        me = self._hello.member_id
+        mine = lease.holder == me and self._holder is not None and \
+            lease.epoch == self._holder.epoch
+        if self.mode == "real" and not mine:
+            self._step_down(lease)
+        elif self.mode == "handing" and not mine:
+            if lease.holder is None:  # expired or released before a successor registered
+                self._release_member(self.epoch)
+            elif self._holder is not None:  # the successor took it: wait for its "ready"
+                self._holder.lost()
+                if self._deadline_timer is not None:
+                    self._deadline_timer.cancel()
+        elif self.mode == "dummy":
+            if lease.epoch > self._announced and lease.holder is not None:
+                self.epoch = max(self.epoch, lease.epoch)
+                self._announced = self.epoch
+                self._deliver(RoleChange("dummy", self.epoch, lease.holder))
+            self._schedule_acquire(lease)
+        self._check_calls(lease.epoch if lease.holder is not None else 0)
+
+    async def _lease_loop(self) -> None:
+        gen = self._gen
+        while gen == self._gen:
+            holder = self._holder
+            due = holder.next_renewal() if holder is not None else None
+            if due is None or self.mode not in ("real", "handing", "unregistering"):
+                self._lease_wake.clear()
+                await self._lease_wake.wait()
+                continue
+            wait = due - self._loop.time()
+            if wait > 0:
+                self._lease_wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._lease_wake.wait(), wait)
+                continue
+            assert holder is not None and self._hello is not None
+            epoch, sent = holder.epoch, self._loop.time()
+            try:
+                out = await self._run("renew", [], [self._hello.member_id, epoch,
+                                                    self.timings.ttl_ms])
+            except REDIS_ERRORS:
+                holder.renew_failed(self._loop.time())
+                raise
+            lease = LeaseView.parse(out[1:8])
+            if _text(out[0]) == "ok":
+                holder.renewed(epoch, sent)
+                self._note_time(lease)
+                self._arm_deadline()
+            elif holder.epoch == epoch:
+                self._on_lease(lease)
+
+    # -- candidates --------------------------------------------------------------------------
+
+    def _schedule_acquire(self, lease: LeaseView) -> None:
+        """A dummy tries to acquire when the record expires (PTTL) or at once if it is free or
+        handed over, plus jitter; never before `_no_acquire_before`."""
+        if self.mode != "dummy":
+            return
+        now = self._loop.time()
+        pttl: int | None
+        if lease.holder is None:
+            pttl = 0
+            if not self._fresh_ok():  # a restarted Redis: the old real may re-claim first
+                started = self._server_started if self._server_started is not None else now
+                now = max(now, started + self.timings.ttl + 0.01)
+        elif lease.state == "handing" and lease.holder != self._hello_id():
+            pttl = 0
+        else:
+            pttl = lease.pttl_ms if lease.pttl_ms > 0 else self.timings.ttl_ms
+        self._arm_acquire(self._candidate.observed(now, pttl, random.random()))
+
+    def _arm_acquire(self, at: float) -> None:
+        if self._acquire_timer is not None:
+            self._acquire_timer.cancel()
+        at = max(at, self._no_acquire_before)
+        self._acquire_timer = self._loop.call_at(at, self._queue, _Op("acquire"))
+
+    def _hello_id(self) -> str:
+        return self._hello.member_id if self._hello else ""
+
+    async def _acquire(self) -> None:
+        if self.mode != "dummy" or self._hello is None:
+            return
+        sent = self._loop.time()
+        out = await self._run("acquire", [], [self._hello.member_id, self.epoch, 0,
+                                              int(self._fresh_ok()), self.timings.ttl_ms])
+        lease = LeaseView.parse(out[1:8])
+        self._note_time(lease)
+        if _text(out[0]) != "ok":
+            self._on_lease(lease)
+            return
+        if self.mode != "dummy" or self._closed:  # left meanwhile: give it back at once
+            await self._release(lease.epoch)
+            return
+        log.info("acquired the group lease at epoch %d", lease.epoch)
+        self._became_holder(lease.epoch, sent, ready=False)
+        self._announced = lease.epoch
+        self._deliver(RoleChange("real", lease.epoch, self._hello.member_id))
+
+    async def _release(self, epoch: int) -> None:
+        if self._hello is not None:
+            await self._run("release", [], [self._hello.member_id, epoch])
+
+    # -- the worker: member frames and our own operations, in order ------------------------
+
+    def _queue(self, op: _Op) -> None:
+        if not self._closed and not self._lost:
+            self._inbox.append(op)
+            self._wake.set()
+
+    async def _worker(self) -> None:
+        gen = self._gen
+        while gen == self._gen:
+            while not self._inbox:
+                self._wake.clear()
+                await self._wake.wait()
+            item = self._inbox[0]
+            self._check_deadline()
+            await self._handle(item)  # on failure the item stays first: retried after recovery
+            if self._inbox and self._inbox[0] is item:
+                self._inbox.popleft()
+
+    async def _handle(self, item: Frame | _Op) -> None:
+        if isinstance(item, _Op):
+            if item.kind == "acquire":
+                await self._acquire()
+            elif item.kind == "expire":
+                await self._expire(item.arg)
+            elif item.kind == "interrupt":
+                await self._interrupt(item.arg)
+            elif item.kind == "release":
+                await self._release(item.epoch)
+            return
+        if type(item) not in MEMBER_FRAMES or isinstance(item, Hello):
+            log.warning("dropping a %r frame from the member", item.TYPE)
+        elif isinstance(item, Heartbeat):
+            await self._heartbeat()
+        elif isinstance(item, Snapshot):
+            await self._publish(item)
+        elif isinstance(item, Action):
+            await self._enqueue(item)
+        elif isinstance(item, ActionResult):
+            await self._post_result(item)
+        elif isinstance(item, Registered):
+            await self._registered(item)
+        elif isinstance(item, Leave):
+            await self._leave()
+        elif isinstance(item, MembersQuery):
+            out = await self._run("members", [], [])
+            lease = LeaseView.parse(out[:7])
+            self._deliver(Members(member_infos(lease, out[7:])))
+
+    async def _heartbeat(self) -> None:
+        assert self._hello is not None
+        out = await self._run("heartbeat", [self.reply_key], [
+            self._hello.member_id, self._member_info(), self._member_ttl_ms()])
+        version = (int(out[0]), int(out[1]))
+        lease = LeaseView.parse(out[2:9])
+        self._on_lease(lease)
+        if self.mode == "dummy" and version > self._snap_version:
+            await self._fetch_snapshot()
+        if (self.mode == "handing" and lease.holder == self._hello.member_id
+                and self._loop.time() - self._handing_since > self._t.options.heartbeat_timeout):
+            await self._hand_over_again(lease.epoch)
+        if self.mode == "unregistering" and not (
+                self._holder is not None and self._holder.valid(self._loop.time())
+                and lease.holder == self._hello.member_id):
+            return  # no echo: the member must not unregister (someone may take over)
+        self._deliver(Heartbeat())
+
+    async def _fetch_snapshot(self) -> None:
+        raw = await self._cmd_client().hget(f"{self.keys.prefix}:snapshot", "frame")
+        snapshot = self._decode(raw, Snapshot) if raw else None
+        if isinstance(snapshot, Snapshot) and snapshot.version > self._snap_version:
+            self._snap_version = snapshot.version
+            self._deliver(snapshot)
+
+    async def _publish(self, snap: Snapshot) -> None:
+        assert self._hello is not None
+        if self.mode not in ("real", "handing"):
+            return
+        result = _text(await self._run("publish", [], [
+            snap.epoch, snap.seq, snap.to_json(), self._hello.member_id]))
+        if result == "ok":
+            self._snap_version = max(self._snap_version, snap.version)
+        elif result == "fenced":
+            log.info("snapshot at epoch %d refused: not the holder of that epoch", snap.epoch)
+
+    async def _registered(self, frame: Registered) -> None:
+        assert self._hello is not None
+        if self.mode != "real" or self._holder is None or frame.epoch != self._holder.epoch:
+            return
+        if _text(await self._run("ready", [], [self._hello.member_id, frame.epoch])) == "ok":
+            self._ready = True
+            self._start_consumer()
+
+    async def _leave(self) -> None:
+        assert self._hello is not None and self._holder is not None
+        if self.mode == "real":
+            epoch = self._holder.epoch
+            result = _text(await self._run("handover", [], [self._hello.member_id, epoch]))
+            self._stop_consumer()
+            if result == "alone":
+                self.mode = "unregistering"
+                self._deliver(Released(epoch, True))
+            elif result == "handing":
+                self.mode = "handing"
+                self._handing_since = self._loop.time()
+                self._deliver(RoleChange("handing_over", epoch, self._hello.member_id))
+                self._handover_timer = self._loop.call_later(
+                    self._t.options.handover_timeout, self._release_member, epoch)
+            else:
+                self._step_down(None)
+            return
+        if self.mode == "dummy":
+            self.mode = "left"
+            self._candidate.cancel()
+            if self._acquire_timer is not None:
+                self._acquire_timer.cancel()
+            await self._run("leave", [], [self._hello.member_id, self._ident()])
+
+    async def _hand_over_again(self, epoch: int) -> None:
+        """Nobody took over within a heartbeat timeout: if the others have all gone (crashed
+        members drop out of the membership after it), we are the last and unregister."""
+        assert self._hello is not None
+        self._handing_since = self._loop.time()
+        result = _text(await self._run("handover", [], [self._hello.member_id, epoch]))
+        if result == "alone" and self.mode == "handing":
+            self.mode = "unregistering"
+            if self._handover_timer is not None:
+                self._handover_timer.cancel()
+            self._deliver(Released(epoch, True))
+
+    def _release_member(self, epoch: int) -> None:
+        """A handover ended (successor registered, or timed out): the old real may close."""
+        if self.mode != "handing":
+            return
+        self.mode = "released"
+        if self._handover_timer is not None:
+            self._handover_timer.cancel()
+        # a lease still held (the handover timed out) is given back when the member closes
+        self._deliver(Released(max(epoch, self.epoch), False))
+
+    # -- actions: the caller's side ----------------------------------------------------------
+
+    async def _enqueue(self, frame: Action) -> None:
+        if frame.action_id in self._used_ids:
+            self._deliver(Error("duplicate_action",
+                                f"action id {frame.action_id!r} was already used"))
+            return
+        gid = f"{self.nonce}.{frame.action_id}"
+        entry = Action(gid, frame.name, frame.call_id, frame.args, frame.timeout)
+        timeout_ms = max(1, int(frame.timeout * 1000))
+        await self._run("enqueue", [self.keys.act(gid), self.reply_key],
+                        [gid, timeout_ms, entry.to_json()])
+        self._used_ids.append(frame.action_id)
+        call = _Call(frame.action_id)
+        call.deadline = self._loop.call_later(frame.timeout, self._queue, _Op("expire", gid))
+        self._calls[gid] = call
+
+    async def _expire(self, gid: str) -> None:
+        call = self._calls.get(gid)
+        if call is None:
+            return
+        out = await self._run("expire", [self.keys.act(gid)], [])
+        state, epoch = _text(out[0]), _text(out[1])
+        if state == "expired":
+            self._finish(gid, error=ErrorInfo(
+                "NoRealPhoneError", f"no real phone in group {self.group!r} was ready "
+                "within the action's deadline"))
+        elif state in ("interrupted", "gone"):
+            self._interrupted(gid)
+        elif state == "claimed" and call.epoch is None:
+            call.epoch = int(epoch)  # accepted; the outcome comes from the real or INTERRUPT
+
+    async def _interrupt(self, gid: str) -> None:
+        self._interrupting.discard(gid)
+        if gid not in self._calls:
+            return
+        out = await self._run("interrupt", [self.keys.act(gid)], [])
+        if _text(out[0]) in ("interrupted", "gone"):
+            self._interrupted(gid)
+
+    def _interrupted(self, gid: str) -> None:
+        self._finish(gid, error=ErrorInfo(
+            "ActionInterruptedError", "the real phone lost the group's lease after accepting "
+            "the action; it may or may not have run, and is not re-run"))
+
+    def _finish(self, gid: str, *, error: ErrorInfo | None = None,
+                result: ActionResult | None = None) -> None:
+        call = self._calls.pop(gid, None)
+        if call is None:
+            return
+        if call.deadline is not None:
+            call.deadline.cancel()
+        if result is not None:
+            self._deliver(ActionResult(call.action_id, result.epoch, result.ok, result.value,
+                                       result.error))
+        else:
+            self._deliver(ActionResult(call.action_id, self.epoch, False, None, error))
+
+    # -- actions: the real's side ------------------------------------------------------------
+
+    def _start_consumer(self) -> None:
+        if self._consumer is None and self._failure is not None and not self._failure.done():
+            self._consumer = self._spawn(self._consume())
+
+    def _stop_consumer(self) -> None:
+        task, self._consumer = self._consumer, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    async def _consume(self) -> None:
+        assert self._blk is not None
+        last, gen = "0-0", self._gen
+        while self.mode == "real" and self._ready and gen == self._gen:
+            resp: Any = await self._blk.xread({self.keys.actions: last}, count=32,
+                                              block=BLOCK_MS)
+            for _stream, entries in _streams(resp):
+                for entry_id, fields in entries:
+                    last = _text(entry_id)
+                    if not await self._claim(last, fields):
+                        return
+
+    async def _claim(self, entry_id: str, fields: dict[Any, Any]) -> bool:
+        assert self._hello is not None and self._holder is not None
+        gid, reply = _text(fields.get(b"g", b"")), _text(fields.get(b"r", b""))
+        if not _GID.fullmatch(gid) or not self.keys.is_reply(reply):
+            log.warning("dropping a malformed action entry %s", entry_id)
+            await self._cmd_client().xdel(self.keys.actions, entry_id)
+            return True
+        epoch = self._holder.epoch
+        result = _text(await self._run("claim", [self.keys.act(gid), reply],
+                                       [self._hello.member_id, epoch, gid]))
+        if result == "not_real":
+            return False  # stay in the stream for the next real
+        await self._cmd_client().xdel(self.keys.actions, entry_id)
+        if result != "ok":
+            return True
+        action = self._decode(fields.get(b"a", b""), Action)
+        if not isinstance(action, Action) or action.action_id != gid:
+            # claimed but unreadable: answer it so that the caller is not left waiting
+            await self._post(gid, reply, ActionResult(gid, epoch, False, None, ErrorInfo(
+                "GroupProtocolError", "the action entry in Redis was malformed")))
+            return True
+        self._claimed[gid] = reply
+        self._deliver(action)
+        return True
+
+    async def _post_result(self, frame: ActionResult) -> None:
+        reply = self._claimed.pop(frame.action_id, None)
+        if reply is None:
+            return
+        await self._post(frame.action_id, reply, frame)
+
+    async def _post(self, gid: str, reply: str, frame: ActionResult) -> None:
+        assert self._hello is not None
+        result = _text(await self._run("result", [self.keys.act(gid), reply], [
+            self._hello.member_id, frame.epoch, gid, frame.to_json()]))
+        if result != "ok":
+            log.info("result of %s not delivered (%s): the caller gets "
+                     "ActionInterruptedError", gid, result)
+
+    # -- the reader: events and our inbox ----------------------------------------------------
+
+    async def _reader(self) -> None:
+        assert self._blk is not None
+        gen = self._gen
+        while gen == self._gen:
+            resp: Any = await self._blk.xread({self.keys.events: self._events_id,
+                                               self.reply_key: self._reply_id},
+                                              count=64, block=BLOCK_MS)
+            for stream, entries in _streams(resp):
+                name = _text(stream)
+                for entry_id, fields in entries:
+                    if name == self.reply_key:
+                        self._reply_id = _text(entry_id)
+                        self._on_reply(fields)
+                    else:
+                        self._events_id = _text(entry_id)
+                        self._on_event(fields)
+
+    def _on_event(self, fields: dict[Any, Any]) -> None:
+        kind = _text(fields.get(b"e", b""))
+        epoch = int(_text(fields.get(b"n", b"0")) or 0)
+        holder = _text(fields.get(b"h", b""))
+        me = self._hello_id()
+        if kind == "snapshot":
+            snap = self._decode(fields.get(b"d", b""), Snapshot)
+            if isinstance(snap, Snapshot) and snap.version > self._snap_version:
+                self._snap_version = snap.version
+                if self.mode == "dummy":
+                    self._deliver(snap)
+        elif kind == "lease" and holder != me:
+            if self.mode == "real" and self._holder is not None and epoch > self._holder.epoch:
+                self._step_down(LeaseView(holder, epoch, "real", False, -1, 0, 0))
+            elif self.mode == "dummy" and epoch > self._announced:
+                self.epoch = max(self.epoch, epoch)
+                self._announced = self.epoch
+                self._deliver(RoleChange("dummy", self.epoch, holder))
+                self._arm_acquire(self._loop.time() + self.timings.ttl)  # refined by heartbeats
+        elif kind == "ready" and self.mode == "handing" and holder != me:
+            self.epoch = max(self.epoch, epoch)
+            self._release_member(epoch)
+        elif kind in ("free", "handover") and holder != me and self.mode == "dummy":
+            self._arm_acquire(self._loop.time() + random.random() * self.timings.jitter)
+        if kind in ("lease", "free") and self._calls:
+            self._check_calls(epoch if kind == "lease" else 0)
+
+    def _check_calls(self, epoch: int) -> None:
+        """Accepted actions whose epoch is no longer the lease's: INTERRUPT decides (worker)."""
+        for gid, call in self._calls.items():
+            if call.epoch is not None and call.epoch != epoch and gid not in self._interrupting:
+                self._interrupting.add(gid)
+                self._queue(_Op("interrupt", gid))
+
+    def _on_reply(self, fields: dict[Any, Any]) -> None:
+        kind, gid = _text(fields.get(b"t", b"")), _text(fields.get(b"g", b""))
+        call = self._calls.get(gid)
+        if call is None:
+            return
+        epoch = int(_text(fields.get(b"n", b"0")) or 0)
+        if kind == "accepted":
+            call.epoch = epoch
+            self._deliver(ActionAccepted(call.action_id))
+        elif kind == "result":
+            result = self._decode(fields.get(b"d", b""), ActionResult)
+            if isinstance(result, ActionResult) and result.epoch == epoch:
+                self._finish(gid, result=result)
