@@ -8,7 +8,13 @@ import time
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._events import EventEmitter
-from .errors import CallError, NotRealPhoneError, SipTimeoutError, TransportError
+from .errors import (
+    CallError,
+    NotRealPhoneError,
+    SipParseError,
+    SipTimeoutError,
+    TransportError,
+)
 from .sip import Address, SipRequest, SipResponse
 from .sip import sdp as sdplib
 from .sip.dialog import Dialog
@@ -53,7 +59,8 @@ class BaseCallSession(EventEmitter):
         self.end_reason: str | None = None
         self.media: MediaSession | None = None
         self._reinvite_ack: asyncio.Future[str] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._reoffering = False
+        self._call_tasks: set[asyncio.Task[Any]] = set()
         self._closed = asyncio.Event()
 
     # -- identity ---------------------------------------------------------------------------
@@ -137,7 +144,7 @@ class BaseCallSession(EventEmitter):
             self.phone.call_sessions.remove(self)
         self._set_state(state, reason)
         self._closed.set()
-        for task in list(self._tasks):
+        for task in list(self._call_tasks):
             if task is not asyncio.current_task():
                 task.cancel()
 
@@ -150,8 +157,8 @@ class BaseCallSession(EventEmitter):
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._call_tasks.add(task)
+        task.add_done_callback(self._call_tasks.discard)
         return task
 
     def _require(self, *states: str, action: str) -> None:
@@ -235,11 +242,18 @@ class BaseCallSession(EventEmitter):
     async def _reoffer(self, direction: str, ice_restart: bool = False) -> SipResponse:
         if self.media is None or self.dialog is None:
             raise CallError(f"call {self.call_id} has no negotiated media to re-offer")
+        previous = "sendonly" if self.held else "sendrecv"
         self.media.set_direction(direction)
         offer = await self.media.create_offer(ice_restart=ice_restart)
         invite = self._dialog_request("INVITE", body=offer.encode(), content_type="application/sdp")
-        response = await self._dialog_send(invite)
+        self._reoffering = True
+        try:
+            response = await self._dialog_send(invite)
+        finally:
+            self._reoffering = False
         if not response.is_success:
+            if self.media is not None:
+                self.media.set_direction(previous)  # nothing changed on the wire
             raise CallError(f"re-INVITE refused: {response.status_code} {response.reason}")
         await self._send_ack(response)
         if response.body:
@@ -288,6 +302,7 @@ class BaseCallSession(EventEmitter):
         response = await self.client.request(request)
         if self.dialog is not None:
             self.dialog.local_cseq = max(self.dialog.local_cseq, response.cseq.number)
+        await self._check_dialog_alive(response)
         return response
 
     async def _send_ack(self, response: SipResponse, body: bytes = b"") -> None:
@@ -306,14 +321,54 @@ class BaseCallSession(EventEmitter):
         finally:
             await self._finish("disposed", "hung up")
 
+    #: In-dialog methods we handle; the table, not the method's name, picks the handler, so a
+    #: peer cannot reach internal functions by inventing methods.
+    HANDLED_METHODS = ("ACK", "BYE", "CANCEL", "INFO", "INVITE", "MESSAGE", "NOTIFY",
+                       "OPTIONS", "REFER", "UPDATE")
+
     async def _handle_request(self, request: SipRequest) -> None:
         """An inbound request of this call (routed by the phone on Call-ID)."""
         self.emit("inbound_message", request)
-        handler = getattr(self, f"_on_{request.method.lower()}", None)
-        if handler is None:
-            await self.client.reply(request, 405, "Method Not Allowed")
+        try:
+            request.cseq, request.from_address, request.to_address  # noqa: B018
+        except SipParseError as exc:
+            if request.method != "ACK":
+                await self._reply_safely(request, 400, f"Bad Request ({exc})"[:120])
             return
+        if request.method not in self.HANDLED_METHODS:
+            await self._reply_safely(
+                request, 405, "Method Not Allowed",
+                headers=[("Allow", ", ".join(self.HANDLED_METHODS))],
+            )
+            return
+        handler = {
+            "ACK": self._on_ack, "BYE": self._on_bye, "CANCEL": self._on_cancel,
+            "INFO": self._on_info, "INVITE": self._on_invite, "MESSAGE": self._on_message,
+            "NOTIFY": self._on_notify, "OPTIONS": self._on_options, "REFER": self._on_refer,
+            "UPDATE": self._on_update,
+        }[request.method]
         await handler(request)
+
+    async def _reply_safely(self, request: SipRequest, code: int, reason: str,
+                            headers: list[tuple[str, str]] | None = None) -> None:
+        try:
+            await self.client.reply(request, code, reason, headers=headers, to_tag=self.local_tag)
+        except (TransportError, SipParseError, KeyError) as exc:
+            log.info("could not answer %s with %s: %s", request.method, code, exc)
+
+    async def _on_info(self, request: SipRequest) -> None:
+        await self.client.reply(request, 200, "OK")
+
+    async def _on_notify(self, request: SipRequest) -> None:
+        await self.client.reply(request, 200, "OK")
+
+    async def _on_refer(self, request: SipRequest) -> None:
+        await self.client.reply(request, 405, "Method Not Allowed")
+
+    async def _check_dialog_alive(self, response: SipResponse) -> None:
+        """RFC 3261 §12.2.1.2: a 481 or 408 to an in-dialog request means the dialog is gone."""
+        if response.status_code in (408, 481) and self.state == "answered":
+            await self._finish("disposed", f"dialog lost ({response.status_code})")
 
     def _handle_response(self, response: SipResponse) -> None:
         """A response no transaction waited for: a retransmitted or forked 2xx to our INVITE."""
@@ -360,13 +415,21 @@ class BaseCallSession(EventEmitter):
 
     async def _on_invite(self, request: SipRequest) -> None:
         """A re-INVITE: hold/unhold by the peer, or a renegotiation."""
+        if self._reoffering:  # RFC 3261 §14.2: both sides re-INVITE at once (glare)
+            await self._reply_safely(request, 491, "Request Pending")
+            return
         if not await self._accept_in_dialog(request):
             return
         media = await self._ensure_media()
         offer = request.body.decode("utf-8", "replace")
         if offer:
+            try:
+                sdp = await media.create_answer(offer)
+            except Exception as exc:  # unusable SDP: refuse it, keep the call as it was
+                log.warning("re-INVITE of %s with unusable SDP: %s", self.call_id, exc)
+                await self._reply_safely(request, 488, "Not Acceptable Here")
+                return
             self.remote_held = sdplib.get_direction(offer) in ("sendonly", "inactive")
-            sdp = await media.create_answer(offer)
             self.phone._session_changed(self)
         else:
             # Offerless re-INVITE: our offer goes in the 200, the answer comes in the ACK.
@@ -381,6 +444,8 @@ class BaseCallSession(EventEmitter):
             content_type="application/sdp",
             to_tag=self.local_tag,
         )
+        if self.dialog is not None:
+            self.dialog.refresh_target(request)
         if offer or waiter is None:
             return
         try:

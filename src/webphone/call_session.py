@@ -15,6 +15,7 @@ connected. Events: ``ringing``, ``answered``, ``failed(reason)``, ``disposed``, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,8 @@ log = logging.getLogger("webphone.call")
 
 #: RFC 3261 §13.3.1.4: the UAS retransmits its 2xx until the ACK comes, for 64*T1 at most.
 T1, T2, ACK_WAIT = 0.5, 4.0, 32.0
+#: How long cancel() waits for the 487 (RFC 3261 Timer B, 64*T1).
+CANCEL_WAIT = 32.0
 
 
 class CallSession(CallActions):
@@ -105,17 +108,30 @@ class OutboundCallSession(CallSession):
         except (SipTimeoutError, TransportError) as exc:
             await self._fail(str(exc), exc)
             return
+        except Exception as exc:  # a malformed answer must end the call, never strand it
+            log.warning("call %s failed on a malformed response: %s", self.call_id, exc)
+            await self._fail(f"malformed response: {exc}", CallError(f"call failed: {exc}"))
+            return
         if response.is_success:
-            await self._on_answered(response)
+            try:
+                await self._on_answered(response)
+            except Exception as exc:  # e.g. unusable SDP in the 200: ACK was sent, so BYE
+                log.warning("answer of %s unusable: %s", self.call_id, exc)
+                if self.dialog is not None and self.state != "disposed":
+                    with contextlib.suppress(Exception):
+                        await self._bye()
+                await self._fail(f"unusable answer: {exc}", CallError(f"call failed: {exc}"))
         else:
             reason = f"{response.status_code} {response.reason}"
             await self._fail(reason, CallError(f"call to {self.callee} failed: {reason}"))
 
     def _on_provisional(self, response: SipResponse) -> None:
         self.emit("inbound_message", response)
+        self._got_provisional = True  # any provisional, 100 included, allows a CANCEL (§9.1)
+        if self._cancel_requested and response.status_code == 100:
+            self._spawn(self._send_cancel())
         if response.status_code == 100:
             return
-        self._got_provisional = True
         if response.to_tag and self.dialog is None and self._invite is not None:
             self.dialog = Dialog.from_uac(self._invite, response)  # early dialog
         self._read_rc_ids(response)
@@ -159,7 +175,10 @@ class OutboundCallSession(CallSession):
         self._cancel_requested = True
         if self._got_provisional:
             await self._send_cancel()
-        await self.wait_closed()
+        try:  # the 487 normally ends it; never wait past Timer B for a silent server
+            await asyncio.wait_for(self.wait_closed(), CANCEL_WAIT)
+        except TimeoutError:
+            await self._finish("disposed", "cancelled (no answer to the CANCEL)")
 
     async def _end_unanswered(self) -> None:
         await self.cancel()
@@ -228,7 +247,11 @@ class InboundCallSession(CallSession):
         self._require("ringing", "init", action="answer")
         media = await self._ensure_media()
         offer = self.invite.body.decode("utf-8", "replace")
-        sdp = await media.create_answer(offer) if offer else await media.create_offer()
+        try:
+            sdp = await media.create_answer(offer) if offer else await media.create_offer()
+        except Exception as exc:  # an offer we cannot use: refuse the call instead of ringing on
+            await self._reject(488, "Not Acceptable Here")
+            raise CallError(f"answer(): the caller's SDP offer is unusable: {exc}") from exc
         if self.state not in ("ringing", "init"):
             raise CallError(f"answer(): the call was {self.state} meanwhile ({self.end_reason})")
         ok = self.client.new_response(
@@ -253,7 +276,8 @@ class InboundCallSession(CallSession):
                 await asyncio.wait_for(self._acked.wait(), interval)
                 return
             except TimeoutError:
-                await self.client.send(ok)
+                with contextlib.suppress(TransportError):  # reconnecting: wait for the ACK
+                    await self.client.send(ok)
                 interval = min(interval * 2, T2)
         log.warning("no ACK for the 200 OK of %s; ending the call", self.call_id)
         await self._bye()

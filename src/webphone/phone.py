@@ -141,7 +141,12 @@ class WebPhone(EventEmitter):
         session = OutboundCallSession(self, callee)
         self.call_sessions.append(session)
         self.emit("outbound_call", session)
-        await session._start(caller_id, extra)
+        try:
+            await session._start(caller_id, extra)
+        except BaseException:
+            if session.state not in ("failed", "disposed"):  # failed before the INVITE left
+                await asyncio.shield(session._finish("failed", "could not place the call"))
+            raise
         return session
 
     def find_session(self, call_id: str) -> CallSession | None:
@@ -194,8 +199,13 @@ class WebPhone(EventEmitter):
     async def _on_new_invite(self, invite: SipRequest) -> None:
         from .call_session import InboundCallSession
 
-        replaced = self._replaced_session(invite)
-        session = InboundCallSession(self, invite)
+        try:
+            replaced = self._replaced_session(invite)
+            session = InboundCallSession(self, invite)
+        except (SipParseError, KeyError) as exc:
+            log.warning("refusing a malformed INVITE: %s", exc)
+            await self._reply(invite, 400, "Bad Request")
+            return
         self.call_sessions.append(session)
         await session._start()
         self.emit("inbound_call", session)
@@ -211,7 +221,10 @@ class WebPhone(EventEmitter):
     async def _auto_answer(self, session: InboundCallSession, delay: float) -> None:
         await asyncio.sleep(delay)  # the server asked for this delay (Answer-After)
         if session.state == "ringing":
-            await session.answer()
+            try:
+                await session.answer()
+            except Exception as exc:
+                log.warning("auto-answer of %s failed: %s", session.call_id, exc)
 
     def _replaced_session(self, invite: SipRequest) -> CallSession | None:
         value = invite.headers.get("Replaces")
@@ -255,12 +268,14 @@ class WebPhone(EventEmitter):
         waiters = self._session_closes.get(sid or "", [])
         if waiter in waiters:
             waiters.remove(waiter)
+        if not waiters:
+            self._session_closes.pop(sid or "", None)
 
     async def _reply(self, request: SipRequest, code: int, reason: str) -> None:
         if isinstance(self.sip_client, SipClient):
             try:
                 await self.sip_client.reply(request, code, reason)
-            except TransportError as exc:
+            except (TransportError, SipParseError, KeyError) as exc:  # unanswerable request
                 log.debug("could not answer %s: %s", request.method, exc)
 
     async def _default_reply(self, request: SipRequest) -> None:

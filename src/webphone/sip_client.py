@@ -323,7 +323,9 @@ class SipClient(EventEmitter):
         to_value = request.headers["To"]
         if to_tag and status_code > 100 and ";tag=" not in to_value.replace(" ", ""):
             to_value = f"{to_value};tag={to_tag}"
-        fields += [("To", to_value), ("Call-ID", request.call_id), ("CSeq", str(request.cseq))]
+        # Copied as received: a 400 must still be able to echo a CSeq we could not parse.
+        fields += [("To", to_value), ("Call-ID", request.headers["Call-ID"]),
+                   ("CSeq", request.headers["CSeq"])]
         dialog_forming = request.method in ("INVITE", "SUBSCRIBE", "REFER", "UPDATE")
         if dialog_forming and 100 < status_code < 300:
             # RFC 3261 §12.1.1: the route set travels back in the dialog-creating response.

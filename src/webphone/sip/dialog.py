@@ -77,20 +77,20 @@ class Dialog:
         return self.local_cseq
 
     def accepts(self, request: SipRequest) -> bool:
-        """False for an out-of-order or retransmitted request (CSeq not above the last one).
-
-        A target refresh (re-INVITE) moves the remote target to the request's Contact.
-        """
+        """False for an out-of-order or retransmitted request (CSeq not above the last one)."""
         number = request.cseq.number
         if request.method != "ACK" and self.remote_cseq is not None and number <= self.remote_cseq:
             return False
         if request.method != "ACK":
             self.remote_cseq = number
-        if request.method in ("INVITE", "UPDATE"):
-            target = _contact_uri(request)
-            if target:
-                self.remote_target = target
         return True
+
+    def refresh_target(self, request: SipRequest) -> None:
+        """After a 2xx to a target refresh (re-INVITE, UPDATE): the peer's new Contact becomes
+        the remote target (RFC 3261 §12.2.2, only once accepted as RFC 6141 clarifies)."""
+        target = _contact_uri(request)
+        if target:
+            self.remote_target = target
 
     def request_fields(
         self, method: str, cseq: int | None = None

@@ -459,7 +459,7 @@ def parse_info_result(body: str | bytes) -> InfoResult | None:
         return None
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting is hostile too
         return None
     response = doc.get("response") if isinstance(doc, dict) else None
     if not isinstance(response, dict):
