@@ -12,8 +12,6 @@ from support.baresip import Baresip
 from support.group import MemberGroup
 from support.kamailio import Kamailio
 
-pytest.importorskip("webphone.call_session")
-
 pytestmark = [pytest.mark.system, pytest.mark.kamailio, pytest.mark.baresip]
 
 

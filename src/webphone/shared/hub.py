@@ -141,11 +141,20 @@ class Hub:
                 return
             self._joined.add(conn)
             self._run(self.coordinator.connection_made(conn, now))
-        if frame is None:
-            self._run(self.coordinator.data_received(conn, data, now))  # -> protocol error
-        else:
-            quiet = isinstance(frame, _NO_NEW_DEADLINE) and self._timer is not None
-            self._run(self.coordinator.frame_received(conn, frame, now), reschedule=not quiet)
+        try:
+            if frame is None:
+                effects = self.coordinator.data_received(conn, data, now)  # -> protocol error
+                quiet = False
+            else:
+                quiet = isinstance(frame, _NO_NEW_DEADLINE) and self._timer is not None
+                effects = self.coordinator.frame_received(conn, frame, now)
+        except Exception:
+            # A bug reached through one member's frame costs that member its connection,
+            # never the hub and the rest of the group.
+            log.exception("frame from %s could not be handled; disconnecting it", conn)
+            self._peers[conn].close()
+            return
+        self._run(effects, reschedule=not quiet)
 
     def lost(self, conn: str) -> None:
         """`conn` ended (EOF, reset, or closed by us). A lost real is replaced at once."""

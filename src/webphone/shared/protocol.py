@@ -66,6 +66,9 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION = 1
+MAX_HELLO_EPOCH = 2**48
+"""Largest epoch a member may claim in its hello (a group bumps it once per promotion)."""
+
 MAX_FRAME_BYTES = 256 * 1024
 MAX_ID_CHARS = 128
 MAX_HOST_CHARS = 255
@@ -247,7 +250,9 @@ class Hello(Frame):
         check_text(self.group, "hello.group", MAX_ID_CHARS)
         check_number(self.started_at, "hello.started_at", 0, MAX_TIME)
         check_int(self.protocol, "hello.protocol", 1, 1000)
-        check_int(self.epoch, "hello.epoch")
+        # Far below MAX_INT: the hub adds to the highest epoch it hears of, and every frame it
+        # then builds must still validate (a hostile hello must not wedge the group).
+        check_int(self.epoch, "hello.epoch", 0, MAX_HELLO_EPOCH)
         check_bool(self.real, "hello.real")
         if self.real and self.epoch == 0:
             fail("hello.real", "a member that was real must say at which epoch (epoch > 0)")
