@@ -24,7 +24,8 @@ from webphone.shared import group_status
 from webphone.shared.member import GroupMember, LinkToken, error_info
 from webphone.shared.protocol import Action, Released, Role, Snapshot
 from webphone.shared.transports.base import HubOptions
-from webphone.shared.transports.redis import SCRIPTS, GroupKeys, RedisLink, RedisTransport
+from webphone.shared.transports.redis import RedisLink, RedisTransport
+from webphone.shared.transports.redis_scripts import SCRIPTS, GroupKeys
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(30)]
 
@@ -405,8 +406,8 @@ async def test_result_and_interrupt_race_has_exactly_one_winner(shared_redis: Re
                 == b"ok"
             assert await run["enqueue"](keys=[*base, act, reply], args=[gid, 5000, action]) \
                 == b"dup"  # the marker is set once
-            assert await run["claim"](keys=[*base, act, reply], args=["a", e1, gid]) == b"ok"
-            assert await run["claim"](keys=[*base, act, reply], args=["a", e1, gid]) \
+            assert await run["claim"](keys=[*base, act, reply], args=["a", e1, gid, "0-1"]) == b"ok"
+            assert await run["claim"](keys=[*base, act, reply], args=["a", e1, gid, "0-1"]) \
                 == b"claimed"  # never twice
             # the real loses the lease after accepting; b takes over at a new epoch
             assert await run["release"](keys=base, args=["a", e1]) == b"ok"
@@ -427,11 +428,12 @@ async def test_result_and_interrupt_race_has_exactly_one_winner(shared_redis: Re
         act, reply = keys.act(gid), keys.reply("1" * 12)
         await run["enqueue"](keys=[*base, act, reply],
                              args=[gid, 5000, Action(gid, "hold", "c1", {}, 5.0).to_json()])
-        assert await run["claim"](keys=[*base, act, reply], args=["c", e3, gid]) \
+        assert await run["claim"](keys=[*base, act, reply], args=["c", e3, gid, "0-1"]) \
             == b"not_real"  # not registered (ready) yet
         await run["ready"](keys=base, args=["c", e3])
-        assert await run["claim"](keys=[*base, act, reply], args=["a", e3, gid]) == b"not_real"
-        assert await run["claim"](keys=[*base, act, reply], args=["c", e3 - 1, gid]) \
+        assert await run["claim"](keys=[*base, act, reply], args=["a", e3, gid, "0-1"]) \
+            == b"not_real"
+        assert await run["claim"](keys=[*base, act, reply], args=["c", e3 - 1, gid, "0-1"]) \
             == b"not_real"
     finally:
         await client.aclose()

@@ -169,7 +169,7 @@ class _Member:
     crashed: bool = False
     paused: bool = False
     inflight: bool = False
-    inbox: list[tuple[str, float, int | bool]] = field(default_factory=list)
+    inbox: list[tuple[str, float, int | bool | str]] = field(default_factory=list)
     epochs: list[int] = field(default_factory=list)
 
     def local(self, t: float) -> float:
@@ -278,6 +278,17 @@ class LeaseSafety(RuleBasedStateMachine):
         if go == 0:
             self.store.restart(self.t)
             self.incarnation += 1
+            # the connections die with the server: a request not processed yet never will be
+            # (the link checked *this* server's uptime for its fresh_ok and never silently
+            # reconnects), and an answer not delivered yet is lost: both sides see an error
+            for r in self.requests:
+                if r.kind in ("release", "handover"):
+                    continue
+                if not r.processed:
+                    r.processed, r.answer = True, None
+                    r.respond_at = r.process_at
+                else:
+                    r.answer = None
 
     # -- time --------------------------------------------------------------------------------
 
@@ -297,7 +308,8 @@ class LeaseSafety(RuleBasedStateMachine):
                 self.t = max(self.t, r.respond_at)
                 self.requests.remove(r)
                 m = self.members[r.member]
-                m.inbox.append((r.kind, r.sent_local, r.answer if r.answer is not None else False))
+                m.inbox.append((r.kind, r.sent_local,
+                                "error" if r.answer is None else r.answer))
                 m.inflight = False
                 if not m.paused and not m.crashed:
                     self._deliver(m)
@@ -335,7 +347,9 @@ class LeaseSafety(RuleBasedStateMachine):
                 m.known = max(m.known, answer)
                 m.epochs.append(answer)
             elif kind == "renew":
-                if answer:
+                if answer is None or answer == "error":
+                    m.holder.renew_failed(now)
+                elif answer:
                     m.holder.renewed(m.holder.epoch, sent_local)
                 else:
                     m.holder.lost()
@@ -352,7 +366,8 @@ class LeaseSafety(RuleBasedStateMachine):
         for m in valid:
             ends = (m.holder.valid_until - m.offset) / m.rate  # on the store's clock
             if record is not None:  # the store's holder, and it stops before the record ends
-                assert (record.holder, record.epoch) == (m.name, m.holder.epoch)
+                # (a re-claim's new epoch is in the store before its answer reaches the member)
+                assert record.holder == m.name and record.epoch >= m.holder.epoch
                 assert ends <= record.expires_at + 1e-9, "valid after the record expires"
             else:  # forgotten by a restart: it stops before the store grants anyone anew
                 assert ends <= self.store.started_at + T.ttl + 1e-9
@@ -374,3 +389,53 @@ class LeaseSafety(RuleBasedStateMachine):
 
 TestLeaseSafety = LeaseSafety.TestCase
 TestLeaseSafety.settings = settings(max_examples=300, stateful_step_count=60, deadline=None)
+
+
+# -- the dangerous interleavings, spelled out (each fails if its rule is broken) -------------
+
+
+def _machine() -> LeaseSafety:
+    m = LeaseSafety()
+    m.setup([1.0, 1.0, 1.0], [0.0, 0.0, 0.0])
+    return m
+
+
+def test_after_a_store_restart_nobody_else_gets_the_lease_while_the_holder_is_valid() -> None:
+    m = _machine()
+    m.acquire("a", 0.0, 0.0)
+    m.advance(0.5)
+    m.restart_store(0)  # forgets a's lease; a is valid for 1.5 s more
+    m.acquire("b", 0.0, 0.0)  # refused: the store is younger than a lease ttl
+    m.advance(0.01)
+    assert not m.members["b"].holder.valid(m.t)
+    m.renew_or_reclaim("a", 0.0, 0.0, True)  # a re-claims its forgotten lease
+    m.advance(0.01)
+    assert m.members["a"].holder.valid(m.t) and m.store.record is not None
+    assert m.store.record.holder == "a"
+
+
+def test_an_acquire_in_flight_across_a_store_restart_is_lost() -> None:
+    m = _machine()
+    m.acquire("a", 0.0, 0.0)
+    m.advance(0.5)
+    m.acquire("b", 0.3, 0.0)  # sent to the old store (old enough: fresh_ok) ...
+    m.restart_store(0)  # ... which dies with the connection before processing it
+    m.advance(0.5)
+    assert not m.members["b"].holder.valid(m.t)
+
+
+def test_slow_answers_never_extend_validity_past_the_record() -> None:
+    m = _machine()
+    m.acquire("a", 0.0, 2.5)  # granted at once (record until 3.0), answered at 2.5
+    m.advance(2.6)
+    assert not m.members["a"].holder.valid(m.t)  # valid only until 2.0: sent at 0
+    m.advance(0.5)
+    m.acquire("b", 0.0, 0.0)  # a's record expired at 3.0: b holds it from 3.1
+    m.advance(0.1)
+    m.renew_or_reclaim("b", 0.0, 1.5, False)  # renewed at once (until 6.2), answered at 4.7
+    m.advance(1.0)
+    m.acquire("a", 0.0, 0.0)  # refused: b's record lives
+    m.advance(1.0)  # 4.7: b is valid until 5.2 (sent at 3.2), not until 6.7
+    assert m.members["b"].holder.valid_until == pytest.approx(5.2)
+    assert m.store.record is not None and m.store.record.holder == "b"
+    assert not m.members["a"].holder.valid(m.t)

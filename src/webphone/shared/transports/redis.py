@@ -19,7 +19,7 @@ keeps them in one slot (scripts and multi-stream reads need that)::
     webphone:{tag}:actions    stream actions waiting for the real (MAXLEN ~10000)
     webphone:{tag}:act:<id>   hash   one action: queued -> claimed(epoch) -> done | interrupted,
                                      or queued -> expired. The exactly-once marker.
-    webphone:{tag}:reply:<n>  stream one link's inbox: accepted / result entries
+    webphone:{tag}:reply:<n>  stream one link's inbox: result entries
 
 Every change is a Lua script (atomic; server time from TIME, never a member's clock). The
 member's frames map onto them:
@@ -38,8 +38,9 @@ member's frames map onto them:
                      stored and appended to the events stream (the fan-out)
   ``action``         ENQUEUE: ``act:<id>`` = queued with a deadline (SET NX semantics), XADD to
                      the actions stream. At the deadline, EXPIRE: queued -> NoRealPhoneError.
-  (real reads)       CLAIM: only the ready holder of the current epoch; queued -> claimed(E),
-                     ``accepted`` to the caller's inbox; then the action runs, once.
+  (real reads)       CLAIM: only the ready holder of the current epoch; queued -> claimed(E);
+                     then the action runs, once. (The caller is not woken for that: it learns
+                     of the claim from EXPIRE at the deadline or INTERRUPT on a lease change.)
   ``action_result``  RESULT: only from the holder at E for an action claimed at E -> done, to the
                      caller's inbox. A caller that sees the lease leave epoch E runs INTERRUPT:
                      claimed(E) and E gone -> interrupted (ActionInterruptedError). RESULT and
@@ -68,20 +69,19 @@ deadline and only then reports the link lost. A restarted Redis grants no *new* 
 first `ttl` of uptime (`restart_grace`; INFO uptime), so that a real that is still valid can
 re-claim before a dummy registers over it.
 
-This module is longer than most: the scripts, the key layout and the link belong together.
+The key layout and the Lua scripts are in `redis_scripts` (pure). This module is the I/O shell:
+the transport and the link, one state machine per member connection (kept in one class, longer
+than most, because its timers, tasks and Redis clients share one life cycle).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import random
-import re
 import secrets
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -128,429 +128,23 @@ from webphone.shared.transports.base import (
     HubOptions,
     LostHandler,
 )
+from webphone.shared.transports.redis_scripts import (
+    BLOCK_MS,
+    SCRIPTS,
+    GroupKeys,
+    LeaseView,
+    is_gid,
+    member_infos,
+    streams,
+    text,
+)
 
-__all__ = ["GroupKeys", "LeaseView", "RedisLink", "RedisTransport"]
+__all__ = ["SCRIPTS", "GroupKeys", "LeaseView", "RedisLink", "RedisTransport"]
 
 log = logging.getLogger("webphone.shared.redis")
 
 #: what a broken, slow or restarted Redis raises through redis-py
 REDIS_ERRORS: tuple[type[BaseException], ...] = (redis_errors.RedisError, OSError, TimeoutError)
-#: how long XREAD blocks (ms); the blocking connection's socket timeout is this + command timeout
-BLOCK_MS = 1000
-#: group keys without a TTL of their own live this long after their last write (ms)
-GROUP_TTL_MS = 24 * 3600 * 1000
-#: an action's record outlives its deadline by this much (ms), and a claimed one lives this long
-ACT_RETENTION_MS = 3600 * 1000
-#: a link's inbox lives this long after its last heartbeat or entry (ms)
-REPLY_TTL_MS = 60 * 1000
-
-
-# -- keys --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GroupKeys:
-    """The Redis keys of one group (see the module docstring)."""
-
-    prefix: str
-
-    @classmethod
-    def for_group(cls, group: str, namespace: str = "webphone") -> GroupKeys:
-        if not namespace or any(ch in namespace for ch in "{}: "):
-            raise ValueError("namespace must be non-empty, without braces, colons or spaces")
-        tag = hashlib.sha256(group.encode()).hexdigest()[:16]
-        return cls(f"{namespace}:{{{tag}}}")
-
-    @property
-    def lease(self) -> str:
-        return f"{self.prefix}:lease"
-
-    def base(self) -> list[str]:
-        """KEYS[1..7] of every script."""
-        return [f"{self.prefix}:{name}" for name in
-                ("lease", "epoch", "events", "members", "alive", "snapshot", "actions")]
-
-    @property
-    def events(self) -> str:
-        return f"{self.prefix}:events"
-
-    @property
-    def actions(self) -> str:
-        return f"{self.prefix}:actions"
-
-    def act(self, gid: str) -> str:
-        return f"{self.prefix}:act:{gid}"
-
-    def reply(self, nonce: str) -> str:
-        return f"{self.prefix}:reply:{nonce}"
-
-    def is_reply(self, key: str) -> bool:
-        """True for an inbox key of this group (a claim never writes anywhere else)."""
-        return re.fullmatch(re.escape(self.prefix) + r":reply:[0-9a-f]{12}", key) is not None
-
-
-_GID = re.compile(r"[0-9a-f]{12}\.[A-Za-z0-9_.:-]{1,100}")
-
-# -- scripts -----------------------------------------------------------------------------------
-
-# KEYS: 1 lease, 2 epoch, 3 events, 4 members, 5 alive, 6 snapshot, 7 actions, [8 act, 9 reply]
-_PRELUDE = f"""
-local GROUP_TTL = {GROUP_TTL_MS}
-local ACT_RETENTION = {ACT_RETENTION_MS}
-local REPLY_TTL = {REPLY_TTL_MS}
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function lease_get()
-  local v = redis.call('HMGET', KEYS[1], 'holder', 'epoch', 'state', 'ready', 'since', 'prev')
-  if not v[1] then return nil end
-  return {{holder = v[1], epoch = tonumber(v[2]), state = v[3], ready = v[4],
-          since = v[5] or '0', prev = v[6] or ''}}
-end
-local function lease_out(l, now)
-  if not l then
-    return {{'', tostring(redis.call('GET', KEYS[2]) or '0'), '', '0', '-2', '0', tostring(now)}}
-  end
-  return {{l.holder, tostring(l.epoch), l.state, l.ready, tostring(redis.call('PTTL', KEYS[1])),
-          l.since, tostring(now)}}
-end
-local function is_holder(l, member, epoch)
-  return l ~= nil and l.holder == member and l.epoch == tonumber(epoch)
-end
-local function event(kind, epoch, holder, data)
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', 256, '*', 'e', kind, 'n', tostring(epoch),
-             'h', holder, 'd', data or '')
-  redis.call('PEXPIRE', KEYS[3], GROUP_TTL)
-end
-local function prune(now)
-  local dead = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, 1000)
-  for _, id in ipairs(dead) do
-    redis.call('HDEL', KEYS[4], id)
-    redis.call('ZREM', KEYS[5], id)
-  end
-end
-local function members_out(now)
-  local out = {{}}
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], '(' .. now, '+inf')) do
-    local info = redis.call('HGET', KEYS[4], id)
-    if info then table.insert(out, info) end
-  end
-  return out
-end
-local function append(out, items)
-  for _, v in ipairs(items) do table.insert(out, v) end
-  return out
-end
--- a free record (absent/expired), a handed-over one, or our own re-claim: new epoch
-local function acquire(member, known, reclaim, fresh_ok, ttl, now)
-  local l = lease_get()
-  local ready = '0'
-  if l then
-    if reclaim > 0 and l.holder == member and l.epoch == reclaim then
-      ready = '1'
-    elseif not (l.state == 'handing' and l.holder ~= member) then
-      return nil
-    end
-  elseif reclaim > 0 then
-    ready = '1'
-  elseif fresh_ok ~= 1 then
-    return nil
-  end
-  local e = redis.call('INCR', KEYS[2])
-  if e <= known then
-    e = known + 1
-    redis.call('SET', KEYS[2], e)
-  end
-  redis.call('PEXPIRE', KEYS[2], GROUP_TTL)
-  local prev = ''
-  if l then prev = l.holder end
-  redis.call('DEL', KEYS[1])
-  redis.call('HSET', KEYS[1], 'holder', member, 'epoch', e, 'state', 'real', 'ready', ready,
-             'since', now, 'prev', prev)
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  event('lease', e, member, prev)
-  return e
-end
-"""
-
-# ARGV: member, info, member_ttl_ms, ident, max_members, known, reclaim, fresh_ok, ttl_ms, want
-_JOIN = """
-local now = now_ms()
-local member = ARGV[1]
-local joined = now
-local old = redis.call('HGET', KEYS[4], member)
-if old then
-  local ok, d = pcall(cjson.decode, old)
-  local exp = redis.call('ZSCORE', KEYS[5], member)
-  if ok and type(d) == 'table' then
-    if exp and tonumber(exp) > now and d.ident ~= ARGV[4] then return {'duplicate'} end
-    if d.ident == ARGV[4] and d.joined then joined = d.joined end
-  end
-end
-prune(now)
-if not redis.call('ZSCORE', KEYS[5], member) and
-   redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[5]) then
-  return {'full'}
-end
-local info = cjson.decode(ARGV[2])
-info.joined = joined
-info.since = now
-local text = cjson.encode(info)
-redis.call('HSET', KEYS[4], member, text)
-redis.call('ZADD', KEYS[5], now + tonumber(ARGV[3]), member)
-redis.call('PEXPIRE', KEYS[4], GROUP_TTL)
-redis.call('PEXPIRE', KEYS[5], GROUP_TTL)
-local status = 'dummy'
-if ARGV[10] == '1' and acquire(member, tonumber(ARGV[6]), tonumber(ARGV[7]),
-                               tonumber(ARGV[8]), tonumber(ARGV[9]), now) then
-  status = 'real'
-end
-local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
-local last_id = '0-0'
-if last[1] then last_id = last[1][1] end
-local snap = redis.call('HGET', KEYS[6], 'frame') or ''
-local out = {status, last_id, snap, text}
-append(out, lease_out(lease_get(), now))
-return append(out, members_out(now))
-"""
-
-# ARGV: member, info, member_ttl_ms;  KEYS[8]: our inbox
-_HEARTBEAT = """
-local now = now_ms()
-redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[5], now + tonumber(ARGV[3]), ARGV[1])
-if redis.call('EXISTS', KEYS[8]) == 1 then redis.call('PEXPIRE', KEYS[8], REPLY_TTL) end
-local sv = redis.call('HMGET', KEYS[6], 'epoch', 'seq')
-local out = {tostring(sv[1] or '0'), tostring(sv[2] or '0')}
-return append(out, lease_out(lease_get(), now))
-"""
-
-# ARGV: member, known, reclaim, fresh_ok, ttl_ms
-_ACQUIRE = """
-local now = now_ms()
-local e = acquire(ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
-                  tonumber(ARGV[5]), now)
-local l = lease_get()
-local status = 'held'
-if e then status = 'ok' elseif not l then status = 'fresh' end
-return append({status}, lease_out(l, now))
-"""
-
-# ARGV: member, epoch, ttl_ms   (compare-and-pexpire)
-_RENEW = """
-local now = now_ms()
-local l = lease_get()
-if is_holder(l, ARGV[1], ARGV[2]) then
-  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
-  return append({'ok'}, lease_out(l, now))
-end
-return append({'lost'}, lease_out(l, now))
-"""
-
-# ARGV: member, epoch   (compare-and-delete)
-_RELEASE = """
-local l = lease_get()
-if is_holder(l, ARGV[1], ARGV[2]) then
-  redis.call('DEL', KEYS[1])
-  event('free', l.epoch, l.holder, '')
-  return 'ok'
-end
-return 'not_holder'
-"""
-
-# ARGV: member, epoch
-_READY = """
-local l = lease_get()
-if not is_holder(l, ARGV[1], ARGV[2]) then return 'fenced' end
-if l.ready ~= '1' then
-  redis.call('HSET', KEYS[1], 'ready', '1')
-  event('ready', l.epoch, l.holder, l.prev)
-end
-return 'ok'
-"""
-
-# ARGV: member, epoch
-_HANDOVER = """
-local now = now_ms()
-local l = lease_get()
-if not is_holder(l, ARGV[1], ARGV[2]) then return 'fenced' end
-prune(now)
-local others = redis.call('ZCOUNT', KEYS[5], '(' .. now, '+inf')
-if redis.call('ZSCORE', KEYS[5], ARGV[1]) then others = others - 1 end
-if others <= 0 then
-  redis.call('HSET', KEYS[1], 'state', 'unregistering')
-  return 'alone'
-end
-redis.call('HSET', KEYS[1], 'state', 'handing')
-event('handover', l.epoch, l.holder, '')
-return 'handing'
-"""
-
-# ARGV: member, ident
-_LEAVE = """
-local old = redis.call('HGET', KEYS[4], ARGV[1])
-if old then
-  local ok, d = pcall(cjson.decode, old)
-  if ok and type(d) == 'table' and d.ident == ARGV[2] then
-    redis.call('HDEL', KEYS[4], ARGV[1])
-    redis.call('ZREM', KEYS[5], ARGV[1])
-  end
-end
-return 'ok'
-"""
-
-_MEMBERS = """
-local now = now_ms()
-prune(now)
-return append(lease_out(lease_get(), now), members_out(now))
-"""
-
-# ARGV: snapshot epoch, seq, frame, member
-_PUBLISH = """
-local l = lease_get()
-if not is_holder(l, ARGV[4], ARGV[1]) then return 'fenced' end
-local sv = redis.call('HMGET', KEYS[6], 'epoch', 'seq')
-local se, ss = tonumber(sv[1] or '0'), tonumber(sv[2] or '0')
-local e, s = tonumber(ARGV[1]), tonumber(ARGV[2])
-if e < se or (e == se and s <= ss) then return 'old' end
-redis.call('HSET', KEYS[6], 'epoch', e, 'seq', s, 'frame', ARGV[3])
-redis.call('PEXPIRE', KEYS[6], GROUP_TTL)
-event('snapshot', e, ARGV[4], ARGV[3])
-return 'ok'
-"""
-
-# KEYS[8] act, KEYS[9] caller's inbox; ARGV: gid, timeout_ms, action frame
-_ENQUEUE = """
-local now = now_ms()
-if redis.call('EXISTS', KEYS[8]) == 1 then return 'dup' end
-redis.call('HSET', KEYS[8], 'state', 'queued', 'deadline', now + tonumber(ARGV[2]),
-           'reply', KEYS[9])
-redis.call('PEXPIRE', KEYS[8], tonumber(ARGV[2]) + ACT_RETENTION)
-redis.call('XADD', KEYS[7], 'MAXLEN', '~', 10000, '*', 'g', ARGV[1], 'r', KEYS[9], 'a', ARGV[3])
-redis.call('PEXPIRE', KEYS[7], GROUP_TTL)
-return 'ok'
-"""
-
-# KEYS[8] act, KEYS[9] caller's inbox; ARGV: member, epoch, gid
-_CLAIM = """
-local now = now_ms()
-local l = lease_get()
-if not (is_holder(l, ARGV[1], ARGV[2]) and l.ready == '1' and l.state == 'real') then
-  return 'not_real'
-end
-local a = redis.call('HMGET', KEYS[8], 'state', 'deadline', 'reply')
-if not a[1] or a[3] ~= KEYS[9] then return 'gone' end
-if a[1] ~= 'queued' then return a[1] end
-if now > tonumber(a[2]) then
-  redis.call('HSET', KEYS[8], 'state', 'expired')
-  return 'late'
-end
-redis.call('HSET', KEYS[8], 'state', 'claimed', 'epoch', ARGV[2])
-redis.call('PEXPIRE', KEYS[8], ACT_RETENTION)
-redis.call('XADD', KEYS[9], 'MAXLEN', '~', 1000, '*', 't', 'accepted', 'g', ARGV[3],
-           'n', ARGV[2])
-redis.call('PEXPIRE', KEYS[9], REPLY_TTL)
-return 'ok'
-"""
-
-# KEYS[8] act, KEYS[9] caller's inbox; ARGV: member, epoch, gid, result frame
-_RESULT = """
-local l = lease_get()
-if not is_holder(l, ARGV[1], ARGV[2]) then return 'fenced' end
-local a = redis.call('HMGET', KEYS[8], 'state', 'epoch', 'reply')
-if not a[1] then return 'gone' end
-if a[1] ~= 'claimed' or a[2] ~= ARGV[2] or a[3] ~= KEYS[9] then return a[1] end
-redis.call('HSET', KEYS[8], 'state', 'done')
-redis.call('XADD', KEYS[9], 'MAXLEN', '~', 1000, '*', 't', 'result', 'g', ARGV[3],
-           'n', ARGV[2], 'd', ARGV[4])
-redis.call('PEXPIRE', KEYS[9], REPLY_TTL)
-return 'ok'
-"""
-
-# KEYS[8] act   (the caller's deadline)
-_EXPIRE = """
-local a = redis.call('HMGET', KEYS[8], 'state', 'epoch')
-if not a[1] then return {'gone', ''} end
-if a[1] == 'queued' then
-  redis.call('HSET', KEYS[8], 'state', 'expired')
-  return {'expired', ''}
-end
-return {a[1], a[2] or ''}
-"""
-
-# KEYS[8] act   (the caller saw the lease leave the claim's epoch)
-_INTERRUPT = """
-local a = redis.call('HMGET', KEYS[8], 'state', 'epoch')
-if not a[1] then return {'gone', ''} end
-if a[1] ~= 'claimed' then return {a[1], a[2] or ''} end
-local l = lease_get()
-if l and l.epoch == tonumber(a[2]) then return {'running', a[2]} end
-redis.call('HSET', KEYS[8], 'state', 'interrupted')
-return {'interrupted', a[2]}
-"""
-
-SCRIPTS: dict[str, str] = {
-    name: _PRELUDE + body for name, body in {
-        "join": _JOIN, "heartbeat": _HEARTBEAT, "acquire": _ACQUIRE, "renew": _RENEW,
-        "release": _RELEASE, "ready": _READY, "handover": _HANDOVER, "leave": _LEAVE,
-        "members": _MEMBERS, "publish": _PUBLISH, "enqueue": _ENQUEUE, "claim": _CLAIM,
-        "result": _RESULT, "expire": _EXPIRE, "interrupt": _INTERRUPT,
-    }.items()
-}
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _streams(resp: Any) -> list[tuple[Any, Any]]:
-    """XREAD's answer as (stream, entries) pairs: a list (RESP2) or a dict (RESP3)."""
-    if not resp:
-        return []
-    if isinstance(resp, dict):
-        return list(resp.items())
-    return [(item[0], item[1]) for item in resp]
-
-
-@dataclass(frozen=True)
-class LeaseView:
-    """The lease as a script saw it (server time)."""
-
-    holder: str | None
-    epoch: int
-    state: str
-    ready: bool
-    pttl_ms: int
-    since_ms: int
-    now_ms: int
-
-    @classmethod
-    def parse(cls, items: list[Any]) -> LeaseView:
-        holder, epoch, state, ready, pttl, since, now = (_text(v) for v in items[:7])
-        return cls(holder or None, int(epoch or 0), state, ready == "1", int(pttl),
-                   int(float(since or 0)), int(now))
-
-
-def member_infos(lease: LeaseView, items: list[Any]) -> tuple[MemberInfo, ...]:
-    """Members as `MemberInfo` (times on this host's monotonic clock, as a hub's are), oldest
-    first. Ages come from the server's clock, so hosts whose clocks disagree still agree."""
-    mono, server_now = time.monotonic(), lease.now_ms / 1000
-    infos = []
-    for raw in items:
-        try:
-            d = json.loads(raw)
-            role, since = "dummy", float(d.get("since", d["joined"])) / 1000
-            if d["id"] == lease.holder:
-                role = "real" if lease.state == "real" else "handing_over"
-                since = lease.since_ms / 1000
-            joined = float(d["joined"]) / 1000
-            infos.append(MemberInfo(str(d["id"]), int(d["pid"]), str(d["host"]), role,
-                                    max(0.0, mono - (server_now - joined)),
-                                    max(0.0, mono - (server_now - since))))
-        except (ValueError, KeyError, TypeError, GroupProtocolError) as exc:
-            log.warning("ignoring a malformed member entry in Redis: %s", exc)
-    return tuple(sorted(infos, key=lambda m: m.joined_at))
 
 
 # -- the transport -----------------------------------------------------------------------------
@@ -603,15 +197,24 @@ class RedisTransport(GroupTransport):
     def keys(self, group: str) -> GroupKeys:
         return GroupKeys.for_group(group, self.namespace)
 
-    def client(self, socket_timeout: float) -> Redis:
+    def client(self, socket_timeout: float, *, one_server: bool = False) -> Redis:
         """A new redis-py asyncio client: no retries of its own (the link decides), commands
-        time out after `socket_timeout`."""
+        time out after `socket_timeout`.
+
+        `one_server`: one connection that is never silently re-opened (redis-py re-opens a
+        broken pooled connection on the next command). A link's commands then all reach the
+        server instance it checked (INFO uptime, for the restart grace); after a restart the
+        next command fails instead, and the link starts over with a fresh check."""
         if self._factory is not None:
             return self._factory(socket_timeout)
         client: Redis = Redis.from_url(
             self.url, socket_timeout=socket_timeout,
             socket_connect_timeout=self.timings.command_timeout,
-            retry=Retry(NoBackoff(), 0), health_check_interval=0, decode_responses=False)
+            retry=Retry(NoBackoff(), 0), health_check_interval=0, decode_responses=False,
+            single_connection_client=one_server)
+        if one_server:
+            pool = client.connection_pool
+            pool.connection_class = _one_server_class(pool.connection_class)
         return client
 
     def holder(self, group: str, hello: Hello) -> LeaseHolder:
@@ -623,6 +226,16 @@ class RedisTransport(GroupTransport):
 
     async def connect(self, group: str, on_frame: FrameHandler, on_lost: LostHandler) -> GroupLink:
         return RedisLink(self, group, on_frame, on_lost)
+
+    async def recover_hung(self, link: GroupLink) -> None:
+        """Redis stayed silent for the hub timeout: drop the link but keep what it holds in
+        Redis (lease, membership). The member reconnects at once and its new link re-claims
+        the lease while it is valid, or tells the member to step down at its deadline; giving
+        the lease back here would let another member register while this one still is."""
+        if isinstance(link, RedisLink):
+            link.abandon()
+        else:
+            link.close()
 
     async def query_members(
         self, group: str, timeout: float = 2.0
@@ -648,6 +261,32 @@ class RedisTransport(GroupTransport):
             await asyncio.wait(set(self._cleanups), timeout=2.0)
 
 
+_ONE_SERVER: dict[type, type] = {}
+
+
+def _one_server_class(base: type) -> type:
+    """`base` (a redis-py asyncio connection class) that connects once and then refuses to
+    reconnect: the connection's user must notice a lost server (see `RedisTransport.client`)."""
+    known = _ONE_SERVER.get(base)
+    if known is not None:
+        return known
+
+    class OneServer(base):  # type: ignore[misc]
+        _was_connected = False
+
+        async def connect_check_health(self, check_health: bool = True,
+                                       retry_socket_connect: bool = True) -> None:
+            if self._was_connected and not self.is_connected:
+                raise redis_errors.ConnectionError(
+                    "the connection to Redis was lost (not re-opened behind the link's back)")
+            await super().connect_check_health(check_health=check_health,
+                                               retry_socket_connect=retry_socket_connect)
+            self._was_connected = True
+
+    _ONE_SERVER[base] = OneServer
+    return OneServer
+
+
 # -- the link ----------------------------------------------------------------------------------
 
 
@@ -657,7 +296,8 @@ class _Call:
 
     action_id: str  # the member's id
     deadline: asyncio.TimerHandle | None = None
-    epoch: int | None = None  # claimed at this epoch (accepted)
+    epoch: int | None = None  # claimed at this epoch (accepted), once we know it
+    checked: int | None = None  # the lease epoch at which INTERRUPT last looked at it
 
 
 class _Refused(Exception):
@@ -750,6 +390,15 @@ class RedisLink(GroupLink):
         if not was_lost:
             self._t.track(asyncio.ensure_future(self._cleanup(leave=True)))
 
+    def abandon(self) -> None:
+        """Close without touching Redis (see `RedisTransport.recover_hung`)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._cancel_timers()
+        self._supervisor.cancel()
+        self._t.track(asyncio.ensure_future(self._cleanup(leave=False)))
+
     @property
     def closed(self) -> bool:
         return self._closed or self._lost
@@ -808,7 +457,7 @@ class RedisLink(GroupLink):
 
     async def _open(self) -> None:
         if self._cmd is None:
-            self._cmd = self._t.client(self.timings.command_timeout)
+            self._cmd = self._t.client(self.timings.command_timeout, one_server=True)
             self._blk = self._t.client(BLOCK_MS / 1000 + self.timings.command_timeout)
             self._scripts = {name: self._cmd.register_script(text)
                              for name, text in SCRIPTS.items()}
@@ -929,7 +578,11 @@ class RedisLink(GroupLink):
 
     async def _run(self, name: str, extra_keys: list[str], args: list[Any]) -> Any:
         script = self._scripts[name]
-        return await script(keys=self._base + extra_keys, args=args)
+        keys = self._base + extra_keys
+        try:  # EVALSHA directly (AsyncScript adds a layer per call on the hot path)
+            return await self._cmd_client().evalsha(script.sha, len(keys), *keys, *args)
+        except redis_errors.NoScriptError:  # a restarted Redis: load it again
+            return await script(keys=keys, args=args)
 
     def _deliver(self, frame: Frame) -> None:
         if self._closed or self._lost:
@@ -979,7 +632,7 @@ class RedisLink(GroupLink):
             hello.member_id, self._member_info(), self._member_ttl_ms(), self._ident(),
             self._t.max_members, hello.epoch, reclaim, int(self._fresh_ok()),
             self.timings.ttl_ms, 1])
-        status = _text(out[0])
+        status = text(out[0])
         if status == "duplicate":
             self._deliver(Error("duplicate_member",
                                 f"member id {hello.member_id!r} is already in the group"))
@@ -988,7 +641,7 @@ class RedisLink(GroupLink):
             self._deliver(Error("full", f"the group already has {self._t.max_members} members"))
             raise _Refused("group full")
         self._inbox.popleft()
-        self._events_id = _text(out[1])
+        self._events_id = text(out[1])
         self._info = json.loads(out[3])
         lease = LeaseView.parse(out[4:11])
         self._note_time(lease)
@@ -1019,19 +672,21 @@ class RedisLink(GroupLink):
         assert self._hello is not None and self._holder is not None
         holder = self._holder
         self._check_deadline()
+        if self._lost or self._closed:
+            return
         out = await self._run("heartbeat", [self.reply_key], [
             self._hello.member_id, self._member_info(), self._member_ttl_ms()])
         lease = LeaseView.parse(out[2:9])
         self._note_time(lease)
         last = await self._cmd_client().xrevrange(self.keys.events, count=1)
-        self._events_id = _text(last[0][0]) if last else "0-0"
+        self._events_id = text(last[0][0]) if last else "0-0"
         now = self._loop.time()
         if self.mode == "real" and holder.valid(now):
             if lease.holder == self._hello.member_id and lease.epoch == holder.epoch:
                 sent = now
                 out = await self._run("renew", [], [lease.holder, holder.epoch,
                                                     self.timings.ttl_ms])
-                if _text(out[0]) == "ok":
+                if text(out[0]) == "ok":
                     holder.renewed(holder.epoch, sent)
                     self._arm_deadline()
                     log.info("Redis is back: still the real at epoch %d", holder.epoch)
@@ -1048,7 +703,7 @@ class RedisLink(GroupLink):
         out = await self._run("acquire", [], [self._hello.member_id, holder.epoch,
                                               holder.epoch, 0, self.timings.ttl_ms])
         lease = LeaseView.parse(out[1:8])
-        if _text(out[0]) == "ok" and holder.valid(self._loop.time()):
+        if text(out[0]) == "ok" and holder.valid(self._loop.time()):
             log.warning("Redis lost our lease (restart?): re-claimed at epoch %d", lease.epoch)
             self._became_holder(lease.epoch, sent, ready=True)
             self._deliver(RoleChange("real", lease.epoch, self._hello.member_id))
@@ -1128,6 +783,7 @@ class RedisLink(GroupLink):
         holder.lost()
         self.mode, self._ready = "dummy", False
         self._stop_consumer()
+        self._claimed.clear()  # their callers get ActionInterruptedError
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
         me = self._hello.member_id
@@ -1190,7 +846,7 @@ class RedisLink(GroupLink):
                 holder.renew_failed(self._loop.time())
                 raise
             lease = LeaseView.parse(out[1:8])
-            if _text(out[0]) == "ok":
+            if text(out[0]) == "ok":
                 holder.renewed(epoch, sent)
                 self._note_time(lease)
                 self._arm_deadline()
@@ -1234,7 +890,7 @@ class RedisLink(GroupLink):
                                               int(self._fresh_ok()), self.timings.ttl_ms])
         lease = LeaseView.parse(out[1:8])
         self._note_time(lease)
-        if _text(out[0]) != "ok":
+        if text(out[0]) != "ok":
             self._on_lease(lease)
             return
         if self.mode != "dummy" or self._closed:  # left meanwhile: give it back at once
@@ -1327,7 +983,7 @@ class RedisLink(GroupLink):
         assert self._hello is not None
         if self.mode not in ("real", "handing"):
             return
-        result = _text(await self._run("publish", [], [
+        result = text(await self._run("publish", [], [
             snap.epoch, snap.seq, snap.to_json(), self._hello.member_id]))
         if result == "ok":
             self._snap_version = max(self._snap_version, snap.version)
@@ -1338,7 +994,7 @@ class RedisLink(GroupLink):
         assert self._hello is not None
         if self.mode != "real" or self._holder is None or frame.epoch != self._holder.epoch:
             return
-        if _text(await self._run("ready", [], [self._hello.member_id, frame.epoch])) == "ok":
+        if text(await self._run("ready", [], [self._hello.member_id, frame.epoch])) == "ok":
             self._ready = True
             self._start_consumer()
 
@@ -1346,7 +1002,7 @@ class RedisLink(GroupLink):
         assert self._hello is not None and self._holder is not None
         if self.mode == "real":
             epoch = self._holder.epoch
-            result = _text(await self._run("handover", [], [self._hello.member_id, epoch]))
+            result = text(await self._run("handover", [], [self._hello.member_id, epoch]))
             self._stop_consumer()
             if result == "alone":
                 self.mode = "unregistering"
@@ -1372,7 +1028,7 @@ class RedisLink(GroupLink):
         members drop out of the membership after it), we are the last and unregister."""
         assert self._hello is not None
         self._handing_since = self._loop.time()
-        result = _text(await self._run("handover", [], [self._hello.member_id, epoch]))
+        result = text(await self._run("handover", [], [self._hello.member_id, epoch]))
         if result == "alone" and self.mode == "handing":
             self.mode = "unregistering"
             if self._handover_timer is not None:
@@ -1411,23 +1067,38 @@ class RedisLink(GroupLink):
         if call is None:
             return
         out = await self._run("expire", [self.keys.act(gid)], [])
-        state, epoch = _text(out[0]), _text(out[1])
+        state, epoch = text(out[0]), text(out[1])
         if state == "expired":
-            self._finish(gid, error=ErrorInfo(
-                "NoRealPhoneError", f"no real phone in group {self.group!r} was ready "
-                "within the action's deadline"))
+            self._expired(gid)
         elif state in ("interrupted", "gone"):
             self._interrupted(gid)
-        elif state == "claimed" and call.epoch is None:
-            call.epoch = int(epoch)  # accepted; the outcome comes from the real or INTERRUPT
+        elif state == "claimed":
+            self._accepted(gid, int(epoch))  # the outcome comes from the real or INTERRUPT
+            self._check_calls(self.epoch)
+
+    def _expired(self, gid: str) -> None:
+        self._finish(gid, error=ErrorInfo(
+            "NoRealPhoneError", f"no real phone in group {self.group!r} was ready within the "
+            "action's deadline"))
+
+    def _accepted(self, gid: str, epoch: int) -> None:
+        call = self._calls.get(gid)
+        if call is not None and call.epoch is None:
+            call.epoch = epoch
+            self._deliver(ActionAccepted(call.action_id))
 
     async def _interrupt(self, gid: str) -> None:
         self._interrupting.discard(gid)
         if gid not in self._calls:
             return
         out = await self._run("interrupt", [self.keys.act(gid)], [])
-        if _text(out[0]) in ("interrupted", "gone"):
+        state = text(out[0])
+        if state in ("interrupted", "gone"):
             self._interrupted(gid)
+        elif state == "expired":
+            self._expired(gid)
+        elif state in ("running", "claimed"):
+            self._accepted(gid, int(text(out[1])))
 
     def _interrupted(self, gid: str) -> None:
         self._finish(gid, error=ErrorInfo(
@@ -1464,25 +1135,24 @@ class RedisLink(GroupLink):
         while self.mode == "real" and self._ready and gen == self._gen:
             resp: Any = await self._blk.xread({self.keys.actions: last}, count=32,
                                               block=BLOCK_MS)
-            for _stream, entries in _streams(resp):
+            for _stream, entries in streams(resp):
                 for entry_id, fields in entries:
-                    last = _text(entry_id)
+                    last = text(entry_id)
                     if not await self._claim(last, fields):
                         return
 
     async def _claim(self, entry_id: str, fields: dict[Any, Any]) -> bool:
         assert self._hello is not None and self._holder is not None
-        gid, reply = _text(fields.get(b"g", b"")), _text(fields.get(b"r", b""))
-        if not _GID.fullmatch(gid) or not self.keys.is_reply(reply):
+        gid, reply = text(fields.get(b"g", b"")), text(fields.get(b"r", b""))
+        if not is_gid(gid) or not self.keys.is_reply(reply):
             log.warning("dropping a malformed action entry %s", entry_id)
             await self._cmd_client().xdel(self.keys.actions, entry_id)
             return True
         epoch = self._holder.epoch
-        result = _text(await self._run("claim", [self.keys.act(gid), reply],
-                                       [self._hello.member_id, epoch, gid]))
+        result = text(await self._run("claim", [self.keys.act(gid), reply],
+                                       [self._hello.member_id, epoch, gid, entry_id]))
         if result == "not_real":
             return False  # stay in the stream for the next real
-        await self._cmd_client().xdel(self.keys.actions, entry_id)
         if result != "ok":
             return True
         action = self._decode(fields.get(b"a", b""), Action)
@@ -1503,7 +1173,7 @@ class RedisLink(GroupLink):
 
     async def _post(self, gid: str, reply: str, frame: ActionResult) -> None:
         assert self._hello is not None
-        result = _text(await self._run("result", [self.keys.act(gid), reply], [
+        result = text(await self._run("result", [self.keys.act(gid), reply], [
             self._hello.member_id, frame.epoch, gid, frame.to_json()]))
         if result != "ok":
             log.info("result of %s not delivered (%s): the caller gets "
@@ -1518,20 +1188,20 @@ class RedisLink(GroupLink):
             resp: Any = await self._blk.xread({self.keys.events: self._events_id,
                                                self.reply_key: self._reply_id},
                                               count=64, block=BLOCK_MS)
-            for stream, entries in _streams(resp):
-                name = _text(stream)
+            for stream, entries in streams(resp):
+                name = text(stream)
                 for entry_id, fields in entries:
                     if name == self.reply_key:
-                        self._reply_id = _text(entry_id)
+                        self._reply_id = text(entry_id)
                         self._on_reply(fields)
                     else:
-                        self._events_id = _text(entry_id)
+                        self._events_id = text(entry_id)
                         self._on_event(fields)
 
     def _on_event(self, fields: dict[Any, Any]) -> None:
-        kind = _text(fields.get(b"e", b""))
-        epoch = int(_text(fields.get(b"n", b"0")) or 0)
-        holder = _text(fields.get(b"h", b""))
+        kind = text(fields.get(b"e", b""))
+        epoch = int(text(fields.get(b"n", b"0")) or 0)
+        holder = text(fields.get(b"h", b""))
         me = self._hello_id()
         if kind == "snapshot":
             snap = self._decode(fields.get(b"d", b""), Snapshot)
@@ -1556,22 +1226,23 @@ class RedisLink(GroupLink):
             self._check_calls(epoch if kind == "lease" else 0)
 
     def _check_calls(self, epoch: int) -> None:
-        """Accepted actions whose epoch is no longer the lease's: INTERRUPT decides (worker)."""
+        """The lease is at `epoch` (0: nobody holds it). A pending action may have been claimed
+        at an earlier epoch (nobody tells the caller when: that would cost a wake-up on every
+        action), so each one is looked at once per lease epoch: INTERRUPT decides atomically
+        (claimed at an epoch that ended -> interrupted; queued -> left alone)."""
         for gid, call in self._calls.items():
-            if call.epoch is not None and call.epoch != epoch and gid not in self._interrupting:
+            if call.checked != epoch and call.epoch != epoch and gid not in self._interrupting:
+                call.checked = epoch
                 self._interrupting.add(gid)
                 self._queue(_Op("interrupt", gid))
 
     def _on_reply(self, fields: dict[Any, Any]) -> None:
-        kind, gid = _text(fields.get(b"t", b"")), _text(fields.get(b"g", b""))
+        kind, gid = text(fields.get(b"t", b"")), text(fields.get(b"g", b""))
         call = self._calls.get(gid)
         if call is None:
             return
-        epoch = int(_text(fields.get(b"n", b"0")) or 0)
-        if kind == "accepted":
-            call.epoch = epoch
-            self._deliver(ActionAccepted(call.action_id))
-        elif kind == "result":
+        epoch = int(text(fields.get(b"n", b"0")) or 0)
+        if kind == "result":
             result = self._decode(fields.get(b"d", b""), ActionResult)
             if isinstance(result, ActionResult) and result.epoch == epoch:
                 self._finish(gid, result=result)
