@@ -256,11 +256,21 @@ class MemberGroup:
 
     def argv(self, name: str, *extra: str) -> list[str]:
         argv = [sys.executable, "-m", "webphone.shared.member_cli",
-                "--sip-info", json.dumps(self.sip_info), "--runtime-dir", str(self.runtime_dir),
+                "--sip-info", str(self._sip_info_file()), "--runtime-dir", str(self.runtime_dir),
                 "--member-id", name, "--log-level", "INFO", *self.options, *extra]
         if self.group:
             argv += ["--group", self.group]
         return argv
+
+    def _sip_info_file(self) -> Path:
+        """The sipInfo in a 0600 file: on a command line, any local user could read the
+        password in the process list."""
+        path = Path(self.log_dir) / "sip-info.json"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                json.dump(self.sip_info, out)
+        return path
 
     async def spawn(self, name: str, *extra: str) -> MemberProc:
         member = MemberProc(name, self.argv(name, *extra), self.log_dir / f"member-{name}.log")

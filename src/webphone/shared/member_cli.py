@@ -1,6 +1,6 @@
 """A group member driven by JSON lines: for system tests, benchmarks and debugging.
 
-    python -m webphone.shared.member_cli --sip-info '{"username": ...}' [--group G]
+    python -m webphone.shared.member_cli --sip-info sip-info.json [--group G]
         [--runtime-dir DIR] [--heartbeat-interval S] [--heartbeat-timeout S] [--hub-timeout S]
         [--idle-timeout S] [--action-timeout S] [--register-expires S] [--no-media]
 
@@ -35,6 +35,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from webphone.shared.phone import SharedWebPhone
@@ -133,11 +134,17 @@ async def _stdin_lines() -> asyncio.StreamReader:
     return reader
 
 
+def _load_sip_info(value: str) -> SipInfo:
+    """`--sip-info`: a path to a JSON file, or the JSON itself."""
+    text = value if value.lstrip().startswith("{") else Path(value).read_text(encoding="utf-8")
+    return SipInfo.from_dict(json.loads(text))
+
+
 async def main_async(args: argparse.Namespace) -> int:
     options = HubOptions(heartbeat_interval=args.heartbeat_interval,
                          heartbeat_timeout=args.heartbeat_timeout,
                          idle_timeout=args.idle_timeout)
-    shared = SharedWebPhone(SipInfo.from_dict(json.loads(args.sip_info)), group=args.group,
+    shared = SharedWebPhone(_load_sip_info(args.sip_info), group=args.group,
                             runtime_dir=args.runtime_dir, hub_options=options,
                             hub_timeout=args.hub_timeout, action_timeout=args.action_timeout,
                             preload_media=not args.no_media, member_id=args.member_id,
@@ -180,7 +187,9 @@ async def main_async(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m webphone.shared.member_cli``."""
     p = argparse.ArgumentParser(prog="python -m webphone.shared.member_cli")
-    p.add_argument("--sip-info", required=True, help="sipInfo JSON (camelCase keys)")
+    p.add_argument("--sip-info", required=True,
+                   help="a sipInfo JSON file (keep it mode 0600); inline JSON works too, but "
+                   "puts the password in the process list for every local user to read")
     p.add_argument("--group")
     p.add_argument("--runtime-dir")
     p.add_argument("--member-id")
