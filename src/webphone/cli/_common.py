@@ -115,7 +115,8 @@ def add_sip_info_options(parser: argparse.ArgumentParser, *, required: bool = Tr
     where.add_argument("--user", metavar="EXT", help="with --sandbox: the extension, e.g. 101")
     where.add_argument("--password", metavar="PW",
                        help="with --sandbox: build the sipInfo from this password instead of "
-                       "asking the sandbox")
+                       "asking the sandbox (sandbox test users only: a command line is visible "
+                       "to every local user; real credentials go in a 0600 --sip-info file)")
     where.add_argument("--domain", metavar="DOMAIN", default="sandbox.webphone",
                        help="with --sandbox --password: the SIP domain (default %(default)s)")
 
