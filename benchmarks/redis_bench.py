@@ -117,10 +117,11 @@ async def bench_failover(kam: Any, user: str, url: str, rounds: int = 6,
 
 
 async def raw_redis_rtts(url: str, rounds: int) -> tuple[list[float], list[float]]:
-    """redis-py asyncio round trips from this process: PING, and SET then GET."""
+    """redis-py asyncio round trips from this process: PING, and SET then GET (RESP2, as the
+    transport's clients)."""
     from redis.asyncio import Redis
 
-    client = Redis.from_url(url)
+    client = Redis.from_url(url, protocol=2)
     pings, setgets = [], []
     try:
         for i in range(rounds):
