@@ -1,0 +1,100 @@
+"""The pure side of the Redis transport: key layout (one cluster slot per group), ids, script
+answers, member listings; and the transport's URL and timing checks (no server needed)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from redis.crc import key_slot
+
+from webphone.shared.lease import LeaseTimings
+from webphone.shared.transports.base import GroupTransportError, HubOptions
+from webphone.shared.transports.redis import RedisTransport
+from webphone.shared.transports.redis_scripts import (
+    SCRIPTS,
+    GroupKeys,
+    LeaseView,
+    is_gid,
+    member_infos,
+    streams,
+)
+
+
+@pytest.mark.parametrize("group", ["101@sip.test", "x", "{weird}:group with spaces", "é" * 40])
+def test_every_key_of_a_group_hashes_to_one_slot(group: str) -> None:
+    keys = GroupKeys.for_group(group)
+    names = [*keys.base(), keys.act("0" * 12 + ".a1"), keys.reply("0" * 12)]
+    assert len({key_slot(n.encode()) for n in names}) == 1
+    assert keys.prefix.startswith("webphone:{") and keys.prefix.endswith("}")
+    assert GroupKeys.for_group(group + "!").prefix != keys.prefix
+
+
+@pytest.mark.parametrize("namespace", ["", "a{b", "a}b", "a:b", "a b"])
+def test_namespaces_that_would_break_the_hash_tag_are_refused(namespace: str) -> None:
+    with pytest.raises(ValueError):
+        GroupKeys.for_group("g", namespace)
+
+
+def test_only_inboxes_of_the_group_are_accepted_as_reply_keys() -> None:
+    keys, other = GroupKeys.for_group("g"), GroupKeys.for_group("h")
+    assert keys.is_reply(keys.reply("0123456789ab"))
+    assert not keys.is_reply(other.reply("0123456789ab"))
+    assert not keys.is_reply(keys.lease)
+    assert not keys.is_reply(keys.reply("0123456789ab") + "x")
+    assert is_gid("0123456789ab.a17") and not is_gid("x.a1") and not is_gid("0123456789ab.")
+
+
+def test_every_script_starts_with_the_shared_prelude_and_reads_the_server_clock() -> None:
+    assert {"join", "heartbeat", "acquire", "renew", "release", "ready", "handover", "leave",
+            "members", "publish", "enqueue", "claim", "result", "expire",
+            "interrupt"} == set(SCRIPTS)
+    for text in SCRIPTS.values():
+        assert "redis.call('TIME')" in text and "local function acquire(" in text
+
+
+def test_lease_view_parses_script_answers() -> None:
+    view = LeaseView.parse([b"m1", b"7", b"handing", b"1", b"2500", b"1700000000000",
+                            b"1700000001000"])
+    assert view == LeaseView("m1", 7, "handing", True, 2500, 1700000000000, 1700000001000)
+    empty = LeaseView.parse([b"", b"3", b"", b"0", b"-2", b"0", b"5"])
+    assert empty.holder is None and empty.epoch == 3 and empty.pttl_ms == -2
+
+
+def test_streams_accepts_resp2_and_resp3_shapes() -> None:
+    entries = [(b"1-0", {b"e": b"lease"})]
+    assert streams(None) == [] and streams([]) == []
+    assert streams([[b"s", entries]]) == [(b"s", entries)]
+    assert streams({b"s": entries}) == [(b"s", entries)]
+
+
+def test_member_infos_roles_times_and_malformed_entries() -> None:
+    now_ms = 1_700_000_010_000
+    lease = LeaseView("b", 4, "real", True, 2000, now_ms - 3000, now_ms)
+
+    def info(member: str, joined_ago: float) -> bytes:
+        return json.dumps({"id": member, "pid": 10, "host": f"h-{member}",
+                           "joined": now_ms - int(joined_ago * 1000),
+                           "since": now_ms - int(joined_ago * 1000)}).encode()
+
+    infos = member_infos(lease, [info("b", 5), info("a", 9), b"not json", b'{"id": "x"}'])
+    assert [(m.member_id, m.role, m.host) for m in infos] == [("a", "dummy", "h-a"),
+                                                                ("b", "real", "h-b")]
+    mono = time.monotonic()
+    assert abs((mono - infos[0].joined_at) - 9) < 1  # ages from the server's clock
+    assert abs((mono - infos[1].role_since) - 3) < 1  # the real: since it took the lease
+    handing = member_infos(LeaseView("b", 4, "handing", True, 2000, now_ms, now_ms),
+                           [info("b", 1)])
+    assert handing[0].role == "handing_over"
+
+
+def test_transport_checks_its_url_and_derives_timings() -> None:
+    with pytest.raises(GroupTransportError):
+        RedisTransport("http://example.org", HubOptions())
+    t = RedisTransport("redis://127.0.0.1:1/0", HubOptions(heartbeat_timeout=1.5))
+    assert t.timings == LeaseTimings.from_heartbeat_timeout(1.5)
+    assert (t.timings.ttl, t.timings.renew_deadline) == (1.5, 1.0)
+    custom = LeaseTimings(ttl=10, renew_interval=2, renew_deadline=6)
+    assert RedisTransport("rediss://h:6380/2", timings=custom).timings is custom
+    assert RedisTransport("unix:///tmp/redis.sock").name == "redis"
