@@ -212,3 +212,27 @@ async def test_a_dummy_takes_over_when_the_real_phone_process_is_killed(
     assert (await b.send("quit"))["ok"]
     assert b.proc is not None
     assert await asyncio.wait_for(b.proc.wait(), 10) == 0
+
+
+async def test_phones_meet_over_redis_and_status_lists_them(
+    sandbox: Sandbox, phones: Callable[..., Any], redis_server: Any
+) -> None:
+    """`--hub redis://...`: the group needs no hub process; `webphone status --hub` reads it."""
+    a = await phones("a", "--sandbox", sandbox.url, "--user", "101", "--hub", redis_server.url)
+    assert (await a.wait(lambda e: e["event"] == "ready", 20))["role"] == "real"
+    b = await phones("b", "--sandbox", sandbox.url, "--user", "101", "--hub", redis_server.url)
+    assert (await b.wait(lambda e: e["event"] == "ready", 20))["role"] == "dummy"
+    assert len(sandbox.bindings("101")) == 1
+    assert hub_pids(phones.runtime_dir) == []  # type: ignore[attr-defined]
+    status = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "webphone", "status", "--sandbox", sandbox.url, "--user", "101",
+        "--hub", redis_server.url, "--json", stdout=asyncio.subprocess.PIPE)
+    out, _ = await asyncio.wait_for(status.communicate(), 20)
+    assert status.returncode == 0
+    members = json.loads(out)["members"]
+    assert sorted(m["role"] for m in members) == ["dummy", "real"]
+    for proc in (b, a):
+        assert (await proc.send("quit"))["ok"]
+        assert proc.proc is not None
+        assert await asyncio.wait_for(proc.proc.wait(), 10) == 0
+    await wait_until(lambda: sandbox.bindings("101") == [], 5, message="unregistered")

@@ -493,6 +493,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--group", metavar="NAME",
                         help="group name (default: authorizationId@domain); every phone of a "
                         "group shares one registration")
+    parser.add_argument("--hub", metavar="local|redis://...", default="local",
+                        help="where the group meets: \"local\" (a hub process per group on "
+                        "this host, the default) or "
+                        "a Redis URL such as redis://10.0.0.5:6379/0 (groups across hosts)")
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true",
                      help="one JSON object per output line (for scripts)")
@@ -568,7 +572,7 @@ def _printer(json_mode: bool) -> Emit:
 async def _main(args: argparse.Namespace, emit: Emit, tui: Any) -> int:
     sip_info = await resolve_sip_info(args)
     shared = SharedWebPhone(
-        sip_info, group=args.group, runtime_dir=args.runtime_dir, debug=args.debug,
+        sip_info, group=args.group, hub=args.hub, runtime_dir=args.runtime_dir, debug=args.debug,
         hub_options=HubOptions(idle_timeout=args.hub_idle_timeout),
         loopback_media=args.loopback_media or is_loopback_server(sip_info),
     )

@@ -30,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the group's name (default: authorizationId@domain of the sipInfo)")
     parser.add_argument("--runtime-dir", metavar="DIR",
                         help="the groups' runtime directory (as given to `webphone phone`)")
+    parser.add_argument("--hub", metavar="local|redis://...", default="local",
+                        help="where the group meets: \"local\" (a hub process per group on "
+                        "this host, the default) or "
+                        "a Redis URL such as redis://10.0.0.5:6379/0 (groups across hosts)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("--debug", action="store_true", help="log details, tracebacks")
 
@@ -44,7 +48,7 @@ async def _status(args: argparse.Namespace) -> tuple[str, list[dict[str, Any]]]:
     else:
         raise UsageError("say which group: --group NAME, --sip-info FILE or --sandbox URL "
                          "--user EXT")
-    return group, await group_status(group, runtime_dir=args.runtime_dir)
+    return group, await group_status(group, hub=args.hub, runtime_dir=args.runtime_dir)
 
 
 def format_members(group: str, members: list[dict[str, Any]]) -> str:
