@@ -20,6 +20,7 @@ import pytest
 from support.group import MemberGroup, MemberProc, short_runtime_dir
 from support.kamailio import Kamailio
 from support.redis_server import RedisServer
+from support.tcp_proxy import TcpProxy
 from support.wait import wait_until
 
 pytestmark = [pytest.mark.system, pytest.mark.kamailio, pytest.mark.redis,
@@ -264,7 +265,7 @@ async def test_a_real_cut_off_from_redis_is_replaced_and_there_are_never_two_bin
     redis_members: Callable[..., RedisMembers],
 ) -> None:
     user = fresh_user()
-    proxy = await _Proxy(redis_server.host, redis_server.port).start()
+    proxy = await TcpProxy(redis_server.host, redis_server.port).start()
     watch: BindingWatch | None = None
     try:
         group = redis_members(user, extra=("--no-media",))
@@ -307,66 +308,6 @@ async def test_a_real_cut_off_from_redis_is_replaced_and_there_are_never_two_bin
         if watch is not None:
             await watch.stop()
         await proxy.close()
-
-
-class _Proxy:
-    """127.0.0.1:port -> Redis. `block()` is a partition: connections stay open (new ones are
-    accepted too) but no byte gets through either way; `unblock()` heals it."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.blocked = False
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> _Proxy:
-        self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def block(self) -> None:
-        self.blocked = True
-
-    def unblock(self) -> None:
-        self.blocked = False
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
-        try:
-            while self.blocked:
-                if not await reader.read(65536):
-                    return
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-            self._writers.add(up_writer)
-            await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
-        except OSError:
-            pass
-        finally:
-            writer.close()
-
-    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        try:
-            while data := await src.read(65536):
-                if not self.blocked:
-                    dst.write(data)
-                    await dst.drain()
-        except OSError:
-            pass
-        finally:
-            dst.close()
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for writer in list(self._writers):
-            writer.close()
-        if self._server is not None:
-            await self._server.wait_closed()
 
 
 def test_member_program_is_importable() -> None:
