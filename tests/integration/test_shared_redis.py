@@ -249,7 +249,9 @@ async def test_an_action_queued_while_no_real_is_ready_runs_once_when_one_is(
     await wait_until(lambda: la.role == "real", 5)
     b, _ = await group.join("b")
     pending = asyncio.ensure_future(b.request("park", "c1", {}, timeout=5.0))
-    await asyncio.sleep(0.2)  # the action must wait queued in Redis first
+    keys = GroupKeys.for_group(group.name)
+    async with Redis.from_url(group.url) as redis:  # the action waits, queued in Redis
+        await wait_until(lambda: redis.keys(keys.act("*")), 5, message="action record queued")
     assert not pending.done()
     a.registered(a.epoch)
     assert await pending == {"ran": "park", "by": "a"}
