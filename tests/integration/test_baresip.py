@@ -24,7 +24,6 @@ import pytest
 from support.baresip import Baresip
 from support.calls import heard, next_inbound, phones, silent
 from support.kamailio import Kamailio
-from support.procs import ProcessDiedError
 from support.wait import wait_until
 from webphone.call_session import CallSession
 from webphone.media._interop import (
@@ -42,13 +41,8 @@ AUSINE = 440.0  # baresip's audio_source (tests/support/baresip.py)
 
 
 async def start_bob(baresip: MakeBaresip, **options: object) -> Baresip:
-    """The `baresip` fixture's peer "bob", started once more if the first start failed:
-    baresip 1.0 also listens for SIP/TLS on sip_port + 1, which the fixture's port picker does
-    not check, so on a busy machine that port is sometimes taken ("Address already in use")."""
-    try:
-        return await baresip("bob", ice=True, **options)
-    except ProcessDiedError:
-        return await baresip("bob", ice=True, **options)
+    """The `baresip` fixture's peer "bob" (ICE + DTLS-SRTP account)."""
+    return await baresip("bob", ice=True, **options)
 
 
 async def wait_answered(session: CallSession, timeout: float = 5.0) -> None:

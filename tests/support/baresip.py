@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from .ports import HOST, free_sip_port, free_tcp_port, free_udp_range
+from .ports import HOST, free_sip_port_pair, free_tcp_port, free_udp_range
 from .procs import ManagedProcess, ProcessDiedError
 from .wait import wait_until
 
@@ -117,7 +117,7 @@ class Baresip:
         self.home = self.workdir / "home"
         self.confdir.mkdir(parents=True, exist_ok=True)
         self.home.mkdir(parents=True, exist_ok=True)
-        self.sip_port = free_sip_port()
+        self.sip_port = free_sip_port_pair()  # sip_port + 1 is its SIP/TLS listener
         self.ctrl_port = free_tcp_port()
         self.rtp_first = free_udp_range(20)
         self.rtp_last = self.rtp_first + 19

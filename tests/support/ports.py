@@ -68,6 +68,20 @@ def free_sip_port() -> int:
     return _pick((socket.SOCK_STREAM, socket.SOCK_DGRAM))
 
 
+def free_sip_port_pair(attempts: int = 200) -> int:
+    """A SIP port free for TCP and UDP whose next port is free for TCP too: baresip 1.0 also
+    listens for SIP/TLS on sip_port + 1, and fails to start when that one is taken."""
+    with _lock:
+        for _ in range(attempts):
+            port = _ephemeral(socket.SOCK_STREAM)
+            if port in _handed_out or port + 1 in _handed_out or port + 1 > 65535:
+                continue
+            if _bindable(port, socket.SOCK_DGRAM) and _bindable(port + 1, socket.SOCK_STREAM):
+                _handed_out.update((port, port + 1))
+                return port
+    raise RuntimeError(f"no free SIP port pair found in {attempts} attempts")
+
+
 def free_udp_range(count: int, low: int = 20000, high: int = 32000, attempts: int = 200) -> int:
     """First port of `count` consecutive UDP ports, all free now on 127.0.0.1 (RTP ranges).
 
