@@ -1,0 +1,141 @@
+"""examples/pipecat_bot.py as three processes of one SharedWebPhone group on the sandbox: the
+real one serves a call; SIGKILL of it mid-call shows what happens today (before calls can move
+between members, issue #11) and that the successor serves the next call.
+
+Today: the call's audio and its SIP dialog lived in the killed process. The caller stops
+hearing the bot at once; nobody can end the call for it (no other member has the dialog), so it
+stays up, silent, until the caller hangs up. The successor registers and serves the next call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.group import MemberGroup, short_runtime_dir
+from support.sandbox_server import SandboxServer
+from support.wait import wait_until
+from webphone import SipInfo, WebPhone
+from webphone.media import rms
+
+pytestmark = [pytest.mark.system, pytest.mark.timeout(90)]
+IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")  # as tests/conftest.py
+try:
+    import webphone.integrations.pipecat  # noqa: F401
+except ImportError as exc:  # the extra is not installed (scripts/test installs it)
+    if IN_CI:
+        raise
+    pytest.skip(str(exc), allow_module_level=True)
+
+ROOT = Path(__file__).resolve().parents[2]
+BOT_USER, CALLER_USER = "108", "109"
+LOUD = 0.02
+
+
+class BotGroup(MemberGroup):
+    """Members that are the example bot (`--shared`) instead of webphone's member_cli."""
+
+    def __init__(self, runtime_dir: Path, log_dir: Path, sip_info: dict[str, Any]) -> None:
+        super().__init__(runtime_dir, log_dir, sip_info)
+        self.audio_dir = log_dir / "bot-audio"
+
+    def argv(self, name: str, *extra: str) -> list[str]:
+        return [sys.executable, str(ROOT / "examples/pipecat_bot.py"), "--shared",
+                "--sip-info", str(self._sip_info_file()), "--runtime-dir", str(self.runtime_dir),
+                "--loopback-media", "--audio-dir", str(self.audio_dir), *extra]
+
+
+@pytest.fixture
+async def bots(sandbox_server: SandboxServer, tmp_path: Path) -> AsyncIterator[BotGroup]:
+    if shutil.which("espeak-ng") is None:
+        (pytest.fail if IN_CI else pytest.skip)("espeak-ng not found (apt-get install espeak-ng)")
+    sandbox_server.clear_bindings(BOT_USER)
+    runtime_dir = short_runtime_dir()
+    group = BotGroup(runtime_dir, tmp_path, sandbox_server.sip_info(BOT_USER))
+    try:
+        yield group
+    finally:
+        await group.close()
+        shutil.rmtree(runtime_dir, ignore_errors=True)
+
+
+class Ear:
+    """Arrival times of loud frames at the caller."""
+
+    def __init__(self) -> None:
+        self.loud: list[float] = []
+        self.last = 0.0
+        self.changed = asyncio.Event()
+
+    async def listen(self, media: Any) -> None:
+        async for frame in media.received_audio(max_frames=500):
+            self.last = frame.received_at
+            if rms(frame.pcm) > LOUD:
+                self.loud.append(frame.received_at)
+            self.changed.set()
+
+    async def sound(self, after: float, timeout: float) -> float:
+        async with asyncio.timeout(timeout):
+            while not (heard := [t for t in self.loud if t > after]):
+                self.changed.clear()
+                await self.changed.wait()
+        return heard[0]
+
+
+async def call_and_listen(phone: WebPhone) -> tuple[Any, Ear, asyncio.Task[None]]:
+    session = await phone.call(BOT_USER)
+    if session.state != "answered":
+        await session.wait_for("answered", timeout=10)
+    ear = Ear()
+    return session, ear, asyncio.ensure_future(ear.listen(session.media))
+
+
+async def test_sigkill_of_the_bot_mid_call_and_the_successor_serves_the_next_call(
+    sandbox_server: SandboxServer, bots: BotGroup
+) -> None:
+    """The real bot process is SIGKILLed mid-call: the caller's audio stops at once and the call
+    stays up silent (today, see the module docstring) until the caller hangs up; a dummy becomes
+    real, registers, and the caller's next call is answered and greeted by it."""
+    procs = await bots.spawn_ready(["a", "b", "c"])
+    loop = asyncio.get_running_loop()
+    (real,) = bots.reals()
+    others = [p for p in procs if p is not real]
+    sandbox_server.clear_bindings(CALLER_USER)
+    async with WebPhone(SipInfo.from_dict(sandbox_server.sip_info(CALLER_USER)),
+                        instance_id="pipecat-caller", loopback_media=True) as caller:
+        session, ear, listening = await call_and_listen(caller)
+        greeted = await ear.sound(after=0, timeout=15)
+        await real.wait_event(lambda e: e["event"] == "answered", 5)
+        assert not any(p.last("answered") for p in others)  # dummies left the call alone
+        since = {p.name: len(p.events) for p in others}
+        await wait_until(lambda: ear.last > greeted + 0.5, 5)  # mid-greeting
+        killed = loop.time()
+        real.kill()
+        # The audio stops: no frame arrives any more (the media lived in the killed process).
+        await wait_until(lambda: ear.last < loop.time() - 0.5, 5, message="audio to stop")
+        stopped = ear.last - killed
+        reals = await wait_until(lambda: [p for p in others if p.role == "real"], 15,
+                                 message="a dummy to become real")
+        successor = reals[0]
+        promoted = loop.time() - killed
+        await asyncio.wait_for(session.wait_closed(), 30)
+        ended = loop.time() - killed
+        listening.cancel()
+        again, ear2, listening2 = await call_and_listen(caller)
+        served_again = await ear2.sound(after=0, timeout=15) - killed
+        await successor.wait_event(lambda e: e["event"] == "answered", 5,
+                                   since=since[successor.name])
+        print(f"\nafter SIGKILL of the real bot: last audio at the caller {stopped * 1000:.0f} ms; "
+              f"{successor.name} real after {promoted:.2f} s; the caller's call ended after "
+              f"{ended:.2f} s ({session.state}: {session.end_reason}); the next call greeted by "
+              f"{successor.name} {served_again:.2f} s after the kill")
+        assert session.end_reason
+        await again.hangup()
+        listening2.cancel()
