@@ -242,14 +242,22 @@ async def caller_factory(sb: Sandbox) -> AsyncIterator[Callable[..., Any]]:
 
 
 async def speak(media: Any, pcm: bytes, rate: int) -> float:
-    """Play `pcm` at the caller; the loop time its last audio was sent."""
-    async def chunks() -> AsyncIterator[bytes]:
-        step = rate // 50 * 2
-        for i in range(0, len(pcm), step):
-            yield pcm[i:i + step]
+    """Play `pcm` at the caller, paced in real time (20 ms a step, so the player's buffer holds
+    no more than a frame); the loop time its last audio went out, by our own clock."""
+    loop = asyncio.get_running_loop()
+    step = int(rate * FRAME) * 2
+    start = loop.time()
+    ended = start
 
-    assert await media.play_pcm(chunks(), rate)
-    return asyncio.get_running_loop().time()
+    async def paced() -> AsyncIterator[bytes]:
+        nonlocal ended
+        for n, i in enumerate(range(0, len(pcm), step)):
+            await asyncio.sleep(max(0.0, start + n * FRAME - loop.time()))
+            yield pcm[i:i + step]
+        ended = loop.time() + FRAME
+
+    assert await media.play_pcm(paced(), rate)
+    return ended
 
 
 # -- tests -------------------------------------------------------------------------------------
