@@ -59,7 +59,7 @@ GREETING = ("Hello, this is the echo bot. Say something, and I will say it back.
             "Press pound to end.")
 GOODBYE = "Goodbye."
 RATE = 16000  # the pipeline's rate in and out: webphone's receive rate, so audio is resampled once
-VAD = VADParams(start_secs=0.2, stop_secs=0.3)
+VAD = VADParams(start_secs=0.2, stop_secs=0.2)  # pipecat 1.14's defaults, said out loud
 PRE_ROLL = 0.3  # s of audio kept from before VAD confirms speech (it confirms after start_secs)
 
 

@@ -4,19 +4,19 @@ the user dict that travels with a call; and the import guard of the integration.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import in_ci
-
+IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")  # as tests/conftest.py
 try:
     from webphone.integrations.pipecat import PlayoutClock, UserData, UserDataError
 except ImportError as exc:  # the extra is not installed
-    if in_ci():
+    if IN_CI:
         raise
     pytest.skip(str(exc), allow_module_level=True)
 
@@ -71,6 +71,7 @@ json_values = st.recursive(
 )
 
 
+@settings(max_examples=50)
 @given(st.dictionaries(st.text(max_size=10), json_values, max_size=8))
 def test_user_data_takes_plain_json_and_round_trips(data: dict[str, object]) -> None:
     """Any plain JSON value fits (within the limit), and the dict survives JSON unchanged."""
@@ -110,3 +111,18 @@ def test_importing_the_integration_without_pipecat_names_the_extra() -> None:
                             "print('pipecat' in sys.modules)"],
                            capture_output=True, text=True, timeout=60)
     assert plain.stdout.strip() == "False"  # import webphone never loads pipecat
+
+
+def test_transport_params_are_a_phone_calls() -> None:
+    """Audio in and out on, no end silence; stereo or a lead over 1 s is refused by name."""
+    from pydantic import ValidationError
+
+    from webphone.integrations.pipecat import WebPhoneParams
+
+    params = WebPhoneParams()
+    assert params.audio_in_enabled and params.audio_out_enabled
+    assert params.audio_out_end_silence_secs == 0 and params.hangup_on_end
+    with pytest.raises(ValidationError, match="phone audio is mono"):
+        WebPhoneParams(audio_in_channels=2)
+    with pytest.raises(ValidationError, match="audio_out_lead_secs must be within"):
+        WebPhoneParams(audio_out_lead_secs=2.0)

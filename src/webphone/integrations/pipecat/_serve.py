@@ -109,11 +109,10 @@ class CallServer:
                         session.call_id, session.remote_number, len(self.calls), self.max_calls)
             self._spawn_decline(session)
             return
-        call = ServedCall(session=session, phone=self.phone,
-                          transport=WebPhoneTransport(session, self.params.model_copy()
-                                                      if self.params else None),
-                          user_data=UserData())
-        call.transport.user_data = call.user_data
+        user_data = UserData()
+        params = self.params.model_copy() if self.params is not None else None
+        call = ServedCall(session=session, phone=self.phone, user_data=user_data,
+                          transport=WebPhoneTransport(session, params, user_data=user_data))
         self.calls.append(call)
         self._idle.clear()
         call.task = asyncio.ensure_future(self._serve(call))

@@ -26,10 +26,8 @@ public surface, the way pipecat's SmallWebRTC transport sits on an aiortc connec
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from pipecat.audio.dtmf.types import KeypadEntry
@@ -53,9 +51,10 @@ from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 from pydantic import field_validator
 
-from webphone.errors import WebPhoneError
+from webphone.errors import CallError, WebPhoneError
 
-from ._core import DTMF_KEYS, PlayoutClock, UserData
+from ._core import DTMF_KEYS, UserData
+from ._speaker import Speaker
 
 __all__ = ["CallLike", "WebPhoneInputTransport", "WebPhoneOutputTransport", "WebPhoneParams",
            "WebPhoneTransport"]
@@ -180,83 +179,6 @@ class _CallLink:
         await self.ended(f"hung up on {why}")
 
 
-class _Feed:
-    """One run of bot audio for `media.play_pcm`: chunks until closed."""
-
-    def __init__(self) -> None:
-        self.chunks: deque[bytes] = deque()
-        self.closed = False
-        self._wake = asyncio.Event()
-
-    def put(self, pcm: bytes) -> None:
-        self.chunks.append(pcm)
-        self._wake.set()
-
-    def close(self, *, drop: bool) -> None:
-        if drop:
-            self.chunks.clear()
-        self.closed = True
-        self._wake.set()
-
-    async def source(self) -> AsyncIterator[bytes]:
-        while True:
-            while not self.chunks:
-                if self.closed:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-            yield self.chunks.popleft()
-
-
-class _Speaker:
-    """Bot audio into the call: one `play_pcm` per run, paced writes, instant interruption."""
-
-    def __init__(self, media: Any, sample_rate: int, lead: float) -> None:
-        self.media = media
-        self.sample_rate = sample_rate
-        self._clock = PlayoutClock(lead)
-        self._feed: _Feed | None = None
-        self._playing: asyncio.Future[bool] | None = None
-
-    async def write(self, pcm: bytes) -> None:
-        if self._feed is None:
-            self._feed = feed = _Feed()
-            self._playing = asyncio.ensure_future(
-                self.media.play_pcm(feed.source(), self.sample_rate)
-            )
-            self._playing.add_done_callback(lambda _: self._ended(feed))
-        self._feed.put(pcm)
-        loop = asyncio.get_running_loop()
-        delay = self._clock.schedule(loop.time(), len(pcm) / (2 * self.sample_rate))
-        if delay > 0:
-            await asyncio.sleep(delay)
-
-    def _ended(self, feed: _Feed) -> None:
-        # Someone else played on this media (a new play_* interrupts ours), or it closed:
-        # the next write starts a new run instead of feeding a source nobody reads.
-        if self._feed is feed:
-            self._feed = None
-            self._clock.reset()
-
-    def interrupt(self) -> None:
-        """Drop everything queued and silence the call now."""
-        feed, self._feed = self._feed, None
-        self._clock.reset()
-        if feed is not None:
-            feed.close(drop=True)
-            self.media.stop_playback()
-
-    async def drain(self, timeout: float) -> None:
-        """Wait (at most `timeout` s) until the audio written so far has been sent."""
-        feed, playing = self._feed, self._playing
-        self._feed = None
-        if feed is None or playing is None:
-            return
-        feed.close(drop=False)
-        with contextlib.suppress(Exception, TimeoutError):
-            await asyncio.wait_for(asyncio.shield(playing), timeout)
-
-
 # -- input -----------------------------------------------------------------------------------
 
 
@@ -373,7 +295,7 @@ class WebPhoneOutputTransport(BaseOutputTransport):
         super().__init__(params, **kwargs)
         self._link = link
         link.has_output = True
-        self._speaker: _Speaker | None = None
+        self._speaker: Speaker | None = None
 
     async def start(self, frame: StartFrame) -> None:
         """Start the media senders (pipecat's chunking and queues)."""
@@ -406,7 +328,7 @@ class WebPhoneOutputTransport(BaseOutputTransport):
         if media is None or media.closed:
             return False
         if self._speaker is None or self._speaker.media is not media:
-            self._speaker = _Speaker(media, self.sample_rate, self._params.audio_out_lead_secs)
+            self._speaker = Speaker(media, self.sample_rate, self._params.audio_out_lead_secs)
         await self._speaker.write(frame.audio)
         return True
 
@@ -529,8 +451,6 @@ class WebPhoneTransport(BaseTransport):
         """Answer the (inbound, ringing) call; `CallError` otherwise."""
         answer = getattr(self.session, "answer", None)
         if answer is None:
-            from webphone.errors import CallError
-
             raise CallError(f"answer(): call {self.session.call_id} is outbound")
         await answer()
 
