@@ -10,8 +10,9 @@ a standard server, RingCentral's decline command there) and logged with the reas
 On a `SharedWebPhone` only the member that holds a call's media serves it. Today that is the
 real member (docs/audio.md, "Audio in a group"): every member may run `serve()`, the real one
 answers, the others see `ProxyCallSession`s and leave them alone; when the real dies, its
-calls end with it and the successor serves the next ones. `_holds_media` is the one place that
-changes when calls move between members (docs/pipecat.md, "Continuity").
+calls end with it and the successor serves the next ones. When calls belong to the group (issue
+#11), `_holds_media` follows the group's media policy and an adopted call gets a pipeline too
+(docs/pipecat.md, "Continuity").
 """
 
 from __future__ import annotations
