@@ -16,7 +16,10 @@ public surface, the way pipecat's SmallWebRTC transport sits on an aiortc connec
   (which resamples the pipeline's output rate to the 48 kHz the track sends, once), and each
   write returns only when the audio before it is nearly sent (`_core.PlayoutClock`). So an
   `InterruptionFrame` finds at most one chunk plus `audio_out_lead_secs` queued, and throws
-  it away with `media.stop_playback()`: the caller hears silence from the next 20 ms frame.
+  it away with `media.stop_playback()` (before pipecat's own handling of the frame): the
+  caller hears silence from the next 20 ms frame. A chunk pipecat had already taken off its
+  queue is not written either (it was made before the interruption: pipecat numbers its
+  objects in creation order).
   `OutputDTMFFrame`s go out as RFC 4733 events (`_supports_native_dtmf`).
 * End: `EndFrame` (after the queued audio was sent) and `CancelFrame` hang the call up when
   `hangup_on_end`; a call that ends (the caller hung up) cancels the pipeline when
@@ -296,6 +299,7 @@ class WebPhoneOutputTransport(BaseOutputTransport):
         self._link = link
         link.has_output = True
         self._speaker: Speaker | None = None
+        self._interrupted_id = -1
 
     async def start(self, frame: StartFrame) -> None:
         """Start the media senders (pipecat's chunking and queues)."""
@@ -317,15 +321,22 @@ class WebPhoneOutputTransport(BaseOutputTransport):
         await self._link.end_call("CancelFrame")
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        """pipecat's handling, plus: an interruption silences the call at once."""
+        """pipecat's handling, plus: an interruption silences the call at once (before
+        pipecat's own handling, which awaits other processors on the way)."""
+        if isinstance(frame, InterruptionFrame):
+            self._interrupted_id = frame.id
+            if self._speaker is not None:
+                self._speaker.interrupt()
         await super().process_frame(frame, direction)
-        if isinstance(frame, InterruptionFrame) and self._speaker is not None:
-            self._speaker.interrupt()
 
     async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
         """One chunk of bot audio into the call; returns once it is nearly sent."""
         media = self._link.session.media
         if media is None or media.closed:
+            return False
+        if frame.interruptible and frame.id < self._interrupted_id:
+            # Cut before the interruption (pipecat numbers its objects in creation order) and
+            # already taken off pipecat's queue when the interruption reset it: not to be heard.
             return False
         if self._speaker is None or self._speaker.media is not media:
             self._speaker = Speaker(media, self.sample_rate, self._params.audio_out_lead_secs)
