@@ -382,10 +382,12 @@ async def test_caller_talking_over_the_bot_silences_it_at_once(
     assert silent < heard + 3.5  # well before the 4 s tone would have ended
 
 
-async def test_cold_transfer_hands_the_caller_to_another_phone_and_ends_the_pipeline(
-    sb: Sandbox, bot_factory: Callable[..., Any], caller_factory: Callable[..., Any],
+@pytest.mark.parametrize("kind", ["cold", "warm"])
+async def test_transfer_hands_the_caller_to_another_phone_and_ends_the_pipeline(
+    kind: str, sb: Sandbox, bot_factory: Callable[..., Any], caller_factory: Callable[..., Any],
 ) -> None:
-    """`transport.transfer("103")` (REFER): the caller calls 103 and hears it (its tone, by
+    """`transport.transfer("103")` (cold: REFER) or `transport.warm_transfer("103")` then
+    `complete()` (REFER with Replaces): the caller ends up talking with 103 (hears its tone, by
     frequency); the bot's leg ends, its pipeline ends, the server lets go of the call."""
     bot = await bot_factory()
     caller = await caller_factory()
@@ -394,16 +396,25 @@ async def test_cold_transfer_hands_the_caller_to_another_phone_and_ends_the_pipe
         answered: asyncio.Queue[Any] = asyncio.Queue()
 
         async def answer(session: Any) -> None:
-            await session.answer()
+            if not session.invite.headers.get("Replaces"):  # those the phone answers itself
+                await session.answer()
             answered.put_nowait(session)
 
         target.on("inbound_call", answer)
         moved: asyncio.Queue[Any] = asyncio.Queue()
         caller.session.on("transferred", moved.put_nowait)
         await wait_until(lambda: bot.server.calls, 5, message="the call served")
-        await bot.server.calls[0].transport.transfer("103")
+        transport = bot.server.calls[0].transport
+        if kind == "cold":
+            await transport.transfer("103")
+        else:
+            warm = await transport.warm_transfer("103")
+            await asyncio.wait_for(answered.get(), 10)  # the consult call
+            await wait_until(lambda: warm.session.state == "answered", 5)
+            await warm.complete()
         new = await asyncio.wait_for(moved.get(), 10)
         at_target = await asyncio.wait_for(answered.get(), 10)
+        await wait_until(lambda: at_target.media is not None, 5)
         ear = Ear()
         listening = asyncio.ensure_future(ear.listen(new.media))
         playing = asyncio.ensure_future(at_target.media.play_tone(1000, 3.0, 0.3))
@@ -415,7 +426,7 @@ async def test_cold_transfer_hands_the_caller_to_another_phone_and_ends_the_pipe
             playing.cancel()
             listening.cancel()
         await wait_until(lambda: not bot.server.calls, 10, message="the bot let go")
-        print(f"\nafter the transfer the caller hears 103: {level}")
+        print(f"\nafter the {kind} transfer the caller hears 103: {level}")
         assert level[1000] > 0.5 and bot.seen("ended")
         await new.hangup()
 
