@@ -25,13 +25,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
+from webphone._backoff import backoff
 from webphone._events import EventEmitter
+from webphone._options import check_values, keyword_options
 from webphone.errors import (
     CallError,
     NoRealPhoneError,
@@ -56,6 +59,8 @@ from webphone.shared.proxy import (
     call_id_of,
     call_state,
     jsonable,
+    server_events,
+    server_state,
 )
 from webphone.shared.schema import check_state
 from webphone.shared.transports.base import GroupTransport, HubOptions
@@ -67,8 +72,8 @@ __all__ = ["ProxyCallSession", "ProxyWarmTransfer", "SharedWebPhone", "group_nam
 
 log = logging.getLogger("webphone.shared.phone")
 
-#: WebPhone keywords that are the phone's own; every other keyword goes to its SipClient
-_PHONE_OPTIONS = ("media_factory", "loopback_media")
+#: the SipClient keywords SharedWebPhone sets itself (its own `debug`, the group's instance id)
+_FIXED_CLIENT_OPTIONS = ("instance_id", "debug")
 #: phone events relayed by a real SharedWebPhone
 _RELAYED = ("registered", "unregistered", "disconnected", "reconnected", "registration_failed",
             "inbound_message", "outbound_message", "rc_message")
@@ -131,6 +136,14 @@ class SharedWebPhone(EventEmitter):
         auto_answer: bool = True,
         **webphone_options: Any,
     ) -> None:
+        check_values("SharedWebPhone", {
+            "group": group, "hub": hub, "instance_id": instance_id,
+            "heartbeat_interval": heartbeat_interval, "heartbeat_timeout": heartbeat_timeout,
+            "hub_timeout": hub_timeout, "action_timeout": action_timeout,
+            "drain_timeout": drain_timeout, "runtime_dir": runtime_dir,
+            "hub_options": hub_options, "member_id": member_id, "preload_media": preload_media,
+            "debug": debug, "auto_answer": auto_answer}, _own_options())
+        self._phone_options, self._client_options = _split_options(webphone_options)
         super().__init__()
         self.sip_info = as_sip_info(sip_info)
         self.group = group or group_name(self.sip_info)
@@ -145,9 +158,6 @@ class SharedWebPhone(EventEmitter):
         self.preload_media = preload_media
         self.debug = debug
         self.auto_answer = auto_answer
-        self._phone_options = {k: webphone_options.pop(k) for k in _PHONE_OPTIONS
-                               if k in webphone_options}
-        self._client_options = webphone_options
         self._member_id = member_id
         self.member: GroupMember | None = None
         self.transport: GroupTransport | None = None
@@ -171,6 +181,10 @@ class SharedWebPhone(EventEmitter):
         self._started = False
         self._disposed = False
         self._tick: asyncio.Task[None] | None = None
+        #: after a failed promotion: how long to stay out of the group before rejoining
+        self._retry_delays: Iterator[float] | None = None
+        #: the real's connection to the SIP server, as published (real) or last seen (dummy)
+        self._server: dict[str, Any] = server_state(True)
 
     # -- public surface --------------------------------------------------------------------------
 
@@ -418,43 +432,53 @@ class SharedWebPhone(EventEmitter):
             self.member.registered(epoch)
             self._schedule_publish()
             return
-        delay = 0.5
-        while self._still_real(epoch):
-            phone = self._real_phone()
-            self._candidate = phone
-            try:
-                await phone.start()  # connect + REGISTER first: media code loads afterwards
-            except WebPhoneError as exc:
-                self._candidate = None
-                phone.sip_client.fence()
-                with contextlib.suppress(Exception):
-                    await phone.dispose()
-                if not self._settled or self._settled.done():
-                    log.error("could not register as the group's real phone: %s; retrying in "
-                              "%.1f s", exc, delay)
-                    self.emit("registration_failed", exc)
-                    await asyncio.sleep(delay)  # backoff before registering again
-                    delay = min(delay * 2, 30.0)
-                    continue
-                self._settle(exc)  # start() raises it
-                return
+        if not self._still_real(epoch):
+            return  # deposed again before we began
+        phone: WebPhone | None = None
+        try:
+            phone = self._candidate = self._real_phone()
+            await phone.start()  # connect + REGISTER first: media code loads afterwards
+        except Exception as exc:  # any reason at all: never stay a real that cannot register
             self._candidate = None
-            if not self._still_real(epoch):
+            if phone is not None:
                 phone.sip_client.fence()
                 with contextlib.suppress(Exception):
                     await phone.dispose()
-                return
-            self._install_real(phone)
-            self.member.registered(self.member.epoch)
-            self._flush_publish()
-            self._settle()
-            self.emit("role", "real")
-            if self.preload_media:
-                loaded = asyncio.get_running_loop().run_in_executor(None, _preload_media)
-                loaded.add_done_callback(lambda _: self.emit("media_ready"))
-                self._bg.add(loaded)
-                loaded.add_done_callback(self._bg.discard)
+            if self._settled is not None and not self._settled.done():
+                self._settle(exc)  # start() raises it
+            elif self._still_real(epoch):
+                self._give_up_real(exc)
             return
+        self._candidate = None
+        if not self._still_real(epoch):
+            phone.sip_client.fence()
+            with contextlib.suppress(Exception):
+                await phone.dispose()
+            return
+        self._retry_delays = None
+        self._install_real(phone)
+        self.member.registered(self.member.epoch)
+        self._flush_publish()
+        self._settle()
+        self.emit("role", "real")
+        if self.preload_media:
+            loaded = asyncio.get_running_loop().run_in_executor(None, _preload_media)
+            loaded.add_done_callback(lambda _: self.emit("media_ready"))
+            self._bg.add(loaded)
+            loaded.add_done_callback(self._bg.discard)
+
+    def _give_up_real(self, error: Exception) -> None:
+        """A promotion failed: leave the real role at once so the group promotes another
+        member, and come back as a dummy after a backoff (at once the first time)."""
+        assert self.member is not None
+        if self._retry_delays is None:
+            self._retry_delays = backoff()
+        rejoin_after = next(self._retry_delays)
+        log.error("could not become the group's real phone: %s: %s; giving the real role up "
+                  "so that another member is promoted (back in the group in %.1f s)",
+                  type(error).__name__, error, rejoin_after)
+        self.emit("promotion_failed", error)
+        self.member.resign(rejoin_after)
 
     def _real_phone(self) -> WebPhone:
         assert self.member is not None
@@ -464,10 +488,18 @@ class SharedWebPhone(EventEmitter):
                          sip_client=client, auto_answer=self.auto_answer, **self._phone_options)
         for event in _RELAYED:  # from the first REGISTER on: every SIP message is visible
             phone.on(event, self._relay(event))
+        phone.on("disconnected", lambda reason: self._server_changed(server_state(False, reason)))
+        phone.on("reconnected", lambda: self._server_changed(server_state(True)))
         return phone
+
+    def _server_changed(self, state: dict[str, Any]) -> None:
+        """The real's SIP connection went down or came back: dummies hear of it (snapshot)."""
+        self._server = state
+        self._schedule_publish()
 
     def _install_real(self, phone: WebPhone) -> None:
         self._real = phone
+        self._server = server_state(True)  # registered just now
         old_dummy, self.phone = self.phone, phone
         self._background(old_dummy.dispose())
         self._proxies.clear()  # the real sessions replace the dummy view
@@ -578,7 +610,7 @@ class SharedWebPhone(EventEmitter):
                 data = call_state(session)
                 if data["id"]:
                     calls[data["id"]] = data
-        return {"calls": list(calls.values())[-100:]}
+        return {"calls": list(calls.values())[-100:], "server": dict(self._server)}
 
     def _schedule_publish(self) -> None:
         if self._publish_handle is None and self._real is not None:
@@ -617,7 +649,7 @@ class SharedWebPhone(EventEmitter):
             seen.add(call_id)
             proxy = self._proxies.get(call_id)
             if proxy is None:
-                proxy = ProxyCallSession(self, data)
+                proxy = self._new_proxy(data)
                 self._proxies[call_id] = proxy
                 if proxy.state not in _FINAL:
                     event = "outbound_call" if proxy.direction == "outbound" else "inbound_call"
@@ -638,11 +670,14 @@ class SharedWebPhone(EventEmitter):
             if call_id not in seen:
                 del self._proxies[call_id]
         self._proxies_changed.set()
+        self._server, server_news = server_events(self._server, state.get("server"))
         for emitter, event, arg in emits:
             if arg is None:
                 emitter.emit(event)
             else:
                 emitter.emit(event, arg)
+        for event_args in server_news:  # the real's own events, on every dummy too
+            self.emit(*event_args)
 
     async def _proxy_for(self, call_id: str, wait: float = 2.0) -> ProxyCallSession:
         loop = asyncio.get_running_loop()
@@ -653,9 +688,12 @@ class SharedWebPhone(EventEmitter):
                 await asyncio.wait_for(self._proxies_changed.wait(), deadline - loop.time())
         proxy = self._proxies.get(call_id)
         if proxy is None:  # ended before its first snapshot reached us
-            proxy = ProxyCallSession(self, {"id": call_id, "direction": "outbound",
-                                            "state": "disposed"})
+            proxy = self._new_proxy({"id": call_id, "direction": "outbound",
+                                     "state": "disposed"})
         return proxy
+
+    def _new_proxy(self, data: Mapping[str, Any]) -> ProxyCallSession:
+        return ProxyCallSession(data, run=self._request, find=self._proxy_for)
 
     # -- actions ---------------------------------------------------------------------------------
 
@@ -706,6 +744,28 @@ class SharedWebPhone(EventEmitter):
             return {"call_id": transfer.session.call_id}
         positional = [args[k] for k in ("target", "message", "digits", "duration") if k in args]
         return await method(*positional)
+
+
+@functools.cache
+def _own_options() -> dict[str, Any]:
+    """SharedWebPhone's own keywords and their annotations."""
+    return keyword_options(SharedWebPhone.__init__, ("sip_info",), keyword_only=False)
+
+
+@functools.cache
+def _webphone_options() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The keywords of the WebPhone and of the SipClient a real runs, with annotations."""
+    return (keyword_options(WebPhone.__init__),
+            keyword_options(SipClient.__init__, exclude=_FIXED_CLIENT_OPTIONS))
+
+
+def _split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Check `options` (TypeError naming the first bad one) and split them into the WebPhone's
+    and the SipClient's: checked here, on every member, not when a dummy is promoted."""
+    phone, client = _webphone_options()
+    check_values("SharedWebPhone", options, {**phone, **client})
+    return ({k: v for k, v in options.items() if k in phone},
+            {k: v for k, v in options.items() if k in client})
 
 
 def _preload_media() -> None:
