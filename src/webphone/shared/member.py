@@ -47,6 +47,7 @@ from webphone._backoff import backoff
 from webphone.errors import (
     ActionInterruptedError,
     GroupProtocolError,
+    HubTimeoutError,
     NoRealPhoneError,
     WebPhoneError,
 )
@@ -697,20 +698,24 @@ class GroupMember:
     # -- queries ---------------------------------------------------------------------------------
 
     async def members(self, timeout: float = 5.0) -> tuple[MemberInfo, ...]:
-        """Who is in the group (the hub's view, oldest first)."""
+        """Who is in the group (the hub's view, oldest first); `HubTimeoutError` if the hub
+        did not answer within `timeout` s (reconnects meanwhile are waited for)."""
         deadline = self._loop.time() + timeout
-        while True:
-            remaining = deadline - self._loop.time()
-            if remaining <= 0:
-                raise TimeoutError(f"no answer from the hub of {self.group!r}")
-            await asyncio.wait_for(self._connected.wait(), remaining)
-            token = self._token
-            if token is None or token.link is None:
-                continue
-            query: asyncio.Future[tuple[MemberInfo, ...]] = self._loop.create_future()
-            self._queries.append(query)
-            try:
-                token.link.send(MembersQuery())
-                return await asyncio.wait_for(query, max(deadline - self._loop.time(), 0.001))
-            except (ConnectionError, GroupLinkClosed):
-                continue
+        try:
+            while not self._closed:
+                await asyncio.wait_for(self._connected.wait(), deadline - self._loop.time())
+                token = self._token
+                if token is None or token.link is None:
+                    continue
+                query: asyncio.Future[tuple[MemberInfo, ...]] = self._loop.create_future()
+                self._queries.append(query)
+                try:
+                    token.link.send(MembersQuery())
+                    return await asyncio.wait_for(query,
+                                                  max(deadline - self._loop.time(), 0.001))
+                except (ConnectionError, GroupLinkClosed):
+                    continue  # that link was lost: ask the next one, within the deadline
+        except TimeoutError:
+            raise HubTimeoutError(f"the hub of group {self.group!r} did not answer a members "
+                                  f"query within {timeout:g} s") from None
+        raise WebPhoneError(f"the member of group {self.group!r} is closed")
