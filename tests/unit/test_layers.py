@@ -41,6 +41,23 @@ PURE = re.compile(r"^webphone\.(sip(\..+)?|shared\.(protocol|coordinator|lease|r
                   r"|_backoff|_options|errors)$")
 IO_PACKAGES = {"asyncio", "websockets", "aiortc", "aioice", "av", "redis"}
 
+#: The layers of docs/internals.md, bottom up: a module imports only from its own layer and those
+#: below. The first matching pattern names a module's layer.
+LAYERS: list[tuple[str, str]] = [
+    ("app", r"^webphone\.(cli|sandbox|integrations|rc_api|__main__)(\..+)?$"),
+    ("face", r"^webphone$"),
+    ("group shell", r"^webphone\.shared(\.(phone|member|member_cli|group|proxy|hub|transports"
+                    r"(\..+)?))?$"),
+    ("group core", r"^webphone\.shared\.(protocol|schema|actions|coordinator|routing|views"
+                   r"|lease)$"),
+    ("phone shell", r"^webphone\.(phone|call_session|_call_base|_call_actions|call|sip_client|"
+                    r"transport|media)(\..+)?$"),
+    ("SIP core", r"^webphone\.sip(\..+)?$"),
+    ("base", r"^webphone\.(errors|sip_info|_[a-z_]+)$"),
+]
+#: layers that do not depend on each other, side by side in the picture
+_SIDE_BY_SIDE = {"group core", "phone shell"}
+
 #: the public surface: `from webphone import *` gives exactly these
 PUBLIC = [
     "ActionInterruptedError",
@@ -206,6 +223,30 @@ def test_no_import_cycles_but_the_known_ones() -> None:
     assert sorted(map(sorted, found - KNOWN_CYCLES)) == [], "new import cycles"
     assert sorted(map(sorted, KNOWN_CYCLES - found)) == [], (
         "cycles fixed (or changed): remove them from KNOWN_CYCLES")
+
+
+def layer_of(module: str) -> int:
+    """The rank of `module`'s layer, 0 = base; the two middle layers share a rank."""
+    names = [name for name, _ in reversed(LAYERS)]
+    for name, pattern in LAYERS:
+        if re.match(pattern, module):
+            rank = names.index(name)
+            side = sorted(names.index(n) for n in _SIDE_BY_SIDE)
+            return side[0] if rank in side else rank
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS and docs/internals.md")
+
+
+def test_every_module_imports_only_from_its_layer_and_below() -> None:
+    """The layer picture of docs/internals.md holds: no import points up."""
+    edges, _ = import_graph()
+    upward = sorted((m, d) for m, deps in edges.items() for d in deps
+                    if layer_of(d) > layer_of(m))
+    assert upward == []
+    core, shell = (next(p for n, p in LAYERS if n == name) for name in _SIDE_BY_SIDE)
+    across = sorted((m, d) for m, deps in edges.items() for d in deps
+                    if (re.match(core, m) and re.match(shell, d))
+                    or (re.match(shell, m) and re.match(core, d)))
+    assert across == [], "the group core and the phone shell know nothing of each other"
 
 
 def test_pure_modules_import_no_io() -> None:
