@@ -12,10 +12,10 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from webphone.errors import RegistrationError, TransportError
+from webphone.errors import HubTimeoutError, RegistrationError, TransportError, WebPhoneError
 from webphone.shared.member import GroupMember
 from webphone.shared.protocol import MAX_ID_CHARS, MemberInfo
-from webphone.shared.transports.base import GroupTransport, HubOptions
+from webphone.shared.transports.base import GroupLinkClosed, GroupTransport, HubOptions
 from webphone.sip import SipRequest, SipResponse
 from webphone.sip_client import SipClient
 from webphone.sip_info import SipInfo
@@ -99,7 +99,8 @@ async def group_status(
     runtime_dir: str | None = None,
     timeout: float = 2.0,
 ) -> list[dict[str, Any]]:
-    """The members of a group without joining it (for ``webphone status``); [] if no hub runs.
+    """The members of a group without joining it (for ``webphone status``); [] if no hub runs;
+    `HubTimeoutError` if it does not answer within `timeout` s.
 
     Each member is a dict: member_id, pid, host, role ("real"|"dummy"), since (wall-clock time of
     its last role change), joined, leaving (a real handing over), self (always False here).
@@ -107,7 +108,15 @@ async def group_status(
     group = (sip_info_or_group if isinstance(sip_info_or_group, str)
              else group_name(sip_info_or_group))
     transport = make_transport(hub, HubOptions(), runtime_dir, spawn=False)
-    infos = await transport.query_members(group, timeout)
+    try:
+        infos = await transport.query_members(group, timeout)
+    except WebPhoneError:
+        raise
+    except TimeoutError:
+        raise HubTimeoutError(f"the hub of group {group!r} did not answer a status query "
+                              f"within {timeout:g} s") from None
+    except ConnectionError as exc:
+        raise GroupLinkClosed(f"the hub of group {group!r} closed the status query: {exc}") from exc
     return [] if infos is None else [member_dict(m) for m in infos]
 
 

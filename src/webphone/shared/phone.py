@@ -37,7 +37,9 @@ from webphone._events import EventEmitter
 from webphone._options import check_values, keyword_options
 from webphone.errors import (
     CallError,
+    HubTimeoutError,
     NoRealPhoneError,
+    SipTimeoutError,
     WebPhoneError,
 )
 from webphone.phone import WebPhone
@@ -231,6 +233,14 @@ class SharedWebPhone(EventEmitter):
             await self.member.start(timeout)
             await asyncio.wait_for(asyncio.shield(self._settled),
                                    max(deadline - loop.time(), 0.001))
+        except TimeoutError:
+            registering = self._candidate is not None
+            await self._teardown(unregister=False)
+            if registering:  # the SIP server is slow: its own timeouts did not fire yet
+                raise SipTimeoutError(f"registering as the real of group {self.group!r} did "
+                                      f"not finish within {timeout:g} s") from None
+            raise HubTimeoutError(f"the group {self.group!r} settled no role for this member "
+                                  f"within {timeout:g} s") from None
         except BaseException:
             await self._teardown(unregister=False)
             raise
