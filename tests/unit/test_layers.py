@@ -46,7 +46,8 @@ IO_PACKAGES = {"asyncio", "websockets", "aiortc", "aioice", "av", "redis"}
 LAYERS: list[tuple[str, str]] = [
     ("app", r"^webphone\.(cli|sandbox|integrations|rc_api|__main__)(\..+)?$"),
     ("face", r"^webphone$"),
-    ("group shell", r"^webphone\.shared(\.(phone|member|member_cli|group|proxy|hub|transports"
+    ("group shell", r"^webphone\.shared(\.(phone|member|member_cli|group|proxy|mirror|runner|hub|"
+                    r"transports"
                     r"(\..+)?))?$"),
     ("group core", r"^webphone\.shared\.(protocol|schema|actions|coordinator|routing|views"
                    r"|lease)$"),

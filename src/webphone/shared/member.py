@@ -23,6 +23,12 @@
   real's `publish` is re-sent after every reconnect so a new hub has the state at once.
 * **Fencing support**: `confirm_real()` proves, with one heartbeat round trip when our last news
   from the hub is not fresh, that we are still the real before the SIP client REGISTERs.
+* **Giving the role up** (`resign`): a real that cannot register becomes a dummy, closes its link
+  (the group promotes another member at once) and rejoins after a backoff.
+
+The role rules themselves are `views.MemberView.set_role` (pure). This module is longer than most
+(~720 lines) because the connection, heartbeat, stall detection and action bookkeeping share one
+link token and its life cycle.
 """
 
 from __future__ import annotations

@@ -19,6 +19,15 @@ Calls when the real leaves gracefully: the **drain** policy. `dispose()` on the 
 serving its calls until they have all ended (at most `timeout` seconds, default
 `drain_timeout`), then hangs up whatever is left, and only then hands the registration over.
 Calls in progress on a real that *crashes* are lost with it (their media lived there).
+
+A promotion that fails, for any reason, gives the role up at once (`promotion_failed` event, an
+ERROR log line, `GroupMember.resign`) so the group promotes another member: never a real that
+cannot register. Options are checked when the object is made (`TypeError`), on every member.
+
+Layout: a dummy's view lives in `mirror.py`, running an action on the real in `runner.py`,
+options checks in `webphone._options`. What stays here (~700 lines, longer than most modules) is
+one object's life cycle: role switching, the real's publishing, drain and hand-over share its
+state and its tasks, and the tests reach into it.
 """
 
 from __future__ import annotations
@@ -36,7 +45,6 @@ from webphone._backoff import backoff
 from webphone._events import EventEmitter
 from webphone._options import check_values, keyword_options
 from webphone.errors import (
-    CallError,
     HubTimeoutError,
     NoRealPhoneError,
     SipTimeoutError,
@@ -53,6 +61,7 @@ from webphone.shared.group import (
     member_dict,
 )
 from webphone.shared.member import GroupMember, LinkToken, error_info
+from webphone.shared.mirror import CallMirror
 from webphone.shared.protocol import Action, Released, Role, Snapshot
 from webphone.shared.proxy import (
     FINAL_STATES,
@@ -61,9 +70,9 @@ from webphone.shared.proxy import (
     call_id_of,
     call_state,
     jsonable,
-    server_events,
     server_state,
 )
+from webphone.shared.runner import run_action
 from webphone.shared.schema import check_state
 from webphone.shared.transports.base import GroupTransport, HubOptions
 from webphone.sip_client import DummySipClient, SipClient
@@ -167,7 +176,8 @@ class SharedWebPhone(EventEmitter):
         self.phone: WebPhone = self._dummy_phone()
         self._real: WebPhone | None = None  # registered real phone
         self._candidate: WebPhone | None = None  # being registered
-        self._proxies: dict[str, ProxyCallSession] = {}
+        #: a dummy's view of the group's calls and of the real's SIP connection
+        self._mirror = CallMirror(run=self._request, emit=self.emit)
         self._ended: dict[str, tuple[float, dict[str, Any]]] = {}  # real: recently ended calls
         self._watched: set[int] = set()
         self._warm: dict[str, Any] = {}  # real: call id -> WarmTransfer in progress
@@ -178,14 +188,13 @@ class SharedWebPhone(EventEmitter):
         self._publish_handle: asyncio.Handle | None = None
         self._last_published: dict[str, Any] | None = None
         self._calls_changed = asyncio.Event()
-        self._proxies_changed = asyncio.Event()
         self._settled: asyncio.Future[BaseException | None] | None = None
         self._started = False
         self._disposed = False
         self._tick: asyncio.Task[None] | None = None
         #: after a failed promotion: how long to stay out of the group before rejoining
         self._retry_delays: Iterator[float] | None = None
-        #: the real's connection to the SIP server, as published (real) or last seen (dummy)
+        #: the real's connection to the SIP server, as it publishes it
         self._server: dict[str, Any] = server_state(True)
 
     # -- public surface --------------------------------------------------------------------------
@@ -211,7 +220,7 @@ class SharedWebPhone(EventEmitter):
         """The group's calls: `CallSession` objects on the real, `ProxyCallSession` on dummies."""
         if self._real is not None:
             return list(self._real.call_sessions)
-        return [p for p in self._proxies.values() if p.state not in _FINAL]
+        return list(self._mirror.live())
 
     async def start(self, timeout: float = 15.0) -> None:
         """Join the group: become the real (registered; raises its RegistrationError) or a dummy.
@@ -265,7 +274,7 @@ class SharedWebPhone(EventEmitter):
         if headers:
             args["headers"] = dict(headers)
         value = await self._request("call", None, args)
-        return await self._proxy_for(call_id_of(value))
+        return await self._mirror.proxy_for(call_id_of(value))
 
     async def members(self, timeout: float = 5.0) -> list[dict[str, Any]]:
         """The group's members, oldest first: dicts with member_id, pid, host, role, since,
@@ -512,7 +521,7 @@ class SharedWebPhone(EventEmitter):
         self._server = server_state(True)  # registered just now
         old_dummy, self.phone = self.phone, phone
         self._background(old_dummy.dispose())
-        self._proxies.clear()  # the real sessions replace the dummy view
+        self._mirror.clear()  # the real sessions replace the dummy view
         phone.on("inbound_call", self._on_real_call("inbound_call"))
         phone.on("outbound_call", self._on_real_call("outbound_call"))
         phone.on("call_changed", self._on_real_changed)
@@ -648,62 +657,14 @@ class SharedWebPhone(EventEmitter):
             if self._real is not None:
                 self._flush_publish()
 
-    # -- snapshots: dummy side -------------------------------------------------------------------
+    # -- snapshots: dummy side (shared/mirror.py) -------------------------------------------------
+
+    @property
+    def _proxies(self) -> dict[str, ProxyCallSession]:
+        return self._mirror.proxies
 
     def _sync_proxies(self, state: Mapping[str, Any]) -> None:
-        calls = [c for c in state.get("calls", []) if isinstance(c, dict) and "id" in c]
-        seen = set()
-        emits: list[tuple[EventEmitter, str, Any]] = []
-        for data in calls:
-            call_id = str(data["id"])
-            seen.add(call_id)
-            proxy = self._proxies.get(call_id)
-            if proxy is None:
-                proxy = self._new_proxy(data)
-                self._proxies[call_id] = proxy
-                if proxy.state not in _FINAL:
-                    event = "outbound_call" if proxy.direction == "outbound" else "inbound_call"
-                    emits.append((self, event, proxy))
-                continue
-            events = proxy._update(data)
-            emits.extend((proxy, event, None) for event in events)
-            if events:
-                emits.append((self, "call_changed", proxy))
-        for call_id in list(self._proxies):
-            if call_id not in seen:
-                proxy = self._proxies.pop(call_id)
-                if proxy.state not in _FINAL:
-                    proxy.state = "disposed"
-                    emits.append((proxy, "disposed", None))
-                    emits.append((self, "call_changed", proxy))
-        for call_id in [c for c, p in self._proxies.items() if p.state in _FINAL]:
-            if call_id not in seen:
-                del self._proxies[call_id]
-        self._proxies_changed.set()
-        self._server, server_news = server_events(self._server, state.get("server"))
-        for emitter, event, arg in emits:
-            if arg is None:
-                emitter.emit(event)
-            else:
-                emitter.emit(event, arg)
-        for event_args in server_news:  # the real's own events, on every dummy too
-            self.emit(*event_args)
-
-    async def _proxy_for(self, call_id: str, wait: float = 2.0) -> ProxyCallSession:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        while call_id not in self._proxies and loop.time() < deadline:
-            self._proxies_changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._proxies_changed.wait(), deadline - loop.time())
-        proxy = self._proxies.get(call_id)
-        if proxy is None:  # ended before its first snapshot reached us
-            proxy = self._new_proxy({"id": call_id, "direction": "outbound",
-                                     "state": "disposed"})
-        return proxy
-
-    def _new_proxy(self, data: Mapping[str, Any]) -> ProxyCallSession:
-        return ProxyCallSession(data, run=self._request, find=self._proxy_for)
+        self._mirror.sync(state)
 
     # -- actions ---------------------------------------------------------------------------------
 
@@ -727,33 +688,7 @@ class SharedWebPhone(EventEmitter):
         phone = self._real
         if phone is None:
             raise NoRealPhoneError("this member is no longer the real phone")
-        args = action.args
-        if action.name == "call":
-            outbound = await phone.call(args["callee"], caller_id=args.get("caller_id"),
-                                        headers=args.get("headers"))
-            return {"call_id": outbound.call_id}
-        call_id = action.call_id or ""
-        if action.name in ("complete_warm_transfer", "cancel_warm_transfer"):
-            transfer = self._warm.pop(call_id, None)
-            if transfer is None:
-                raise CallError(f"{action.name}: no warm transfer in progress on call {call_id}")
-            if action.name == "complete_warm_transfer":
-                await transfer.complete()
-            else:
-                await transfer.cancel()
-            return None
-        session: Any = next((s for s in phone.call_sessions if s.call_id == call_id), None)
-        if session is None:
-            raise CallError(f"{action.name}: no call {call_id!r} on the real phone")
-        method = getattr(session, action.name, None)
-        if not callable(method):
-            raise CallError(f"{action.name} is not supported by this call")
-        if action.name == "warm_transfer":
-            transfer = await method(args["target"])
-            self._warm[call_id] = transfer
-            return {"call_id": transfer.session.call_id}
-        positional = [args[k] for k in ("target", "message", "digits", "duration") if k in args]
-        return await method(*positional)
+        return await run_action(phone, self._warm, action)
 
 
 @functools.cache
