@@ -279,3 +279,27 @@ def test_the_api_reference_imports_exactly_the_public_surface() -> None:
     assert block is not None, "docs/api.md has no `from webphone import (...)`"
     names = sorted(n.strip() for n in block.group("names").split(",") if n.strip())
     assert names == sorted(webphone.__all__)
+
+
+def test_the_package_logger_has_a_null_handler() -> None:
+    """A library leaves logging output to the application (no "No handlers" fallback)."""
+    import logging
+
+    assert any(isinstance(h, logging.NullHandler) for h in logging.getLogger("webphone").handlers)
+
+
+def test_every_error_class_is_in_the_documented_tree() -> None:
+    """Each exception of webphone.errors is in docs/api.md's table and in the tree drawn in the
+    module docstring, and nothing else is listed there."""
+    import inspect
+
+    from webphone import errors
+
+    classes = {name for name, obj in vars(errors).items()
+               if inspect.isclass(obj) and issubclass(obj, errors.WebPhoneError)}
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    section = text.split("### `webphone.errors`", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `(\w+)` \|", section, re.M))
+    assert documented == classes
+    drawn = set(re.findall(r"(\w+Error)\b", errors.__doc__ or ""))
+    assert classes <= drawn

@@ -10,18 +10,17 @@ import time
 import uuid
 import weakref
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from webphone.errors import HubTimeoutError, RegistrationError, TransportError, WebPhoneError
-from webphone.shared.member import GroupMember
 from webphone.shared.protocol import MAX_ID_CHARS, MemberInfo
 from webphone.shared.transports.base import GroupLinkClosed, GroupTransport, HubOptions
 from webphone.sip import SipRequest, SipResponse
 from webphone.sip_client import SipClient
 from webphone.sip_info import SipInfo
 
-__all__ = ["GroupSipClient", "as_sip_info", "group_instance_id", "group_name", "group_status",
-           "make_transport", "member_dict"]
+__all__ = ["GroupSipClient", "RealCheck", "as_sip_info", "group_instance_id", "group_name",
+           "group_status", "make_transport", "member_dict"]
 
 _NAMESPACE = uuid.UUID("8f4b1f0e-4f7e-4c55-9a0c-7b2d3c1e5a60")
 
@@ -123,11 +122,18 @@ async def group_status(
 # -- the real's SIP client ---------------------------------------------------------------------
 
 
+class RealCheck(Protocol):
+    """What the real's SIP client needs from its group member (`GroupMember` is one)."""
+
+    async def confirm_real(self) -> bool:
+        """True if this member is (still) the group's real: asked before every REGISTER."""
+
+
 class GroupSipClient(SipClient):
     """A SipClient that asks the group before every REGISTER (fencing) and goes silent for good
     once fenced: a deposed real neither registers, nor answers, nor unregisters."""
 
-    def __init__(self, sip_info: SipInfo, *, member: GroupMember, **kwargs: Any) -> None:
+    def __init__(self, sip_info: SipInfo, *, member: RealCheck, **kwargs: Any) -> None:
         super().__init__(sip_info, **kwargs)
         self._member = member
 
