@@ -138,3 +138,59 @@ async def test_dummies_hear_the_real_lose_and_regain_the_server() -> None:
                 await asyncio.wait_for(phone.dispose(timeout=1), 10)
         await transport.aclose()
         await sandbox.close()
+
+
+@pytest.mark.redis
+async def test_over_redis_a_resigning_real_is_replaced_and_rejoins(redis_server: Any) -> None:
+    """The same rule without a hub process: the resigner releases its lease as its link
+    closes, another member acquires it, and the resigner comes back as a dummy."""
+    from webphone.shared.member import GroupMember
+    from webphone.shared.transports.redis import RedisTransport
+
+    options = HubOptions(heartbeat_interval=0.1, heartbeat_timeout=0.9)
+    made: list[tuple[GroupMember, RedisTransport]] = []
+
+    class Listener:
+        def __init__(self, register: bool) -> None:
+            self.register, self.member = register, None
+            self.roles: list[tuple[Any, Any, int]] = []
+
+        def on_role(self, old: Any, new: Any, epoch: int) -> None:
+            self.roles.append((old, new, epoch))
+            if new == "real" and self.register and self.member is not None:
+                self.member.registered(epoch)
+
+        def on_snapshot(self, snapshot: Any) -> None: ...
+        def on_action(self, action: Any, token: Any) -> None: ...
+        def on_released(self, released: Any) -> None: ...
+
+    async def join(name: str, register: bool) -> tuple[GroupMember, Listener]:
+        transport = RedisTransport(redis_server.url, options)
+        listener = Listener(register)
+        member = GroupMember(transport, "g-resign", listener, member_id=name)
+        listener.member = member  # type: ignore[assignment]
+        made.append((member, transport))
+        await member.start(timeout=5)
+        return member, listener
+
+    try:
+        a, la = await join("a", register=False)
+        await wait_until(lambda: a.role == "real", 5, message="a acquires the lease")
+        b, _ = await join("b", register=True)
+        a.resign()
+        assert la.roles[-1][:2] == ("real", "dummy")
+        await wait_until(lambda: b.role == "real", 10, message="b takes the lease over")
+        await wait_until(lambda: a.connected and a.role == "dummy" and a.view.real_id == "b", 10,
+                         message="a is back as a dummy")
+
+        # the old link's LEAVE may run after the new link's JOIN (same member id, same process
+        # ident): a's next heartbeat lists it again
+        async def both_listed() -> bool:
+            listed = sorted((m.member_id, m.role) for m in await b.members())
+            return listed == [("a", "dummy"), ("b", "real")]
+
+        await wait_until(both_listed, 5, message="members: a dummy, b real")
+    finally:
+        for member, transport in made:
+            await member.close()
+            await transport.aclose()
