@@ -38,7 +38,7 @@ KNOWN_CYCLES: set[frozenset[str]] = {
 #: Sans-I/O modules: they and everything of webphone they import use no event loop, no socket
 #: library, no media stack and no Redis client.
 PURE = re.compile(r"^webphone\.(sip(\..+)?|shared\.(protocol|coordinator|lease|routing|views)"
-                  r"|_backoff|_options|errors)$")
+                  r"|_backoff|_options|errors|sip_info)$")
 IO_PACKAGES = {"asyncio", "websockets", "aiortc", "aioice", "av", "redis"}
 
 #: The layers of docs/internals.md, bottom up: a module imports only from its own layer and those
