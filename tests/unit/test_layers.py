@@ -41,16 +41,14 @@ PURE = re.compile(r"^webphone\.(sip(\..+)?|shared\.(protocol|coordinator|lease|r
                   r"|_backoff|_options|errors|sip_info)$")
 IO_PACKAGES = {"asyncio", "websockets", "aiortc", "aioice", "av", "redis"}
 
-#: The layers of docs/internals.md, bottom up: a module imports only from its own layer and those
+_GROUP_CORE = r"(protocol|schema|actions|coordinator|routing|views|lease)"
+#: The layers of docs/internals.md, top down: a module imports only from its own layer and those
 #: below. The first matching pattern names a module's layer.
 LAYERS: list[tuple[str, str]] = [
     ("app", r"^webphone\.(cli|sandbox|integrations|rc_api|__main__)(\..+)?$"),
     ("face", r"^webphone$"),
-    ("group shell", r"^webphone\.shared(\.(phone|member|member_cli|group|proxy|mirror|runner|hub|"
-                    r"transports"
-                    r"(\..+)?))?$"),
-    ("group core", r"^webphone\.shared\.(protocol|schema|actions|coordinator|routing|views"
-                   r"|lease)$"),
+    ("group shell", rf"^webphone\.shared(?!\.{_GROUP_CORE}$)(\..+)?$"),
+    ("group core", rf"^webphone\.shared\.{_GROUP_CORE}$"),
     ("phone shell", r"^webphone\.(phone|call_session|_call_base|_call_actions|call|sip_client|"
                     r"transport|media)(\..+)?$"),
     ("SIP core", r"^webphone\.sip(\..+)?$"),
