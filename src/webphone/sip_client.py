@@ -65,7 +65,8 @@ class SipClient(EventEmitter):
 
     After a lost connection (of a client that was registered) it reconnects and registers
     again: the first try at once, then `reconnect_delay[0]` seconds (1 s), doubling up to
-    `reconnect_delay[1]` (30 s), jittered (`webphone._backoff`).
+    `reconnect_delay[1]` (30 s), jittered (`webphone._backoff`), each counted from the start of
+    the previous try.
     """
 
     def __init__(
@@ -582,11 +583,16 @@ class SipClient(EventEmitter):
             task.cancel()
 
     async def _reconnect_loop(self) -> None:
-        # at once, then reconnect_delay[0], doubling up to reconnect_delay[1] (see _backoff)
+        # at once, then reconnect_delay[0], doubling up to reconnect_delay[1] (see _backoff),
+        # counted from the start of the previous attempt: an attempt that took its whole open
+        # or request timeout against a silent server is followed by the next one promptly
         initial, cap = self.reconnect_delay
         delays = backoff(initial=initial, cap=max(cap, initial))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         while not self._disposed and not self._fenced:
-            await asyncio.sleep(next(delays))  # backoff, not synchronisation
+            await asyncio.sleep(max(0.0, started + next(delays) - loop.time()))  # backoff
+            started = loop.time()
             try:
                 await self._close_transport()
                 await self._connect()
