@@ -83,8 +83,9 @@ __all__ = ["ProxyCallSession", "ProxyWarmTransfer", "SharedWebPhone", "group_nam
 
 log = logging.getLogger("webphone.shared.phone")
 
-#: the SipClient keywords SharedWebPhone sets itself (its own `debug`, the group's instance id)
-_FIXED_CLIENT_OPTIONS = ("instance_id", "debug")
+#: the WebPhone and SipClient keywords SharedWebPhone sets itself (its own `debug` and
+#: `auto_answer`, the group's instance id and fenced SIP client): never webphone_options
+_FIXED_OPTIONS = ("sip_info", "instance_id", "debug", "sip_client", "auto_answer")
 #: phone events relayed by a real SharedWebPhone
 _RELAYED = ("registered", "unregistered", "disconnected", "reconnected", "registration_failed",
             "inbound_message", "outbound_message", "rc_message")
@@ -700,8 +701,8 @@ def _own_options() -> dict[str, Any]:
 @functools.cache
 def _webphone_options() -> tuple[dict[str, Any], dict[str, Any]]:
     """The keywords of the WebPhone and of the SipClient a real runs, with annotations."""
-    return (keyword_options(WebPhone.__init__),
-            keyword_options(SipClient.__init__, exclude=_FIXED_CLIENT_OPTIONS))
+    return (keyword_options(WebPhone.__init__, _FIXED_OPTIONS, keyword_only=False),
+            keyword_options(SipClient.__init__, _FIXED_OPTIONS, keyword_only=False))
 
 
 def _split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
