@@ -24,10 +24,10 @@ A promotion that fails, for any reason, gives the role up at once (`promotion_fa
 ERROR log line, `GroupMember.resign`) so the group promotes another member: never a real that
 cannot register. Options are checked when the object is made (`TypeError`), on every member.
 
-Layout: a dummy's view lives in `mirror.py`, running an action on the real in `runner.py`,
-options checks in `webphone._options`. What stays here (~700 lines, longer than most modules) is
-one object's life cycle: role switching, the real's publishing, drain and hand-over share its
-state and its tasks, and the tests reach into it.
+Layout: a dummy's view lives in `mirror.py`, what a real publishes in `publisher.py`, running an
+action on the real in `runner.py`, options checks in `webphone._options`. What stays here (~680
+lines, longer than most modules) is one object's life cycle: role switching, promotion, drain and
+hand-over share its state and its tasks.
 """
 
 from __future__ import annotations
@@ -68,12 +68,11 @@ from webphone.shared.proxy import (
     ProxyCallSession,
     ProxyWarmTransfer,
     call_id_of,
-    call_state,
     jsonable,
     server_state,
 )
+from webphone.shared.publisher import StatePublisher
 from webphone.shared.runner import run_action
-from webphone.shared.schema import check_state
 from webphone.shared.transports.base import GroupTransport, HubOptions
 from webphone.sip_client import DummySipClient, SipClient
 from webphone.sip_info import SipInfo
@@ -89,11 +88,6 @@ _FIXED_OPTIONS = ("sip_info", "instance_id", "debug", "sip_client", "auto_answer
 #: phone events relayed by a real SharedWebPhone
 _RELAYED = ("registered", "unregistered", "disconnected", "reconnected", "registration_failed",
             "inbound_message", "outbound_message", "rc_message")
-#: session events that change what a snapshot shows
-_SESSION_EVENTS = ("ringing", "answered", "failed", "disposed", "held", "unheld")
-_FINAL = FINAL_STATES
-#: how long an ended call stays in snapshots (so every dummy sees "failed" vs "disposed")
-_ENDED_RETENTION = 10.0
 
 
 # -- the shared phone ------------------------------------------------------------------------------
@@ -179,15 +173,13 @@ class SharedWebPhone(EventEmitter):
         self._candidate: WebPhone | None = None  # being registered
         #: a dummy's view of the group's calls and of the real's SIP connection
         self._mirror = CallMirror(run=self._request, emit=self.emit)
-        self._ended: dict[str, tuple[float, dict[str, Any]]] = {}  # real: recently ended calls
-        self._watched: set[int] = set()
+        #: a real's snapshots: what they say and when they go out
+        self._publisher = StatePublisher(changed=self._on_session_event)
         self._warm: dict[str, Any] = {}  # real: call id -> WarmTransfer in progress
         self._role_events: asyncio.Queue[tuple[Role | None, Role, int]] = asyncio.Queue()
         self._role_worker: asyncio.Task[None] | None = None
         self._action_tasks: set[asyncio.Task[None]] = set()
         self._bg: set[asyncio.Future[Any]] = set()
-        self._publish_handle: asyncio.Handle | None = None
-        self._last_published: dict[str, Any] | None = None
         self._calls_changed = asyncio.Event()
         self._settled: asyncio.Future[BaseException | None] | None = None
         self._started = False
@@ -195,8 +187,6 @@ class SharedWebPhone(EventEmitter):
         self._tick: asyncio.Task[None] | None = None
         #: after a failed promotion: how long to stay out of the group before rejoining
         self._retry_delays: Iterator[float] | None = None
-        #: the real's connection to the SIP server, as it publishes it
-        self._server: dict[str, Any] = server_state(True)
 
     # -- public surface --------------------------------------------------------------------------
 
@@ -322,7 +312,7 @@ class SharedWebPhone(EventEmitter):
         phone = self._real
         if phone is None:
             return []
-        return [s for s in phone.call_sessions if getattr(s, "state", "") not in _FINAL]
+        return [s for s in phone.call_sessions if getattr(s, "state", "") not in FINAL_STATES]
 
     async def _drain(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
@@ -363,8 +353,7 @@ class SharedWebPhone(EventEmitter):
         for task in (self._role_worker, self._tick):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
-        if self._publish_handle is not None:
-            self._publish_handle.cancel()
+        self._publisher.cancel()
         if not unregister and self.member is not None:
             await self.member.close()
         for phone in (self._candidate, self._real):
@@ -514,12 +503,12 @@ class SharedWebPhone(EventEmitter):
 
     def _server_changed(self, state: dict[str, Any]) -> None:
         """The real's SIP connection went down or came back: dummies hear of it (snapshot)."""
-        self._server = state
+        self._publisher.server = state
         self._schedule_publish()
 
     def _install_real(self, phone: WebPhone) -> None:
         self._real = phone
-        self._server = server_state(True)  # registered just now
+        self._publisher.server = server_state(True)  # registered just now
         old_dummy, self.phone = self.phone, phone
         self._background(old_dummy.dispose())
         self._mirror.clear()  # the real sessions replace the dummy view
@@ -527,7 +516,7 @@ class SharedWebPhone(EventEmitter):
         phone.on("outbound_call", self._on_real_call("outbound_call"))
         phone.on("call_changed", self._on_real_changed)
         for session in phone.call_sessions:
-            self._watch(session)
+            self._publisher.watch(session)
 
     def _background(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -542,7 +531,7 @@ class SharedWebPhone(EventEmitter):
 
     def _on_real_call(self, event: str) -> Any:
         def handler(session: Any) -> None:
-            self._watch(session)
+            self._publisher.watch(session)
             self._schedule_publish()
             self.emit(event, session)
 
@@ -553,19 +542,7 @@ class SharedWebPhone(EventEmitter):
         self._calls_changed.set()
         self.emit("call_changed", session)
 
-    def _watch(self, session: Any) -> None:
-        if id(session) in self._watched:
-            return
-        self._watched.add(id(session))
-        for event in _SESSION_EVENTS:
-            session.on(event, lambda *args, s=session, e=event: self._session_event(s, e))
-
-    def _session_event(self, session: Any, event: str) -> None:
-        if event in _FINAL:
-            self._watched.discard(id(session))
-            loop = asyncio.get_running_loop()
-            self._ended[session.call_id] = (loop.time() + _ENDED_RETENTION, call_state(session))
-            self._ended[session.call_id][1]["state"] = event
+    def _on_session_event(self) -> None:
         self._calls_changed.set()
         self._schedule_publish()
 
@@ -581,9 +558,7 @@ class SharedWebPhone(EventEmitter):
         if phone is not None:
             log.warning("deposed: another member is the group's real phone now")
             self.phone = self._dummy_phone()
-            self._last_published = None
-            self._ended.clear()
-            self._watched.clear()
+            self._publisher.reset()
         if self.member is not None and self.member.view.snapshots.state is not None:
             self._sync_proxies(self.member.view.snapshots.state)
         if old is not None or phone is not None:
@@ -616,40 +591,19 @@ class SharedWebPhone(EventEmitter):
 
     # -- snapshots: real side --------------------------------------------------------------------
 
-    def _state(self) -> dict[str, Any]:
-        phone = self._real
-        calls: dict[str, dict[str, Any]] = {}
-        now = asyncio.get_running_loop().time()
-        for call_id, (until, data) in list(self._ended.items()):
-            if until < now:
-                del self._ended[call_id]
-            else:
-                calls[call_id] = data
-        if phone is not None:
-            for session in phone.call_sessions:
-                data = call_state(session)
-                if data["id"]:
-                    calls[data["id"]] = data
-        return {"calls": list(calls.values())[-100:], "server": dict(self._server)}
+    @property
+    def _ended(self) -> dict[str, tuple[float, dict[str, Any]]]:
+        return self._publisher.ended
 
     def _schedule_publish(self) -> None:
-        if self._publish_handle is None and self._real is not None:
-            self._publish_handle = asyncio.get_running_loop().call_soon(self._flush_publish)
+        if self._real is not None:
+            self._publisher.schedule(self._flush_publish)
 
     def _flush_publish(self) -> None:
-        self._publish_handle = None
         if self._real is None or self.member is None:
+            self._publisher.cancel()
             return
-        state = self._state()
-        if state == self._last_published:
-            return
-        try:
-            check_state(state)
-        except WebPhoneError as exc:
-            log.error("not publishing an invalid snapshot: %s", exc)
-            return
-        self._last_published = state
-        self.member.publish(state)
+        self._publisher.flush(self._real.call_sessions, self.member.publish)
 
     async def _tick_loop(self) -> None:
         # a safety net for changes no event announces (mute flags, ended-call retention)
@@ -681,7 +635,7 @@ class SharedWebPhone(EventEmitter):
             error = None
         except Exception as exc:
             value, error = None, error_info(exc)
-        if self._publish_handle is not None:
+        if self._publisher.pending:
             self._flush_publish()  # the caller sees the new state before the result
         self.member.send_result(token, action.action_id, value=jsonable(value), error=error)
 
