@@ -417,7 +417,7 @@ class SharedWebPhone(EventEmitter):
                 if new == "real":
                     await self._become_real(old, epoch)
                 elif new == "dummy":
-                    await self._become_dummy(old)
+                    await self._become_dummy()
             except Exception as exc:  # never let the role worker die
                 log.exception("role change to %s failed", new)
                 self._settle(exc)
@@ -546,7 +546,7 @@ class SharedWebPhone(EventEmitter):
         self._calls_changed.set()
         self._schedule_publish()
 
-    async def _become_dummy(self, old: Role | None) -> None:
+    async def _become_dummy(self) -> None:
         phone, self._real = self._real, None
         candidate, self._candidate = self._candidate, None
         for p in (phone, candidate):
@@ -561,7 +561,7 @@ class SharedWebPhone(EventEmitter):
             self._publisher.reset()
         if self.member is not None and self.member.view.snapshots.state is not None:
             self._sync_proxies(self.member.view.snapshots.state)
-        if old is not None or phone is not None:
+        if phone is not None:  # `role` was "real" (announced once registered): now it is not
             self.emit("role", "dummy")
         if self._settled is not None and not self._settled.done():
             # the first welcome said dummy: settled once the group has a real, unless the
