@@ -47,6 +47,7 @@ from webphone._options import check_values, keyword_options
 from webphone.errors import (
     HubTimeoutError,
     NoRealPhoneError,
+    RegistrationError,
     SipTimeoutError,
     WebPhoneError,
 )
@@ -486,6 +487,8 @@ class SharedWebPhone(EventEmitter):
         log.error("could not become the group's real phone: %s: %s; giving the real role up "
                   "so that another member is promoted (back in the group in %.1f s)",
                   type(error).__name__, error, rejoin_after)
+        if isinstance(error, RegistrationError):
+            self.emit("registration_failed", error)  # as a WebPhone whose REGISTER failed
         self.emit("promotion_failed", error)
         self.member.resign(rejoin_after)
 
