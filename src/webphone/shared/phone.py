@@ -479,10 +479,12 @@ class SharedWebPhone(EventEmitter):
 
     def _give_up_real(self, error: Exception) -> None:
         """A promotion failed: leave the real role at once so the group promotes another
-        member, and come back as a dummy after a backoff (at once the first time)."""
+        member, and come back as a dummy after a backoff (1, 2, 4 ... 30 s)."""
         assert self.member is not None
         if self._retry_delays is None:
-            self._retry_delays = backoff()
+            # 1 s, 2 s, 4 s ... 30 s: even the first rejoin waits, so that another member takes
+            # the role first (over Redis the freed lease goes to whoever acquires it first)
+            self._retry_delays = backoff(first=1.0, initial=2.0)
         rejoin_after = next(self._retry_delays)
         log.error("could not become the group's real phone: %s: %s; giving the real role up "
                   "so that another member is promoted (back in the group in %.1f s)",
