@@ -1,9 +1,15 @@
 """webphone: a SIP-over-WebSocket phone for asyncio, with WebRTC audio, where many processes of
 one extension share one registration.
 
-The public surface is re-exported here; everything else is internal.
+The public surface is re-exported here (pinned by tests/unit/test_layers.py, listed in
+docs/api.md); everything else is internal. Like every library, webphone logs to
+``logging.getLogger("webphone")`` and its children and leaves the output to the application: the
+package logger has a `logging.NullHandler`.
 """
 
+import logging
+
+from .call_session import CallSession, InboundCallSession, OutboundCallSession
 from .errors import (
     ActionInterruptedError,
     AuthenticationError,
@@ -18,10 +24,15 @@ from .phone import WebPhone
 from .shared.phone import SharedWebPhone
 from .sip_info import SipInfo
 
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
 __all__ = [
     "ActionInterruptedError",
     "AuthenticationError",
+    "CallSession",
+    "InboundCallSession",
     "NoRealPhoneError",
+    "OutboundCallSession",
     "RegistrationError",
     "SharedWebPhone",
     "SipInfo",

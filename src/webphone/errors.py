@@ -1,7 +1,26 @@
 """The exception hierarchy: every error webphone raises derives from `WebPhoneError`.
 
 Messages say what went wrong, with the offending value where it is safe to show, and what to do
-about it. No message ever contains the SIP password.
+about it. No message ever contains the SIP password. The tree (docs/api.md lists the same)::
+
+    WebPhoneError
+    ├── SipInfoError (ValueError)          a sipInfo field missing or malformed
+    ├── SipParseError (ValueError)         bytes that are not SIP
+    ├── TransportError (ConnectionError)   the WebSocket could not be opened or was lost
+    ├── SipTimeoutError (TimeoutError)     the SIP server did not answer in time
+    ├── RegistrationError                  REGISTER did not succeed
+    │   ├── AuthenticationError            credentials rejected
+    │   └── TooManyContactsError           603: the extension's registrations are all taken
+    ├── CallError                          a call action could not be carried out
+    ├── NotRealPhoneError                  SIP work asked of a DummySipClient phone
+    ├── NoRealPhoneError                   a dummy's action found no real phone in time
+    ├── ActionInterruptedError             the real took the action and was lost
+    ├── HubTimeoutError (TimeoutError)     the group's hub did not answer in time
+    └── GroupProtocolError (ValueError)    a malformed group frame
+
+Modules add leaves of their own under these (`webphone.media.MediaError` under `CallError`,
+`webphone.sip.sdp.SdpError`, the group transports' errors); nothing public raises an exception
+outside the tree but `TypeError`/`ValueError` for a wrong argument.
 """
 
 from __future__ import annotations
@@ -25,20 +44,6 @@ class TransportError(WebPhoneError, ConnectionError):
 
 class SipTimeoutError(WebPhoneError, TimeoutError):
     """The SIP server did not answer a request in time."""
-
-
-class SipStatusError(WebPhoneError):
-    """A request ended with a final non-2xx response.
-
-    `status_code` and `reason` are the response's; `method` is the request's.
-    """
-
-    def __init__(self, method: str, status_code: int, reason: str, detail: str = "") -> None:
-        self.method = method
-        self.status_code = status_code
-        self.reason = reason
-        text = f"{method} failed: {status_code} {reason}"
-        super().__init__(f"{text}. {detail}" if detail else text)
 
 
 class RegistrationError(WebPhoneError):
@@ -81,6 +86,10 @@ class ActionInterruptedError(WebPhoneError):
 
     The action may or may not have taken effect; it is never run a second time.
     """
+
+
+class HubTimeoutError(WebPhoneError, TimeoutError):
+    """The group's hub (or, over Redis, the group's keys) did not answer in time."""
 
 
 class GroupProtocolError(WebPhoneError, ValueError):

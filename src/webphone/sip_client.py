@@ -18,6 +18,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from ._backoff import backoff
 from ._events import EventEmitter
 from .errors import (
     AuthenticationError,
@@ -61,6 +62,11 @@ class SipClient(EventEmitter):
     `register_expires` is what we ask for (60 s, like RingCentral's SDK); the binding is
     refreshed 6 s before the granted expiry, which leaves room for one no-reply detection
     (`request_timeout`, 5 s) inside the binding's lifetime.
+
+    After a lost connection (of a client that was registered) it reconnects and registers
+    again: the first try at once, then `reconnect_delay[0]` seconds (1 s), doubling up to
+    `reconnect_delay[1]` (30 s), jittered (`webphone._backoff`), each counted from the start of
+    the previous try.
     """
 
     def __init__(
@@ -73,7 +79,7 @@ class SipClient(EventEmitter):
         request_timeout: float = 5.0,
         use_backup_proxy: bool = False,
         reconnect: bool = True,
-        reconnect_delay: tuple[float, float] = (0.5, 30.0),
+        reconnect_delay: tuple[float, float] = (1.0, 30.0),
         ssl_context: ssl.SSLContext | None = None,
         user_agent: str = USER_AGENT,
     ) -> None:
@@ -577,17 +583,22 @@ class SipClient(EventEmitter):
             task.cancel()
 
     async def _reconnect_loop(self) -> None:
-        first, cap = self.reconnect_delay
-        delay = first
+        # at once, then reconnect_delay[0], doubling up to reconnect_delay[1] (see _backoff),
+        # counted from the start of the previous attempt: an attempt that took its whole open
+        # or request timeout against a silent server is followed by the next one promptly
+        initial, cap = self.reconnect_delay
+        delays = backoff(initial=initial, cap=max(cap, initial))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         while not self._disposed and not self._fenced:
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # backoff, not synchronisation
+            await asyncio.sleep(max(0.0, started + next(delays) - loop.time()))  # backoff
+            started = loop.time()
             try:
                 await self._close_transport()
                 await self._connect()
                 await self.register()
             except (TransportError, SipTimeoutError, RegistrationError) as exc:
-                delay = min(delay * 2, cap)
-                log.info("reconnect failed (%s); next try in about %.1f s", exc, delay)
+                log.info("reconnect failed (%s); trying again with backoff", exc)
                 if isinstance(exc, RegistrationError):
                     self.emit("registration_failed", exc)
                 continue

@@ -10,18 +10,17 @@ import time
 import uuid
 import weakref
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
-from webphone.errors import RegistrationError, TransportError
-from webphone.shared.member import GroupMember
+from webphone.errors import HubTimeoutError, RegistrationError, TransportError, WebPhoneError
 from webphone.shared.protocol import MAX_ID_CHARS, MemberInfo
-from webphone.shared.transports.base import GroupTransport, HubOptions
+from webphone.shared.transports.base import GroupLinkClosed, GroupTransport, HubOptions
 from webphone.sip import SipRequest, SipResponse
 from webphone.sip_client import SipClient
 from webphone.sip_info import SipInfo
 
-__all__ = ["GroupSipClient", "as_sip_info", "group_instance_id", "group_name", "group_status",
-           "make_transport", "member_dict"]
+__all__ = ["GroupSipClient", "RealCheck", "as_sip_info", "group_instance_id", "group_name",
+           "group_status", "make_transport", "member_dict"]
 
 _NAMESPACE = uuid.UUID("8f4b1f0e-4f7e-4c55-9a0c-7b2d3c1e5a60")
 
@@ -99,7 +98,8 @@ async def group_status(
     runtime_dir: str | None = None,
     timeout: float = 2.0,
 ) -> list[dict[str, Any]]:
-    """The members of a group without joining it (for ``webphone status``); [] if no hub runs.
+    """The members of a group without joining it (for ``webphone status``); [] if no hub runs;
+    `HubTimeoutError` if it does not answer within `timeout` s.
 
     Each member is a dict: member_id, pid, host, role ("real"|"dummy"), since (wall-clock time of
     its last role change), joined, leaving (a real handing over), self (always False here).
@@ -107,18 +107,33 @@ async def group_status(
     group = (sip_info_or_group if isinstance(sip_info_or_group, str)
              else group_name(sip_info_or_group))
     transport = make_transport(hub, HubOptions(), runtime_dir, spawn=False)
-    infos = await transport.query_members(group, timeout)
+    try:
+        infos = await transport.query_members(group, timeout)
+    except WebPhoneError:
+        raise
+    except TimeoutError:
+        raise HubTimeoutError(f"the hub of group {group!r} did not answer a status query "
+                              f"within {timeout:g} s") from None
+    except ConnectionError as exc:
+        raise GroupLinkClosed(f"the hub of group {group!r} closed the status query: {exc}") from exc
     return [] if infos is None else [member_dict(m) for m in infos]
 
 
 # -- the real's SIP client ---------------------------------------------------------------------
 
 
+class RealCheck(Protocol):
+    """What the real's SIP client needs from its group member (`GroupMember` is one)."""
+
+    async def confirm_real(self) -> bool:
+        """True if this member is (still) the group's real: asked before every REGISTER."""
+
+
 class GroupSipClient(SipClient):
     """A SipClient that asks the group before every REGISTER (fencing) and goes silent for good
     once fenced: a deposed real neither registers, nor answers, nor unregisters."""
 
-    def __init__(self, sip_info: SipInfo, *, member: GroupMember, **kwargs: Any) -> None:
+    def __init__(self, sip_info: SipInfo, *, member: RealCheck, **kwargs: Any) -> None:
         super().__init__(sip_info, **kwargs)
         self._member = member
 

@@ -7,9 +7,10 @@
 * **Heartbeats** every `heartbeat_interval` (the hub's, from `welcome`); the hub echoes each one.
   Silence from the hub for `hub_timeout` (randomised 1-1.5x, so members do not all act at once,
   F4) means a hung hub (F13): the transport's `recover_hung` replaces it and we reconnect.
-* **Reconnects** after any loss, with a short backoff, forever until closed; the transport starts
-  a new hub if there is none. The new `hello` carries what we knew: the epoch, and `real=True`
-  if we were the real, so a restarted hub re-adopts the real and keeps its registration. A real
+* **Reconnects** after any loss, at once and then with a short backoff (`_reconnect_delays`),
+  forever until closed; the transport starts a new hub if there is none. The new `hello`
+  carries what we knew: the epoch, and `real=True` if we were the real, so a restarted hub
+  re-adopts the real and keeps its registration. A real
   that stalled itself longer than the heartbeat timeout (SIGSTOP, suspend: F14) does NOT claim
   on reconnect: it may have been deposed while it slept, so it comes back as a dummy and is
   fenced (the listener gets `on_role(real -> dummy)`); the group promotes a member that is
@@ -22,6 +23,12 @@
   real's `publish` is re-sent after every reconnect so a new hub has the state at once.
 * **Fencing support**: `confirm_real()` proves, with one heartbeat round trip when our last news
   from the hub is not fresh, that we are still the real before the SIP client REGISTERs.
+* **Giving the role up** (`resign`): a real that cannot register becomes a dummy, closes its link
+  (the group promotes another member at once) and rejoins after a backoff.
+
+The role rules themselves are `views.MemberView.set_role` (pure). This module is longer than most
+(~720 lines) because the connection, heartbeat, stall detection and action bookkeeping share one
+link token and its life cycle.
 """
 
 from __future__ import annotations
@@ -37,13 +44,16 @@ import secrets
 import socket
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from webphone import errors
+from webphone._backoff import backoff
 from webphone.errors import (
     ActionInterruptedError,
     GroupProtocolError,
+    HubTimeoutError,
     NoRealPhoneError,
     WebPhoneError,
 )
@@ -137,6 +147,13 @@ def error_from_info(info: ErrorInfo) -> WebPhoneError:
     return WebPhoneError(f"{info.type}: {info.message}" if info.message else info.type)
 
 
+def _reconnect_delays() -> Iterator[float]:
+    """At once, then 10 ms doubling up to 0.5 s: a hub (re)starts within milliseconds, and
+    the cap is one default heartbeat interval, so a member is never away much longer than the
+    hub would take to notice."""
+    return backoff(initial=0.01, cap=0.5)
+
+
 def _member_id() -> str:
     host = socket.gethostname()[:60] or "host"
     return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"[:MAX_ID_CHARS]
@@ -202,6 +219,7 @@ class GroupMember:
         self._released: asyncio.Future[Released] = self._loop.create_future()
         self._left: asyncio.Future[None] = self._loop.create_future()
         self._fatal: BaseException | None = None
+        self._rejoin_at = 0.0  # after `resign`: not back in the group before this loop time
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -279,6 +297,21 @@ class GroupMember:
         if token is not None and token.link is not None:
             token.link.close()
 
+    def resign(self, rejoin_after: float = 0.0) -> None:
+        """Give up the real role (a promotion that could not register): from now on we are a
+        dummy, and the link is closed, which every transport treats like a crash of the real
+        (seen at once: another member is promoted). We come back as a dummy, without claiming
+        the role, after `rejoin_after` seconds."""
+        if self._closed or self.view.role != "real":
+            return
+        self._set_role("dummy", self.view.epoch)  # the listener fences; the next hello is plain
+        self._rejoin_at = self._loop.time() + rejoin_after
+        token = self._token
+        if token is not None:
+            if token.link is not None:
+                token.link.close()
+            self._on_lost(token, "gave up the real role")
+
     async def leave(self, timeout: float) -> Released | None:
         """Leave gracefully. A dummy is gone at once (None). A real hands over: returns the
         hub's `released` (unregister or not), or None if none came within `timeout`."""
@@ -304,11 +337,11 @@ class GroupMember:
     # -- connection ------------------------------------------------------------------------------
 
     async def _connect_loop(self) -> None:
-        delay = 0.0
+        delays = _reconnect_delays()
         while not self._closed:
-            if delay:
+            delay = max(next(delays), self._rejoin_at - self._loop.time())
+            if delay > 0:
                 await asyncio.sleep(delay)  # backoff between attempts
-            delay = min(max(delay * 2, 0.01), 0.5)
             token = LinkToken(welcomed=self._loop.create_future(), opened_at=self._loop.time())
             try:
                 link = await self.transport.connect(
@@ -339,7 +372,7 @@ class GroupMember:
                     await self.transport.recover_hung(link)
                     self._on_lost(token, "no welcome")
                 continue
-            delay = 0.0
+            delays = _reconnect_delays()  # the next loss starts over: at once
             # Stay here until this link is lost, then loop to reconnect.
             await self._wait_lost(token)
 
@@ -466,16 +499,13 @@ class GroupMember:
 
     def _set_role(self, role: Role, epoch: int, real_id: str | None = None, *,
                   force: bool = False, adopted: bool = False) -> None:
-        old = self.view.role
-        old_epoch = self.view.epoch
-        if not force and epoch < self.view.epoch:
+        update = self.view.set_role(role, epoch, real_id, force=force)  # the rules: views.py
+        if update is None:
             return  # stale
-        self.view.role, self.view.real_id = role, real_id
-        self.view.epoch = max(self.view.epoch, epoch)
         if role == "dummy" and not self._left.done() and self._leaving:
             self._left.set_result(None)  # left as real, then told dummy: no release will come
-        if old != role or adopted or (role == "real" and self.view.epoch != old_epoch):
-            self.listener.on_role(old, role, self.view.epoch)
+        if update.news or adopted:
+            self.listener.on_role(update.old, role, update.epoch)
 
     def _on_result(self, frame: ActionResult) -> None:
         pending = self._pending.get(frame.action_id)
@@ -674,20 +704,24 @@ class GroupMember:
     # -- queries ---------------------------------------------------------------------------------
 
     async def members(self, timeout: float = 5.0) -> tuple[MemberInfo, ...]:
-        """Who is in the group (the hub's view, oldest first)."""
+        """Who is in the group (the hub's view, oldest first); `HubTimeoutError` if the hub
+        did not answer within `timeout` s (reconnects meanwhile are waited for)."""
         deadline = self._loop.time() + timeout
-        while True:
-            remaining = deadline - self._loop.time()
-            if remaining <= 0:
-                raise TimeoutError(f"no answer from the hub of {self.group!r}")
-            await asyncio.wait_for(self._connected.wait(), remaining)
-            token = self._token
-            if token is None or token.link is None:
-                continue
-            query: asyncio.Future[tuple[MemberInfo, ...]] = self._loop.create_future()
-            self._queries.append(query)
-            try:
-                token.link.send(MembersQuery())
-                return await asyncio.wait_for(query, max(deadline - self._loop.time(), 0.001))
-            except (ConnectionError, GroupLinkClosed):
-                continue
+        try:
+            while not self._closed:
+                await asyncio.wait_for(self._connected.wait(), deadline - self._loop.time())
+                token = self._token
+                if token is None or token.link is None:
+                    continue
+                query: asyncio.Future[tuple[MemberInfo, ...]] = self._loop.create_future()
+                self._queries.append(query)
+                try:
+                    token.link.send(MembersQuery())
+                    return await asyncio.wait_for(query,
+                                                  max(deadline - self._loop.time(), 0.001))
+                except (ConnectionError, GroupLinkClosed):
+                    continue  # that link was lost: ask the next one, within the deadline
+        except TimeoutError:
+            raise HubTimeoutError(f"the hub of group {self.group!r} did not answer a members "
+                                  f"query within {timeout:g} s") from None
+        raise WebPhoneError(f"the member of group {self.group!r} is closed")

@@ -12,6 +12,8 @@ for every process of the host):
     {"event": "role", "role": "dummy", "epoch": 3}
     {"event": "sip_out", "method": "REGISTER", "expires": "60"}   every REGISTER sent
     {"event": "registered", "contact": "<sip:...>", "expires": 60}
+    {"event": "promotion_failed", "error": "AuthenticationError", "message": ...}  role given up
+    {"event": "disconnected", "reason": ...}  /  {"event": "reconnected"}  the real's SIP server
     {"event": "inbound_call" | "outbound_call", "call_id": ..., "state": ..., "remote": ...}
     {"event": "call_state", "call_id": ..., "state": "answered"}
     {"event": "result", "id": 7, "ok": true, "value": ...}  /  "ok": false, "error": "CallError"
@@ -64,6 +66,10 @@ class _Cli:
         shared.on("outbound_message", self._sip_out)
         shared.on("media_ready", lambda: _out("media_ready"))
         shared.on("registered", self._registered)
+        shared.on("promotion_failed", lambda exc: _out(
+            "promotion_failed", error=type(exc).__name__, message=str(exc)))
+        shared.on("disconnected", lambda reason: _out("disconnected", reason=reason))
+        shared.on("reconnected", lambda: _out("reconnected"))
         shared.on("inbound_call", self._call("inbound_call"))
         shared.on("outbound_call", self._call("outbound_call"))
 

@@ -19,22 +19,36 @@ Calls when the real leaves gracefully: the **drain** policy. `dispose()` on the 
 serving its calls until they have all ended (at most `timeout` seconds, default
 `drain_timeout`), then hangs up whatever is left, and only then hands the registration over.
 Calls in progress on a real that *crashes* are lost with it (their media lived there).
+
+A promotion that fails, for any reason, gives the role up at once (`promotion_failed` event, an
+ERROR log line, `GroupMember.resign`) so the group promotes another member: never a real that
+cannot register. Options are checked when the object is made (`TypeError`), on every member.
+
+Layout: a dummy's view lives in `mirror.py`, what a real publishes in `publisher.py`, running an
+action on the real in `runner.py`, options checks in `webphone._options`. What stays here (~680
+lines, longer than most modules) is one object's life cycle: role switching, promotion, drain and
+hand-over share its state and its tasks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
+from webphone._backoff import backoff
 from webphone._events import EventEmitter
+from webphone._options import check_values, keyword_options
 from webphone.errors import (
-    CallError,
+    HubTimeoutError,
     NoRealPhoneError,
+    RegistrationError,
+    SipTimeoutError,
     WebPhoneError,
 )
 from webphone.phone import WebPhone
@@ -48,16 +62,18 @@ from webphone.shared.group import (
     member_dict,
 )
 from webphone.shared.member import GroupMember, LinkToken, error_info
+from webphone.shared.mirror import CallMirror
 from webphone.shared.protocol import Action, Released, Role, Snapshot
 from webphone.shared.proxy import (
     FINAL_STATES,
     ProxyCallSession,
     ProxyWarmTransfer,
     call_id_of,
-    call_state,
     jsonable,
+    server_state,
 )
-from webphone.shared.schema import check_state
+from webphone.shared.publisher import StatePublisher
+from webphone.shared.runner import run_action
 from webphone.shared.transports.base import GroupTransport, HubOptions
 from webphone.sip_client import DummySipClient, SipClient
 from webphone.sip_info import SipInfo
@@ -67,16 +83,12 @@ __all__ = ["ProxyCallSession", "ProxyWarmTransfer", "SharedWebPhone", "group_nam
 
 log = logging.getLogger("webphone.shared.phone")
 
-#: WebPhone keywords that are the phone's own; every other keyword goes to its SipClient
-_PHONE_OPTIONS = ("media_factory", "loopback_media")
+#: the WebPhone and SipClient keywords SharedWebPhone sets itself (its own `debug` and
+#: `auto_answer`, the group's instance id and fenced SIP client): never webphone_options
+_FIXED_OPTIONS = ("sip_info", "instance_id", "debug", "sip_client", "auto_answer")
 #: phone events relayed by a real SharedWebPhone
 _RELAYED = ("registered", "unregistered", "disconnected", "reconnected", "registration_failed",
             "inbound_message", "outbound_message", "rc_message")
-#: session events that change what a snapshot shows
-_SESSION_EVENTS = ("ringing", "answered", "failed", "disposed", "held", "unheld")
-_FINAL = FINAL_STATES
-#: how long an ended call stays in snapshots (so every dummy sees "failed" vs "disposed")
-_ENDED_RETENTION = 10.0
 
 
 # -- the shared phone ------------------------------------------------------------------------------
@@ -131,6 +143,14 @@ class SharedWebPhone(EventEmitter):
         auto_answer: bool = True,
         **webphone_options: Any,
     ) -> None:
+        check_values("SharedWebPhone", {
+            "group": group, "hub": hub, "instance_id": instance_id,
+            "heartbeat_interval": heartbeat_interval, "heartbeat_timeout": heartbeat_timeout,
+            "hub_timeout": hub_timeout, "action_timeout": action_timeout,
+            "drain_timeout": drain_timeout, "runtime_dir": runtime_dir,
+            "hub_options": hub_options, "member_id": member_id, "preload_media": preload_media,
+            "debug": debug, "auto_answer": auto_answer}, _own_options())
+        self._phone_options, self._client_options = _split_options(webphone_options)
         super().__init__()
         self.sip_info = as_sip_info(sip_info)
         self.group = group or group_name(self.sip_info)
@@ -145,9 +165,6 @@ class SharedWebPhone(EventEmitter):
         self.preload_media = preload_media
         self.debug = debug
         self.auto_answer = auto_answer
-        self._phone_options = {k: webphone_options.pop(k) for k in _PHONE_OPTIONS
-                               if k in webphone_options}
-        self._client_options = webphone_options
         self._member_id = member_id
         self.member: GroupMember | None = None
         self.transport: GroupTransport | None = None
@@ -155,22 +172,22 @@ class SharedWebPhone(EventEmitter):
         self.phone: WebPhone = self._dummy_phone()
         self._real: WebPhone | None = None  # registered real phone
         self._candidate: WebPhone | None = None  # being registered
-        self._proxies: dict[str, ProxyCallSession] = {}
-        self._ended: dict[str, tuple[float, dict[str, Any]]] = {}  # real: recently ended calls
-        self._watched: set[int] = set()
+        #: a dummy's view of the group's calls and of the real's SIP connection
+        self._mirror = CallMirror(run=self._request, emit=self.emit)
+        #: a real's snapshots: what they say and when they go out
+        self._publisher = StatePublisher(changed=self._on_session_event)
         self._warm: dict[str, Any] = {}  # real: call id -> WarmTransfer in progress
         self._role_events: asyncio.Queue[tuple[Role | None, Role, int]] = asyncio.Queue()
         self._role_worker: asyncio.Task[None] | None = None
         self._action_tasks: set[asyncio.Task[None]] = set()
         self._bg: set[asyncio.Future[Any]] = set()
-        self._publish_handle: asyncio.Handle | None = None
-        self._last_published: dict[str, Any] | None = None
         self._calls_changed = asyncio.Event()
-        self._proxies_changed = asyncio.Event()
         self._settled: asyncio.Future[BaseException | None] | None = None
         self._started = False
         self._disposed = False
         self._tick: asyncio.Task[None] | None = None
+        #: after a failed promotion: how long to stay out of the group before rejoining
+        self._retry_delays: Iterator[float] | None = None
 
     # -- public surface --------------------------------------------------------------------------
 
@@ -195,7 +212,7 @@ class SharedWebPhone(EventEmitter):
         """The group's calls: `CallSession` objects on the real, `ProxyCallSession` on dummies."""
         if self._real is not None:
             return list(self._real.call_sessions)
-        return [p for p in self._proxies.values() if p.state not in _FINAL]
+        return list(self._mirror.live())
 
     async def start(self, timeout: float = 15.0) -> None:
         """Join the group: become the real (registered; raises its RegistrationError) or a dummy.
@@ -217,6 +234,14 @@ class SharedWebPhone(EventEmitter):
             await self.member.start(timeout)
             await asyncio.wait_for(asyncio.shield(self._settled),
                                    max(deadline - loop.time(), 0.001))
+        except TimeoutError:
+            registering = self._candidate is not None
+            await self._teardown(unregister=False)
+            if registering:  # the SIP server is slow: its own timeouts did not fire yet
+                raise SipTimeoutError(f"registering as the real of group {self.group!r} did "
+                                      f"not finish within {timeout:g} s") from None
+            raise HubTimeoutError(f"the group {self.group!r} settled no role for this member "
+                                  f"within {timeout:g} s") from None
         except BaseException:
             await self._teardown(unregister=False)
             raise
@@ -241,7 +266,7 @@ class SharedWebPhone(EventEmitter):
         if headers:
             args["headers"] = dict(headers)
         value = await self._request("call", None, args)
-        return await self._proxy_for(call_id_of(value))
+        return await self._mirror.proxy_for(call_id_of(value))
 
     async def members(self, timeout: float = 5.0) -> list[dict[str, Any]]:
         """The group's members, oldest first: dicts with member_id, pid, host, role, since,
@@ -288,7 +313,7 @@ class SharedWebPhone(EventEmitter):
         phone = self._real
         if phone is None:
             return []
-        return [s for s in phone.call_sessions if getattr(s, "state", "") not in _FINAL]
+        return [s for s in phone.call_sessions if getattr(s, "state", "") not in FINAL_STATES]
 
     async def _drain(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
@@ -329,8 +354,7 @@ class SharedWebPhone(EventEmitter):
         for task in (self._role_worker, self._tick):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
-        if self._publish_handle is not None:
-            self._publish_handle.cancel()
+        self._publisher.cancel()
         if not unregister and self.member is not None:
             await self.member.close()
         for phone in (self._candidate, self._real):
@@ -394,7 +418,7 @@ class SharedWebPhone(EventEmitter):
                 if new == "real":
                     await self._become_real(old, epoch)
                 elif new == "dummy":
-                    await self._become_dummy(old)
+                    await self._become_dummy()
             except Exception as exc:  # never let the role worker die
                 log.exception("role change to %s failed", new)
                 self._settle(exc)
@@ -418,43 +442,57 @@ class SharedWebPhone(EventEmitter):
             self.member.registered(epoch)
             self._schedule_publish()
             return
-        delay = 0.5
-        while self._still_real(epoch):
-            phone = self._real_phone()
-            self._candidate = phone
-            try:
-                await phone.start()  # connect + REGISTER first: media code loads afterwards
-            except WebPhoneError as exc:
-                self._candidate = None
-                phone.sip_client.fence()
-                with contextlib.suppress(Exception):
-                    await phone.dispose()
-                if not self._settled or self._settled.done():
-                    log.error("could not register as the group's real phone: %s; retrying in "
-                              "%.1f s", exc, delay)
-                    self.emit("registration_failed", exc)
-                    await asyncio.sleep(delay)  # backoff before registering again
-                    delay = min(delay * 2, 30.0)
-                    continue
-                self._settle(exc)  # start() raises it
-                return
+        if not self._still_real(epoch):
+            return  # deposed again before we began
+        phone: WebPhone | None = None
+        try:
+            phone = self._candidate = self._real_phone()
+            await phone.start()  # connect + REGISTER first: media code loads afterwards
+        except Exception as exc:  # any reason at all: never stay a real that cannot register
             self._candidate = None
-            if not self._still_real(epoch):
+            if phone is not None:
                 phone.sip_client.fence()
                 with contextlib.suppress(Exception):
                     await phone.dispose()
-                return
-            self._install_real(phone)
-            self.member.registered(self.member.epoch)
-            self._flush_publish()
-            self._settle()
-            self.emit("role", "real")
-            if self.preload_media:
-                loaded = asyncio.get_running_loop().run_in_executor(None, _preload_media)
-                loaded.add_done_callback(lambda _: self.emit("media_ready"))
-                self._bg.add(loaded)
-                loaded.add_done_callback(self._bg.discard)
+            if self._settled is not None and not self._settled.done():
+                self._settle(exc)  # start() raises it
+            elif self._still_real(epoch):
+                self._give_up_real(exc)
             return
+        self._candidate = None
+        if not self._still_real(epoch):
+            phone.sip_client.fence()
+            with contextlib.suppress(Exception):
+                await phone.dispose()
+            return
+        self._retry_delays = None
+        self._install_real(phone)
+        self.member.registered(self.member.epoch)
+        self._flush_publish()
+        self._settle()
+        self.emit("role", "real")
+        if self.preload_media:
+            loaded = asyncio.get_running_loop().run_in_executor(None, _preload_media)
+            loaded.add_done_callback(lambda _: self.emit("media_ready"))
+            self._bg.add(loaded)
+            loaded.add_done_callback(self._bg.discard)
+
+    def _give_up_real(self, error: Exception) -> None:
+        """A promotion failed: leave the real role at once so the group promotes another
+        member, and come back as a dummy after a backoff (1, 2, 4 ... 30 s)."""
+        assert self.member is not None
+        if self._retry_delays is None:
+            # 1 s, 2 s, 4 s ... 30 s: even the first rejoin waits, so that another member takes
+            # the role first (over Redis the freed lease goes to whoever acquires it first)
+            self._retry_delays = backoff(first=1.0, initial=2.0)
+        rejoin_after = next(self._retry_delays)
+        log.error("could not become the group's real phone: %s: %s; giving the real role up "
+                  "so that another member is promoted (back in the group in %.1f s)",
+                  type(error).__name__, error, rejoin_after)
+        if isinstance(error, RegistrationError):
+            self.emit("registration_failed", error)  # as a WebPhone whose REGISTER failed
+        self.emit("promotion_failed", error)
+        self.member.resign(rejoin_after)
 
     def _real_phone(self) -> WebPhone:
         assert self.member is not None
@@ -464,18 +502,26 @@ class SharedWebPhone(EventEmitter):
                          sip_client=client, auto_answer=self.auto_answer, **self._phone_options)
         for event in _RELAYED:  # from the first REGISTER on: every SIP message is visible
             phone.on(event, self._relay(event))
+        phone.on("disconnected", lambda reason: self._server_changed(server_state(False, reason)))
+        phone.on("reconnected", lambda: self._server_changed(server_state(True)))
         return phone
+
+    def _server_changed(self, state: dict[str, Any]) -> None:
+        """The real's SIP connection went down or came back: dummies hear of it (snapshot)."""
+        self._publisher.server = state
+        self._schedule_publish()
 
     def _install_real(self, phone: WebPhone) -> None:
         self._real = phone
+        self._publisher.server = server_state(True)  # registered just now
         old_dummy, self.phone = self.phone, phone
         self._background(old_dummy.dispose())
-        self._proxies.clear()  # the real sessions replace the dummy view
+        self._mirror.clear()  # the real sessions replace the dummy view
         phone.on("inbound_call", self._on_real_call("inbound_call"))
         phone.on("outbound_call", self._on_real_call("outbound_call"))
         phone.on("call_changed", self._on_real_changed)
         for session in phone.call_sessions:
-            self._watch(session)
+            self._publisher.watch(session)
 
     def _background(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -490,7 +536,7 @@ class SharedWebPhone(EventEmitter):
 
     def _on_real_call(self, event: str) -> Any:
         def handler(session: Any) -> None:
-            self._watch(session)
+            self._publisher.watch(session)
             self._schedule_publish()
             self.emit(event, session)
 
@@ -501,23 +547,11 @@ class SharedWebPhone(EventEmitter):
         self._calls_changed.set()
         self.emit("call_changed", session)
 
-    def _watch(self, session: Any) -> None:
-        if id(session) in self._watched:
-            return
-        self._watched.add(id(session))
-        for event in _SESSION_EVENTS:
-            session.on(event, lambda *args, s=session, e=event: self._session_event(s, e))
-
-    def _session_event(self, session: Any, event: str) -> None:
-        if event in _FINAL:
-            self._watched.discard(id(session))
-            loop = asyncio.get_running_loop()
-            self._ended[session.call_id] = (loop.time() + _ENDED_RETENTION, call_state(session))
-            self._ended[session.call_id][1]["state"] = event
+    def _on_session_event(self) -> None:
         self._calls_changed.set()
         self._schedule_publish()
 
-    async def _become_dummy(self, old: Role | None) -> None:
+    async def _become_dummy(self) -> None:
         phone, self._real = self._real, None
         candidate, self._candidate = self._candidate, None
         for p in (phone, candidate):
@@ -529,12 +563,10 @@ class SharedWebPhone(EventEmitter):
         if phone is not None:
             log.warning("deposed: another member is the group's real phone now")
             self.phone = self._dummy_phone()
-            self._last_published = None
-            self._ended.clear()
-            self._watched.clear()
+            self._publisher.reset()
         if self.member is not None and self.member.view.snapshots.state is not None:
             self._sync_proxies(self.member.view.snapshots.state)
-        if old is not None or phone is not None:
+        if phone is not None:  # `role` was "real" (announced once registered): now it is not
             self.emit("role", "dummy")
         if self._settled is not None and not self._settled.done():
             # the first welcome said dummy: settled once the group has a real, unless the
@@ -564,40 +596,19 @@ class SharedWebPhone(EventEmitter):
 
     # -- snapshots: real side --------------------------------------------------------------------
 
-    def _state(self) -> dict[str, Any]:
-        phone = self._real
-        calls: dict[str, dict[str, Any]] = {}
-        now = asyncio.get_running_loop().time()
-        for call_id, (until, data) in list(self._ended.items()):
-            if until < now:
-                del self._ended[call_id]
-            else:
-                calls[call_id] = data
-        if phone is not None:
-            for session in phone.call_sessions:
-                data = call_state(session)
-                if data["id"]:
-                    calls[data["id"]] = data
-        return {"calls": list(calls.values())[-100:]}
+    @property
+    def _ended(self) -> dict[str, tuple[float, dict[str, Any]]]:
+        return self._publisher.ended
 
     def _schedule_publish(self) -> None:
-        if self._publish_handle is None and self._real is not None:
-            self._publish_handle = asyncio.get_running_loop().call_soon(self._flush_publish)
+        if self._real is not None:
+            self._publisher.schedule(self._flush_publish)
 
     def _flush_publish(self) -> None:
-        self._publish_handle = None
         if self._real is None or self.member is None:
+            self._publisher.cancel()
             return
-        state = self._state()
-        if state == self._last_published:
-            return
-        try:
-            check_state(state)
-        except WebPhoneError as exc:
-            log.error("not publishing an invalid snapshot: %s", exc)
-            return
-        self._last_published = state
-        self.member.publish(state)
+        self._publisher.flush(self._real.call_sessions, self.member.publish)
 
     async def _tick_loop(self) -> None:
         # a safety net for changes no event announces (mute flags, ended-call retention)
@@ -606,56 +617,14 @@ class SharedWebPhone(EventEmitter):
             if self._real is not None:
                 self._flush_publish()
 
-    # -- snapshots: dummy side -------------------------------------------------------------------
+    # -- snapshots: dummy side (shared/mirror.py) -------------------------------------------------
+
+    @property
+    def _proxies(self) -> dict[str, ProxyCallSession]:
+        return self._mirror.proxies
 
     def _sync_proxies(self, state: Mapping[str, Any]) -> None:
-        calls = [c for c in state.get("calls", []) if isinstance(c, dict) and "id" in c]
-        seen = set()
-        emits: list[tuple[EventEmitter, str, Any]] = []
-        for data in calls:
-            call_id = str(data["id"])
-            seen.add(call_id)
-            proxy = self._proxies.get(call_id)
-            if proxy is None:
-                proxy = ProxyCallSession(self, data)
-                self._proxies[call_id] = proxy
-                if proxy.state not in _FINAL:
-                    event = "outbound_call" if proxy.direction == "outbound" else "inbound_call"
-                    emits.append((self, event, proxy))
-                continue
-            events = proxy._update(data)
-            emits.extend((proxy, event, None) for event in events)
-            if events:
-                emits.append((self, "call_changed", proxy))
-        for call_id in list(self._proxies):
-            if call_id not in seen:
-                proxy = self._proxies.pop(call_id)
-                if proxy.state not in _FINAL:
-                    proxy.state = "disposed"
-                    emits.append((proxy, "disposed", None))
-                    emits.append((self, "call_changed", proxy))
-        for call_id in [c for c, p in self._proxies.items() if p.state in _FINAL]:
-            if call_id not in seen:
-                del self._proxies[call_id]
-        self._proxies_changed.set()
-        for emitter, event, arg in emits:
-            if arg is None:
-                emitter.emit(event)
-            else:
-                emitter.emit(event, arg)
-
-    async def _proxy_for(self, call_id: str, wait: float = 2.0) -> ProxyCallSession:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        while call_id not in self._proxies and loop.time() < deadline:
-            self._proxies_changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._proxies_changed.wait(), deadline - loop.time())
-        proxy = self._proxies.get(call_id)
-        if proxy is None:  # ended before its first snapshot reached us
-            proxy = ProxyCallSession(self, {"id": call_id, "direction": "outbound",
-                                            "state": "disposed"})
-        return proxy
+        self._mirror.sync(state)
 
     # -- actions ---------------------------------------------------------------------------------
 
@@ -671,7 +640,7 @@ class SharedWebPhone(EventEmitter):
             error = None
         except Exception as exc:
             value, error = None, error_info(exc)
-        if self._publish_handle is not None:
+        if self._publisher.pending:
             self._flush_publish()  # the caller sees the new state before the result
         self.member.send_result(token, action.action_id, value=jsonable(value), error=error)
 
@@ -679,33 +648,29 @@ class SharedWebPhone(EventEmitter):
         phone = self._real
         if phone is None:
             raise NoRealPhoneError("this member is no longer the real phone")
-        args = action.args
-        if action.name == "call":
-            outbound = await phone.call(args["callee"], caller_id=args.get("caller_id"),
-                                        headers=args.get("headers"))
-            return {"call_id": outbound.call_id}
-        call_id = action.call_id or ""
-        if action.name in ("complete_warm_transfer", "cancel_warm_transfer"):
-            transfer = self._warm.pop(call_id, None)
-            if transfer is None:
-                raise CallError(f"{action.name}: no warm transfer in progress on call {call_id}")
-            if action.name == "complete_warm_transfer":
-                await transfer.complete()
-            else:
-                await transfer.cancel()
-            return None
-        session: Any = next((s for s in phone.call_sessions if s.call_id == call_id), None)
-        if session is None:
-            raise CallError(f"{action.name}: no call {call_id!r} on the real phone")
-        method = getattr(session, action.name, None)
-        if not callable(method):
-            raise CallError(f"{action.name} is not supported by this call")
-        if action.name == "warm_transfer":
-            transfer = await method(args["target"])
-            self._warm[call_id] = transfer
-            return {"call_id": transfer.session.call_id}
-        positional = [args[k] for k in ("target", "message", "digits", "duration") if k in args]
-        return await method(*positional)
+        return await run_action(phone, self._warm, action)
+
+
+@functools.cache
+def _own_options() -> dict[str, Any]:
+    """SharedWebPhone's own keywords and their annotations."""
+    return keyword_options(SharedWebPhone.__init__, ("sip_info",), keyword_only=False)
+
+
+@functools.cache
+def _webphone_options() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The keywords of the WebPhone and of the SipClient a real runs, with annotations."""
+    return (keyword_options(WebPhone.__init__, _FIXED_OPTIONS, keyword_only=False),
+            keyword_options(SipClient.__init__, _FIXED_OPTIONS, keyword_only=False))
+
+
+def _split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Check `options` (TypeError naming the first bad one) and split them into the WebPhone's
+    and the SipClient's: checked here, on every member, not when a dummy is promoted."""
+    phone, client = _webphone_options()
+    check_values("SharedWebPhone", options, {**phone, **client})
+    return ({k: v for k, v in options.items() if k in phone},
+            {k: v for k, v in options.items() if k in client})
 
 
 def _preload_media() -> None:

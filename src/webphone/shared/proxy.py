@@ -3,23 +3,28 @@
 `call_state(session)` turns a real `CallSession` into the derived fields a snapshot carries (never
 SIP messages, SDP or secrets). `ProxyCallSession` is the dummy's side: the same attributes, built
 from snapshots, and the same methods, each forwarded to the real as an action of the allow-list.
+A proxy knows nothing of `SharedWebPhone`: it is given two callables (`RunAction`, `FindProxy`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from webphone._events import EventEmitter
 from webphone.errors import WebPhoneError
 from webphone.shared.schema import MAX_STATE_STRING
 
-if TYPE_CHECKING:
-    from webphone.shared.phone import SharedWebPhone
+__all__ = ["FINAL_STATES", "FindProxy", "ProxyCallSession", "ProxyWarmTransfer", "RunAction",
+           "call_id_of", "call_state", "jsonable", "server_events", "server_state"]
 
-__all__ = ["FINAL_STATES", "ProxyCallSession", "ProxyWarmTransfer", "call_id_of", "call_state",
-           "jsonable"]
+#: what a proxy needs from its group to act: run action `name` on the real for `call_id` with
+#: `args`, returning the real's result or raising its error (`SharedWebPhone._request`)
+RunAction = Callable[[str, "str | None", "dict[str, Any]"], Awaitable[Any]]
+#: and the proxy of another call of the group once the real reported it (a warm transfer's
+#: consult call; `SharedWebPhone._proxy_for`)
+FindProxy = Callable[[str], Awaitable["ProxyCallSession"]]
 
 FINAL_STATES = ("failed", "disposed")
 _STATES = ("init", "ringing", "answered", "failed", "disposed")
@@ -51,9 +56,10 @@ class ProxyCallSession(EventEmitter):
     doc). Events: ``ringing``, ``answered``, ``failed``, ``disposed``, ``held``, ``unheld``.
     """
 
-    def __init__(self, shared: SharedWebPhone, data: Mapping[str, Any]) -> None:
+    def __init__(self, data: Mapping[str, Any], *, run: RunAction, find: FindProxy) -> None:
         super().__init__()
-        self._shared = shared
+        self._run = run
+        self._find = find
         self.call_id: str = str(data["id"])
         self.direction: str = str(data.get("direction", "inbound"))
         self.state: str = "init"
@@ -100,7 +106,7 @@ class ProxyCallSession(EventEmitter):
                 f"remote={self.remote_number}>")
 
     async def _act(self, name: str, **args: Any) -> Any:
-        return await self._shared._request(name, self.call_id, args)
+        return await self._run(name, self.call_id, args)
 
     # the session actions of webphone.shared.actions, by name
     async def answer(self) -> None:
@@ -166,7 +172,7 @@ class ProxyCallSession(EventEmitter):
     async def warm_transfer(self, target: str) -> ProxyWarmTransfer:
         """Hold this call and call `target`; `complete()` or `cancel()` the result."""
         value = await self._act("warm_transfer", target=target)
-        consult = await self._shared._proxy_for(call_id_of(value))
+        consult = await self._find(call_id_of(value))
         return ProxyWarmTransfer(self, consult)
 
     async def complete_warm_transfer(self) -> None:
@@ -233,6 +239,27 @@ def call_state(session: Any) -> dict[str, Any]:
         "session_id": _text(getattr(session, "session_id", None)),
         "party_id": _text(getattr(session, "party_id", None)),
     }
+
+
+def server_state(connected: bool, reason: str | None = None) -> dict[str, Any]:
+    """What a snapshot says about the real's connection to the SIP server (its "server" key)."""
+    return {"connected": connected, "reason": None if connected else _text(reason)}
+
+
+def server_events(seen: Mapping[str, Any], published: object) -> tuple[dict[str, Any],
+                                                                       list[tuple[Any, ...]]]:
+    """A dummy's side: the new server state to remember, and the events (``disconnected``
+    with a reason, ``reconnected``) its change from `seen` means. A snapshot without a valid
+    "server" key changes nothing."""
+    if not isinstance(published, Mapping) or not isinstance(published.get("connected"), bool):
+        return dict(seen), []
+    connected = bool(published["connected"])
+    state = server_state(connected, published.get("reason") if not connected else None)
+    if connected == bool(seen.get("connected", True)):
+        return state, []
+    if connected:
+        return state, [("reconnected",)]
+    return state, [("disconnected", state["reason"] or "the real phone lost the SIP server")]
 
 
 def jsonable(value: Any, depth: int = 0) -> Any:

@@ -1,6 +1,8 @@
 """What one member knows about its group, with the rules every member applies. Pure, no I/O.
 
-The member side (SharedWebPhone) and the tests share these rules:
+`GroupMember` (the member side of every process) applies its role frames through
+`MemberView.set_role`, and the simulated members of the tests through `apply`: one
+implementation of these rules:
 
 * a snapshot is applied only if its (epoch, seq) is greater than the one applied before, so a
   late, duplicated or stale snapshot never rolls the view back;
@@ -14,11 +16,12 @@ The member side (SharedWebPhone) and the tests share these rules:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from webphone.shared.protocol import Frame, Released, Role, RoleChange, Snapshot, Welcome
 
-__all__ = ["MemberView", "SnapshotView"]
+__all__ = ["MemberView", "RoleUpdate", "SnapshotView"]
 
 
 class SnapshotView:
@@ -73,10 +76,11 @@ class MemberView:
         (actions, results, heartbeats...) are not the view's business and return False."""
         if isinstance(frame, Welcome):
             self.member_id = frame.member_id
-            changed = self._set_role(frame.role, frame.epoch, frame.real_id, force=True)
-            return self.snapshots.offer(frame.snapshot) or changed
+            update = self.set_role(frame.role, frame.epoch, frame.real_id, force=True)
+            return self.snapshots.offer(frame.snapshot) or (update is not None and update.changed)
         if isinstance(frame, RoleChange):
-            return self._set_role(frame.role, frame.epoch, frame.real_id)
+            update = self.set_role(frame.role, frame.epoch, frame.real_id)
+            return update is not None and update.changed
         if isinstance(frame, Snapshot):
             return self.snapshots.offer(frame)
         if isinstance(frame, Released):
@@ -84,9 +88,34 @@ class MemberView:
             return True
         return False
 
-    def _set_role(self, role: Role, epoch: int, real_id: str | None, force: bool = False) -> bool:
+    def set_role(self, role: Role, epoch: int, real_id: str | None = None, *,
+                 force: bool = False) -> RoleUpdate | None:
+        """Take in a role frame: the one place the role rules live (`GroupMember` and `apply`
+        both come here). None if it is stale (older than the known epoch; `force`, for a
+        welcome, takes it anyway); else what changed."""
         if epoch < self.epoch and not force:
-            return False  # older than what we know: stale
-        before = (self.role, self.epoch, self.real_id)
-        self.role, self.epoch, self.real_id = role, max(self.epoch, epoch), real_id
-        return before != (self.role, self.epoch, self.real_id)
+            return None  # older than what we know: stale
+        update = RoleUpdate(old=self.role, new=role, old_epoch=self.epoch,
+                            epoch=max(self.epoch, epoch),
+                            changed=(self.role, self.epoch, self.real_id) != (
+                                role, max(self.epoch, epoch), real_id))
+        self.role, self.epoch, self.real_id = role, update.epoch, real_id
+        return update
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoleUpdate:
+    """What one role frame did to a `MemberView`."""
+
+    old: Role | None
+    new: Role
+    old_epoch: int
+    epoch: int
+    #: role, epoch or real id differ from before
+    changed: bool
+
+    @property
+    def news(self) -> bool:
+        """The member's owner must hear of it: a new role, or real at a new epoch (promoted
+        again, or adopted by a restarted hub)."""
+        return self.old != self.new or (self.new == "real" and self.epoch != self.old_epoch)

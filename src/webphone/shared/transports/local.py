@@ -46,6 +46,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple, Protocol, cast
 
+from webphone._backoff import backoff
 from webphone.errors import GroupProtocolError
 from webphone.shared.protocol import (
     HUB_FRAMES,
@@ -401,7 +402,8 @@ class LocalTransport(GroupTransport):
         paths = self.paths(group)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.connect_timeout
-        delay = 0.002
+        # a hub starts in tens of milliseconds: poll its socket at 2 ms, doubling up to 50 ms
+        delays = backoff(first=0.002, initial=0.004, cap=0.05)
         while True:
             try:
                 return await self._open(paths.socket, on_frame, on_lost)
@@ -412,10 +414,10 @@ class LocalTransport(GroupTransport):
                 error: OSError = exc
             except BlockingIOError as exc:  # the hub's backlog is full: it is alive, retry
                 error = exc
+            delay = next(delays)
             if loop.time() + delay > deadline:
                 raise error
             await asyncio.sleep(delay)  # backoff while the hub starts, not synchronisation
-            delay = min(delay * 2, 0.05)
 
     async def _open(self, path: Path, on_frame: FrameHandler, on_lost: LostHandler) -> LocalLink:
         loop = asyncio.get_running_loop()

@@ -93,6 +93,7 @@ from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from webphone._backoff import backoff
 from webphone.errors import GroupProtocolError
 from webphone.shared.lease import Candidate, HolderState, LeaseHolder, LeaseTimings
 from webphone.shared.lease import fresh_acquire_allowed as _fresh_ok
@@ -406,7 +407,8 @@ class RedisLink(GroupLink):
     # -- supervision -------------------------------------------------------------------------
 
     async def _supervise(self) -> None:
-        delay = 0.05
+        cap = self.timings.retry_interval  # 50 ms, then 100 ms doubling up to retry_interval
+        delays = backoff(first=min(0.05, cap), initial=min(0.1, cap), cap=cap)
         while not self._closed and not self._lost:
             self._failure = self._loop.create_future()
             reason = ""
@@ -436,8 +438,7 @@ class RedisLink(GroupLink):
                 log.warning("Redis failed (%s); keeping the lease until %.2f s from now while "
                             "reconnecting", reason, self._valid_for())
             self._recovering = True
-            await asyncio.sleep(delay * (1 + random.random()))
-            delay = min(delay * 2, self.timings.retry_interval)
+            await asyncio.sleep(next(delays))
 
     def _holding_on(self) -> bool:
         """Keep the link through a Redis failure while our lease is valid (the deadline timer

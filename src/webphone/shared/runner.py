@@ -1,0 +1,49 @@
+"""How the real runs a dummy's action: each name of the allow-list (`webphone.shared.actions`)
+mapped onto its `WebPhone` and the call sessions, returning plain values a result frame carries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from typing import Any
+
+from webphone.errors import CallError
+from webphone.phone import WebPhone
+from webphone.shared.protocol import Action
+
+__all__ = ["run_action"]
+
+#: the arguments a session method takes positionally, in this order
+_POSITIONAL = ("target", "message", "digits", "duration")
+
+
+async def run_action(phone: WebPhone, warm: MutableMapping[str, Any], action: Action) -> Any:
+    """Run `action` on `phone`; its value (a call id dict for "call" and "warm_transfer"), or
+    its error (`CallError` for an unknown call or transfer). `warm` keeps the warm transfers in
+    progress by call id, between the action that starts one and the one that ends it."""
+    args = action.args
+    if action.name == "call":
+        outbound = await phone.call(args["callee"], caller_id=args.get("caller_id"),
+                                    headers=args.get("headers"))
+        return {"call_id": outbound.call_id}
+    call_id = action.call_id or ""
+    if action.name in ("complete_warm_transfer", "cancel_warm_transfer"):
+        transfer = warm.pop(call_id, None)
+        if transfer is None:
+            raise CallError(f"{action.name}: no warm transfer in progress on call {call_id}")
+        if action.name == "complete_warm_transfer":
+            await transfer.complete()
+        else:
+            await transfer.cancel()
+        return None
+    session: Any = next((s for s in phone.call_sessions if s.call_id == call_id), None)
+    if session is None:
+        raise CallError(f"{action.name}: no call {call_id!r} on the real phone")
+    method = getattr(session, action.name, None)
+    if not callable(method):
+        raise CallError(f"{action.name} is not supported by this call")
+    if action.name == "warm_transfer":
+        transfer = await method(args["target"])
+        warm[call_id] = transfer
+        return {"call_id": transfer.session.call_id}
+    return await method(*(args[k] for k in _POSITIONAL if k in args))
