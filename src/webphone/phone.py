@@ -40,7 +40,8 @@ class WebPhone(EventEmitter):
 
     Events: ``inbound_call(session)``, ``outbound_call(session)``, ``registered(expires)``,
     ``disconnected(reason)``, ``reconnected()``, ``inbound_message(msg)``,
-    ``outbound_message(msg)``.
+    ``outbound_message(msg)``, ``overloaded(session, reason)`` (a call's audio suffers: the
+    event loop lags or frames are dropped; see `webphone.media.load`).
     """
 
     def __init__(
@@ -158,12 +159,16 @@ class WebPhone(EventEmitter):
 
     async def _new_media(self, session: BaseCallSession) -> MediaSession:
         if self.media_factory is not None:
-            return self.media_factory(session)
-        from .media import MediaSession  # aiortc is heavy: load it on the first call only
+            media = self.media_factory(session)
+        else:
+            from .media import MediaSession  # aiortc is heavy: load it on the first call only
 
-        return MediaSession(
-            stun_servers=self.sip_info.stun_servers, loopback_only=self.loopback_media
-        )
+            media = MediaSession(
+                stun_servers=self.sip_info.stun_servers, loopback_only=self.loopback_media
+            )
+        # the process cannot keep up with its calls' audio (webphone.media.load): say it here
+        media.on("overloaded", lambda reason: self.emit("overloaded", session, reason))
+        return media
 
     def _session_changed(self, session: BaseCallSession) -> None:
         self.emit("call_changed", session)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from ._backoff import backoff
 from ._events import EventEmitter
+from ._refresh import refresh_delay
 from .errors import (
     AuthenticationError,
     NotRealPhoneError,
@@ -60,7 +61,8 @@ class SipClient(EventEmitter):
     ``registration_failed(error)``. Requests that no transaction owns go to `request_handler`.
 
     `register_expires` is what we ask for (60 s, like RingCentral's SDK); the binding is
-    refreshed 6 s before the granted expiry, which leaves room for one no-reply detection
+    refreshed at a random time in [0.75, 1] x (granted expiry - 6 s), spread so that many phones
+    do not refresh at once (`_refresh.refresh_delay`), which leaves room for one no-reply detection
     (`request_timeout`, 5 s) inside the binding's lifetime.
 
     After a lost connection (of a client that was registered) it reconnects and registers
@@ -246,7 +248,7 @@ class SipClient(EventEmitter):
         return int(header) if header and header.strip().isdigit() else requested
 
     def _schedule_refresh(self, granted: int) -> None:
-        delay = granted - 6 if granted >= 20 else max(granted / 2, 1)
+        delay = refresh_delay(granted)  # spread: a random point late in the interval
         loop = asyncio.get_running_loop()
         self._refresh = loop.call_later(delay, lambda: self._run_soon(self._refresh_now()))
 

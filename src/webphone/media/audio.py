@@ -4,6 +4,8 @@ conversion, bounded streams of received audio, WAV recording. Imports av and aio
 Outgoing: one `OutgoingAudioTrack` per call is what aiortc's sender pulls, 20 ms frames of
 48 kHz mono s16 in real time. It plays whatever a `Playback` wrote into its small buffer and
 silence otherwise (also while muted), so RTP keeps flowing and the timestamps stay continuous.
+Once the send codec is known it encodes inline (`webphone.media.codec`) and hands aiortc the
+encoded packet; until then, and for codecs without an inline encoder, aiortc encodes the frame.
 
 Incoming: `PcmConverter` turns aiortc's decoded frames (opus: 48 kHz stereo; G.711: 8 kHz mono)
 into mono s16 at the rate the program asked for; `AudioStream` hands them out through a
@@ -26,6 +28,7 @@ from typing import Any
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from .codec import InlineEncoder
 from .tone import sine_chunks
 
 log = logging.getLogger("webphone.media")
@@ -47,6 +50,7 @@ SEND_RATE = 48000
 FRAME_SAMPLES = SEND_RATE // 50  # 20 ms
 FRAME_BYTES = FRAME_SAMPLES * 2
 _TIME_BASE = fractions.Fraction(1, SEND_RATE)
+_SILENCE = bytes(FRAME_BYTES)
 
 
 def _frame_pcm(frame: Any) -> bytes:
@@ -120,6 +124,7 @@ class OutgoingAudioTrack(MediaStreamTrack):
 
     def __init__(self, buffer_ms: int = 200) -> None:
         super().__init__()
+        self.encoder: InlineEncoder | None = None
         self._buffer = bytearray()
         self._limit = max(FRAME_BYTES, SEND_RATE * 2 * buffer_ms // 1000)
         self._room = asyncio.Event()
@@ -130,6 +135,9 @@ class OutgoingAudioTrack(MediaStreamTrack):
         self._start: float | None = None
         self._pts = 0
         self.frames_sent = 0
+        self.frames_late = 0  # handed out more than a frame later than their time
+        self.frames_skipped = 0  # never sent: the track fell > MAX_LAG behind and skipped ahead
+        self.max_lag = 0.0  # the worst lateness seen (seconds)
 
     @property
     def buffered(self) -> int:
@@ -170,18 +178,14 @@ class OutgoingAudioTrack(MediaStreamTrack):
             wait = self._start + self._pts / SEND_RATE - now
             if wait > 0:
                 await asyncio.sleep(wait)
-            elif wait < -MAX_LAG:
-                # Nobody pulled for a while (between two peer connections, or a stalled loop):
-                # go on from now instead of sending the missed time as a burst.
-                self._start = now - self._pts / SEND_RATE
-        chunk = bytes(self._buffer[:FRAME_BYTES])
-        del self._buffer[:FRAME_BYTES]
-        if len(self._buffer) < self._limit:
-            self._room.set()
-        if not self._buffer:
-            self._empty.set()
-        if self.muted or len(chunk) < FRAME_BYTES:
-            chunk = bytes(FRAME_BYTES) if self.muted else chunk + bytes(FRAME_BYTES - len(chunk))
+            else:
+                self._late(-wait, now)
+        chunk = self._next_chunk()
+        if self.encoder is not None:
+            packet = self.encoder.encode(chunk, self._pts)
+            if packet is not None:
+                self.frames_sent += 1
+                return packet
         frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
         frame.planes[0].update(chunk)
         frame.pts = self._pts
@@ -189,6 +193,30 @@ class OutgoingAudioTrack(MediaStreamTrack):
         frame.time_base = _TIME_BASE
         self.frames_sent += 1
         return frame
+
+    def _late(self, lag: float, now: float) -> None:
+        self.max_lag = max(self.max_lag, lag)
+        if lag > FRAME_SAMPLES / SEND_RATE:
+            self.frames_late += 1
+        if lag > MAX_LAG:
+            # Nobody pulled for a while (between two peer connections, or a stalled loop): go
+            # on from now instead of sending the missed time as a burst.
+            self.frames_skipped += int(lag * SEND_RATE) // FRAME_SAMPLES
+            self._start = now - self._pts / SEND_RATE
+
+    def _next_chunk(self) -> bytes:
+        if self.muted or not self._buffer:
+            chunk = _SILENCE
+        else:
+            chunk = bytes(self._buffer[:FRAME_BYTES])
+            if len(chunk) < FRAME_BYTES:
+                chunk += _SILENCE[len(chunk):]
+        del self._buffer[:FRAME_BYTES]
+        if len(self._buffer) < self._limit:
+            self._room.set()
+        if not self._buffer:
+            self._empty.set()
+        return chunk
 
     def stop(self) -> None:
         """Called by aiortc when a sender lets go of the track (its peer connection closed):

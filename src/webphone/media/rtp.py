@@ -1,4 +1,5 @@
-"""The per-call RTP path that `RtpTap` feeds: RFC 4733 DTMF both ways, and the send gate.
+"""The per-call RTP path that `RtpTap` feeds: RFC 4733 DTMF both ways, the send gate, and
+incoming audio of the codecs decoded inline (handed to `on_audio`, see `webphone.media.receive`).
 
 Pure except for asyncio futures (no aiortc import): `RtpPath.outgoing(data)` and
 `RtpPath.incoming(data)` are what `webphone.media._hooks.RtpTap` calls for every RTP/RTCP
@@ -13,7 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..sip.sdp import audio_codecs, telephone_events
-from .dtmf import DtmfReceiver, DtmfSender, is_rtcp, parse_rtp_header, rewrite_rtp
+from .dtmf import (
+    DtmfReceiver,
+    DtmfSender,
+    RtpHeader,
+    is_rtcp,
+    parse_rtp_header,
+    rewrite_rtp,
+)
 from .errors import DtmfNotAvailableError, MediaError
 
 __all__ = ["RtpCounters", "RtpPath"]
@@ -32,7 +40,8 @@ class RtpPath:
     """DTMF sender/receiver and hold gate for one call's RTP stream.
 
     ssrc: our sender's SSRC (a callable: read when packets flow); may_send / may_receive: the
-    negotiated direction allows it now; on_digit: called once per received DTMF event.
+    negotiated direction allows it now; on_digit: called once per received DTMF event;
+    on_audio(header, payload): a received audio packet of a payload type in `audio_receive`.
     """
 
     def __init__(
@@ -41,11 +50,15 @@ class RtpPath:
         may_send: Callable[[], bool],
         may_receive: Callable[[], bool],
         on_digit: Callable[[str], None],
+        on_audio: Callable[[RtpHeader, bytes], None] | None = None,
     ) -> None:
         self._ssrc = ssrc
         self._may_send = may_send
         self._may_receive = may_receive
         self._on_digit = on_digit
+        self._on_audio = on_audio
+        self.audio_receive: frozenset[int] = frozenset()
+        self.send_codec: tuple[str, int] | None = None
         self.counters = RtpCounters()
         self._pt_rates: dict[int, int] = {}
         self._te_send: dict[int, int] = {}
@@ -64,9 +77,18 @@ class RtpPath:
         self._te_receive = set(telephone_events(local_sdp).values()) | set(self._te_send.values())
         # aiortc sends with the first codec of the answer (it orders its own answer, and as an
         # offerer takes the answer's order)
-        self._send_rate = next(
-            (c.clock_rate for c in audio_codecs(answer_sdp) if c.name not in _NOT_AUDIO), None
+        self.send_codec = next(
+            ((c.name, c.clock_rate) for c in audio_codecs(answer_sdp)
+             if c.name.lower() not in _NOT_AUDIO),
+            None,
         )
+        self._send_rate = None if self.send_codec is None else self.send_codec[1]
+
+    def received_codecs(self, local_sdp: str, remote_sdp: str) -> dict[int, tuple[str, int]]:
+        """payload type -> (codec name, clock rate) of the audio codecs we may receive."""
+        found = {c.payload_type: (c.name, c.clock_rate) for c in audio_codecs(remote_sdp)}
+        found.update({c.payload_type: (c.name, c.clock_rate) for c in audio_codecs(local_sdp)})
+        return {pt: c for pt, c in found.items() if c[0].lower() not in _NOT_AUDIO}
 
     @property
     def can_send_dtmf(self) -> bool:
@@ -138,8 +160,14 @@ class RtpPath:
         return rewrite_rtp(data, te_pt, step.marker, step.timestamp, step.payload)
 
     def incoming(self, data: bytes) -> bool:
-        """A received packet: True when it was a telephone-event (consumed here)."""
-        if len(data) < 12 or (data[1] & 0x7F) not in self._te_receive or is_rtcp(data):
+        """A received packet: True when it was a telephone-event or audio we decode (consumed
+        here)."""
+        if len(data) < 12 or is_rtcp(data):
+            return False
+        payload_type = data[1] & 0x7F
+        if payload_type in self.audio_receive and self._on_audio is not None:
+            return self._audio(data)
+        if payload_type not in self._te_receive:
             return False
         header = parse_rtp_header(data)
         if header is None or not self._may_receive():
@@ -149,4 +177,12 @@ class RtpPath:
         if digit is not None:
             self.counters.dtmf_received += 1
             self._on_digit(digit)
+        return True
+
+    def _audio(self, data: bytes) -> bool:
+        header = parse_rtp_header(data)
+        if header is None:
+            return True  # malformed: nobody could decode it
+        if self._may_receive() and self._on_audio is not None:
+            self._on_audio(header, data[header.payload_offset : header.payload_end])
         return True

@@ -17,7 +17,7 @@ import ipaddress
 import logging
 import wave
 import weakref
-from collections.abc import AsyncIterable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,7 +66,11 @@ from .audio import (
     tone_source,
     wav_chunks,
 )
+from .codec import INLINE_CODECS, InlineEncoder
+from .dtmf import RtpHeader
 from .errors import MediaError
+from .load import monitor
+from .receive import AudioReceiver
 from .rtp import RtpPath
 
 log = logging.getLogger("webphone.media")
@@ -105,11 +109,23 @@ def _codec_capabilities(names: Sequence[str]) -> list[Any]:
 
 @dataclass
 class MediaStats:
-    """Counters of one media session (times are `loop.time()` values)."""
+    """Counters of one media session (times are `loop.time()` values).
+
+    Overload shows as `frames_dropped` (outgoing frames never sent: the event loop fell more
+    than 100 ms behind), `frames_late` (received packets that came after the jitter buffer gave
+    up their slot) and `loop_lag_ms`; the session then emits "overloaded".
+    """
 
     frames_sent: int = 0  # 20 ms frames our outgoing track produced (sent, or held on hold)
-    frames_received: int = 0  # decoded from the far end
-    frames_discarded: int = 0  # decoded, then thrown away (no consumer, or on hold)
+    frames_received: int = 0  # decoded from the far end (a lost packet counts: as silence)
+    frames_discarded: int = 0  # received, then thrown away (no consumer, or on hold)
+    frames_dropped: int = 0  # outgoing frames skipped: the track fell behind real time
+    frames_late: int = 0  # received after their slot in the jitter buffer: dropped
+    frames_lost: int = 0  # never received (played as 20 ms of silence)
+    send_lag_max_ms: float = 0.0  # the worst lateness of an outgoing frame
+    jitter_ms: float = 0.0  # interarrival jitter of the received stream (RFC 3550 §6.4.1)
+    jitter_depth: int = 0  # packets the jitter buffer holds now (2 = 40 ms, adapts to jitter)
+    loop_lag_ms: float = 0.0  # the worst event-loop lag of the last second in this process
     packets_held: int = 0  # RTP dropped by our tap as the direction excludes sending (aiortc
     # 1.16+ already stops encoding then, so this stays 0 there; older aiortc needs the tap)
     dtmf_sent: int = 0  # digits whose end packets went out
@@ -150,7 +166,8 @@ class MediaSession(EventEmitter):
         only), prefer a common codec whose rate matches, so DTMF can be sent.
 
     Events (`on(event, handler)`): "dtmf" (digit: str), "audio" (AudioFrame),
-    "connection_state" (state: str), "closed" ().
+    "connection_state" (state: str), "overloaded" (reason: dict, see `webphone.media.load`),
+    "closed" ().
     """
 
     def __init__(
@@ -200,7 +217,9 @@ class MediaSession(EventEmitter):
             may_send=lambda: self._may("sendonly"),
             may_receive=lambda: self._may("recvonly"),
             on_digit=lambda digit: self.emit("dtmf", digit),
+            on_audio=self._on_rtp_audio,
         )
+        self._receiver = AudioReceiver(receive_sample_rate, self._on_pcm)
         self._streams: weakref.WeakSet[AudioStream] = weakref.WeakSet()
         self._recorder: WavRecorder | None = None
         self._converter = PcmConverter(receive_sample_rate)
@@ -231,6 +250,14 @@ class MediaSession(EventEmitter):
         self._stats.packets_held = self._rtp.counters.packets_held
         self._stats.dtmf_sent = self._rtp.counters.dtmf_sent
         self._stats.dtmf_received = self._rtp.counters.dtmf_received
+        self._stats.frames_dropped = self._track.frames_skipped
+        self._stats.send_lag_max_ms = round(1000 * self._track.max_lag, 1)
+        received = self._receiver.counters
+        self._stats.frames_late = received.late
+        self._stats.frames_lost = received.lost
+        self._stats.jitter_ms = round(self._receiver.jitter_ms, 2)
+        self._stats.jitter_depth = self._receiver.depth
+        self._stats.loop_lag_ms = round(1000 * monitor().loop_lag, 1)
         return self._stats
 
     @property
@@ -454,6 +481,7 @@ class MediaSession(EventEmitter):
         for stream in list(self._streams):
             stream.close(drain=True)
         self._rtp.close()
+        monitor().unwatch(self)
         try:
             await self._pc.close()
         finally:
@@ -561,10 +589,37 @@ class MediaSession(EventEmitter):
         return sdp
 
     def _negotiated(self) -> None:
-        self._rtp.configure(self._local_sdp or "", self._remote_sdp or "", self._answer_sdp or "")
+        local, remote = self._local_sdp or "", self._remote_sdp or ""
+        self._rtp.configure(local, remote, self._answer_sdp or "")
+        self._inline_codecs(local, remote)
         if self._stats.answer_applied_at is None:
             self._stats.answer_applied_at = asyncio.get_running_loop().time()
+            monitor().watch(self)
         self._install_tap()
+
+    def _inline_codecs(self, local: str, remote: str) -> None:
+        """Encode and decode in the event loop what `webphone.media.codec` can (see there)."""
+        send = self._rtp.send_codec
+        encoder = self._track.encoder
+        if send is None or send[0].lower() not in INLINE_CODECS:
+            self._track.encoder = None
+        elif encoder is None or (encoder.name, encoder.clock_rate) != (send[0].lower(), send[1]):
+            self._track.encoder = InlineEncoder(*send)
+        received = {pt: codec for pt, codec in self._rtp.received_codecs(local, remote).items()
+                    if codec[0].lower() in INLINE_CODECS}
+        self._receiver.configure(received)
+        self._rtp.audio_receive = frozenset(received)
+
+    # -- internals: load ---------------------------------------------------------------------
+
+    def load_counters(self) -> tuple[int, int]:
+        """(frames dropped, frames late) so far: what `webphone.media.load` watches."""
+        return self._track.frames_skipped, self._receiver.counters.late
+
+    def on_overload(self, reason: dict[str, float]) -> None:
+        """The process is not keeping up with this call's audio: emit "overloaded"."""
+        if not self._closed:
+            self.emit("overloaded", reason)
 
     # -- internals: the RTP tap --------------------------------------------------------------
 
@@ -597,28 +652,51 @@ class MediaSession(EventEmitter):
                 frame = await track.recv()
             except MediaStreamError:
                 return
-            self._stats.frames_received += 1
-            if self._stats.first_frame_at is None:
-                self._stats.first_frame_at = loop.time()
+            if not self._wanted():
+                self._count_received(loop.time())
+                self._stats.frames_discarded += 1
+                continue
             try:
-                self._deliver(frame, loop.time())
+                pcm = self._converter.convert_frame(frame)
+                if pcm:
+                    self._on_pcm(pcm, loop.time())
             except Exception:  # never stop draining: aiortc would then queue without bound
                 self._stats.frames_discarded += 1
                 log.exception("could not deliver a received audio frame")
 
-    def _deliver(self, frame: Any, now: float) -> None:
-        listeners: list[Callable[..., Any]] = [h for h, _ in self._handlers.get("audio", [])]
-        streams = list(self._streams)
-        if not self._may("recvonly") or not (streams or listeners or self._recorder):
+    def _count_received(self, now: float) -> None:
+        self._stats.frames_received += 1
+        if self._stats.first_frame_at is None:
+            self._stats.first_frame_at = now
+
+    def _wanted(self) -> bool:
+        """Does anybody take received audio now (and does the direction let it in)?"""
+        return self._may("recvonly") and bool(
+            self._streams or self._handlers.get("audio") or self._recorder
+        )
+
+    def _on_rtp_audio(self, header: RtpHeader, payload: bytes) -> None:
+        """An audio packet of a codec we decode inline (`RtpPath` consumed it for us)."""
+        self._receiver.feed(header.payload_type, header.sequence_number, header.timestamp,
+                            header.ssrc, payload, asyncio.get_running_loop().time())
+
+    def _on_pcm(self, pcm: bytes, now: float) -> None:
+        self._count_received(now)
+        if not self._wanted():
             self._stats.frames_discarded += 1
             return
-        pcm = self._converter.convert_frame(frame)
-        if not pcm:
-            return
+        try:
+            self._deliver(pcm, now)
+        except Exception:  # one bad consumer must not stop the others, nor the RTP path
+            self._stats.frames_discarded += 1
+            log.exception("could not deliver a received audio frame")
+
+    def _deliver(self, pcm: bytes, now: float) -> None:
+        listeners = self._handlers.get("audio")
         audio = AudioFrame(pcm, self.receive_sample_rate, now)
         if self._recorder is not None:
             self._recorder.write(pcm)
-        for stream in streams:
+        for stream in list(self._streams):
             stream.put(audio)
         if listeners:
             self.emit("audio", audio)

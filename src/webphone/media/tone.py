@@ -1,5 +1,10 @@
 """Tones and tone detection on 16-bit PCM, pure Python (no numpy, no aiortc).
 
+Playing a tone costs nothing per sample: `tone_block` computes one block that holds a whole
+number of periods once (cached), and `sine_chunks` hands out slices of it, so the phase runs on
+continuously across chunks and blocks. Frequencies whose period-aligned block would exceed one
+second at that rate are rounded to the nearest 1 Hz first (an integer frequency always fits).
+
 `detect_tone` and `tone_levels` use the Goertzel algorithm: for each candidate frequency they
 give the share of the signal's energy found at that frequency (about 1.0 for a clean sine at
 exactly that frequency, about 0 for one far away). That is what tests and voice bots need to
@@ -10,10 +15,12 @@ PCM everywhere in webphone is signed 16-bit little-endian ("s16le"), mono unless
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from array import array
 from collections.abc import Iterable, Iterator
+from fractions import Fraction
 
 __all__ = [
     "detect_tone",
@@ -22,6 +29,7 @@ __all__ = [
     "rms",
     "sine_chunks",
     "sine_wave",
+    "tone_block",
     "tone_levels",
 ]
 
@@ -116,6 +124,32 @@ def sine_wave(
     return _to_pcm(samples)
 
 
+def _check_tone(frequency: float, sample_rate: int, amplitude: float) -> None:
+    if not 0.0 <= amplitude <= 1.0:
+        raise ValueError(f"amplitude must be within 0..1, got {amplitude}")
+    if frequency <= 0 or frequency >= sample_rate / 2:
+        raise ValueError(f"frequency must be within 0..{sample_rate / 2} Hz, got {frequency}")
+
+
+def _aligned(frequency: float, sample_rate: int) -> tuple[float, int]:
+    """(frequency, samples): the frequency actually played and the length of the shortest block
+    holding a whole number of its periods (<= 1 s)."""
+    ratio = Fraction(frequency).limit_denominator(sample_rate) / sample_rate
+    if ratio.denominator > sample_rate:
+        frequency = float(max(1, round(frequency)))
+        ratio = Fraction(round(frequency), sample_rate)
+    return float(ratio * sample_rate), ratio.denominator
+
+
+@functools.lru_cache(maxsize=64)
+def tone_block(frequency: float, sample_rate: int = 48000, amplitude: float = 0.5) -> bytes:
+    """A sine as s16le mono PCM holding a whole number of periods (so it loops without a
+    click); the same samples as `sine_wave` from sample 0. Cached: compute once, play forever."""
+    _check_tone(frequency, sample_rate, amplitude)
+    frequency, samples = _aligned(frequency, sample_rate)
+    return sine_wave(frequency, samples / sample_rate, sample_rate, amplitude)
+
+
 def sine_chunks(
     frequency: float,
     duration: float,
@@ -123,9 +157,16 @@ def sine_chunks(
     amplitude: float = 0.5,
     chunk: float = 0.02,
 ) -> Iterator[bytes]:
-    """The same sine as `sine_wave`, in `chunk`-second pieces with continuous phase."""
-    total = round(duration * sample_rate)
-    per_chunk = max(1, round(chunk * sample_rate))
-    for start in range(0, total, per_chunk):
-        count = min(per_chunk, total - start)
-        yield sine_wave(frequency, count / sample_rate, sample_rate, amplitude, start)
+    """The same sine as `sine_wave`, in `chunk`-second pieces with continuous phase: slices of
+    `tone_block` (nothing is computed per sample after the first block)."""
+    block = tone_block(frequency, sample_rate, amplitude)
+    period = len(block)
+    per_chunk = max(1, round(chunk * sample_rate)) * 2
+    looped = block * (1 + -(-per_chunk // period))  # any slice [offset, offset + chunk) fits
+    remaining = round(duration * sample_rate) * 2
+    offset = 0
+    while remaining > 0:
+        size = min(per_chunk, remaining)
+        yield looped[offset : offset + size]
+        offset = (offset + size) % period
+        remaining -= size
