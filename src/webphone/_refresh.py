@@ -16,13 +16,13 @@ __all__ = ["MARGIN", "refresh_delay"]
 #: seconds kept before expiry: room for one REGISTER that gets no reply (`request_timeout` 5 s)
 MARGIN = 6.0
 #: the window starts at this share of the latest refresh time
-EARLIEST = 0.75
+EARLIEST = 0.6
 
 
 def refresh_delay(granted: float, rng: random.Random | None = None) -> float:
     """Seconds from now until the REGISTER refresh of a binding granted for `granted` seconds:
-    uniform in [75 %, 100 %] of the latest safe time (`granted - MARGIN`, or half of a short
-    binding), e.g. 40.5..54 s of 60."""
+    uniform in [60 %, 100 %] of the latest safe time (`granted - MARGIN`, or half of a short
+    binding), e.g. 32.4..54 s of 60."""
     if granted <= 0:
         raise ValueError(f"a granted expiry must be positive, got {granted}")
     latest = granted - MARGIN if granted >= 20 else max(granted / 2, 1.0)

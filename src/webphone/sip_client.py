@@ -61,7 +61,7 @@ class SipClient(EventEmitter):
     ``registration_failed(error)``. Requests that no transaction owns go to `request_handler`.
 
     `register_expires` is what we ask for (60 s, like RingCentral's SDK); the binding is
-    refreshed at a random time in [0.75, 1] x (granted expiry - 6 s), spread so that many phones
+    refreshed at a random time in [0.6, 1] x (granted expiry - 6 s), spread so that many phones
     do not refresh at once (`_refresh.refresh_delay`), which leaves room for one no-reply detection
     (`request_timeout`, 5 s) inside the binding's lifetime.
 

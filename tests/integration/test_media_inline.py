@@ -127,6 +127,10 @@ async def test_stats_count_frames_jitter_and_depth(
     assert stats.jitter_depth >= 2 and stats.jitter_ms >= 0
     assert stats.frames_late >= 0 and stats.frames_lost >= 0 and stats.frames_dropped >= 0
     assert a.stats.frames_sent >= stats.frames_received
+    # packets decoded inline still count in aiortc's reception statistics (RTCP reports)
+    report = await b.peer_connection.getTransceivers()[0].receiver.getStats()
+    inbound = [s for s in report.values() if s.type == "inbound-rtp"]
+    assert inbound and inbound[0].packetsReceived >= stats.frames_received - 5
 
 
 async def test_a_lagging_loop_is_reported_as_overloaded(
@@ -162,3 +166,19 @@ async def test_the_phone_says_overloaded_for_its_call(sb: Sandbox) -> None:
         who, reason = await asyncio.wait_for(told.get(), 5)
         assert who is session and reason["loop_lag_ms"] >= 40
         await session.hangup()
+
+
+async def test_asking_for_the_audio_level_leaves_encoding_to_aiortc() -> None:
+    a = MediaSession(loopback_only=True, receive_sample_rate=RATE, send_audio_level=True)
+    b = MediaSession(loopback_only=True, receive_sample_rate=RATE)
+    try:
+        await connect(a, b)
+        assert a._track.encoder is None and b._track.encoder is not None
+        stream = b.received_audio()
+        player = asyncio.ensure_future(a.play_tone(1500, 5, 0.4))
+        try:
+            await heard(stream, 1500)
+        finally:
+            player.cancel()
+    finally:
+        await asyncio.gather(a.close(), b.close())

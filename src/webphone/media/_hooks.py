@@ -32,6 +32,14 @@
    ECDHE-RSA versions of the same suites. Forward secrecy and ciphers stay the same; which
    ones get used is still the server's choice, by its certificate type; the peer's certificate
    is still checked against the fingerprint in its SDP.
+
+4. **Reception statistics of audio we decode ourselves** (`count_received`). The RTP tap takes
+   the audio packets of the codecs `webphone.media.codec` decodes inline away from aiortc's
+   receiver, which therefore would stop counting them, and its RTCP receiver reports (RFC 3550
+   §6.4.2) and `getStats()` would go empty. `count_received` adds each such packet to the
+   receiver's own per-SSRC `StreamStatistics` (its name-mangled `__remote_streams`), the one
+   thing aiortc's `_handle_rtp_packet` does with a packet before decoding it, so reports and
+   stats stay as before.
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ from typing import Any
 
 log = logging.getLogger("webphone.media")
 
-__all__ = ["RtpTap", "allow_rsa_dtls", "host_addresses", "loopback_only"]
+__all__ = ["RtpTap", "allow_rsa_dtls", "count_received", "host_addresses", "loopback_only"]
 
 _HOST_ADDRESSES: ContextVar[tuple[str, ...] | None] = ContextVar(
     "webphone_host_addresses", default=None
@@ -181,3 +189,17 @@ class RtpTap:
         for name in ("_send_rtp", "_handle_rtp_data", "_webphone_tap"):
             self.transport.__dict__.pop(name, None)
         self.installed = False
+
+
+def count_received(receiver: Any, packet: Any, clock_rate: int) -> None:
+    """Count a packet (`.ssrc`, `.sequence_number`, `.timestamp`) in aiortc's reception
+    statistics of `receiver` (an `RTCRtpReceiver`), as if aiortc had received it."""
+    streams = getattr(receiver, "_RTCRtpReceiver__remote_streams", None)
+    if streams is None:
+        return
+    stats = streams.get(packet.ssrc)
+    if stats is None:
+        from aiortc.rtcrtpreceiver import StreamStatistics
+
+        stats = streams[packet.ssrc] = StreamStatistics(clock_rate)
+    stats.add(packet)

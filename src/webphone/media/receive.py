@@ -34,14 +34,16 @@ class ReceiveCounters:
 class AudioReceiver:
     """Jitter buffer + decoders of one call's incoming audio.
 
-    rate: PCM rate handed out; codecs: payload type -> (codec name, clock rate) of the payload
-    types it may decode; deliver(pcm, now): called per 20 ms of decoded audio.
+    rate: PCM rate handed out; deliver(pcm, now): called per 20 ms of decoded audio, with None
+    instead of the PCM while `wanted()` is false (nobody listens: nothing is decoded).
+    `configure` tells it the payload types it may decode.
     """
 
-    def __init__(self, rate: int, deliver: Callable[[bytes, float], None],
-                 min_depth: int = 2) -> None:
+    def __init__(self, rate: int, deliver: Callable[[bytes | None, float], None],
+                 wanted: Callable[[], bool] = lambda: True, min_depth: int = 2) -> None:
         self.rate = rate
         self._deliver = deliver
+        self._wanted = wanted
         self.min_depth = min_depth
         self._codecs: dict[int, tuple[str, int]] = {}
         self._decoders: dict[int, InlineDecoder] = {}
@@ -75,14 +77,16 @@ class AudioReceiver:
         return total
 
     def feed(self, payload_type: int, seq: int, timestamp: int, ssrc: int, payload: bytes,
-             now: float) -> None:
-        """One received packet of an accepted payload type."""
+             now: float) -> int:
+        """One received packet of an accepted payload type; returns its codec's clock rate."""
         self._closed_counters.packets += 1
+        clock_rate = self._codecs[payload_type][1]
         if self._buffer is None or ssrc != self._ssrc:
-            self._restart(ssrc, self._codecs[payload_type][1], now)
+            self._restart(ssrc, clock_rate, now)
         assert self._buffer is not None
         for item in self._buffer.push(seq, timestamp, bytes([payload_type]) + payload, now):
             self._play(item.payload, now)
+        return clock_rate
 
     def flush(self, now: float) -> None:
         """Decode and hand out whatever is still held (the stream ended)."""
@@ -100,6 +104,9 @@ class AudioReceiver:
         self._buffer = JitterBuffer(clock_rate=clock_rate, min_depth=self.min_depth)
 
     def _play(self, tagged: bytes | None, now: float) -> None:
+        if not self._wanted():
+            self._deliver(None, now)
+            return
         if tagged is None:
             self._deliver(bytes(2 * self.rate // 50), now)
             return

@@ -45,7 +45,7 @@ from ..sip.sdp import (
     set_origin,
     telephone_events,
 )
-from ._hooks import RtpTap, allow_rsa_dtls, host_addresses
+from ._hooks import RtpTap, allow_rsa_dtls, count_received, host_addresses
 from ._interop import (
     drop_empty_groups,
     fill_missing_mids,
@@ -164,6 +164,9 @@ class MediaSession(EventEmitter):
       dtmf_codec_fallback: when answering an offer whose telephone-event clock rates do not
         match the codec we would pick (RingCentral offers opus/48000 with telephone-event/8000
         only), prefer a common codec whose rate matches, so DTMF can be sent.
+      send_audio_level: put the RFC 6464 audio level in our RTP headers (for conference
+        servers that pick active speakers by it). It costs ~3 ms of CPU per call-second: aiortc
+        then encodes our audio itself (`webphone.media.codec` explains the inline path).
 
     Events (`on(event, handler)`): "dtmf" (digit: str), "audio" (AudioFrame),
     "connection_state" (state: str), "overloaded" (reason: dict, see `webphone.media.load`),
@@ -181,8 +184,10 @@ class MediaSession(EventEmitter):
         codecs: Sequence[str] | None = None,
         dtmf_codec_fallback: bool = True,
         telephone_event_payload_types: Mapping[int, int] = DEFAULT_TELEPHONE_EVENTS,
+        send_audio_level: bool = False,
     ) -> None:
         super().__init__()
+        self.send_audio_level = send_audio_level
         self.loopback_only = loopback_only
         specs = ["127.0.0.1/8"] if loopback_only else list(ice_networks or [])
         try:
@@ -219,7 +224,7 @@ class MediaSession(EventEmitter):
             on_digit=lambda digit: self.emit("dtmf", digit),
             on_audio=self._on_rtp_audio,
         )
-        self._receiver = AudioReceiver(receive_sample_rate, self._on_pcm)
+        self._receiver = AudioReceiver(receive_sample_rate, self._on_pcm, self._wanted)
         self._streams: weakref.WeakSet[AudioStream] = weakref.WeakSet()
         self._recorder: WavRecorder | None = None
         self._converter = PcmConverter(receive_sample_rate)
@@ -601,7 +606,7 @@ class MediaSession(EventEmitter):
         """Encode and decode in the event loop what `webphone.media.codec` can (see there)."""
         send = self._rtp.send_codec
         encoder = self._track.encoder
-        if send is None or send[0].lower() not in INLINE_CODECS:
+        if send is None or send[0].lower() not in INLINE_CODECS or self.send_audio_level:
             self._track.encoder = None
         elif encoder is None or (encoder.name, encoder.clock_rate) != (send[0].lower(), send[1]):
             self._track.encoder = InlineEncoder(*send)
@@ -677,12 +682,14 @@ class MediaSession(EventEmitter):
 
     def _on_rtp_audio(self, header: RtpHeader, payload: bytes) -> None:
         """An audio packet of a codec we decode inline (`RtpPath` consumed it for us)."""
-        self._receiver.feed(header.payload_type, header.sequence_number, header.timestamp,
-                            header.ssrc, payload, asyncio.get_running_loop().time())
+        clock_rate = self._receiver.feed(header.payload_type, header.sequence_number,
+                                         header.timestamp, header.ssrc, payload,
+                                         asyncio.get_running_loop().time())
+        count_received(self._transceiver.receiver, header, clock_rate)  # RTCP reports
 
-    def _on_pcm(self, pcm: bytes, now: float) -> None:
+    def _on_pcm(self, pcm: bytes | None, now: float) -> None:
         self._count_received(now)
-        if not self._wanted():
+        if pcm is None or not self._wanted():
             self._stats.frames_discarded += 1
             return
         try:
