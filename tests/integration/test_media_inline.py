@@ -101,6 +101,16 @@ async def heard(stream: AudioStream, freq: float, timeout: float = 5.0) -> None:
                 return
 
 
+async def played_and_heard(a: MediaSession, b: MediaSession, freq: float) -> None:
+    """a plays `freq` until b hears it (by frequency)."""
+    stream = b.received_audio()
+    player = asyncio.ensure_future(a.play_tone(freq, 5, 0.4))
+    try:
+        await heard(stream, freq)
+    finally:
+        player.cancel()
+
+
 @pytest.fixture
 async def pair() -> AsyncIterator[tuple[MediaSession, MediaSession]]:
     a = MediaSession(loopback_only=True, receive_sample_rate=RATE, codecs=["PCMU"])
@@ -116,12 +126,7 @@ async def test_stats_count_frames_jitter_and_depth(
     pair: tuple[MediaSession, MediaSession],
 ) -> None:
     a, b = pair
-    stream = b.received_audio()
-    player = asyncio.ensure_future(a.play_tone(700, 5, 0.4))
-    try:
-        await heard(stream, 700)
-    finally:
-        player.cancel()
+    await played_and_heard(a, b, 700)
     stats = b.stats
     assert stats.frames_received >= 10 and stats.frames_sent >= 10
     assert stats.jitter_depth >= 2 and stats.jitter_ms >= 0
@@ -174,11 +179,6 @@ async def test_asking_for_the_audio_level_leaves_encoding_to_aiortc() -> None:
     try:
         await connect(a, b)
         assert a._track.encoder is None and b._track.encoder is not None
-        stream = b.received_audio()
-        player = asyncio.ensure_future(a.play_tone(1500, 5, 0.4))
-        try:
-            await heard(stream, 1500)
-        finally:
-            player.cancel()
+        await played_and_heard(a, b, 1500)
     finally:
         await asyncio.gather(a.close(), b.close())
