@@ -270,11 +270,15 @@ class _RawCall:
         return int(self.track.n)
 
     async def connected(self) -> None:
-        while self.pc.connectionState != "connected":
+        """Until connected or failed (a failed call then counts as not clean)."""
+        while self.pc.connectionState not in ("connected", "failed", "closed"):
             await asyncio.sleep(0.05)
 
     def trouble(self) -> dict[str, float]:
         return {}
+
+    def state(self) -> str:
+        return str(self.pc.connectionState)
 
     async def close(self) -> None:
         await self.pc.close()
@@ -322,7 +326,12 @@ class _WebphoneCall:
         return int(self.media.stats.frames_sent)
 
     async def connected(self) -> None:
-        await self.media.wait_connected(60)
+        """Until connected or failed (a failed call then counts as not clean)."""
+        with contextlib.suppress(Exception):
+            await self.media.wait_connected(60)
+
+    def state(self) -> str:
+        return self.media.connection_state
 
     def trouble(self) -> dict[str, float]:
         stats = self.media.stats
@@ -365,6 +374,7 @@ async def phone_process(impl: str, codec: str, calls: int, seconds: float) -> di
             for name, value in call.trouble().items():
                 trouble[name] = max(trouble.get(name, 0), value)
         reports = [await far.ask({"op": "report"}) for far in fars]
+        failed = sum(1 for call in made if call.state() != "connected")
     finally:
         for call in made:
             with contextlib.suppress(Exception):
@@ -394,6 +404,7 @@ async def phone_process(impl: str, codec: str, calls: int, seconds: float) -> di
         "worst_gap_ms": 1000 * worst_gap,
         "far_cpu_share_max": max(r["cpu_share"] for r in reports),
         "worst_call": trouble,
+        "not_connected": failed,
     }
 
 
@@ -671,7 +682,8 @@ def bench_clean(codec: str, calls: int) -> list[dict[str, Any]]:
                  worst_gap_ms=[round(r["worst_gap_ms"], 1) for r in results],
                  phone_cpu_share=[round(r["cpu_share"], 2) for r in results],
                  far_cpu_share_max=[round(r["far_cpu_share_max"], 2) for r in results],
-                 worst_call=[r.get("worst_call") for r in results])]
+                 worst_call=[r.get("worst_call") for r in results],
+                 not_connected=[r.get("not_connected") for r in results])]
 
 
 def bench_round_trip() -> list[dict[str, Any]]:
