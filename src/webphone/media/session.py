@@ -7,6 +7,10 @@ loopback-only), playback of tones/WAV/PCM, received audio as a bounded stream, c
 WAV file, mute, direction (hold) and RFC 4733 DTMF both ways.
 
 Create it inside a running event loop; always `await media.close()`.
+
+The module is longer than ~500 lines because it is the one owner of an aiortc peer connection
+and keeps it consistent through offer/answer, hold, peer changes and close; what can live
+without it does (`rtp`, `receive`, `jitter`, `codec`, `audio`, `load`, `_interop`, `_hooks`).
 """
 
 from __future__ import annotations
