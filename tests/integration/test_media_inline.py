@@ -182,3 +182,15 @@ async def test_asking_for_the_audio_level_leaves_encoding_to_aiortc() -> None:
         await played_and_heard(a, b, 1500)
     finally:
         await asyncio.gather(a.close(), b.close())
+
+
+async def test_a_codec_without_an_inline_path_still_goes_through_aiortc() -> None:
+    a = MediaSession(loopback_only=True, receive_sample_rate=RATE, codecs=["G722"])
+    b = MediaSession(loopback_only=True, receive_sample_rate=RATE, codecs=["G722"])
+    try:
+        await connect(a, b)
+        assert a._track.encoder is None and not b._rtp.audio_receive
+        await played_and_heard(a, b, 440)
+        assert b.stats.frames_received > 0
+    finally:
+        await asyncio.gather(a.close(), b.close())

@@ -661,17 +661,12 @@ class MediaSession(EventEmitter):
                 frame = await track.recv()
             except MediaStreamError:
                 return
-            if not self._wanted():
-                self._count_received(loop.time())
-                self._stats.frames_discarded += 1
-                continue
             try:
-                pcm = self._converter.convert_frame(frame)
-                if pcm:
-                    self._on_pcm(pcm, loop.time())
+                pcm = self._converter.convert_frame(frame) if self._wanted() else None
             except Exception:  # never stop draining: aiortc would then queue without bound
-                self._stats.frames_discarded += 1
-                log.exception("could not deliver a received audio frame")
+                pcm = None
+                log.exception("could not convert a received audio frame")
+            self._on_pcm(pcm, loop.time())
 
     def _count_received(self, now: float) -> None:
         self._stats.frames_received += 1
@@ -695,6 +690,8 @@ class MediaSession(EventEmitter):
         self._count_received(now)
         if pcm is None or not self._wanted():
             self._stats.frames_discarded += 1
+            return
+        if not pcm:  # a resampler still filling up
             return
         try:
             self._deliver(pcm, now)
