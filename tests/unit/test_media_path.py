@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from webphone.media.jitter import JitterBuffer, Released
-from webphone.media.load import LoadMonitor
+from webphone.media.load import LoadMonitor, Probe
 from webphone.media.tone import detect_tone, pcm_samples, sine_chunks, sine_wave, tone_block
 
 # -- tone blocks ------------------------------------------------------------------------------
@@ -157,24 +157,19 @@ def test_bad_parameters_are_refused() -> None:
 
 
 class Session:
-    """A fake of what the monitor watches (a pure unit under test)."""
+    """Counters of a session, as the monitor's probe reads them."""
 
     def __init__(self) -> None:
         self.dropped = self.late = 0
         self.told: list[dict[str, float]] = []
-
-    def load_counters(self) -> tuple[int, int]:
-        return self.dropped, self.late
-
-    def on_overload(self, reason: dict[str, float]) -> None:
-        self.told.append(reason)
+        self.probe = Probe(counters=lambda: (self.dropped, self.late), tell=self.told.append)
 
 
 def test_overload_is_told_on_loop_lag_or_suffering_frames_and_rate_limited() -> None:
     monitor = LoadMonitor(lag_limit=0.04, quiet=1.0)
     calm, hurt = Session(), Session()
-    monitor._sessions[calm] = (0, 0, -1.0)
-    monitor._sessions[hurt] = (0, 0, -1.0)
+    monitor._sessions[calm.probe] = (0, 0, -1.0)
+    monitor._sessions[hurt.probe] = (0, 0, -1.0)
     monitor.check(0.005, 0.0)
     assert calm.told == hurt.told == []
     hurt.late = 2

@@ -9,7 +9,7 @@ overloaded when the lag exceeds `lag_limit` (40 ms: two frames) or one of those 
 it is told (`on_overload(reason)`) at most once per `quiet` seconds, so a pool placing calls
 can stop taking more before audio degrades.
 
-Pure asyncio, no aiortc: `Watched` is what the monitor needs from a session.
+Pure asyncio, no aiortc: a session registers a `Probe` (its counters, and whom to tell).
 """
 
 from __future__ import annotations
@@ -17,21 +17,19 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections import deque
-from typing import Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
 
-__all__ = ["LoadMonitor", "Watched", "monitor"]
+__all__ = ["LoadMonitor", "Probe", "monitor"]
 
 
-class Watched(Protocol):
-    """What a monitored media session offers the monitor."""
+@dataclass(kw_only=True, eq=False)
+class Probe:
+    """What the monitor asks of a watched session. The monitor holds it weakly: the session
+    keeps it alive for as long as it wants to be watched."""
 
-    def load_counters(self) -> tuple[int, int]:
-        """(frames dropped, frames late) so far."""
-        ...
-
-    def on_overload(self, reason: dict[str, float]) -> None:
-        """Called when this process is overloaded for this session (rate-limited)."""
-        ...
+    counters: Callable[[], tuple[int, int]]  # (frames dropped, frames late) so far
+    tell: Callable[[dict[str, float]], None]  # this session suffers (rate-limited)
 
 
 class LoadMonitor:
@@ -43,7 +41,7 @@ class LoadMonitor:
         self.lag_limit = lag_limit
         self.quiet = quiet
         self._lags: deque[float] = deque(maxlen=max(1, round(window / interval)))
-        self._sessions: weakref.WeakKeyDictionary[Watched, tuple[int, int, float]] = (
+        self._sessions: weakref.WeakKeyDictionary[Probe, tuple[int, int, float]] = (
             weakref.WeakKeyDictionary()
         )
         self._task: asyncio.Task[None] | None = None
@@ -54,13 +52,13 @@ class LoadMonitor:
         """The worst lag (seconds) of the last second of samples."""
         return max(self._lags, default=0.0)
 
-    def watch(self, session: Watched) -> None:
+    def watch(self, session: Probe) -> None:
         """Start watching `session` (and sampling, if this is the first)."""
-        self._sessions[session] = (*session.load_counters(), -self.quiet)
+        self._sessions[session] = (*session.counters(), -self.quiet)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
 
-    def unwatch(self, session: Watched) -> None:
+    def unwatch(self, session: Probe) -> None:
         self._sessions.pop(session, None)
 
     async def _run(self) -> None:
@@ -76,11 +74,11 @@ class LoadMonitor:
     def check(self, lag: float, now: float) -> None:
         """One sample: tell each session whose frames suffered (or all, when the loop lags)."""
         for session, (dropped0, late0, told) in list(self._sessions.items()):
-            dropped, late = session.load_counters()
+            dropped, late = session.counters()
             suffering = lag > self.lag_limit or dropped > dropped0 or late > late0
             if suffering and now - told >= self.quiet:
                 self.overloads += 1
-                session.on_overload({
+                session.tell({
                     "loop_lag_ms": round(1000 * lag, 1),
                     "frames_dropped": dropped - dropped0,
                     "frames_late": late - late0,

@@ -73,7 +73,7 @@ from .audio import (
 from .codec import INLINE_CODECS, InlineEncoder
 from .dtmf import RtpHeader
 from .errors import MediaError
-from .load import monitor
+from .load import Probe, monitor
 from .receive import AudioReceiver
 from .rtp import RtpPath
 
@@ -229,6 +229,7 @@ class MediaSession(EventEmitter):
             on_audio=self._on_rtp_audio,
         )
         self._receiver = AudioReceiver(receive_sample_rate, self._on_pcm, self._wanted)
+        self._probe = Probe(counters=self._load_counters, tell=self._overloaded)
         self._streams: weakref.WeakSet[AudioStream] = weakref.WeakSet()
         self._recorder: WavRecorder | None = None
         self._converter = PcmConverter(receive_sample_rate)
@@ -490,7 +491,7 @@ class MediaSession(EventEmitter):
         for stream in list(self._streams):
             stream.close(drain=True)
         self._rtp.close()
-        monitor().unwatch(self)
+        monitor().unwatch(self._probe)
         try:
             await self._pc.close()
         finally:
@@ -603,7 +604,7 @@ class MediaSession(EventEmitter):
         self._inline_codecs(local, remote)
         if self._stats.answer_applied_at is None:
             self._stats.answer_applied_at = asyncio.get_running_loop().time()
-            monitor().watch(self)
+            monitor().watch(self._probe)
         self._install_tap()
 
     def _inline_codecs(self, local: str, remote: str) -> None:
@@ -621,11 +622,11 @@ class MediaSession(EventEmitter):
 
     # -- internals: load ---------------------------------------------------------------------
 
-    def load_counters(self) -> tuple[int, int]:
+    def _load_counters(self) -> tuple[int, int]:
         """(frames dropped, frames late) so far: what `webphone.media.load` watches."""
         return self._track.frames_skipped, self._receiver.counters.late
 
-    def on_overload(self, reason: dict[str, float]) -> None:
+    def _overloaded(self, reason: dict[str, float]) -> None:
         """The process is not keeping up with this call's audio: emit "overloaded"."""
         if not self._closed:
             self.emit("overloaded", reason)
