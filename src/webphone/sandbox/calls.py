@@ -29,7 +29,7 @@ from webphone.sip.transaction import new_tag
 
 from .connection import Connection
 from .dialogs import Dialog, Leg, contact_uri
-from .messages import ack_for, cancel_for, forwarded, pop_via, response_to
+from .messages import ack_for, cancel_for, forwarded, relayed, response_to
 from .rc import Identity, RcCall
 
 if TYPE_CHECKING:
@@ -360,7 +360,7 @@ class ProxyCall:
         return None
 
     def _relay(self, response: SipResponse, status: int | None = None, reason: str = "") -> None:
-        out = pop_via(response)
+        out = relayed(response, self.invite)
         if out is None:
             return
         if status is not None:

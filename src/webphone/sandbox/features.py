@@ -30,7 +30,7 @@ from .bridge import Bridger, Link
 from .calls import Endpoint
 from .connection import Connection
 from .dialogs import Dialog, Leg, contact_uri
-from .messages import forwarded, pop_via, response_to
+from .messages import forwarded, relayed, response_to
 from .rc import InfoRequest, info_result, parse_info_request
 
 if TYPE_CHECKING:
@@ -142,7 +142,7 @@ class Features:
         def on_response(response: SipResponse) -> None:
             if response.status_code == 100:
                 return  # hop by hop: the far UA's 100 ends here (ours went already)
-            back = pop_via(response)
+            back = relayed(response, request)
             if back is None:
                 return
             back.headers.set("CSeq", original_cseq)
