@@ -115,6 +115,8 @@ class Features:
 
     def _outgoing(self, request: SipRequest, source: Leg, target: Leg) -> SipRequest:
         out = forwarded(request, target.contact, self.proxy.via(), drop=_DROP)
+        if request.to_tag != target.tag:  # sent to the dialog's early tag (Dialog.early_tag)
+            out.headers.set("To", target.header)
         number = source.shift(request.cseq.number)
         if number != request.cseq.number:
             out.headers.set("CSeq", f"{number} {request.cseq.method}")
