@@ -49,10 +49,15 @@ SCENARIOS = [
     "python sends browser's call to voicemail",
     "python forwards browser's call",
     "browser calls a SharedWebPhone group, a dummy answers",
+    "cold transfer: browser is the target",
+    "cold transfer: browser is the transferee",
     "loopback-only media stays on 127.0.0.1",
 ]
 
 NOT_APPLICABLE = {
+    ("rc-sandbox", "cold transfer: browser is the transferee"):
+        "the SDK answers no REFER: RingCentral's server carries transfers out; the sandbox "
+        "relays REFER to the transferee instead",
     ("jssip-kamailio", "python sends browser's call to voicemail"):
         "x-rc/agent commands exist on RingCentral (the sandbox) only",
     ("jssip-kamailio", "python forwards browser's call"):

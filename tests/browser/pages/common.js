@@ -161,6 +161,13 @@ window.api = {
       return { ok: states.includes(state), state };
     }, timeoutMs, `call ${id} in ${states}`);
   },
+  async waitReferred(timeoutMs = 10000) {
+    const r = await until(async () => {
+      const id = adapter.referred.shift();
+      return { ok: id !== undefined, id };
+    }, timeoutMs, "a call made for a transfer");
+    return r.id;
+  },
   async waitIncoming(timeoutMs = 10000) {
     const r = await until(async () => {
       const id = adapter.incoming.shift();

@@ -29,6 +29,7 @@ const jsMedia = async () => ({
 
 window.adapter = {
   incoming: [],
+  referred: [],
   async start({ wsUrl, user, domain, password }) {
     const socket = new JsSIP.WebSocketInterface(wsUrl);
     jsUa = new JsSIP.UA({
@@ -38,6 +39,14 @@ window.adapter = {
     jsUa.on("newRTCSession", ({ session, originator }) => {
       const id = jsTrack(session);
       if (originator === "remote") { jsEntry(id).state = "ringing"; adapter.incoming.push(id); }
+      else if (adapter.transferring) { adapter.transferring = false; adapter.referred.push(id); }
+      // Transferred (REFER): call the target at once; that call is listed in `referred`.
+      session.on("refer", ({ accept }) => {
+        navigator.mediaDevices.getUserMedia({ audio: true }).then((mediaStream) => {
+          adapter.transferring = true;
+          accept(() => {}, { mediaStream, pcConfig: { iceServers: [] } });
+        });
+      });
     });
     const registered = new Promise((ok, fail) => {
       jsUa.once("registered", () => ok(true));

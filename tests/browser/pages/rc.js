@@ -18,6 +18,7 @@ function rcSession(id) {
 
 window.adapter = {
   incoming: [],
+  referred: [],  // never filled: the SDK answers no REFER (RingCentral's server transfers)
   async start({ sipInfo, instanceId }) {
     // autoAnswer stays at its default (true): it answers only INVITEs with Alert-Info: Auto Answer.
     rcPhone = new WebPhone({ sipInfo, instanceId, debug: true });
