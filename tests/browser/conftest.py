@@ -25,8 +25,6 @@ from interop import Interop
 from support.kamailio import Kamailio
 from support.sandbox_server import SandboxServer
 
-pytestmark = pytest.mark.browser
-
 
 def _require(ok: bool, reason: str) -> None:
     if ok:
@@ -150,7 +148,7 @@ class TlsSandbox:
         return f"wss://127.0.0.1:{self.server.port}"
 
     def sip_info(self, user: str, **overrides: Any) -> dict[str, Any]:
-        return self.server.sip_info(user, transport="WSS", **overrides)
+        return self.server.sip_info(user, **{"transport": "WSS", **overrides})
 
     def clear_bindings(self, user: str) -> None:
         self.server.clear_bindings(user)

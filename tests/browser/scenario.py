@@ -15,8 +15,8 @@ from support.calls import heard, phones
 from webphone import WebPhone
 from webphone.call_session import CallSession
 
-__all__ = ["BROWSER_HZ", "PYTHON_HZ", "Step", "browser_phone", "digits_from", "python_phones",
-           "tone_on"]
+__all__ = ["BROWSER_HZ", "PYTHON_HZ", "Step", "browser_phone", "digits_from", "hears",
+           "hears_silence", "python_phones", "server_options", "tone_on"]
 
 Step = Callable[[str], AbstractContextManager[None]]
 
@@ -25,6 +25,7 @@ PYTHON_HZ = 1000.0  # what Python plays (both among support.calls.TONES)
 
 
 def server_options(server: Any) -> dict[str, Any]:
+    """Extra WebPhone/SipClient options the server needs (the sandbox's test CA)."""
     return dict(getattr(server, "options", {}))
 
 

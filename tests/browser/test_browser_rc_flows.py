@@ -11,7 +11,15 @@ from typing import Any
 import pytest
 from chromium import Browser, Tab
 from interop import Interop
-from scenario import BROWSER_HZ, PYTHON_HZ, browser_phone, hears, python_phones, tone_on
+from scenario import (
+    BROWSER_HZ,
+    PYTHON_HZ,
+    browser_phone,
+    hears,
+    python_phones,
+    server_options,
+    tone_on,
+)
 
 from support.calls import next_inbound
 from support.wait import wait_until
@@ -104,7 +112,7 @@ async def group(server: Any, user: str, size: int) -> AsyncIterator[list[SharedW
     try:
         for _ in range(size):
             member = SharedWebPhone(SipInfo.from_dict(server.sip_info(user)), hub=transport,
-                                    loopback_media=True, **server.options)
+                                    loopback_media=True, **server_options(server))
             await member.start()
             members.append(member)
         yield members
@@ -116,13 +124,14 @@ async def group(server: Any, user: str, size: int) -> AsyncIterator[list[SharedW
 
 
 async def test_browser_calls_a_group_and_a_dummy_answers(
-    browser: Browser, sandbox_stack: str, rc_sandbox: Any, take_users: Any, interop: Interop
+    browser: Browser, stack: str, server_for: Any, take_users: Any, interop: Interop
 ) -> None:
-    browser_user, group_user = take_users(rc_sandbox, 2)
+    server = server_for(stack)
+    browser_user, group_user = take_users(server, 2)
     scenario = "browser calls a SharedWebPhone group, a dummy answers"
-    async with browser_phone(browser, sandbox_stack, rc_sandbox, browser_user) as tab, \
-            group(rc_sandbox, group_user, 2) as (real, dummy):
-        with interop.step(sandbox_stack, scenario):
+    async with browser_phone(browser, stack, server, browser_user) as tab, \
+            group(server, group_user, 2) as (real, dummy):
+        with interop.step(stack, scenario):
             assert (real.role, dummy.role) == ("real", "dummy")
             ringing: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             dummy.on("inbound_call", lambda s: ringing.done() or ringing.set_result(s))
