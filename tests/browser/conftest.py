@@ -218,6 +218,7 @@ def interop() -> Interop:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    if _INTEROP.results and session.config.cache is not None:
-        path = session.config.cache.mkdir("webphone") / "interop.json"
+    cache = getattr(session.config, "cache", None)  # absent with -p no:cacheprovider
+    if _INTEROP.results and cache is not None:
+        path = cache.mkdir("webphone") / "interop.json"
         path.write_text(json.dumps(_INTEROP.as_json(), indent=1))

@@ -48,6 +48,7 @@ class Listener {
     this.candidate = null;
     this.count = 0;
     this.since = 0;
+    this.trace = "";
     this.timer = setInterval(() => this.pollDtmf(), 10);
   }
   level(hz) {
@@ -82,7 +83,11 @@ class Listener {
     // timers run late on a loaded machine, so this goes by the clock, not by the poll count.
     const now = performance.now();
     if (key === this.candidate) this.count += 1;
-    else { this.candidate = key; this.count = 1; this.since = now; }
+    else {
+      // what the detector saw, for failure messages: "3:180 -:150 7:20 ..." (key:ms)
+      this.trace = `${this.trace} ${this.candidate ?? "-"}:${Math.round(now - this.since)}`.slice(-400);
+      this.candidate = key; this.count = 1; this.since = now;
+    }
     if (this.count >= 2 && now - this.since >= 40 && key !== this.current) {
       this.current = key;
       if (key !== null) this.digits += key;
@@ -152,7 +157,7 @@ window.api = {
     await audio.resume();
     return until(async () => {
       const got = listener(id).digits;
-      return { ok: got.endsWith(want), digits: got };
+      return { ok: got.endsWith(want), digits: got, seen: listener(id).trace };
     }, timeoutMs, `DTMF ${want} on ${id}`);
   },
   async waitState(id, states, timeoutMs = 10000) {
