@@ -51,10 +51,14 @@ SCENARIOS = [
     "browser calls a SharedWebPhone group, a dummy answers",
     "cold transfer: browser is the target",
     "cold transfer: browser is the transferee",
+    "warm transfer: browser is the target",
     "loopback-only media stays on 127.0.0.1",
 ]
 
 NOT_APPLICABLE = {
+    ("rc-sandbox", "warm transfer: browser is the target"):
+        "the SDK implements no Replaces (RFC 3891): it takes the INVITE as one more call and "
+        "keeps the replaced one; RingCentral's server carries transfers out",
     ("rc-sandbox", "cold transfer: browser is the transferee"):
         "the SDK answers no REFER: RingCentral's server carries transfers out; the sandbox "
         "relays REFER to the transferee instead",

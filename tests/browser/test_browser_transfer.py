@@ -1,4 +1,5 @@
-"""Cold transfers with a browser as the target and as the transferee (REFER, RFC 3515)."""
+"""Transfers with a browser as the target (cold, and warm with Replaces, RFC 3891) and as the
+transferee (REFER, RFC 3515)."""
 
 from __future__ import annotations
 
@@ -69,3 +70,33 @@ async def test_cold_transfer_of_a_browser(browser: Browser, jssip_stack: str, se
             await talk(tab, moved, new)
             await new.hangup()
             await tab.api("waitState", moved, ["ended"])
+
+
+@pytest.mark.parametrize("jssip_stack", ["jssip-sandbox", "jssip-kamailio"])
+async def test_warm_transfer_to_a_browser(browser: Browser, jssip_stack: str, server_for: Any,
+                                          take_users: Any, interop: Interop) -> None:
+    """(The official SDK has no Replaces: it takes the INVITE as one more call and keeps the
+    replaced one; on RingCentral the server carries the transfer out.)"""
+    stack = jssip_stack
+    server = server_for(stack)
+    browser_user, a_user, b_user = take_users(server, 3)
+    async with browser_phone(browser, stack, server, browser_user) as tab, \
+            python_phones(server, [a_user, b_user]) as [a, b]:
+        with interop.step(stack, "warm transfer: browser is the target"):
+            out, inc = await connect(a, b, b_user)
+            consulting = asyncio.ensure_future(inc.warm_transfer(browser_user))
+            consult = await tab.api("waitIncoming")
+            await tab.api("answer", consult)
+            transfer = await asyncio.wait_for(consulting, 10)
+            await wait_until(lambda: transfer.session.state == "answered", 10,
+                             message="b's consult call answered")
+            completing = asyncio.ensure_future(transfer.complete())
+            replacing = await tab.api("waitIncoming")  # a's INVITE with Replaces
+            await tab.api("answer", replacing)
+            await asyncio.wait_for(completing, 10)
+            await tab.api("waitState", consult, ["ended"])
+            moved = next(s for s in a.call_sessions if s is not out and s.state != "disposed")
+            await wait_until(lambda: moved.state == "answered", 10, message="a's new call")
+            await talk(tab, replacing, moved)
+            await tab.api("hangup", replacing)
+            await wait_until(lambda: moved.state == "disposed", 10, message="transferred ended")

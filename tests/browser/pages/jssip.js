@@ -40,6 +40,9 @@ window.adapter = {
       const id = jsTrack(session);
       if (originator === "remote") { jsEntry(id).state = "ringing"; adapter.incoming.push(id); }
       else if (adapter.transferring) { adapter.transferring = false; adapter.referred.push(id); }
+      // An INVITE with Replaces (RFC 3891) for this call: take it; it arrives as a new
+      // incoming call, and this one ends once that one is confirmed.
+      session.on("replaces", ({ accept }) => accept());
       // Transferred (REFER): call the target at once; that call is listed in `referred`.
       session.on("refer", ({ accept }) => {
         navigator.mediaDevices.getUserMedia({ audio: true }).then((mediaStream) => {
