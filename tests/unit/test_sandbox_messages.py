@@ -15,13 +15,14 @@ from webphone.sandbox.messages import (
     cancel_for,
     forwarded,
     pop_via,
+    relayed,
     response_to,
     salvage_response,
     uri_user,
 )
 from webphone.sandbox.rc import Identity, RcCall, info_result, parse_info_request, server_message
 from webphone.sandbox.users import UserTable, generate_users, load_users, users_from_data
-from webphone.sip import SipRequest, parse_message
+from webphone.sip import Headers, SipRequest, parse_message
 from webphone.sip.rc import RcCommand, parse_rc_api_ids, parse_rc_message
 
 INVITE = (
@@ -49,8 +50,9 @@ def test_forwarded_pushes_via_and_record_route_and_drops_credentials() -> None:
     out = forwarded(invite(), "sip:dev@b.invalid", "SIP/2.0/WS sb;branch=z9hG4bKsb",
                     record_route="<sip:sb;lr>", add=[("P-rc", "<Msg/>")])
     assert out.uri == "sip:dev@b.invalid"
-    assert out.headers.get_all("Via") == ["SIP/2.0/WS sb;branch=z9hG4bKsb",
-                                          "SIP/2.0/WS a.invalid;branch=z9hG4bKaaa"]
+    # devices see ONE Via, ours (RingCentral's edge does; the official SDK keeps only the last
+    # of repeated headers, so it would answer with the caller's branch)
+    assert out.headers.get_all("Via") == ["SIP/2.0/WS sb;branch=z9hG4bKsb"]
     assert out.headers["Record-Route"] == "<sip:sb;lr>"
     assert out.headers["Max-Forwards"] == "69"
     assert "Proxy-Authorization" not in out.headers and "Route" not in out.headers
@@ -58,9 +60,22 @@ def test_forwarded_pushes_via_and_record_route_and_drops_credentials() -> None:
     assert "Via: SIP/2.0/WS a.invalid" in str(invite())  # input untouched
 
 
+def test_relayed_gives_the_response_the_vias_of_the_request_it_answers() -> None:
+    out = forwarded(invite(), "sip:d@x", "SIP/2.0/WS sb;branch=z9hG4bKsb")
+    ringing = response_to(out, 180, "Ringing", to_tag="tt")
+    back = relayed(ringing, invite())
+    assert back is not None and back.headers.get_all("Via") == [
+        "SIP/2.0/WS a.invalid;branch=z9hG4bKaaa"]
+    assert back.to_tag == "tt" and back.status_code == 180 and ringing.branch == "z9hG4bKsb"
+    assert str(back).index("Via:") < str(back).index("From:")  # where the Vias were
+    assert relayed(ringing, SipRequest("BYE", "sip:x", Headers([]))) is None
+
+
 def test_pop_via_removes_ours_even_when_comma_joined() -> None:
-    response = response_to(forwarded(invite(), "sip:d@x", "SIP/2.0/WS sb;branch=z9hG4bKsb"), 180,
-                           "Ringing", to_tag="tt")
+    ours = "Via: SIP/2.0/WS sb;branch=z9hG4bKsb\r\n"
+    pushed = parse_message(INVITE.replace("Via: ", ours + "Via: ", 1))
+    assert isinstance(pushed, SipRequest)
+    response = response_to(pushed, 180, "Ringing", to_tag="tt")
     back = pop_via(response)
     assert back is not None
     assert back.headers.get_all("Via") == ["SIP/2.0/WS a.invalid;branch=z9hG4bKaaa"]

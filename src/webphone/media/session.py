@@ -43,6 +43,8 @@ from ..sip.sdp import (
     add_telephone_events,
     audio_codecs,
     has_audio,
+    keep_extmap_ids,
+    keep_payload_types,
     media_protocol,
     parse_origin,
     set_media_protocol,
@@ -58,6 +60,7 @@ from ._interop import (
     keep_candidates,
     networks,
 )
+from ._remote_filter import ignore_remote_outside
 from .audio import (
     SEND_RATE,
     AudioFrame,
@@ -159,6 +162,10 @@ class MediaSession(EventEmitter):
         interfaces (e.g. ["10.77.0.1/30"], a test network namespace's veth); host candidates
         are gathered on these addresses only, no STUN, and the peer's candidates outside these
         networks are ignored.
+      remote_networks: networks ("address/prefix") the peer's addresses must be in: its SDP
+        candidates elsewhere are never checked, and its checks from elsewhere are ignored (no
+        peer-reflexive candidate is learnt there). Default: the networks of loopback_only /
+        ice_networks, else no restriction. Gathering and STUN are not affected.
       ice_gather_timeout: bound on candidate gathering in seconds (aioice itself gives up on
         an unanswered STUN server after 5 s and continues with host candidates).
       receive_sample_rate: rate of the PCM handed to programs (received_audio, "audio"
@@ -183,6 +190,7 @@ class MediaSession(EventEmitter):
         stun_servers: Sequence[str] = (),
         loopback_only: bool = False,
         ice_networks: Sequence[str] | None = None,
+        remote_networks: Sequence[str] | None = None,
         ice_gather_timeout: float = 10.0,
         receive_sample_rate: int = 16000,
         codecs: Sequence[str] | None = None,
@@ -199,6 +207,12 @@ class MediaSession(EventEmitter):
             self._host_addresses = [str(ipaddress.ip_interface(x).ip) for x in specs] or None
         except ValueError as exc:
             raise MediaError(f"invalid ice_networks {ice_networks!r}: {exc}") from None
+        try:
+            self._remote_networks = (
+                networks(remote_networks) if remote_networks is not None else self._ice_networks
+            )
+        except ValueError as exc:
+            raise MediaError(f"invalid remote_networks {remote_networks!r}: {exc}") from None
         self.ice_gather_timeout = ice_gather_timeout
         self.receive_sample_rate = receive_sample_rate
         self.dtmf_codec_fallback = dtmf_codec_fallback
@@ -218,6 +232,7 @@ class MediaSession(EventEmitter):
         self._local_sdp: str | None = None
         self._remote_sdp: str | None = None
         self._answer_sdp: str | None = None
+        self._negotiated_sdp: str | None = None  # the peer's last SDP; kept across new pcs
         self._session_id: str | None = None
         self._version: int | None = None
         self._tap: RtpTap | None = None
@@ -239,6 +254,9 @@ class MediaSession(EventEmitter):
     def _new_peer_connection(self, direction: str) -> tuple[RTCPeerConnection, Any]:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=self._servers))
         transceiver = pc.addTransceiver(self._track, direction=direction)
+        if self._remote_networks is not None:  # nor accept checks from elsewhere (prflx)
+            ice = transceiver.receiver.transport.transport
+            ignore_remote_outside(ice.iceGatherer._connection, self._remote_networks)
         if self._codec_prefs is not None:
             transceiver.setCodecPreferences(self._codec_prefs)
         pc.on("track", self._on_track)
@@ -334,12 +352,14 @@ class MediaSession(EventEmitter):
                 await self._renew_peer_connection()
             self._transceiver.direction = self._direction
             await self._set_local(await self._pc.createOffer())
-            sdp = self._local_description()
+            # aiortc numbers header extensions and payload types afresh in every offer: keep
+            # the session's (RFC 8285 §6, RFC 3264 §8.3.2; Chrome refuses moved extension ids)
+            sdp = keep_extmap_ids(self._local_description(), self._negotiated_sdp)
             rates = {codec.clock_rate for codec in audio_codecs(sdp)}
             sdp = add_telephone_events(
                 sdp, {rate: pt for rate, pt in self._te_offer.items() if rate in rates}
             )
-            return self._finish_local(sdp)
+            return self._finish_local(keep_payload_types(sdp, self._negotiated_sdp))
 
     async def create_answer(self, offer_sdp: str) -> str:
         """Apply the peer's offer and return our complete SDP answer."""
@@ -557,8 +577,8 @@ class MediaSession(EventEmitter):
         self._install_tap()
 
     async def _set_remote(self, sdp: str, kind: str) -> None:
-        if self._ice_networks is not None:
-            sdp = keep_candidates(sdp, self._ice_networks)  # never check anything elsewhere
+        if self._remote_networks is not None:
+            sdp = keep_candidates(sdp, self._remote_networks)  # never check anything elsewhere
         local = self._pc.localDescription
         if kind == "answer" and local is not None:
             sdp = fill_missing_mids(sdp, local.sdp)  # peers without RFC 5888 (baresip)
@@ -569,7 +589,7 @@ class MediaSession(EventEmitter):
             raise
         except Exception as exc:  # aiortc raises ValueError, InvalidStateError, OperationError
             raise MediaError(f"cannot apply the remote SDP {kind}: {exc}") from exc
-        self._remote_sdp = sdp
+        self._remote_sdp = self._negotiated_sdp = sdp
         self._install_tap()
 
     def _dtls_role(self) -> str | None:

@@ -29,7 +29,7 @@ from webphone.sip.transaction import new_tag
 
 from .connection import Connection
 from .dialogs import Dialog, Leg, contact_uri
-from .messages import ack_for, cancel_for, forwarded, pop_via, response_to
+from .messages import ack_for, cancel_for, forwarded, relayed, response_to
 from .rc import Identity, RcCall
 
 if TYPE_CHECKING:
@@ -106,6 +106,7 @@ class ProxyCall:
         self.state = "ringing"  # ringing | answered | cancelled | ended
         self.mode: str | None = None  # declined | voicemail | forwarded | replied | timeout
         self.provisional_sent = False
+        self.early_tag: str | None = None  # To-tag of the provisional the caller saw
         self.final_sent = False
         self.responses: list[SipResponse] = []
         self.dialog: Dialog | None = None
@@ -164,6 +165,7 @@ class ProxyCall:
                 fork.state = "ringing"
             if self.state == "ringing" and not self.provisional_sent:
                 self.provisional_sent = True
+                self.early_tag = response.to_tag
                 self._relay(response, 183, "Session Progress")
             return
         if 200 <= status < 300:
@@ -194,6 +196,8 @@ class ProxyCall:
         self._relay(response)
         self.final_sent = True
         self.dialog = self._make_dialog(fork, response)
+        if self.early_tag != self.dialog.callee.tag:  # answered by another device (forward)
+            self.dialog.early_tag = self.early_tag
         self.proxy.add_dialog(self.dialog)
         if fork.target.kind == "user" and fork.endpoint.cln:
             self.dialog.after_ack.append(lambda: self._already_processed(fork))
@@ -360,7 +364,7 @@ class ProxyCall:
         return None
 
     def _relay(self, response: SipResponse, status: int | None = None, reason: str = "") -> None:
-        out = pop_via(response)
+        out = relayed(response, self.invite)
         if out is None:
             return
         if status is not None:

@@ -78,6 +78,10 @@ class Dialog:
     after_ack: list[Callable[[], None]] = field(default_factory=list)
     link: object | None = None  # a bridge.Link once the held leg is joined to someone else
     referred_by: Leg | None = None  # a leg whose REFER the other leg accepted (a transfer)
+    # The To-tag of the 183 the caller saw when another device answered (forward, voicemail):
+    # the official SDK keeps that tag for its ACK, BYE and re-INVITEs (it takes the remote
+    # party from the first response), RingCentral's B2BUA never shows it a second one.
+    early_tag: str | None = None
 
     @property
     def legs(self) -> tuple[Leg, Leg]:
@@ -94,7 +98,9 @@ class Dialog:
         return self.callee if leg is self.caller else self.caller
 
     def matches(self, tags: tuple[str | None, str | None]) -> bool:
-        return set(tags) == {self.caller.tag, self.callee.tag}
+        if set(tags) == {self.caller.tag, self.callee.tag}:
+            return True
+        return self.early_tag is not None and set(tags) == {self.caller.tag, self.early_tag}
 
     def request_to(
         self,

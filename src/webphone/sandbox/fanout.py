@@ -9,7 +9,7 @@ from webphone.sip.transaction import new_tag
 
 from .calls import Endpoint
 from .connection import Connection
-from .messages import forwarded, pop_via, response_to
+from .messages import forwarded, relayed, response_to
 
 if TYPE_CHECKING:
     from .proxy import Proxy
@@ -61,6 +61,6 @@ class Fanout:
                                                      to_tag=new_tag()))
 
     def _relay(self, response: SipResponse) -> None:
-        out = pop_via(response)
+        out = relayed(response, self.request)
         if out is not None:
             self.proxy.send(self.source, out)

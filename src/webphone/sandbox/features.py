@@ -30,7 +30,7 @@ from .bridge import Bridger, Link
 from .calls import Endpoint
 from .connection import Connection
 from .dialogs import Dialog, Leg, contact_uri
-from .messages import forwarded, pop_via, response_to
+from .messages import forwarded, relayed, response_to
 from .rc import InfoRequest, info_result, parse_info_request
 
 if TYPE_CHECKING:
@@ -115,6 +115,8 @@ class Features:
 
     def _outgoing(self, request: SipRequest, source: Leg, target: Leg) -> SipRequest:
         out = forwarded(request, target.contact, self.proxy.via(), drop=_DROP)
+        if request.to_tag != target.tag:  # sent to the dialog's early tag (Dialog.early_tag)
+            out.headers.set("To", target.header)
         number = source.shift(request.cseq.number)
         if number != request.cseq.number:
             out.headers.set("CSeq", f"{number} {request.cseq.method}")
@@ -142,7 +144,7 @@ class Features:
         def on_response(response: SipResponse) -> None:
             if response.status_code == 100:
                 return  # hop by hop: the far UA's 100 ends here (ours went already)
-            back = pop_via(response)
+            back = relayed(response, request)
             if back is None:
                 return
             back.headers.set("CSeq", original_cseq)

@@ -22,6 +22,7 @@ __all__ = [
     "forwarded",
     "new_branch",
     "pop_via",
+    "relayed",
     "response_to",
     "salvage_response",
     "uri_user",
@@ -78,6 +79,19 @@ def pop_via(response: SipResponse) -> SipResponse | None:
     return out if out.headers.get_all("Via") else None
 
 
+def relayed(response: SipResponse, request: SipRequest) -> SipResponse | None:
+    """A device's response as it goes back upstream: its Vias (ours only, see `forwarded`)
+    replaced by those of the `request` it answers; None when that request had none."""
+    vias = request.headers.get_all("Via")
+    if not vias:
+        return None
+    fields = response.headers.fields()
+    at = next((i for i, (name, _) in enumerate(fields) if name.lower() in ("via", "v")), 0)
+    rest = [(name, value) for name, value in fields if name.lower() not in ("via", "v")]
+    fields = rest[:at] + [("Via", via) for via in vias] + rest[at:]
+    return SipResponse(response.status_code, response.reason, Headers(fields), response.body)
+
+
 def forwarded(
     request: SipRequest,
     uri: str,
@@ -87,9 +101,16 @@ def forwarded(
     drop: Iterable[str] = ("Proxy-Authorization", "Route"),
     add: Iterable[tuple[str, str]] = (),
 ) -> SipRequest:
-    """The request as a proxy sends it on: new Request-URI, our Via on top, Max-Forwards - 1,
-    our Record-Route on top (when given), credentials and Routes for us removed, `add` appended."""
-    dropped = {name.lower() for name in drop}
+    """The request as a proxy sends it on: new Request-URI, ONE Via (ours), Max-Forwards - 1,
+    our Record-Route on top (when given), credentials and Routes for us removed, `add` appended.
+
+    Devices see one Via, as behind RingCentral's edge, a B2BUA toward devices (it sends the
+    caller 200 OK before the callee rings; media is anchored on its servers). The official Web
+    Phone SDK keeps only the last of repeated headers and works there, but with the caller's
+    Via below ours its responses would carry the caller's branch and be lost. The upstream
+    Vias come back from the request (`relayed`).
+    """
+    dropped = {name.lower() for name in drop} | {"via", "v"}
     fields: list[tuple[str, str]] = [("Via", via)]
     if record_route:
         fields.append(("Record-Route", record_route))

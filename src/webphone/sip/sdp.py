@@ -12,7 +12,11 @@ What is here:
 - origin: `parse_origin`, `bump_origin_version` (RFC 3264 §8: a re-offer carries the same
   session id and a higher version), `set_origin`;
 - codecs: `has_audio`, `audio_codecs` (rtpmap, with RFC 3551 static payload types filled in),
-  `telephone_events` (RFC 4733 payload type per clock rate), `add_telephone_events`.
+  `telephone_events` (RFC 4733 payload type per clock rate), `add_telephone_events`;
+- RTP header extensions: `extmap_ids`, `keep_extmap_ids` (RFC 8285 §6: an id, once
+  negotiated, stays with its extension for the whole session);
+- payload types: `keep_payload_types` (RFC 3264 §8.3.2: a re-offer keeps the payload type
+  numbers of the session's formats).
 """
 
 from __future__ import annotations
@@ -34,8 +38,11 @@ __all__ = [
     "add_telephone_events",
     "audio_codecs",
     "bump_origin_version",
+    "extmap_ids",
     "get_direction",
     "has_audio",
+    "keep_extmap_ids",
+    "keep_payload_types",
     "media_protocol",
     "parse_origin",
     "reverse_direction",
@@ -52,6 +59,12 @@ _DIRECTION_LINES = {f"a={d}" for d in DIRECTIONS}
 _LINE_SPLIT = re.compile(r"(?<=\n)")
 _ORIGIN = re.compile(r"^o=(\S+) (\d+) (\d+)((?: \S+)*)$")
 _RTPMAP = re.compile(r"^a=rtpmap:(\d+) ([^/\s]+)/(\d+)(?:/(\d+))?\s*$")
+_PT_LINE = re.compile(r"^a=(rtpmap|fmtp|rtcp-fb):(\d+)(\s.*)?$")
+_APT = re.compile(r"\bapt=(\d+)")
+_DYNAMIC_PTS = range(96, 128)
+_EXTMAP = re.compile(r"^a=extmap:(\d+)(/\S+)? (\S+)(.*)$")
+# RFC 8285 §5: one-byte header ids 1-14; two-byte ids go up to 255 (15 is reserved).
+_EXTMAP_IDS = [*range(1, 15), *range(16, 256)]
 
 # RFC 3551 table 4: static payload types a sender may use without an rtpmap line.
 _STATIC_AUDIO: dict[int, tuple[str, int, int | None]] = {
@@ -377,3 +390,121 @@ def add_telephone_events(sdp: str, events: Mapping[int, int], fmtp: str = "0-15"
         lines[insert_at - 1] += eol
     lines[insert_at:insert_at] = added
     return "".join(lines)
+
+
+# -- RTP header extensions (RFC 8285) ----------------------------------------------------------
+
+
+def extmap_ids(sdp: str) -> list[dict[str, int]]:
+    """{extension URI: id} of each m= section, in order (`a=extmap:<id>[/<dir>] <uri> ...`)."""
+    lines = [_content(line) for line in _lines(sdp)]
+    result = []
+    for start, end in list(_sections(lines))[1:]:
+        ids: dict[str, int] = {}
+        for line in lines[start:end]:
+            match = _EXTMAP.match(line)
+            if match is not None:
+                ids.setdefault(match.group(3), int(match.group(1)))
+        result.append(ids)
+    return result
+
+
+def keep_extmap_ids(sdp: str, negotiated: str | None) -> str:
+    """`sdp` (our re-offer) with each header extension on the id `negotiated` gave it.
+
+    RFC 8285 §6: once negotiated, an extension keeps its id for the session; Chrome refuses a
+    re-offer that moves one ("RTP extension ID reassignment not supported"). aiortc numbers
+    its own extensions afresh in every offer, which differs from the ids of a peer that
+    offered first. Per m= section (by position), an extension known from `negotiated` gets its
+    id back; another one whose id is now taken moves to the lowest free id. Other lines stay
+    byte-identical; with nothing negotiated yet, `sdp` is returned unchanged.
+    """
+    if not negotiated:
+        return sdp
+    before = extmap_ids(negotiated)
+    lines = _lines(sdp)
+    contents = [_content(line) for line in lines]
+    for index, (start, end) in enumerate(list(_sections(contents))[1:]):
+        if index < len(before) and before[index]:
+            _renumber(lines, contents, start, end, before[index])
+    return "".join(lines)
+
+
+def _renumber(
+    lines: list[str], contents: list[str], start: int, end: int, known: dict[str, int]
+) -> None:
+    matches = {i: _EXTMAP.match(contents[i]) for i in range(start, end)}
+    found = {i: m for i, m in matches.items() if m is not None}
+    wanted = {i: known.get(m.group(3)) for i, m in found.items()}
+    taken = {id_ for id_ in wanted.values() if id_ is not None} | set(known.values())
+    free = (id_ for id_ in _EXTMAP_IDS if id_ not in taken)
+    for i, match in found.items():
+        new_id = wanted[i]
+        if new_id is None:
+            current = int(match.group(1))
+            new_id = current if current not in taken else next(free)
+            taken.add(new_id)
+        if new_id == int(match.group(1)):
+            continue
+        direction, uri, rest = match.group(2) or "", match.group(3), match.group(4)
+        lines[i] = f"a=extmap:{new_id}{direction} {uri}{rest}" + lines[i][len(contents[i]) :]
+
+
+# -- payload types (RFC 3264 §8.3.2) -------------------------------------------------------------
+
+
+def _format_key(codec: Rtpmap) -> tuple[str, int, int]:
+    return codec.name, codec.clock_rate, codec.channels or 1
+
+
+def keep_payload_types(sdp: str, negotiated: str | None) -> str:
+    """`sdp` (our re-offer) with each format on the payload type `negotiated` gave it.
+
+    RFC 3264 §8.3.2: a re-offer keeps the session's payload type numbers. aiortc numbers its
+    formats afresh (opus 96) where the peer that offered first chose others (Chrome: opus 111),
+    and aiortc's receiver keeps the numbers it started with: a renumbered re-offer, answered
+    with the new numbers, leaves it dropping every packet as "unknown payload type". Formats the
+    session did not have keep their number unless it is taken (then the lowest free dynamic
+    one). The m= line, rtpmap, fmtp and rtcp-fb lines and `apt=` references are rewritten; every
+    other line stays byte-identical. Only the first audio section is touched.
+    """
+    if not negotiated:
+        return sdp
+    known = {_format_key(codec): codec.payload_type for codec in audio_codecs(negotiated)}
+    if not known:
+        return sdp
+    mapping = _pt_mapping(audio_codecs(sdp), known)
+    if all(old == new for old, new in mapping.items()):
+        return sdp
+    lines = _lines(sdp)
+    contents = [_content(line) for line in lines]
+    start = next((i for i, c in enumerate(contents) if c.startswith("m=audio ")), None)
+    if start is None:
+        return sdp
+    end = next((i for i in range(start + 1, len(lines)) if contents[i].startswith("m=")),
+               len(lines))
+    fields = contents[start].split(" ")
+    fields[3:] = [str(mapping.get(int(f), f)) if f.isdigit() else f for f in fields[3:]]
+    lines[start] = " ".join(fields) + lines[start][len(contents[start]) :]
+    for i in range(start + 1, end):
+        match = _PT_LINE.match(contents[i])
+        if match is None:
+            continue
+        kind, pt, rest = match.group(1), int(match.group(2)), match.group(3) or ""
+        rest = _APT.sub(lambda m: f"apt={mapping.get(int(m.group(1)), m.group(1))}", rest)
+        lines[i] = f"a={kind}:{mapping.get(pt, pt)}{rest}" + lines[i][len(contents[i]) :]
+    return "".join(lines)
+
+
+def _pt_mapping(ours: list[Rtpmap], known: dict[tuple[str, int, int], int]) -> dict[int, int]:
+    """{our payload type: the one to write}."""
+    mapping = {c.payload_type: known[_format_key(c)] for c in ours if _format_key(c) in known}
+    taken = set(known.values()) | set(mapping.values())
+    free = (pt for pt in _DYNAMIC_PTS if pt not in taken)
+    for codec in ours:
+        pt = codec.payload_type
+        if pt in mapping:
+            continue
+        mapping[pt] = pt if pt not in taken else next(free)
+        taken.add(mapping[pt])
+    return mapping
