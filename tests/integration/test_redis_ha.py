@@ -18,7 +18,13 @@ from typing import Any
 import pytest
 from test_shared_redis import OPTIONS, Group, first_real
 
-from support.redis_ha import ClusterSet, RedisNode, SentinelSet, wait_old_enough
+from support.redis_ha import (
+    ClusterSet,
+    RedisNode,
+    SentinelSet,
+    require_redis_tools,
+    wait_old_enough,
+)
 from support.wait import wait_until
 from webphone.errors import ActionInterruptedError, NoRealPhoneError
 from webphone.shared.transports.redis_scripts import GroupKeys
@@ -86,10 +92,7 @@ def _start(kind: str, workdir: Path) -> Topology:
 @pytest.fixture(scope="module", params=["sentinel", "cluster"])
 def topology(request: pytest.FixtureRequest,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
-    from conftest import require_binary
-
-    require_binary("redis-server", "redis-server")
-    require_binary("redis-cli", "redis-tools")
+    require_redis_tools()
     topo = _start(request.param, tmp_path_factory.mktemp(request.param))
     try:
         yield topo

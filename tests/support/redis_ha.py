@@ -34,7 +34,7 @@ from .procs import ManagedProcess, ProcessDiedError
 from .redis_server import redis_ping
 from .wait import wait_until_sync
 
-__all__ = ["ClusterSet", "RedisNode", "SentinelSet", "wait_old_enough"]
+__all__ = ["ClusterSet", "RedisNode", "SentinelSet", "require_redis_tools", "wait_old_enough"]
 
 SERVICE = "webphone"
 _COMMON = ["--bind", HOST, "--protected-mode", "yes", "--save", "", "--appendonly", "no",
@@ -99,6 +99,20 @@ class RedisNode:
 
 def _s(value: Any) -> Any:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def require_redis_tools() -> None:
+    """Skip the test when redis-server or redis-cli is missing (fail under CI=true)."""
+    import os
+
+    import pytest
+
+    for binary, package in (("redis-server", "redis-server"), ("redis-cli", "redis-tools")):
+        if shutil.which(binary) is None:
+            reason = f"{binary!r} not found on PATH (apt-get install {package})"
+            if os.environ.get("CI", "").strip().lower() in ("true", "1", "yes"):
+                pytest.fail(f"CI=true and {reason}", pytrace=False)
+            pytest.skip(reason)
 
 
 def _require_redis() -> None:
