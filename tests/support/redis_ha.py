@@ -212,7 +212,23 @@ class SentinelSet:
         node.proc = ManagedProcess(node.name, ["redis-server", *node.args],
                                    node.workdir / f"{node.name}.log", cwd=node.workdir)
         node.start()
-        wait_until_sync(lambda: _synced(node), timeout, 0.02, f"{node.name} in sync")
+        wait_until_sync(lambda: _synced(node) and self._knows_replica(node), timeout, 0.05,
+                        f"{node.name} in sync and known to the sentinels")
+
+    def _knows_replica(self, node: RedisNode) -> bool:
+        """A majority of the sentinels lists `node` as a healthy replica: a candidate for the
+        next failover (sentinels learn about replicas from INFO, every 10 s when calm; one of
+        them may keep a stale view for longer, and then the next failover may need a retry)."""
+        healthy = 0
+        for sentinel in self.sentinels:
+            with sentinel.client() as c:
+                replicas = c.execute_command("SENTINEL", "REPLICAS", SERVICE)
+            fields = [r if isinstance(r, dict) else dict(zip(r[::2], r[1::2], strict=True))
+                      for r in replicas]
+            healthy += any(int(_s(f.get(b"port", b"0"))) == node.port
+                           and _s(f.get(b"flags")) == "slave"
+                           and _s(f.get(b"master-link-status")) == "ok" for f in fields)
+        return healthy >= 2
 
     def close(self) -> None:
         for node in [*self.sentinels, *self.nodes]:

@@ -69,6 +69,16 @@ deadline and only then reports the link lost. A restarted Redis grants no *new* 
 first `ttl` of uptime (`restart_grace`; INFO uptime), so that a real that is still valid can
 re-claim before a dummy registers over it.
 
+Redis that fails over (Sentinel, Cluster; `redis_topology` locates the node that holds the
+group). With `replica_acks` > 0 every decision a member acts on waits for the replicas
+(``WAIT``, `_run_acked`): a lease grant (join, acquire, re-claim), a renewal, an action claim
+and a caller's verdict (expire, interrupt). An unacknowledged grant leaves the member a dummy
+with a `PENDING` lease that it confirms by renewing; an unacknowledged renewal extends nothing,
+so a real whose replicas stay silent steps down at its renew deadline exactly as if Redis were
+unreachable; an unacknowledged claim is not run until the claim is acknowledged (or the lease
+is gone, and the caller's INTERRUPT decides); an unacknowledged verdict is asked again. After a
+failover the link's connections break and it locates the new primary, as after a restart.
+
 The key layout and the Lua scripts are in `redis_scripts` (pure). This module is the I/O shell:
 the transport and the link, one state machine per member connection (kept in one class, longer
 than most, because its timers, tasks and Redis clients share one life cycle).
