@@ -387,6 +387,7 @@ class RedisLink(GroupLink):
         self._calls: dict[str, _Call] = {}  # gid -> call
         self._used_ids: deque[str] = deque(maxlen=1024)
         self._claimed: dict[str, str] = {}  # gid -> caller's inbox key
+        self._claiming: dict[str, str] = {}  # claims sent but not settled (gid -> inbox)
         self._interrupting: set[str] = set()  # gids with an INTERRUPT queued
         self._no_acquire_before = 0.0  # a real that stepped down lets the others try first
         self._handing_since = 0.0
@@ -761,6 +762,7 @@ class RedisLink(GroupLink):
                     self._arm_deadline()
                     if self._ready:  # a failover may have lost the flag (not acknowledged)
                         await self._run("ready", [], [lease.holder, holder.epoch])
+                    await self._settle_claims(holder.epoch)
                     log.info("Redis is back: still the real at epoch %d", holder.epoch)
                     return
             elif lease.holder is None:
@@ -858,6 +860,7 @@ class RedisLink(GroupLink):
         self.mode, self._ready = "dummy", False
         self._stop_consumer()
         self._claimed.clear()  # their callers get ActionInterruptedError
+        self._claiming.clear()  # (INTERRUPT, once the lease leaves our epoch)
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
         me = self._hello.member_id
@@ -1252,15 +1255,16 @@ class RedisLink(GroupLink):
             await self._cmd_client().xdel(self.keys.actions, entry_id)
             return True
         epoch = self._holder.epoch
+        self._claiming[gid] = reply  # until we know: a Redis failure may hide the answer
         out, acked = await self._run_acked("claim", [self.keys.act(gid), reply],
                                            [self._hello.member_id, epoch, gid, entry_id])
         result = text(out)
-        if result == "not_real":
-            return False  # stay in the stream for the next real
-        if result != "ok":
-            return True
-        if not await self._claim_acked(acked):
-            return False  # stepping down: the caller's INTERRUPT decides (never run)
+        if result != "ok" or not await self._claim_acked(acked):
+            self._claiming.pop(gid, None)
+            # not ours, or stepping down (the caller's INTERRUPT decides: never run);
+            # "not_real": it stays in the stream for the next real
+            return result not in ("ok", "not_real")
+        self._claiming.pop(gid, None)
         action = self._decode(fields.get(b"a", b""), Action)
         if not isinstance(action, Action) or action.action_id != gid:
             # claimed but unreadable: answer it so that the caller is not left waiting
@@ -1270,6 +1274,17 @@ class RedisLink(GroupLink):
         self._claimed[gid] = reply
         self._deliver(action)
         return True
+
+    async def _settle_claims(self, epoch: int) -> None:
+        """Back after a Redis failure, still the real at `epoch`: a claim whose answer was lost
+        may have taken an action that we never ran, and its caller would wait for a result
+        while our lease lasts. Answer each one (it did not run); a claim that never happened
+        is refused by RESULT and its entry is still in the stream for us to claim."""
+        for gid, reply in list(self._claiming.items()):
+            await self._post(gid, reply, ActionResult(gid, epoch, False, None, ErrorInfo(
+                "ActionInterruptedError", "the group's Redis failed while the real phone "
+                "claimed the action; it did not run, and is not re-run")))
+            self._claiming.pop(gid, None)
 
     async def _claim_acked(self, acked: bool) -> bool:
         """Run a claimed action only once the replicas hold the claim: a promoted replica
