@@ -284,7 +284,7 @@ async def bench_soak(kam: Any, user: str, servers: Any, kills: int,
                 print(f"   unexpected outcome {type(exc).__name__}: {exc}", flush=True)
                 await asyncio.sleep(0.05)  # do not spin on a persistent error
 
-    gaps, backs, kept = [], [], 0
+    gaps, backs, promoted, rejoined, kept = [], [], [], [], 0
     sampler: _Sampler | None = None
     callers: list[asyncio.Future[None]] = []
     try:
@@ -306,14 +306,17 @@ async def bench_soak(kam: Any, user: str, servers: Any, kills: int,
                 await asyncio.to_thread(servers.wait_new_primary, old, 20)
             else:
                 await asyncio.to_thread(servers.wait_new_primary, key, old, 20)
+            promoted.append(time.monotonic() - t0)
             await asyncio.to_thread(servers.rejoin, old)
+            rejoined.append(time.monotonic() - t0)
             ran = outcomes["ran"]
             await _wait_for(lambda r=ran: sampler.reals() == 1 and outcomes["ran"] > r, 30)
             backs.append(time.monotonic() - t0)
             gaps.append(sampler.no_real)
             kept += int(real.role == "real" and real.epoch == epoch)
-            print(f"   [{topo}] kill {k + 1}/{kills}: served again {ms(backs[-1])} ms after the "
-                  f"kill, {ms(gaps[-1])} ms without a real", flush=True)
+            print(f"   [{topo}] kill {k + 1}/{kills}: promoted after {ms(promoted[-1])} ms, "
+                  f"replica back {ms(rejoined[-1])} ms, served again {ms(backs[-1])} ms after "
+                  f"the kill, {ms(gaps[-1])} ms without a real", flush=True)
     finally:
         stop.set()
         await asyncio.gather(*callers, return_exceptions=True)
@@ -329,6 +332,8 @@ async def bench_soak(kam: Any, user: str, servers: Any, kills: int,
           flush=True)
     detail = {"kills": kills, "lease_s": lease, "kept_role": kept,
               "kill_to_served_ms": [ms(b) for b in backs], "no_real_ms": [ms(g) for g in gaps],
+              "kill_to_promoted_ms": [ms(t) for t in promoted],
+              "kill_to_replica_back_ms": [ms(t) for t in rejoined],
               "binding_samples": sampler.binding_samples, "outcomes": outcomes}
     return [
         {"name": f"Redis [{topo}] failover: time without a real, median", "value":
@@ -338,6 +343,10 @@ async def bench_soak(kam: Any, user: str, servers: Any, kills: int,
         {"name": f"Redis [{topo}] failover: time without a real, p95", "value": ms(q(gaps, 0.95)),
          "unit": "ms", "baseline": "lease TTL", "baseline_value": lease * 1000,
          "target": "(measured)", "met": None, "detail": {}},
+        {"name": f"Redis [{topo}] failover: kill -> replica promoted, median",
+         "value": ms(statistics.median(promoted)), "unit": "ms", "baseline": "lease TTL",
+         "baseline_value": lease * 1000, "target": "(measured: Redis's own part)", "met": None,
+         "detail": {"p95_ms": ms(q(promoted, 0.95)), "max_ms": ms(max(promoted))}},
         {"name": f"Redis [{topo}] failover: kill -> a real serving again, median",
          "value": ms(statistics.median(backs)), "unit": "ms", "baseline": "lease TTL",
          "baseline_value": lease * 1000, "target": "(measured)", "met": None,
