@@ -601,8 +601,8 @@ class RedisLink(GroupLink):
                     await self._open_quietly()
                 await asyncio.wait_for(self._run("leave", [], [hello.member_id, self._ident()]),
                                        1.0)
-                if holder is not None and holder.state in (HolderState.HELD,
-                                                           HolderState.EXPIRED):
+                if holder is not None and holder.state in (
+                        HolderState.HELD, HolderState.EXPIRED, HolderState.PENDING):
                     await asyncio.wait_for(self._release(holder.epoch), 1.0)
             except (redis_errors.RedisError, OSError, TimeoutError, asyncio.CancelledError):
                 pass
