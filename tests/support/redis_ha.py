@@ -204,7 +204,7 @@ class SentinelSet:
         found: RedisNode = wait_until_sync(promoted, timeout, 0.02, "a promoted primary")
         return found
 
-    def rejoin(self, node: RedisNode, timeout: float = 15.0) -> None:
+    def rejoin(self, node: RedisNode, timeout: float = 30.0) -> None:
         """Restart a killed node as a replica of the current primary and wait until it is in
         sync (a supervisor restarting it; the sentinels would reconfigure it the same way)."""
         new = self.primary()
