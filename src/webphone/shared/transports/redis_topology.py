@@ -27,7 +27,8 @@ by something else (a managed Redis behind one name); ``?replica_acks=0`` on a Se
 accepts the old risk (two reals for up to a lease after a failover) for lower latency.
 
 Locating: a Sentinel URL asks the sentinels in order (``SENTINEL GET-MASTER-ADDR-BY-NAME``)
-and the first that answers wins; a Cluster URL asks the seed nodes (``CLUSTER SLOTS``) which
+and takes the first answer that is a primary (``ROLE``: one sentinel may name the demoted node
+for seconds after a failover); a Cluster URL asks the seed nodes (``CLUSTER SLOTS``) which
 primary serves the group's slot. Members talk to that one node over plain connections: the
 scripts, ``WAIT`` and ``XREAD`` of a link go to the node that holds the group, on one
 connection (``WAIT`` counts that connection's writes). After a failover those connections
@@ -115,13 +116,30 @@ class RedisTarget:
                 continue
             finally:
                 await client.aclose()
-            if found is not None:
+            if found is None:
+                errors.append(f"{host}:{port}: does not know it")
+            elif self.kind == "sentinel" and not await self._is_primary(found, timeout):
+                # a sentinel can name a demoted primary for seconds after a failover (a stale
+                # view): ask the next one rather than retrying the same stale answer
+                errors.append(f"{host}:{port}: named {found[0]}:{found[1]}, not a primary")
+            else:
                 return self.node_url(found[0] or host, found[1])
-            errors.append(f"{host}:{port}: does not know it")
         what = (f"the primary of Sentinel service {self.service!r}" if self.kind == "sentinel"
                 else f"the Cluster node serving slot {key_slot(slot_key.encode())}")
         raise redis_errors.ConnectionError(f"nobody could say where {what} is: "
                                            + "; ".join(errors))
+
+    async def _is_primary(self, addr: tuple[str, int], timeout: float) -> bool:
+        client = Redis(host=addr[0], port=addr[1], socket_timeout=timeout,
+                       socket_connect_timeout=timeout, ssl=self.tls, username=self.username,
+                       password=self.password)
+        try:
+            role = await asyncio.wait_for(command(client, "ROLE"), timeout)
+            return _text(role[0]) == "master"
+        except (redis_errors.RedisError, OSError, TimeoutError):
+            return False
+        finally:
+            await client.aclose()
 
     def _auth_for_hosts(self) -> dict[str, Any]:
         if self.kind == "sentinel":
