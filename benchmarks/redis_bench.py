@@ -307,7 +307,7 @@ async def bench_soak(kam: Any, user: str, servers: Any, kills: int,
                 print(f"   unexpected outcome {type(exc).__name__}: {exc}", flush=True)
                 await asyncio.sleep(0.05)  # do not spin on a persistent error
 
-    gaps, backs, promoted, rejoined, kept = [], [], [], [], 0
+    gaps, backs, promoted, rejoined, kept, unknown = [], [], [], [], 0, 0
     sampler: _Sampler | None = None
     callers: list[asyncio.Future[None]] = []
     try:
@@ -337,6 +337,8 @@ async def bench_soak(kam: Any, user: str, servers: Any, kills: int,
             backs.append(time.monotonic() - t0)
             gaps.append(sampler.no_real)
             kept += int(real.role == "real" and real.epoch == epoch)
+            if topo == "Sentinel" and not await asyncio.to_thread(servers.wait_known, old, 30):
+                unknown += 1  # the next failover may take Sentinel's retry
             print(f"   [{topo}] kill {k + 1}/{kills}: promoted after {ms(promoted[-1])} ms, "
                   f"replica back {ms(rejoined[-1])} ms, served again {ms(backs[-1])} ms after "
                   f"the kill, {ms(gaps[-1])} ms without a real", flush=True)
@@ -354,6 +356,7 @@ async def bench_soak(kam: Any, user: str, servers: Any, kills: int,
           f"{sampler.most_bindings}; {len(runs)} actions run, {doubled} twice; {outcomes}",
           flush=True)
     detail = {"kills": kills, "lease_s": lease, "kept_role": kept,
+              "replica_unseen_by_sentinels_30s": unknown,
               "kill_to_served_ms": [ms(b) for b in backs], "no_real_ms": [ms(g) for g in gaps],
               "kill_to_promoted_ms": [ms(t) for t in promoted],
               "kill_to_replica_back_ms": [ms(t) for t in rejoined],

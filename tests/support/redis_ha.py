@@ -212,8 +212,18 @@ class SentinelSet:
         node.proc = ManagedProcess(node.name, ["redis-server", *node.args],
                                    node.workdir / f"{node.name}.log", cwd=node.workdir)
         node.start()
-        wait_until_sync(lambda: _synced(node) and self._knows_replica(node), timeout, 0.05,
-                        f"{node.name} in sync and known to the sentinels")
+        wait_until_sync(lambda: _synced(node), timeout, 0.02, f"{node.name} in sync")
+
+    def wait_known(self, node: RedisNode, timeout: float = 30.0) -> bool:
+        """Wait until the sentinels count `node` as a replica again (a candidate for the next
+        failover); False if they did not within `timeout` (then the next failover may need
+        Sentinel's retry after 2 x failover-timeout)."""
+        try:
+            wait_until_sync(lambda: self._knows_replica(node), timeout, 0.1,
+                            f"{node.name} known to the sentinels")
+        except TimeoutError:
+            return False
+        return True
 
     def _knows_replica(self, node: RedisNode) -> bool:
         """A majority of the sentinels lists `node` as a healthy replica: a candidate for the
