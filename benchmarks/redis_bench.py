@@ -337,6 +337,8 @@ async def bench_soak(kam: Any, user: str, servers: Any, kills: int,
             backs.append(time.monotonic() - t0)
             gaps.append(sampler.no_real)
             kept += int(real.role == "real" and real.epoch == epoch)
+            # the group in steady service for a while (50 more actions) before the next kill
+            await _wait_for(lambda r=outcomes["ran"]: outcomes["ran"] > r + 50, 30)
             if topo == "Sentinel" and not await asyncio.to_thread(servers.wait_known, old, 30):
                 unknown += 1  # the next failover may take Sentinel's retry
             print(f"   [{topo}] kill {k + 1}/{kills}: promoted after {ms(promoted[-1])} ms, "
