@@ -1,6 +1,8 @@
 """The lease core (webphone.shared.lease): holder validity, renewals, candidates, the store's
-rules, and a stateful property test: whatever the delays, pauses, crashes, clock rates and store
-restarts, no two members ever consider themselves the holder at the same instant."""
+rules, the acknowledgement rule of replicated stores, and stateful property tests: whatever the
+delays, pauses, crashes, clock rates, store restarts and (with a replica) failovers to a replica
+that missed the newest writes, no two members ever consider themselves the holder at the same
+instant, and no two members ever act on the same epoch."""
 
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from webphone.shared.lease import (
     LeaseHolder,
     LeaseStore,
     LeaseTimings,
+    ReplicatedStore,
+    acknowledged,
     fresh_acquire_allowed,
 )
 
@@ -169,7 +173,7 @@ class _Member:
     crashed: bool = False
     paused: bool = False
     inflight: bool = False
-    inbox: list[tuple[str, float, int | bool | str]] = field(default_factory=list)
+    inbox: list[tuple[str, float, int | bool | str, bool]] = field(default_factory=list)
     epochs: list[int] = field(default_factory=list)
 
     def local(self, t: float) -> float:
@@ -186,6 +190,7 @@ class _Request:
     epoch: int = field(compare=False)
     fresh_ok: bool = field(compare=False, default=True)
     processed: bool = field(compare=False, default=False)
+    offset: int = field(compare=False, default=0)  # the write's replication offset
     answer: int | bool | None = field(compare=False, default=None)
 
 
@@ -209,6 +214,8 @@ class LeaseSafety(RuleBasedStateMachine):
         self.requests: list[_Request] = []
         self.grants: list[tuple[int, int]] = []  # (store incarnation, epoch)
         self.incarnation = 0
+        self.era = 0  # bumped when the store loses its data (a restart, not a failover)
+        self.acted: dict[tuple[int, int], str] = {}  # (era, epoch) -> the member that held it
 
     @initialize(rates=st.lists(st.floats(0.9, 1.1), min_size=3, max_size=3),
                 offsets=st.lists(st.floats(0, 1e4), min_size=3, max_size=3))
@@ -240,8 +247,12 @@ class LeaseSafety(RuleBasedStateMachine):
     @rule(name=st.sampled_from(NAMES), d1=delays, d2=delays, reclaim=st.booleans())
     def renew_or_reclaim(self, name: str, d1: float, d2: float, reclaim: bool) -> None:
         m = self._active(name)
-        if m is not None and not m.inflight and m.holder.valid(m.local(self.t)):
+        if m is None or m.inflight:
+            return
+        if m.holder.valid(m.local(self.t)):
             self._send(m, "reclaim" if reclaim else "renew", d1, d2, m.holder.epoch)
+        elif m.holder.state is HolderState.PENDING:  # confirm an unacknowledged grant
+            self._send(m, "renew", d1, d2, m.holder.epoch)
 
     @rule(name=st.sampled_from(NAMES), d1=delays, handover=st.booleans(), go=st.integers(0, 3))
     def release(self, name: str, d1: float, handover: bool, go: int) -> None:
@@ -278,6 +289,7 @@ class LeaseSafety(RuleBasedStateMachine):
         if go == 0:
             self.store.restart(self.t)
             self.incarnation += 1
+            self.era += 1
             # the connections die with the server: a request not processed yet never will be
             # (the link checked *this* server's uptime for its fresh_ok and never silently
             # reconnects), and an answer not delivered yet is lost: both sides see an error
@@ -309,7 +321,7 @@ class LeaseSafety(RuleBasedStateMachine):
                 self.requests.remove(r)
                 m = self.members[r.member]
                 m.inbox.append((r.kind, r.sent_local,
-                                "error" if r.answer is None else r.answer))
+                                "error" if r.answer is None else r.answer, self._acked(r)))
                 m.inflight = False
                 if not m.paused and not m.crashed:
                     self._deliver(m)
@@ -337,24 +349,41 @@ class LeaseSafety(RuleBasedStateMachine):
         if r.kind in ("acquire", "reclaim") and isinstance(r.answer, int):
             assert r.answer > m.known, "an epoch at or below one the member already knew"
             self.grants.append((self.incarnation, r.answer))
+        self._wrote(r)
+
+    def _wrote(self, r: _Request) -> None:
+        """The store applied `r` (a replicated store gives it a replication offset)."""
+
+    def _acked(self, r: _Request) -> bool:
+        """Did enough replicas acknowledge `r` by the time its answer arrives? (one server:
+        every answer counts)"""
+        return True
 
     def _deliver(self, m: _Member) -> None:
         now = m.local(self.t)
         m.holder.check(now)
-        for kind, sent_local, answer in m.inbox:
+        for kind, sent_local, answer, acked in m.inbox:
             if kind in ("acquire", "reclaim") and isinstance(answer, int) and answer:
-                m.holder.acquired(answer, sent_local)
+                m.holder.acquired(answer, sent_local, acked=acked)
                 m.known = max(m.known, answer)
-                m.epochs.append(answer)
             elif kind == "renew":
                 if answer is None or answer == "error":
                     m.holder.renew_failed(now)
                 elif answer:
-                    m.holder.renewed(m.holder.epoch, sent_local)
+                    m.holder.renewed(m.holder.epoch, sent_local, acked=acked)
                 else:
                     m.holder.lost()
             m.holder.check(now)
+            self._note_acting(m)
         m.inbox.clear()
+
+    def _note_acting(self, m: _Member) -> None:
+        """Record the epoch a member acts on (a valid holder): never another member's."""
+        if m.holder.state is HolderState.HELD and (not m.epochs or m.epochs[-1] !=
+                                                   m.holder.epoch):
+            m.epochs.append(m.holder.epoch)
+            owner = self.acted.setdefault((self.era, m.holder.epoch), m.name)
+            assert owner == m.name, f"{m.name} and {owner} both acted on epoch {m.holder.epoch}"
 
     # -- invariants --------------------------------------------------------------------------
 
@@ -367,7 +396,8 @@ class LeaseSafety(RuleBasedStateMachine):
             ends = (m.holder.valid_until - m.offset) / m.rate  # on the store's clock
             if record is not None:  # the store's holder, and it stops before the record ends
                 # (a re-claim's new epoch is in the store before its answer reaches the member)
-                assert record.holder == m.name and record.epoch >= m.holder.epoch
+                assert record.holder == m.name and record.epoch >= m.holder.epoch, \
+                    f"{m.name} is valid but the store's record names {record.holder}"
                 assert ends <= record.expires_at + 1e-9, "valid after the record expires"
             else:  # forgotten by a restart: it stops before the store grants anyone anew
                 assert ends <= self.store.started_at + T.ttl + 1e-9
@@ -389,6 +419,66 @@ class LeaseSafety(RuleBasedStateMachine):
 
 TestLeaseSafety = LeaseSafety.TestCase
 TestLeaseSafety.settings = settings(max_examples=300, stateful_step_count=60, deadline=None)
+
+
+class ReplicatedLeaseSafety(LeaseSafety):
+    """The same members on a primary with one asynchronous replica (Sentinel, Cluster): the
+    replica catches up at arbitrary moments, the primary dies and the replica is promoted with
+    whatever it has (in-flight requests and unsent answers die with the primary's
+    connections), and a new replica attaches later. Members follow the acknowledgement rule:
+    a grant or renewal counts only when the replica acknowledged it (WAIT 1)."""
+
+    require_acks = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.repl = ReplicatedStore(T.ttl, now=-100.0)
+        self.store = self.repl.primary
+
+    def _wrote(self, r: _Request) -> None:
+        r.offset = self.repl.wrote()
+
+    def _acked(self, r: _Request) -> bool:
+        if r.kind not in ("acquire", "reclaim", "renew") or not self.require_acks:
+            return True
+        return acknowledged(self.repl.acks(r.offset), 1)
+
+    # replication lags: one draw in two catches the replica up
+    @rule(go=st.integers(0, 1))
+    def replicate(self, go: int) -> None:
+        if go == 0:
+            self.repl.sync()
+
+    @rule(go=st.integers(0, 2))
+    def fail_over(self, go: int) -> None:
+        if go != 0 or not self.repl.promote():
+            return
+        self.store = self.repl.primary
+        self.incarnation += 1  # the store-side counter may repeat an unacknowledged epoch
+        for r in self.requests:  # the primary's connections are gone, as in a restart
+            if r.kind in ("release", "handover"):
+                continue
+            if not r.processed:
+                r.processed, r.answer = True, None
+                r.respond_at = r.process_at
+            else:
+                r.answer = None
+
+    @rule(go=st.integers(0, 1))
+    def attach_replica(self, go: int) -> None:
+        if go == 0 and self.repl.replica is None:
+            self.repl.attach()
+
+    @rule(go=st.integers(0, 3))
+    def restart_store(self, go: int) -> None:
+        super().restart_store(go)
+        if go == 0 and self.repl.replica is not None:
+            self.repl.attach()  # the replica resynchronises from the emptied primary
+
+
+TestReplicatedLeaseSafety = ReplicatedLeaseSafety.TestCase
+TestReplicatedLeaseSafety.settings = settings(max_examples=300, stateful_step_count=60,
+                                              deadline=None)
 
 
 # -- the dangerous interleavings, spelled out (each fails if its rule is broken) -------------
@@ -439,3 +529,96 @@ def test_slow_answers_never_extend_validity_past_the_record() -> None:
     assert m.members["b"].holder.valid_until == pytest.approx(5.2)
     assert m.store.record is not None and m.store.record.holder == "b"
     assert not m.members["a"].holder.valid(m.t)
+
+
+# -- the acknowledgement rule (replicated stores) --------------------------------------------
+
+
+def test_acknowledged_counts_replicas_only_when_some_are_required() -> None:
+    assert acknowledged(None, 0) and acknowledged(0, 0)  # a single server: every answer
+    assert not acknowledged(0, 1) and not acknowledged(None, 1)
+    assert acknowledged(1, 1) and acknowledged(2, 1) and not acknowledged(1, 2)
+
+
+def test_an_unacknowledged_grant_is_pending_until_a_renewal_is_acknowledged() -> None:
+    h = LeaseHolder(T)
+    h.acquired(4, 100.0, acked=False)
+    assert h.state is HolderState.PENDING and not h.valid(100.1)
+    assert h.next_renewal() == pytest.approx(100.0 + T.retry_interval)
+    assert h.next_deadline() is None and not h.check(200.0)
+    h.renewed(4, 100.2, acked=False)  # still not acknowledged: try again
+    assert h.state is HolderState.PENDING and h.next_renewal() == pytest.approx(100.4)
+    h.renewed(3, 100.4)  # another epoch: ignored
+    assert h.state is HolderState.PENDING
+    h.renewed(4, 100.4)  # acknowledged: valid from when that renewal was sent
+    assert h.state is HolderState.HELD and h.valid_until == pytest.approx(102.4)
+    h.lost()
+    assert h.state is HolderState.LOST
+
+
+def test_an_unacknowledged_renewal_extends_nothing_and_is_retried() -> None:
+    h = LeaseHolder(T)
+    h.acquired(1, 100.0)
+    h.renewed(1, 101.0, acked=False)
+    assert h.valid_until == 102.0 and h.next_renewal() == pytest.approx(101.2)
+    h.renewed(1, 101.2)
+    assert h.valid_until == pytest.approx(103.2)
+
+
+def test_timings_refuse_an_ack_timeout_longer_than_the_command_timeout() -> None:
+    with pytest.raises(ValueError, match="ack_timeout"):
+        LeaseTimings(ack_timeout=0.5)
+    assert LeaseTimings.from_heartbeat_timeout(1.5).ack_timeout == pytest.approx(0.125)
+
+
+def test_replicated_store_acks_promotion_and_attach() -> None:
+    r = ReplicatedStore(3.0)
+    assert r.primary.acquire("a", 0.0) == 1
+    w = r.wrote()
+    assert r.acks(w) == 0
+    r.sync()
+    assert r.acks(w) == 1
+    assert r.primary.renew("a", 1, 1.0)
+    r.wrote()
+    assert r.promote() and r.replica is None  # the renewal at 1.0 was not replicated
+    assert r.primary.record is not None and r.primary.record.expires_at == 3.0
+    assert not r.promote() and r.acks(r.offset) == 0
+    r.attach()
+    assert r.acks(r.offset) == 1
+
+
+def _replicated(require_acks: bool) -> ReplicatedLeaseSafety:
+    m = ReplicatedLeaseSafety()
+    m.require_acks = require_acks
+    m.setup([1.0, 1.0, 1.0], [0.0, 0.0, 0.0])
+    return m
+
+
+def _grant_lost_in_a_failover(m: ReplicatedLeaseSafety) -> None:
+    m.acquire("a", 0.0, 0.1)  # granted on the primary at 0, answered at 0.1, never replicated
+    m.advance(0.2)
+    m.fail_over(0)  # the replica, promoted, never saw a's grant
+    m.acquire("b", 0.0, 0.0)
+    m.advance(0.1)
+
+
+def test_without_the_ack_rule_a_promoted_replica_makes_two_holders() -> None:
+    """The rule is needed: acting on an unreplicated grant fails the invariant."""
+    with pytest.raises(AssertionError, match=r"two valid holders|both acted|record names"):
+        _grant_lost_in_a_failover(_replicated(require_acks=False))
+
+
+def test_with_the_ack_rule_an_unreplicated_grant_is_never_acted_on() -> None:
+    m = _replicated(require_acks=True)
+    _grant_lost_in_a_failover(m)
+    assert m.members["a"].holder.state is HolderState.PENDING
+    assert m.members["b"].holder.state is HolderState.PENDING  # no replica: b waits too
+    m.attach_replica(0)
+    m.renew_or_reclaim("b", 0.0, 0.05, False)  # b confirms its grant ...
+    m.advance(0.01)
+    m.replicate(0)  # ... which reaches the replica before the answer
+    m.advance(0.1)
+    assert m.members["b"].holder.valid(m.t)
+    m.renew_or_reclaim("a", 0.0, 0.0, False)  # a's confirmation is refused: b holds it
+    m.advance(0.1)
+    assert m.members["a"].holder.state is HolderState.LOST

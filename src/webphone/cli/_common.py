@@ -87,6 +87,16 @@ def error_line(prog: str, exc: BaseException) -> str:
     return f"{prog}: error: {type(exc).__name__}: {text}"
 
 
+def hub_arg(value: str) -> str:
+    """argparse type of --hub: "local" or a Redis hub URL, checked before anything starts."""
+    from webphone.shared.group import validate_hub
+
+    try:
+        return validate_hub(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def setup_logging(debug: bool, stream: Any = None) -> None:
     """WARNING and up to stderr; with --debug, DEBUG (the SIP trace included)."""
     logging.basicConfig(

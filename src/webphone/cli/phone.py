@@ -487,16 +487,18 @@ def _result_text(event: Event) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ._common import add_sip_info_options
+    from ._common import add_sip_info_options, hub_arg
 
     add_sip_info_options(parser)
     parser.add_argument("--group", metavar="NAME",
                         help="group name (default: authorizationId@domain); every phone of a "
                         "group shares one registration")
-    parser.add_argument("--hub", metavar="local|redis://...", default="local",
+    parser.add_argument("--hub", metavar="local|redis://...", default="local", type=hub_arg,
                         help="where the group meets: \"local\" (a hub process per group on "
                         "this host, the default) or "
-                        "a Redis URL such as redis://10.0.0.5:6379/0 (groups across hosts)")
+                        "a Redis URL such as redis://10.0.0.5:6379/0, "
+                        "redis+sentinel://s1:26379,s2:26379/SERVICE or "
+                        "redis+cluster://n1:6379,n2:6379 (groups across hosts)")
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true",
                      help="one JSON object per output line (for scripts)")

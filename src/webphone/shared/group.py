@@ -19,8 +19,12 @@ from webphone.sip import SipRequest, SipResponse
 from webphone.sip_client import SipClient
 from webphone.sip_info import SipInfo
 
-__all__ = ["GroupSipClient", "RealCheck", "as_sip_info", "group_instance_id", "group_name",
-           "group_status", "make_transport", "member_dict"]
+__all__ = ["REDIS_SCHEMES", "GroupSipClient", "RealCheck", "as_sip_info", "group_instance_id",
+           "group_name", "group_status", "make_transport", "member_dict", "validate_hub"]
+
+#: hub URL schemes of the Redis transport (one server, Sentinel, Cluster; see docs/redis.md)
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "rediss+sentinel://",
+                 "redis+cluster://", "rediss+cluster://")
 
 _NAMESPACE = uuid.UUID("8f4b1f0e-4f7e-4c55-9a0c-7b2d3c1e5a60")
 
@@ -65,7 +69,7 @@ def make_transport(
         if transport is None:
             transport = _memory_transports[loop] = MemoryTransport(options)
         return transport
-    if hub.startswith(("redis://", "rediss://", "unix://")):
+    if hub.lower().startswith(REDIS_SCHEMES):
         try:
             module = importlib.import_module("webphone.shared.transports.redis")
         except ImportError as exc:
@@ -73,7 +77,24 @@ def make_transport(
         transport_cls = module.RedisTransport
         made: GroupTransport = transport_cls(hub, options)
         return made
-    raise ValueError(f"hub must be 'local', 'memory', a redis:// URL or a transport, not {hub!r}")
+    raise ValueError(f"hub must be 'local', 'memory', a Redis URL ({', '.join(REDIS_SCHEMES)}) "
+                     f"or a transport, not {hub!r}")
+
+
+def validate_hub(hub: str) -> str:
+    """`hub` if it is "local", "memory" or a well-formed Redis hub URL; else ValueError saying
+    what is wrong (for command lines: checked before anything starts)."""
+    if hub in ("local", "memory"):
+        return hub
+    if not hub.lower().startswith(REDIS_SCHEMES):
+        raise ValueError(f"{hub!r} is neither 'local' nor a Redis URL ({', '.join(REDIS_SCHEMES)})")
+    try:
+        topology = importlib.import_module("webphone.shared.transports.redis_topology")
+    except ImportError as exc:
+        raise ValueError(f"{hub!r} needs the Redis extra: pip install webphone[redis] "
+                         f"({exc})") from None
+    topology.parse_hub_url(hub)
+    return hub
 
 
 def member_dict(info: MemberInfo, *, me: str | None = None) -> dict[str, Any]:

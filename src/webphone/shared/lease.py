@@ -25,6 +25,18 @@ forgotten a live lease: `restart_grace` (see `fresh_acquire_allowed`) keeps it f
 *new* lease during its first `ttl` of uptime; only the holder that can prove it still holds one
 (`LeaseHolder.valid`) may re-claim then.
 
+**Replicated stores** (Redis Sentinel, Redis Cluster) fail over to a replica, and replication
+is asynchronous: a promoted replica may miss the newest writes, among them a grant or a renewal
+whose answer the holder already has. Hence the *acknowledgement rule*: a grant or renewal counts
+only once at least `required` replicas acknowledged it (Redis: ``WAIT required timeout`` on the
+same connection, after the script; `acknowledged`). An unacknowledged grant leaves the member
+`PENDING` (not valid: it acts on nothing, and confirms the grant with a renewal that is
+acknowledged); an unacknowledged renewal extends nothing (retried like a failed one). A replica
+that acknowledged a write holds every earlier write too (replication is one ordered stream), so
+whatever a valid holder relies on survives the promotion of that replica: the record, its
+expiry and the epoch counter. `ReplicatedStore` models a primary and its replica; the tests
+promote replicas at arbitrary moments. `required` 0 (a single server) accepts every answer.
+
 `LeaseStore` is the store's rules as a plain object (the Lua scripts of
 `webphone.shared.transports.redis` do the same on Redis); the tests drive it together with
 `LeaseHolder` through random delays, pauses, crashes and restarts and check that at no instant
@@ -33,6 +45,7 @@ two holders consider themselves valid.
 
 from __future__ import annotations
 
+import copy
 import enum
 import math
 from dataclasses import dataclass
@@ -44,6 +57,8 @@ __all__ = [
     "LeaseRecord",
     "LeaseStore",
     "LeaseTimings",
+    "ReplicatedStore",
+    "acknowledged",
     "fresh_acquire_allowed",
 ]
 
@@ -68,6 +83,10 @@ class LeaseTimings:
       failed, so that a hung Redis costs at most one retry before the deadline.
     * `jitter` 0.05 s: candidates wait a random 0..jitter after the expiry before they try,
       so that they do not all hit the store at once (it decides anyway: SET NX semantics).
+    * `ack_timeout` 0.25 s (command_timeout / 2): how long a replicated store waits for its
+      replicas to acknowledge a grant or renewal (Redis WAIT's timeout); below the command
+      timeout, so that the wait ends with an answer, not a dropped connection. Replicas on a
+      LAN acknowledge within a millisecond; a replica slower than this counts as missing.
     """
 
     ttl: float = 3.0
@@ -76,6 +95,7 @@ class LeaseTimings:
     retry_interval: float = 0.2
     command_timeout: float = 0.5
     jitter: float = 0.05
+    ack_timeout: float = 0.25
 
     def __post_init__(self) -> None:
         if not 0 < self.renew_interval < self.renew_deadline < self.ttl:
@@ -87,14 +107,18 @@ class LeaseTimings:
                              "(a renewal sent on time must be answered before the deadline)")
         if self.jitter < 0:
             raise ValueError("jitter must not be negative")
+        if not 0 < self.ack_timeout < self.command_timeout:
+            raise ValueError("need 0 < ack_timeout < command_timeout (the replicas' wait must "
+                             "end before the command times out)")
 
     @classmethod
     def from_heartbeat_timeout(cls, heartbeat_timeout: float) -> LeaseTimings:
         """The defaults scaled to a group's heartbeat timeout (the lease replaces it)."""
         ttl = heartbeat_timeout
+        command_timeout = min(ttl / 6, 0.5)
         return cls(ttl=ttl, renew_interval=ttl / 3, renew_deadline=ttl * 2 / 3,
-                   retry_interval=ttl / 15, command_timeout=min(ttl / 6, 0.5),
-                   jitter=min(0.05, ttl / 30))
+                   retry_interval=ttl / 15, command_timeout=command_timeout,
+                   jitter=min(0.05, ttl / 30), ack_timeout=command_timeout / 2)
 
     @property
     def ttl_ms(self) -> int:
@@ -106,6 +130,7 @@ class HolderState(enum.Enum):
     """The holder's side of one lease."""
 
     IDLE = "idle"  # never held one, or released it
+    PENDING = "pending"  # granted, but not acknowledged by the replicas yet: not valid
     HELD = "held"  # valid until `valid_until`
     EXPIRED = "expired"  # the deadline passed without a renewal: stepped down
     LOST = "lost"  # the store said someone else holds it (or nobody)
@@ -123,19 +148,38 @@ class LeaseHolder:
         self._last_sent = 0.0  # send time of the newest successful acquire/renew
         self._retry_at: float | None = None  # after a failed renewal
 
-    def acquired(self, epoch: int, sent_at: float) -> None:
-        """The store granted the lease at `epoch` to a request sent at `sent_at`."""
-        self.state = HolderState.HELD
+    def acquired(self, epoch: int, sent_at: float, *, acked: bool = True) -> None:
+        """The store granted the lease at `epoch` to a request sent at `sent_at`. Not `acked`
+        (the replicas did not acknowledge it): `PENDING`, not valid, and `next_renewal()` says
+        when to confirm it with a renewal."""
         self.epoch = epoch
+        if not acked:
+            self.state = HolderState.PENDING
+            self._retry_at = sent_at + self.timings.retry_interval
+            return
+        self.state = HolderState.HELD
         self.valid_until = sent_at + self.timings.renew_deadline
         self._last_sent = sent_at
         self._retry_at = None
 
-    def renewed(self, epoch: int, sent_at: float) -> None:
+    def renewed(self, epoch: int, sent_at: float, *, acked: bool = True) -> None:
         """The store renewed the lease for a request sent at `sent_at`. A late answer never
         shortens validity, and an answer for another epoch or after the deadline is ignored:
-        once stepped down, only a new acquisition makes the holder valid again."""
-        if self.state is not HolderState.HELD or epoch != self.epoch:
+        once stepped down, only a new acquisition makes the holder valid again. Not `acked`:
+        it extends nothing and is retried soon. An acknowledged renewal of a `PENDING` grant
+        makes it valid (the replicas that have the renewal have the grant before it)."""
+        if epoch != self.epoch:
+            return
+        if self.state is HolderState.PENDING:
+            if acked:
+                self.acquired(epoch, sent_at)
+            else:
+                self._retry_at = sent_at + self.timings.retry_interval
+            return
+        if self.state is not HolderState.HELD:
+            return
+        if not acked:
+            self._retry_at = sent_at + self.timings.retry_interval
             return
         self.valid_until = max(self.valid_until, sent_at + self.timings.renew_deadline)
         self._last_sent = max(self._last_sent, sent_at)
@@ -148,7 +192,7 @@ class LeaseHolder:
 
     def lost(self) -> None:
         """The store says we do not hold the lease (any more)."""
-        if self.state is HolderState.HELD:
+        if self.state in (HolderState.HELD, HolderState.PENDING):
             self.state = HolderState.LOST
 
     def released(self) -> None:
@@ -169,7 +213,10 @@ class LeaseHolder:
 
     def next_renewal(self) -> float | None:
         """When to send the next renewal (None: not holding): `renew_interval` after the last
-        successful one, or `retry_interval` after a failed one."""
+        successful one, or `retry_interval` after a failed or unacknowledged one (also the
+        confirmation of a `PENDING` grant)."""
+        if self.state is HolderState.PENDING:
+            return self._retry_at
         if self.state is not HolderState.HELD:
             return None
         if self._retry_at is not None:
@@ -202,6 +249,13 @@ class Candidate:
     def cancel(self) -> None:
         """No attempt pending (we hold the lease, or we are leaving)."""
         self.next_attempt = None
+
+
+def acknowledged(acks: int | None, required: int) -> bool:
+    """The acknowledgement rule (see the module docstring): may a grant or renewal be acted
+    on? `acks` is how many replicas acknowledged it (Redis WAIT's answer; None: not asked),
+    `required` how many the group requires (0: a single server, every answer counts)."""
+    return required <= 0 or (acks is not None and acks >= required)
 
 
 def fresh_acquire_allowed(now: float, server_started_at: float | None, ttl: float) -> bool:
@@ -291,3 +345,47 @@ class LeaseStore:
         self.record = None
         self.counter = 0
         self.started_at = now
+
+
+class ReplicatedStore:
+    """A primary `LeaseStore` and one asynchronous replica, as a model (Sentinel, Cluster).
+
+    Every request the primary processes is one write at the next replication `offset`; the
+    replica holds a prefix of them (`sync()` catches it up). `acks(offset)` is WAIT's answer
+    for a write. `promote()` makes the replica the primary (it keeps its uptime, so the
+    restart grace does not apply) and leaves no replica until `attach()` (a full sync from the
+    new primary, as a restarted old primary rejoining as a replica)."""
+
+    def __init__(self, ttl: float, now: float = 0.0) -> None:
+        self.primary = LeaseStore(ttl, now)
+        self.replica: LeaseStore | None = copy.deepcopy(self.primary)
+        self.offset = 0
+        self.replica_offset = 0
+
+    def wrote(self) -> int:
+        """The primary applied one write: its replication offset."""
+        self.offset += 1
+        return self.offset
+
+    def sync(self) -> None:
+        """The replica receives everything written so far."""
+        if self.replica is not None:
+            self.replica = copy.deepcopy(self.primary)
+            self.replica_offset = self.offset
+
+    def acks(self, offset: int) -> int:
+        """How many replicas hold the write at `offset` (what WAIT answers)."""
+        return int(self.replica is not None and self.replica_offset >= offset)
+
+    def promote(self) -> bool:
+        """The primary is gone; its replica takes over with what it has. False: no replica."""
+        if self.replica is None:
+            return False
+        self.primary, self.replica = self.replica, None
+        self.offset = self.replica_offset
+        return True
+
+    def attach(self) -> None:
+        """A new replica joins with a full copy of the primary."""
+        self.replica = copy.deepcopy(self.primary)
+        self.replica_offset = self.offset

@@ -69,6 +69,16 @@ deadline and only then reports the link lost. A restarted Redis grants no *new* 
 first `ttl` of uptime (`restart_grace`; INFO uptime), so that a real that is still valid can
 re-claim before a dummy registers over it.
 
+Redis that fails over (Sentinel, Cluster; `redis_topology` locates the node that holds the
+group). With `replica_acks` > 0 every decision a member acts on waits for the replicas
+(``WAIT``, `_run_acked`): a lease grant (join, acquire, re-claim), a renewal, an action claim
+and a caller's verdict (expire, interrupt). An unacknowledged grant leaves the member a dummy
+with a `PENDING` lease that it confirms by renewing; an unacknowledged renewal extends nothing,
+so a real whose replicas stay silent steps down at its renew deadline exactly as if Redis were
+unreachable; an unacknowledged claim is not run until the claim is acknowledged (or the lease
+is gone, and the caller's INTERRUPT decides); an unacknowledged verdict is asked again. After a
+failover the link's connections break and it locates the new primary, as after a restart.
+
 The key layout and the Lua scripts are in `redis_scripts` (pure). This module is the I/O shell:
 the transport and the link, one state machine per member connection (kept in one class, longer
 than most, because its timers, tasks and Redis clients share one life cycle).
@@ -89,13 +99,12 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
-from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from webphone._backoff import backoff
 from webphone.errors import GroupProtocolError
-from webphone.shared.lease import Candidate, HolderState, LeaseHolder, LeaseTimings
+from webphone.shared.lease import Candidate, HolderState, LeaseHolder, LeaseTimings, acknowledged
 from webphone.shared.lease import fresh_acquire_allowed as _fresh_ok
 from webphone.shared.protocol import (
     MEMBER_FRAMES,
@@ -139,6 +148,12 @@ from webphone.shared.transports.redis_scripts import (
     streams,
     text,
 )
+from webphone.shared.transports.redis_topology import (
+    RedisTarget,
+    command,
+    parse_hub_url,
+    redact,
+)
 
 __all__ = ["SCRIPTS", "GroupKeys", "LeaseView", "RedisLink", "RedisTransport"]
 
@@ -158,10 +173,14 @@ class RedisTransport(GroupTransport):
     """Groups whose members reach each other through one Redis (any host).
 
     ``RedisTransport(url, options, *, timings=None, restart_grace=True, namespace="webphone",
-    client_factory=None, max_members=1024)``: `timings` default to
-    ``LeaseTimings.from_heartbeat_timeout(options.heartbeat_timeout)``; `client_factory(timeout)`
-    builds the redis-py asyncio client instead of ``Redis.from_url`` (Sentinel: ``lambda t:
-    sentinel.master_for("name", socket_timeout=t)``; see docs/redis.md).
+    client_factory=None, max_members=1024, replica_acks=None)``: `url` is any hub URL of
+    `redis_topology` (one server, ``redis+sentinel://``, ``redis+cluster://``); `timings`
+    default to ``LeaseTimings.from_heartbeat_timeout(options.heartbeat_timeout)``;
+    `replica_acks` overrides the URL's acknowledgement rule (how many replicas must
+    acknowledge every lease grant, renewal and action decision: ``WAIT``);
+    `client_factory(timeout)` builds the redis-py asyncio client instead (then `url` is only
+    shown in messages, and `replica_acks` defaults to 0: ``WAIT`` needs the script's own
+    connection, so the factory must return single-connection clients to use it).
     """
 
     name = "redis"
@@ -176,13 +195,19 @@ class RedisTransport(GroupTransport):
         namespace: str = "webphone",
         client_factory: ClientFactory | None = None,
         max_members: int = 1024,
+        replica_acks: int | None = None,
     ) -> None:
         super().__init__(options)
+        self.target = RedisTarget(kind="server", url=url)
         if client_factory is None:
             try:
-                parse_url(url)
-            except (ValueError, TypeError) as exc:
-                raise GroupTransportError(f"bad Redis URL {url!r}: {exc}") from None
+                self.target = parse_hub_url(url)
+            except ValueError as exc:
+                raise GroupTransportError(str(exc)) from None
+        if replica_acks is not None and replica_acks < 0:
+            raise GroupTransportError(f"replica_acks must be >= 0, not {replica_acks}")
+        #: replicas that must acknowledge a grant/renewal/decision (the lease's ack rule)
+        self.replica_acks = self.target.replica_acks if replica_acks is None else replica_acks
         self.url = url
         self.timings = timings or LeaseTimings.from_heartbeat_timeout(
             self.options.heartbeat_timeout)
@@ -198,7 +223,8 @@ class RedisTransport(GroupTransport):
     def keys(self, group: str) -> GroupKeys:
         return GroupKeys.for_group(group, self.namespace)
 
-    def client(self, socket_timeout: float, *, one_server: bool = False) -> Redis:
+    def client(self, socket_timeout: float, *, one_server: bool = False,
+               url: str | None = None) -> Redis:
         """A new redis-py asyncio client: no retries of its own (the link decides), commands
         time out after `socket_timeout`.
 
@@ -209,7 +235,7 @@ class RedisTransport(GroupTransport):
         if self._factory is not None:
             return self._factory(socket_timeout)
         client: Redis = Redis.from_url(
-            self.url, socket_timeout=socket_timeout,
+            url or self.target.url, socket_timeout=socket_timeout,
             socket_connect_timeout=self.timings.command_timeout,
             retry=Retry(NoBackoff(), 0), health_check_interval=0, decode_responses=False,
             single_connection_client=one_server, protocol=2)  # RESP2: 15-20 % less parsing
@@ -217,6 +243,11 @@ class RedisTransport(GroupTransport):
             pool = client.connection_pool
             pool.connection_class = _one_server_class(pool.connection_class)
         return client
+
+    async def node_url(self, group: str) -> str:
+        """The URL of the Redis node that holds `group` now (Sentinel: the primary; Cluster:
+        the primary of the group's slot; one server: the URL)."""
+        return await self.target.locate(self.keys(group).lease, self.timings.command_timeout)
 
     def holder(self, group: str, hello: Hello) -> LeaseHolder:
         key = (group, hello.member_id, hello.started_at)
@@ -241,12 +272,16 @@ class RedisTransport(GroupTransport):
     async def query_members(
         self, group: str, timeout: float = 2.0
     ) -> tuple[MemberInfo, ...] | None:
-        client = self.client(timeout)
+        try:
+            client = self.client(timeout, url=await self.target.locate(
+                self.keys(group).lease, timeout) if self._factory is None else None)
+        except REDIS_ERRORS as exc:
+            raise OSError(f"Redis at {redact(self.url)} did not answer: {exc}") from exc
         try:
             script = client.register_script(SCRIPTS["members"])
             out = await asyncio.wait_for(script(keys=self.keys(group).base(), args=[]), timeout)
         except REDIS_ERRORS as exc:
-            raise OSError(f"Redis at {self.url} did not answer: {exc}") from exc
+            raise OSError(f"Redis at {redact(self.url)} did not answer: {exc}") from exc
         finally:
             await client.aclose()
         infos = member_infos(LeaseView.parse(out[:7]), out[7:])
@@ -352,6 +387,7 @@ class RedisLink(GroupLink):
         self._calls: dict[str, _Call] = {}  # gid -> call
         self._used_ids: deque[str] = deque(maxlen=1024)
         self._claimed: dict[str, str] = {}  # gid -> caller's inbox key
+        self._claiming: dict[str, str] = {}  # claims sent but not settled (gid -> inbox)
         self._interrupting: set[str] = set()  # gids with an INTERRUPT queued
         self._no_acquire_before = 0.0  # a real that stepped down lets the others try first
         self._handing_since = 0.0
@@ -367,6 +403,7 @@ class RedisLink(GroupLink):
         self._cmd: Redis | None = None
         self._blk: Redis | None = None
         self._scripts: dict[str, Any] = {}
+        self._node: str | None = None  # the URL of the node that holds the group (last _open)
         self._supervisor = asyncio.create_task(self._supervise(), name="webphone-redis-link")
 
     # -- GroupLink ---------------------------------------------------------------------------
@@ -458,10 +495,20 @@ class RedisLink(GroupLink):
 
     async def _open(self) -> None:
         if self._cmd is None:
-            self._cmd = self._t.client(self.timings.command_timeout, one_server=True)
-            self._blk = self._t.client(BLOCK_MS / 1000 + self.timings.command_timeout)
+            if self._t._factory is None:
+                self._node = await self._t.node_url(self.group)
+            self._cmd = self._t.client(self.timings.command_timeout, one_server=True,
+                                       url=self._node)
+            self._blk = self._t.client(BLOCK_MS / 1000 + self.timings.command_timeout,
+                                       url=self._node)
             self._scripts = {name: self._cmd.register_script(text)
                              for name, text in SCRIPTS.items()}
+            if self._t.target.kind != "server":
+                # a sentinel's answer may be a moment old: refuse a node that is a replica
+                role = await command(self._cmd, "ROLE")
+                if text(role[0]) != "master":
+                    raise redis_errors.ConnectionError(
+                        f"{redact(self._node or '')} is a {text(role[0])}, not the primary")
         self._server_started = await self._uptime()
 
     async def _uptime(self) -> float | None:
@@ -554,8 +601,8 @@ class RedisLink(GroupLink):
                     await self._open_quietly()
                 await asyncio.wait_for(self._run("leave", [], [hello.member_id, self._ident()]),
                                        1.0)
-                if holder is not None and holder.state in (HolderState.HELD,
-                                                           HolderState.EXPIRED):
+                if holder is not None and holder.state in (
+                        HolderState.HELD, HolderState.EXPIRED, HolderState.PENDING):
                     await asyncio.wait_for(self._release(holder.epoch), 1.0)
             except (redis_errors.RedisError, OSError, TimeoutError, asyncio.CancelledError):
                 pass
@@ -564,7 +611,7 @@ class RedisLink(GroupLink):
         await self._drop_clients()
 
     async def _open_quietly(self) -> None:
-        self._cmd = self._t.client(self.timings.command_timeout)
+        self._cmd = self._t.client(self.timings.command_timeout, url=self._node)
         self._scripts = {name: self._cmd.register_script(text) for name, text in SCRIPTS.items()}
 
     def _cancel_timers(self) -> None:
@@ -584,6 +631,26 @@ class RedisLink(GroupLink):
             return await self._cmd_client().evalsha(script.sha, len(keys), *keys, *args)
         except redis_errors.NoScriptError:  # a restarted Redis: load it again
             return await script(keys=keys, args=args)
+
+    async def _run_acked(self, name: str, extra_keys: list[str],
+                         args: list[Any]) -> tuple[Any, bool]:
+        """`_run`, then the acknowledgement rule (`webphone.shared.lease.acknowledged`): True
+        when enough replicas hold the script's writes. ``WAIT`` goes over the same connection
+        (it counts that connection's writes) as a second command: one more round trip, which
+        returns as soon as the replicas acknowledged (at most `ack_timeout` later)."""
+        out = await self._run(name, extra_keys, args)
+        return out, await self._wait_acks(name)
+
+    async def _wait_acks(self, what: str = "claim") -> bool:
+        required = self._t.replica_acks
+        if required <= 0:
+            return True
+        ms = max(1, int(self.timings.ack_timeout * 1000))
+        acks = int(await command(self._cmd_client(), "WAIT", required, ms))
+        if not acknowledged(acks, required):
+            log.info("%s: %d of %d replicas acknowledged in %d ms", what, acks, required, ms)
+            return False
+        return True
 
     def _deliver(self, frame: Frame) -> None:
         if self._closed or self._lost:
@@ -629,7 +696,7 @@ class RedisLink(GroupLink):
                                   and holder.epoch == hello.epoch) else 0
         self._info = {"id": hello.member_id, "pid": hello.pid, "host": hello.host,
                       "ident": self._ident()}
-        out = await self._run("join", [], [
+        out, acked = await self._run_acked("join", [], [
             hello.member_id, self._member_info(), self._member_ttl_ms(), self._ident(),
             self._t.max_members, hello.epoch, reclaim, int(self._fresh_ok()),
             self.timings.ttl_ms, 1])
@@ -653,9 +720,12 @@ class RedisLink(GroupLink):
             self._snap_version = snapshot.version
         self.epoch = max(self.epoch, lease.epoch, hello.epoch)
         role: Role
-        if status == "real":
+        if status == "real" and acked:
             self._became_holder(lease.epoch, now, ready=lease.ready)
             role = "real"
+        elif status == "real":  # granted, not replicated: confirm it before acting (PENDING)
+            holder.acquired(lease.epoch, now, acked=False)
+            self.mode, role = "dummy", "dummy"
         else:
             if holder.state is HolderState.HELD:
                 if lease.holder == hello.member_id and lease.epoch == holder.epoch:
@@ -685,11 +755,14 @@ class RedisLink(GroupLink):
         if self.mode == "real" and holder.valid(now):
             if lease.holder == self._hello.member_id and lease.epoch == holder.epoch:
                 sent = now
-                out = await self._run("renew", [], [lease.holder, holder.epoch,
-                                                    self.timings.ttl_ms])
+                out, acked = await self._run_acked("renew", [], [lease.holder, holder.epoch,
+                                                                 self.timings.ttl_ms])
                 if text(out[0]) == "ok":
-                    holder.renewed(holder.epoch, sent)
+                    holder.renewed(holder.epoch, sent, acked=acked)
                     self._arm_deadline()
+                    if self._ready:  # a failover may have lost the flag (not acknowledged)
+                        await self._run("ready", [], [lease.holder, holder.epoch])
+                    await self._settle_claims(holder.epoch)
                     log.info("Redis is back: still the real at epoch %d", holder.epoch)
                     return
             elif lease.holder is None:
@@ -701,10 +774,12 @@ class RedisLink(GroupLink):
         """Redis forgot our lease (restart) while it was valid: take it again, new epoch."""
         assert self._hello is not None
         sent = self._loop.time()
-        out = await self._run("acquire", [], [self._hello.member_id, holder.epoch,
-                                              holder.epoch, 0, self.timings.ttl_ms])
+        out, acked = await self._run_acked("acquire", [], [self._hello.member_id, holder.epoch,
+                                                           holder.epoch, 0, self.timings.ttl_ms])
         lease = LeaseView.parse(out[1:8])
-        if text(out[0]) == "ok" and holder.valid(self._loop.time()):
+        if text(out[0]) == "ok" and not acked:
+            self._step_down(None)  # a re-claim the replicas do not hold: act on nothing
+        elif text(out[0]) == "ok" and holder.valid(self._loop.time()):
             log.warning("Redis lost our lease (restart?): re-claimed at epoch %d", lease.epoch)
             self._became_holder(lease.epoch, sent, ready=True)
             self._deliver(RoleChange("real", lease.epoch, self._hello.member_id))
@@ -785,6 +860,7 @@ class RedisLink(GroupLink):
         self.mode, self._ready = "dummy", False
         self._stop_consumer()
         self._claimed.clear()  # their callers get ActionInterruptedError
+        self._claiming.clear()  # (INTERRUPT, once the lease leaves our epoch)
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
         me = self._hello.member_id
@@ -816,7 +892,7 @@ class RedisLink(GroupLink):
                 if self._deadline_timer is not None:
                     self._deadline_timer.cancel()
         elif self.mode == "dummy":
-            if lease.epoch > self._announced and lease.holder is not None:
+            if lease.epoch > self._announced and lease.holder not in (None, me):
                 self.epoch = max(self.epoch, lease.epoch)
                 self._announced = self.epoch
                 self._deliver(RoleChange("dummy", self.epoch, lease.holder))
@@ -841,14 +917,14 @@ class RedisLink(GroupLink):
             assert holder is not None and self._hello is not None
             epoch, sent = holder.epoch, self._loop.time()
             try:
-                out = await self._run("renew", [], [self._hello.member_id, epoch,
-                                                    self.timings.ttl_ms])
+                out, acked = await self._run_acked("renew", [], [self._hello.member_id, epoch,
+                                                                 self.timings.ttl_ms])
             except REDIS_ERRORS:
                 holder.renew_failed(self._loop.time())
                 raise
             lease = LeaseView.parse(out[1:8])
             if text(out[0]) == "ok":
-                holder.renewed(epoch, sent)
+                holder.renewed(epoch, sent, acked=acked)
                 self._note_time(lease)
                 self._arm_deadline()
             elif holder.epoch == epoch:
@@ -862,6 +938,12 @@ class RedisLink(GroupLink):
         if self.mode != "dummy":
             return
         now = self._loop.time()
+        holder = self._holder
+        if (holder is not None and holder.state is HolderState.PENDING
+                and lease.holder == self._hello_id() and lease.epoch == holder.epoch):
+            confirm = holder.next_renewal()  # our grant, not acknowledged yet: confirm it
+            self._arm_acquire(confirm if confirm is not None else now)
+            return
         pttl: int | None
         if lease.holder is None:
             pttl = 0
@@ -884,15 +966,31 @@ class RedisLink(GroupLink):
         return self._hello.member_id if self._hello else ""
 
     async def _acquire(self) -> None:
-        if self.mode != "dummy" or self._hello is None:
+        if self.mode != "dummy" or self._hello is None or self._holder is None:
             return
-        sent = self._loop.time()
-        out = await self._run("acquire", [], [self._hello.member_id, self.epoch, 0,
-                                              int(self._fresh_ok()), self.timings.ttl_ms])
+        holder, sent = self._holder, self._loop.time()
+        pending = holder.state is HolderState.PENDING
+        if pending:  # confirm our unacknowledged grant: a renewal the replicas acknowledge
+            out, acked = await self._run_acked("renew", [], [
+                self._hello.member_id, holder.epoch, self.timings.ttl_ms])
+        else:
+            out, acked = await self._run_acked("acquire", [], [
+                self._hello.member_id, self.epoch, 0, int(self._fresh_ok()),
+                self.timings.ttl_ms])
         lease = LeaseView.parse(out[1:8])
         self._note_time(lease)
         if text(out[0]) != "ok":
+            if pending:
+                holder.lost()
             self._on_lease(lease)
+            return
+        if not acked:
+            if pending:
+                holder.renewed(holder.epoch, sent, acked=False)
+            else:
+                holder.acquired(lease.epoch, sent, acked=False)
+            self.epoch = max(self.epoch, lease.epoch)
+            self._schedule_acquire(lease)
             return
         if self.mode != "dummy" or self._closed:  # left meanwhile: give it back at once
             await self._release(lease.epoch)
@@ -1068,9 +1166,11 @@ class RedisLink(GroupLink):
         call = self._calls.get(gid)
         if call is None:
             return
-        out = await self._run("expire", [self.keys.act(gid)], [])
+        out, acked = await self._run_acked("expire", [self.keys.act(gid)], [])
         state, epoch = text(out[0]), text(out[1])
-        if state == "expired":
+        if not acked:  # a verdict the replicas do not hold yet is no verdict: ask again
+            self._loop.call_later(self.timings.retry_interval, self._queue, _Op("expire", gid))
+        elif state == "expired":
             self._expired(gid)
         elif state in ("interrupted", "gone"):
             self._interrupted(gid)
@@ -1093,9 +1193,13 @@ class RedisLink(GroupLink):
         self._interrupting.discard(gid)
         if gid not in self._calls:
             return
-        out = await self._run("interrupt", [self.keys.act(gid)], [])
+        out, acked = await self._run_acked("interrupt", [self.keys.act(gid)], [])
         state = text(out[0])
-        if state in ("interrupted", "gone"):
+        if not acked:  # not replicated yet: ask again (the same verdict, or a newer one)
+            self._interrupting.add(gid)
+            self._loop.call_later(self.timings.retry_interval, self._queue,
+                                  _Op("interrupt", gid))
+        elif state in ("interrupted", "gone"):
             self._interrupted(gid)
         elif state == "expired":
             self._expired(gid)
@@ -1151,12 +1255,16 @@ class RedisLink(GroupLink):
             await self._cmd_client().xdel(self.keys.actions, entry_id)
             return True
         epoch = self._holder.epoch
-        result = text(await self._run("claim", [self.keys.act(gid), reply],
-                                       [self._hello.member_id, epoch, gid, entry_id]))
-        if result == "not_real":
-            return False  # stay in the stream for the next real
-        if result != "ok":
-            return True
+        self._claiming[gid] = reply  # until we know: a Redis failure may hide the answer
+        out, acked = await self._run_acked("claim", [self.keys.act(gid), reply],
+                                           [self._hello.member_id, epoch, gid, entry_id])
+        result = text(out)
+        if result != "ok" or not await self._claim_acked(acked):
+            self._claiming.pop(gid, None)
+            # not ours, or stepping down (the caller's INTERRUPT decides: never run);
+            # "not_real": it stays in the stream for the next real
+            return result not in ("ok", "not_real")
+        self._claiming.pop(gid, None)
         action = self._decode(fields.get(b"a", b""), Action)
         if not isinstance(action, Action) or action.action_id != gid:
             # claimed but unreadable: answer it so that the caller is not left waiting
@@ -1165,6 +1273,28 @@ class RedisLink(GroupLink):
             return True
         self._claimed[gid] = reply
         self._deliver(action)
+        return True
+
+    async def _settle_claims(self, epoch: int) -> None:
+        """Back after a Redis failure, still the real at `epoch`: a claim whose answer was lost
+        may have taken an action that we never ran, and its caller would wait for a result
+        while our lease lasts. Answer each one (it did not run); a claim that never happened
+        is refused by RESULT and its entry is still in the stream for us to claim."""
+        for gid, reply in list(self._claiming.items()):
+            await self._post(gid, reply, ActionResult(gid, epoch, False, None, ErrorInfo(
+                "ActionInterruptedError", "the group's Redis failed while the real phone "
+                "claimed the action; it did not run, and is not re-run")))
+            self._claiming.pop(gid, None)
+
+    async def _claim_acked(self, acked: bool) -> bool:
+        """Run a claimed action only once the replicas hold the claim: a promoted replica
+        without it would hand the action to the next real, and it would run twice. Waits
+        (``WAIT`` again) while our lease is valid; False once it is not."""
+        holder = self._holder
+        while not acked:
+            if holder is None or not holder.valid(self._loop.time()) or self.mode != "real":
+                return False
+            acked = await self._wait_acks()
         return True
 
     async def _post_result(self, frame: ActionResult) -> None:
