@@ -132,14 +132,15 @@ class WebPhone(EventEmitter):
         failures end the session with a ``failed`` event. `caller_id` asks the server to show
         another of your numbers (P-Asserted-Identity); `headers` are added to the INVITE.
         """
+        from ._validate import check_callee, check_headers
         from .call_session import OutboundCallSession
 
         if self.disposed:
             raise CallError("call(): this phone was disposed")
         if isinstance(self.sip_client, DummySipClient):
             raise self.sip_client._refuse("call()")
-        extra = list(headers.items() if isinstance(headers, Mapping) else headers or ())
-        session = OutboundCallSession(self, callee)
+        extra = check_headers(headers)  # CallError naming the header / the callee
+        session = OutboundCallSession(self, check_callee(callee))
         self.call_sessions.append(session)
         self.emit("outbound_call", session)
         try:
