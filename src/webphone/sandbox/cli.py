@@ -25,7 +25,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from webphone._validate import check_headers
+from webphone.errors import CallError
 
 from .sandbox import Sandbox
 from .server import CONTROL_SUBPROTOCOL
@@ -173,7 +176,12 @@ async def _call(options: argparse.Namespace) -> int:
         if not colon or not name.strip():
             print(f"--header {item!r}: expected 'Name: value'", file=sys.stderr)
             return 2
-        headers.append([name.strip(), value.strip()])
+        headers.append((name.strip(), value.strip()))
+    try:  # too long or core header names: one line here, not a closed control channel later
+        headers = check_headers(headers)
+    except CallError as exc:
+        print(f"webphone sandbox call: --header: {exc}", file=sys.stderr)
+        return 2
     request = {"action": "call", "user": options.user, "party": options.party,
                "auto_answer": options.auto_answer, "headers": headers}
     try:
@@ -183,6 +191,10 @@ async def _call(options: argparse.Namespace) -> int:
     except (OSError, InvalidHandshake, InvalidStatus, TimeoutError) as exc:
         print(f"webphone sandbox call: cannot reach the sandbox at {url}: {exc}", file=sys.stderr)
         return 2
+    except ConnectionClosed as exc:  # the sandbox stopped (or refused the frame) mid-call
+        print(f"webphone sandbox call: the sandbox at {url} closed the connection: {exc}",
+              file=sys.stderr)
+        return 1
 
 
 async def _follow(ws: Any, duration: float | None) -> int:
