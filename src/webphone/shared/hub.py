@@ -16,6 +16,7 @@ timers at `next_deadline()`. Two shells use it:
 
 A connection's first frame may be `members_query` instead of `hello`: that is a status probe
 (``webphone status``). It is answered with `members` and closed, and never becomes a member.
+A connection that sends nothing is closed after `hello_timeout`, like one that sends no hello.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Protocol
 
 from webphone.errors import GroupProtocolError
-from webphone.shared.coordinator import Close, Coordinator, Effect, Send
+from webphone.shared.coordinator import Close, Coordinator, Effect, MemberState, Send
 from webphone.shared.protocol import (
     ActionAccepted,
     ActionResult,
@@ -123,6 +124,10 @@ class Hub:
         conn = f"c{self._ids}"
         self._peers[conn] = peer
         self._cancel_idle()
+        # Known to the coordinator from the start, so that its hello timeout closes a
+        # connection that never sends a frame (it used to be kept for ever).
+        self._joined.add(conn)
+        self._run(self.coordinator.connection_made(conn, self._clock()))
         return conn
 
     def frame(self, conn: str, data: bytes) -> None:
@@ -134,13 +139,12 @@ class Hub:
             frame: Frame | None = decode_frame(data)
         except GroupProtocolError:
             frame = None
-        if conn not in self._joined:
-            if isinstance(frame, MembersQuery):  # a status probe: answer, never join
-                self._peers[conn].send(Members(self.coordinator.members()))
-                self._peers[conn].close()
-                return
-            self._joined.add(conn)
-            self._run(self.coordinator.connection_made(conn, now))
+        if isinstance(frame, MembersQuery) and \
+                self.coordinator.state_of(conn) is MemberState.PENDING:
+            # a status probe (a first frame that is not hello): answer, never join
+            self._peers[conn].send(Members(self.coordinator.members()))
+            self._peers[conn].close()
+            return
         try:
             if frame is None:
                 effects = self.coordinator.data_received(conn, data, now)  # -> protocol error
