@@ -285,6 +285,14 @@ class Coordinator:
             self._forget(member, now)
         return self._take()
 
+    def action_undelivered(self, conn: str, action_id: str, now: float) -> list[Effect]:
+        """The shell could not hand the action `action_id` (the id the real sees) to `conn`:
+        its connection had already failed. The real never read it, so it is queued again for
+        the next real rather than ended interrupted (invariant 3 holds: it runs at most once)."""
+        self._observe(now)
+        self._actions.undelivered(conn, action_id)
+        return self._take()
+
     def tick(self, now: float) -> list[Effect]:
         """Run timers: hello and heartbeat timeouts, handovers, the rejoin grace, deadlines."""
         self._observe(now)

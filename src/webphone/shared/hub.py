@@ -38,6 +38,7 @@ from typing import Protocol
 from webphone.errors import GroupProtocolError
 from webphone.shared.coordinator import Close, Coordinator, Effect, MemberState, Send
 from webphone.shared.protocol import (
+    Action,
     ActionAccepted,
     ActionResult,
     Frame,
@@ -69,9 +70,10 @@ MAX_PEER_BUFFER = 8 * 1024 * 1024
 class HubPeer(Protocol):
     """The hub's side of one member connection."""
 
-    def send(self, *frames: Frame) -> None:
+    def send(self, *frames: Frame) -> bool:
         """Queue frames, in order, with one write (the transport encodes and frames them;
-        encodings are cached on the frame, so a fan-out of one snapshot encodes it once)."""
+        encodings are cached on the frame, so a fan-out of one snapshot encodes it once).
+        False when the connection had already failed: the frames never reach the member."""
 
     def buffered(self) -> int:
         """Bytes queued and not yet taken by the member."""
@@ -197,7 +199,12 @@ class Hub:
                     self._hold(effect.conn, effect.frame)
                     continue
                 held = self._held.pop(effect.conn, ())
-                peer.send(*held, effect.frame)
+                if not peer.send(*held, effect.frame) and isinstance(effect.frame, Action):
+                    # The real's connection had failed: it never got the action, so it waits
+                    # for the next real instead of ending interrupted when the loss is seen.
+                    self._run(self.coordinator.action_undelivered(
+                        effect.conn, effect.frame.action_id, self._clock()), reschedule=False)
+                    continue
                 if peer.buffered() > MAX_PEER_BUFFER:
                     log.warning("dropping %s: %d bytes unread", effect.conn, peer.buffered())
                     peer.close()
