@@ -76,6 +76,7 @@ class WebPhone(EventEmitter):
             "disconnected",
             "reconnected",
             "registration_failed",
+            "binding_conflict",
             "inbound_message",
             "outbound_message",
         ):

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ._backoff import backoff
+from ._bindings import check_binding
 from ._events import EventEmitter
 from ._refresh import refresh_delay
 from .errors import (
@@ -29,6 +30,7 @@ from .errors import (
     SipTimeoutError,
     TooManyContactsError,
     TransportError,
+    WebPhoneError,
 )
 from .sip import Address, CSeq, Headers, SipRequest, SipResponse, SipUri, parse_message
 from .sip.digest import authorization, parse_challenge
@@ -253,6 +255,11 @@ class SipClient(EventEmitter):
         self._refresh = loop.call_later(delay, lambda: self._run_soon(self._refresh_now()))
 
     async def _refresh_now(self) -> None:
+        with contextlib.suppress(WebPhoneError):  # advice only: the refresh goes on regardless
+            if others := await check_binding(self, call_id=self._reg_call_id,
+                                             from_tag=self._reg_from_tag,
+                                             timeout=self.request_timeout):
+                self.emit("binding_conflict", others)
         try:
             await self.register()
         except (SipTimeoutError, TransportError):

@@ -16,7 +16,7 @@ from webphone._validate import (
     check_headers,
 )
 from webphone.errors import CallError
-from webphone.sip import SipRequest, parse_message
+from webphone.sip import Headers, SipRequest, parse_message
 
 
 @pytest.mark.parametrize("callee", ["101", "+14155550100", "*67", "alice", "sip:900@sip.test",
@@ -92,9 +92,9 @@ def test_fuzz_custom_headers_give_pairs_that_make_a_valid_request_or_call_error(
         return
     finally:
         assert time.perf_counter() - started < 1.0
-    request = SipRequest("INVITE", "sip:101@d", headers=[
+    request = SipRequest("INVITE", "sip:101@d", headers=Headers([
         ("Via", "SIP/2.0/WS x.invalid;branch=z9hG4bK1"), ("From", "<sip:a@d>;tag=1"),
-        ("To", "<sip:101@d>"), ("Call-ID", "c"), ("CSeq", "1 INVITE"), *pairs])
+        ("To", "<sip:101@d>"), ("Call-ID", "c"), ("CSeq", "1 INVITE"), *pairs]))
     assert parse_message(bytes(request)).headers.get_all("Call-ID") == ["c"]
 
 

@@ -38,6 +38,8 @@ def text_line(event: Event) -> str:
     if name == "registration":
         reason = f": {event['reason']}" if event.get("reason") else ""
         return f"registration {event['state']}{reason}"
+    if name == "binding_conflict":
+        return f"warning: {event['message']} (held by {', '.join(event['contacts'])})"
     if name == "call":
         return "call " + call_text(event)
     if name == "result":
@@ -77,6 +79,8 @@ def status_text(status: Event) -> str:
     real = sum(1 for m in members if m.get("role") == "real")
     text = (f"{status['user']}: {status['role']} (epoch {status['epoch']}), "
             f"registration {status['registration']}, {len(members)} member(s), {real} real")
+    if status.get("binding_conflict"):
+        text += f", REGISTRATION TAKEN by {', '.join(status['binding_conflict'])}"
     calls = status.get("calls") or []
     text += "; calls: " + ("; ".join(call_text(c) for c in calls) if calls else "none")
     return text

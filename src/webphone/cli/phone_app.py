@@ -96,6 +96,9 @@ class PhoneApp:
             shared.on(name, self._on_call_event)
         shared.on("role", self._on_role)
         shared.on("registered", self._on_registered)
+        shared.on("binding_conflict", self._on_binding_conflict)
+        #: contacts of another group that held our registration at the last refresh, if any
+        self.binding_conflict: list[str] | None = None
         for name, state in (("unregistered", "unregistered"), ("disconnected", "disconnected"),
                             ("reconnected", "reconnected"),
                             ("registration_failed", "failed")):
@@ -206,6 +209,12 @@ class PhoneApp:
     def _on_registered(self, expires: Any) -> None:
         self.emit("registered", expires=expires, instance_id=self.shared.instance_id)
 
+    def _on_binding_conflict(self, contacts: list[str]) -> None:
+        self.binding_conflict = list(contacts)
+        self.emit("binding_conflict", contacts=self.binding_conflict,
+                  message="another group of this extension took the registration (it cannot "
+                  "see this one): run every phone of an extension with one hub or one Redis")
+
     def _registration(self, state: str) -> Callable[..., None]:
         def handler(*args: Any) -> None:
             fields: dict[str, Any] = {"state": state}
@@ -278,6 +287,7 @@ class PhoneApp:
         return {"user": self.shared.sip_info.username, "group": self.shared.group,
                 "role": self.shared.role, "epoch": self.shared.epoch, "pid": os.getpid(),
                 "member_id": self.shared.member_id, "registration": self.registration(),
+                "binding_conflict": self.binding_conflict,
                 "members": [{"pid": m.get("pid"), "role": m.get("role"), "self": m.get("self")}
                             for m in self.members],
                 "calls": self.calls()}

@@ -1,0 +1,25 @@
+"""Reading a registrar's 200 to a binding fetch for someone else's contact with our instance."""
+
+from __future__ import annotations
+
+from webphone._bindings import foreign_contacts
+from webphone.sip import Headers, SipResponse
+
+OURS = '<sip:aa@x1.invalid;transport=ws>;+sip.instance="<urn:uuid:ID-1>";reg-id=1'
+
+
+def response(*contacts: str) -> SipResponse:
+    return SipResponse(200, "OK", headers=Headers([("Contact", c) for c in contacts]))
+
+
+def test_our_own_binding_is_no_conflict() -> None:
+    """Only our contact with our instance: nothing to report."""
+    ok = response('<sip:aa@X1.invalid;transport=ws>;expires=60;+sip.instance="<urn:uuid:id-1>"')
+    assert foreign_contacts(ok, "ID-1", OURS) == []
+
+
+def test_another_contact_with_our_instance_is_reported() -> None:
+    """RFC 5626 §6: the registrar replaced our binding with another group's contact."""
+    taken = response('<sip:bb@y2.invalid;transport=ws>;expires=60;+sip.instance="<urn:uuid:ID-1>",'
+                     ' <sip:cc@z.invalid>;+sip.instance="<urn:uuid:other>"', "not an address <")
+    assert foreign_contacts(taken, "ID-1", OURS) == ["sip:bb@y2.invalid;transport=ws"]
