@@ -23,7 +23,7 @@ from ._common import EXIT_USAGE
 __all__ = ["main"]
 
 _EPILOG = """examples:
-  webphone demo                                   # the whole story in ~10 seconds
+  webphone demo                                   # the whole story in ~3 seconds
   webphone sandbox --port 5066                    # a local SIP server; prints sipInfo JSON
   webphone phone --sandbox ws://127.0.0.1:5066 --user 101     # run it in 2-3 terminals
   webphone phone --sip-info sip-info.json --json  # scripted: JSON lines out, commands in

@@ -34,6 +34,7 @@ __all__ = [
     "add_sip_info_options",
     "exit_code_for",
     "fetch_sandbox_sip_info",
+    "hub_argument",
     "is_loopback_server",
     "load_sip_info_file",
     "resolve_sip_info",
@@ -102,6 +103,14 @@ def setup_logging(debug: bool, stream: Any = None) -> None:
 # -- where the sipInfo comes from ------------------------------------------------------------
 
 
+def hub_argument(value: str) -> str:
+    """`--hub`: "local" or a Redis URL (argparse `type`: a usage error names the option)."""
+    if value == "local" or value.startswith(("redis://", "rediss://", "unix://")):
+        return value
+    raise argparse.ArgumentTypeError(
+        f"{value!r}: expected \"local\" or a Redis URL such as redis://10.0.0.5:6379/0")
+
+
 def add_sip_info_options(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
     """--sip-info FILE | --sandbox URL --user EXT [--password PW --domain D]."""
     where = parser.add_argument_group("which extension")
@@ -128,6 +137,9 @@ def load_sip_info_file(path: str | Path) -> SipInfo:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot read the sipInfo file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path} is not a sipInfo JSON file: not UTF-8 text at byte "
+                         f"{exc.start}") from None
     try:
         data = json.loads(text)
     except ValueError as exc:

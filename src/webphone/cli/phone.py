@@ -37,6 +37,7 @@ from ._common import (
     EXIT_INTERRUPTED,
     error_line,
     exit_code_for,
+    hub_argument,
     is_loopback_server,
     resolve_sip_info,
     setup_logging,
@@ -59,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--group", metavar="NAME",
                         help="group name (default: authorizationId@domain); every phone of a "
                         "group shares one registration")
-    parser.add_argument("--hub", metavar="local|redis://...", default="local",
+    parser.add_argument("--hub", metavar="local|redis://...", default="local", type=hub_argument,
                         help="where the group meets: \"local\" (a hub process per group on "
                         "this host, the default) or "
                         "a Redis URL such as redis://10.0.0.5:6379/0 (groups across hosts)")

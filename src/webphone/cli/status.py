@@ -17,6 +17,7 @@ from ._common import (
     add_sip_info_options,
     error_line,
     exit_code_for,
+    hub_argument,
     resolve_sip_info,
     setup_logging,
 )
@@ -30,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the group's name (default: authorizationId@domain of the sipInfo)")
     parser.add_argument("--runtime-dir", metavar="DIR",
                         help="the groups' runtime directory (as given to `webphone phone`)")
-    parser.add_argument("--hub", metavar="local|redis://...", default="local",
+    parser.add_argument("--hub", metavar="local|redis://...", default="local", type=hub_argument,
                         help="where the group meets: \"local\" (a hub process per group on "
                         "this host, the default) or "
                         "a Redis URL such as redis://10.0.0.5:6379/0 (groups across hosts)")

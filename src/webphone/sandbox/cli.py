@@ -59,6 +59,12 @@ def _serve_parser() -> argparse.ArgumentParser:
         prog="webphone sandbox",
         description="A local SIP-over-WebSocket server with RingCentral's rules. "
         "Subcommand: 'webphone sandbox call USER --from tone --url URL'.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="""examples:
+  webphone sandbox --port 5066                          # users 101-105, prints their sipInfo
+  echo '{"101": "pw101"}' > users.json && webphone sandbox --port 5066 --users users.json
+  webphone sandbox call 101 --from tone --url ws://127.0.0.1:5066   # a party calls 101
+  webphone sandbox call 101 --from echo --port 5066 --auto-answer --duration 5""",
     )
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1; others expose it!)")
