@@ -51,6 +51,7 @@ async def test_sighup_during_a_call_drains_and_hands_over_like_sigterm(
     assert "waiting up to 1 s for 1 call(s)" in notice["message"]
     await a.wait(is_call(call_id, "disposed"), since=mark)
     assert await asyncio.wait_for(a.proc.wait(), 15) == 0
+    await asyncio.wait_for(a.reader, 5)  # every line it printed has been read
     assert a.events[-2]["event"] == "bye"
     await b.wait(lambda e: e["event"] == "role" and e["role"] == "real")
     await b.wait(lambda e: e["event"] == "registered")
@@ -81,3 +82,17 @@ async def test_a_one_megabyte_command_line_is_refused_without_stalling_the_real(
     assert not [e for e in b.events if e["event"] == "role"]
     print(f"1 MB line: refused and the next command answered after {lag * 1000:.0f} ms")
     assert (await a.send(f"hangup {call_id}"))["ok"]
+
+
+async def test_sigint_in_line_mode_leaves_and_exits_130(
+    sandbox: Sandbox, phones: Callable[..., Any]
+) -> None:
+    """Ctrl-C (SIGINT) to a line-mode phone leaves the group and exits 130, as documented
+    (it exited 0; the TUI exited 130)."""
+    a = await phones("a", "--sandbox", sandbox.url, "--user", "102")
+    assert (await a.wait(lambda e: e["event"] == "ready", 20))["role"] == "real"
+    a.proc.send_signal(signal.SIGINT)
+    assert await asyncio.wait_for(a.proc.wait(), 15) == 130
+    await asyncio.wait_for(a.reader, 5)  # every line it printed has been read
+    assert a.events[-2]["event"] == "bye"
+    assert sandbox.bindings("102") == []

@@ -161,19 +161,14 @@ async def _main(args: argparse.Namespace, emit: Emit, tui: Frontend | None) -> i
         loopback_media=args.loopback_media or is_loopback_server(sip_info),
     )
     app = PhoneApp(shared, emit, drain_timeout=args.drain_timeout)
+    signals = _Signals(app)
     try:
-        await app.start()
+        await signals.starting(app.start())
     except Exception as exc:
         if args.json:
             emit({"event": "fatal", "t": time.monotonic(), "error": type(exc).__name__,
                   "message": " ".join(str(exc).split()), "exit_code": exit_code_for(exc)})
         raise
-    loop = asyncio.get_running_loop()
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGINT, lambda: app.request_quit(interrupted=True))
-        # SIGHUP: the terminal (tab, ssh session) went away. Leave as on quit, never as a crash.
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            loop.add_signal_handler(sig, app.request_quit)
     try:
         if tui is not None:
             await tui(app)
@@ -186,6 +181,42 @@ async def _main(args: argparse.Namespace, emit: Emit, tui: Frontend | None) -> i
         if not app.done.is_set():
             await app.close()
     return app.exit_code
+
+
+class _Signals:
+    """SIGINT (Ctrl-C: leave, exit 130), SIGTERM and SIGHUP (the terminal went away: leave as
+    on quit, never as a crash). Installed before the phone joins: a signal while it joins is
+    acted on once it has joined (a second one abandons the join, as KeyboardInterrupt)."""
+
+    def __init__(self, app: PhoneApp) -> None:
+        self.app = app
+        self._start: asyncio.Future[None] | None = None
+        self._early: list[bool] = []
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGINT, self._received, True)
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                loop.add_signal_handler(sig, self._received, False)
+
+    async def starting(self, start: Awaitable[None]) -> None:
+        """Run the join; then act on a signal that came meanwhile."""
+        self._start = asyncio.ensure_future(start)
+        try:
+            await self._start
+        except asyncio.CancelledError:
+            raise KeyboardInterrupt from None
+        finally:
+            self._start = None
+        for interrupted in self._early:
+            self.app.request_quit(interrupted=interrupted)
+
+    def _received(self, interrupted: bool) -> None:
+        if self._start is None:
+            self.app.request_quit(interrupted=interrupted)
+        elif self._early:
+            self._start.cancel()
+        else:
+            self._early.append(interrupted)
 
 
 def run(args: argparse.Namespace) -> int:
