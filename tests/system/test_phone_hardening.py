@@ -96,3 +96,22 @@ async def test_sigint_in_line_mode_leaves_and_exits_130(
     await asyncio.wait_for(a.reader, 5)  # every line it printed has been read
     assert a.events[-2]["event"] == "bye"
     assert sandbox.bindings("102") == []
+
+
+async def test_quitting_a_real_while_a_call_rings_declines_it_at_once(
+    sandbox: Sandbox, phones: Callable[..., Any]
+) -> None:
+    """A ringing call cannot be answered by a leaving real: declined at quit, with that reason
+    (it rang through the 10 s drain and ended as "caller cancelled")."""
+    a = await phones("a", "--sandbox", sandbox.url, "--user", "102")
+    assert (await a.wait(lambda e: e["event"] == "ready", 20))["role"] == "real"
+    call = await sandbox.party_call("102", party="tone")
+    await a.wait(is_call(call.call_id, "ringing"))
+    mark = len(a.events)
+    assert (await a.send("quit"))["ok"]
+    ended = await a.wait(lambda e: e["event"] == "call" and e["state"] in ("failed", "disposed"),
+                         since=mark)
+    assert ended["reason"] != "caller cancelled", ended
+    assert not [e for e in a.events[mark:] if e["event"] == "notice"]  # nothing to drain
+    assert await asyncio.wait_for(a.proc.wait(), 15) == 0
+    await call.wait_ended(5)

@@ -129,6 +129,8 @@ class PhoneApp:
         self.quitting = True
         if self._tick is not None:
             self._tick.cancel()
+        if self.shared.role == "real":
+            await self._decline_ringing()
         live = [s for s in self.shared.call_sessions if s.state not in FINAL]
         if self.shared.role == "real" and live:
             self.emit("notice", message=f"waiting up to {self.drain_timeout:g} s for "
@@ -145,6 +147,15 @@ class PhoneApp:
             self._refresh()
             self.emit("bye")
             self.done.set()
+
+    async def _decline_ringing(self) -> None:
+        """A leaving real runs nothing new, so nobody could answer the calls still ringing: they
+        are declined now, instead of ringing through the drain and ending, when the registration
+        goes, as "caller cancelled"."""
+        for session in list(self.shared.call_sessions):
+            if session.direction == "inbound" and session.state in ("init", "ringing"):
+                with contextlib.suppress(Exception):
+                    await session.decline()
 
     def request_quit(self, *, interrupted: bool = False) -> None:
         """Quit (a second request hangs up the real's calls instead of waiting for them).
