@@ -79,7 +79,13 @@ class WebSocketTransport:
                 **kwargs,
             )
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-            raise TransportError(f"cannot open WebSocket {self.url}: {exc}") from exc
+            # some errors have no text (a TLS handshake cut by a plain ws:// server): name them
+            reason = str(exc) or str(exc.__cause__ or exc.__context__ or "") or \
+                "closed during the opening handshake"
+            hint = " (is the server plain ws://?)" if isinstance(exc, ssl.SSLError | EOFError) or \
+                (self.url.startswith("wss://") and not str(exc)) else ""
+            raise TransportError(f"cannot open WebSocket {self.url}: {type(exc).__name__}: "
+                                 f"{reason}{hint}") from exc
         if self._ws.subprotocol != "sip":
             await self._ws.close()
             self._ws = None
