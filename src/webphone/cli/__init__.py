@@ -48,8 +48,11 @@ dtmf DIGITS [CALL], transfer N [CALL], status, members, help, quit (EOF = quit).
   call {ref, call_id, direction, state, remote, remote_name, held, muted[, reason]}
   result {seq, line, cmd, ok, [call_id, ref | status | members] or [error, message]}
   notice {message}   fatal {error, message, exit_code}   bye
+  binding_conflict {contacts, message}   another group of the extension took the registration
 
-exit codes: 0 left normally, 1 failure, 2 usage, 3 registration refused, 4 server unreachable."""
+Ctrl-C (SIGINT) leaves and exits 130; SIGTERM and SIGHUP leave like quit.
+exit codes: 0 left normally, 1 failure, 2 usage, 3 registration refused, 4 server unreachable,
+            130 interrupted."""
 
 _STATUS_EPILOG = """examples:
   webphone status --sip-info sip-info.json
