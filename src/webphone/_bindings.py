@@ -27,6 +27,10 @@ __all__ = ["BindingClient", "check_binding", "foreign_contacts"]
 
 log = logging.getLogger("webphone.registration")
 
+#: Contacts looked at in one answer: a registrar lists the bindings of one address of record
+#: (RingCentral allows 5); a longer list is cut rather than parsed on the event loop.
+MAX_CONTACTS = 64
+
 
 class BindingClient(Protocol):
     """What the check needs of a SIP client (`SipClient` is one)."""
@@ -58,7 +62,7 @@ def foreign_contacts(response: SipResponse, instance_id: str, own_contact: str) 
     except SipParseError:
         return []
     found: list[str] = []
-    for value in response.headers.get_all("Contact"):
+    for value in response.headers.get_all("Contact")[:MAX_CONTACTS]:
         for item in _contact_items(value):
             instance = (item.params.get("+sip.instance") or "").strip('"').lower()
             if instance == marker and not _same_uri(item.uri, own):
@@ -68,7 +72,7 @@ def foreign_contacts(response: SipResponse, instance_id: str, own_contact: str) 
 
 def _contact_items(value: str) -> list[Address]:
     items = []
-    for part in split_list(value):
+    for part in split_list(value)[:MAX_CONTACTS]:
         try:
             items.append(Address.parse(part))
         except SipParseError:

@@ -22,8 +22,10 @@ from .errors import TransportError
 log = logging.getLogger("webphone.transport")
 
 #: Largest frame accepted from the server. A SIP message with SDP is a few KiB; RingCentral's
-#: INVITEs with P-rc XML stay well under 16 KiB. 1 MiB leaves room and still bounds memory.
-MAX_FRAME_BYTES = 1 << 20
+#: INVITEs with P-rc XML stay well under 16 KiB, and Kamailio sends at most 64 KiB. 256 KiB
+#: leaves room, bounds memory, and bounds the time one message holds the event loop while it
+#: is parsed (linear: about 0.25 s for the worst case, 256 KiB of one-character headers).
+MAX_FRAME_BYTES = 256 * 1024
 
 
 class WebSocketTransport:

@@ -23,3 +23,11 @@ def test_another_contact_with_our_instance_is_reported() -> None:
     taken = response('<sip:bb@y2.invalid;transport=ws>;expires=60;+sip.instance="<urn:uuid:ID-1>",'
                      ' <sip:cc@z.invalid>;+sip.instance="<urn:uuid:other>"', "not an address <")
     assert foreign_contacts(taken, "ID-1", OURS) == ["sip:bb@y2.invalid;transport=ws"]
+
+
+def test_a_huge_contact_list_is_cut_not_parsed_whole() -> None:
+    """40,000 contacts from a hostile registrar: only the first MAX_CONTACTS are looked at."""
+    from webphone._bindings import MAX_CONTACTS
+
+    many = ", ".join(f'<sip:u{i}@h>;+sip.instance="<urn:uuid:ID-1>"' for i in range(40_000))
+    assert len(foreign_contacts(response(many), "ID-1", OURS)) == MAX_CONTACTS
