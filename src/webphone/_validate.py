@@ -7,8 +7,9 @@ and say what to do, instead of failing later in the SIP layer (or at the server)
   user-unreserved, no escapes), or a whole ``sip:``/``sips:`` URI whose user part is the same;
   anything else (``📞900``, spaces, ``;``) is refused rather than sent as a URI the server
   cannot route;
-* custom headers are RFC 3261 tokens for names, text without CR/LF/NUL for values, never one of
-  the headers the stack itself writes (a second Call-ID or Via would make the request invalid),
+* custom headers are RFC 3261 tokens for names, text without controls (but HT) for values,
+  never one of the headers the stack itself writes (a second Call-ID or Via would make the
+  request invalid),
   and bounded: `MAX_HEADERS` headers, `MAX_HEADER_VALUE_CHARS` per value and
   `MAX_HEADERS_CHARS` in all. A SIP server closes the whole WebSocket on a frame above its limit
   (Kamailio: 64 KiB by default, code 1009), which drops the registration with the call.
@@ -20,7 +21,7 @@ import re
 from collections.abc import Iterable, Mapping
 
 from webphone.errors import CallError, SipParseError
-from webphone.sip._grammar import has_bare_nul, is_token, show
+from webphone.sip._grammar import is_token, show
 from webphone.sip.address import SipUri
 
 __all__ = [
@@ -48,6 +49,7 @@ STACK_HEADERS = frozenset({
 
 # RFC 3261 §25.1: user = 1*( unreserved / escaped / user-unreserved ), without ";" and "?"
 # (they would start URI parameters or headers) and without escapes.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _USER = re.compile(r"[A-Za-z0-9\-_.!~*'()&=+$,/#]+")
 
 
@@ -118,8 +120,9 @@ def _check_header(name: str, value: str) -> None:
                         "-.!%*_+`'~)")
     if name.lower() in STACK_HEADERS:
         raise CallError(f"header {name!r}: written by webphone itself; it cannot be set")
-    if "\r" in value or "\n" in value or has_bare_nul(value):
-        raise CallError(f"header {name!r}: the value contains CR, LF or NUL")
+    if _CONTROL.search(value):  # RFC 3261 §25.1: TEXT-UTF8 has no controls but HT
+        raise CallError(f"header {name!r}: the value contains control characters (CR, LF, "
+                        "NUL, ...)")
     if len(value) > MAX_HEADER_VALUE_CHARS:
         raise CallError(f"header {name!r}: the value has {len(value)} characters, at most "
                         f"{MAX_HEADER_VALUE_CHARS}")
