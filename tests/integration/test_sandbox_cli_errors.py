@@ -7,6 +7,7 @@ import json
 import logging
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from websockets.sync.client import connect
@@ -43,3 +44,44 @@ def test_bad_control_input_is_logged_as_one_line(caplog: pytest.LogCaptureFixtur
     assert event["event"] == "error"
     failures = [r for r in caplog.records if "control action" in r.getMessage()]
     assert len(failures) == 1 and failures[0].exc_info is None
+
+
+async def test_the_sandbox_dying_mid_call_ends_the_command_with_one_line(
+    tmp_path: Path,
+) -> None:
+    """101 rings, then the sandbox process is SIGKILLed: `sandbox call` exits 1 with one line
+    on stderr (a traceback before)."""
+    import asyncio
+    import re
+
+    from webphone import SipInfo, WebPhone
+
+    users = tmp_path / "users.json"
+    users.write_text('{"101": "pw101"}')
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "webphone", "sandbox", "--port", "0", "--users", str(users),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        assert server.stdout is not None
+        first = (await asyncio.wait_for(server.stdout.readline(), 20)).decode()
+        url = re.search(r"ws://[0-9.]+:\d+", first)
+        assert url is not None, first
+        info = {"username": "101", "password": "pw101", "authorizationId": "101",
+                "domain": "sandbox.webphone", "outboundProxy": url.group(0), "transport": "WS"}
+        async with WebPhone(SipInfo.from_dict(info), reconnect=False) as phone:
+            ringing = asyncio.Event()
+            phone.on("inbound_call", lambda _: ringing.set())
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "webphone", "sandbox", "call", "101", "--url",
+                url.group(0), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            await asyncio.wait_for(ringing.wait(), 20)
+            server.kill()
+            _, err = await asyncio.wait_for(proc.communicate(), 20)
+    finally:
+        if server.returncode is None:
+            server.kill()
+        await server.wait()
+    text = err.decode()
+    assert "Traceback" not in text, text
+    assert proc.returncode == 1 and text.count("\n") == 1, (proc.returncode, text)
+    assert "closed the connection" in text

@@ -222,6 +222,8 @@ async def _follow(ws: Any, duration: float | None) -> int:
     finally:
         if timer is not None:
             timer.cancel()
+    print("webphone sandbox call: the sandbox closed the connection before the call ended",
+          file=sys.stderr)
     return 1
 
 
