@@ -197,6 +197,12 @@ class SipClient(EventEmitter):
         if self._fenced:
             raise RegistrationError("this client is fenced: another group member owns the binding")
         requested = self.register_expires if expires is None else expires
+        if expires is None and self._registered:  # a refresh: is the binding still ours?
+            with contextlib.suppress(WebPhoneError):  # advice only; the refresh goes on
+                if others := await check_binding(self, call_id=self._reg_call_id,
+                                                 from_tag=self._reg_from_tag,
+                                                 timeout=self.request_timeout):
+                    self.emit("binding_conflict", others)
         self._cancel_refresh()
         req = self.new_request(
             "REGISTER",
@@ -255,11 +261,6 @@ class SipClient(EventEmitter):
         self._refresh = loop.call_later(delay, lambda: self._run_soon(self._refresh_now()))
 
     async def _refresh_now(self) -> None:
-        with contextlib.suppress(WebPhoneError):  # advice only: the refresh goes on regardless
-            if others := await check_binding(self, call_id=self._reg_call_id,
-                                             from_tag=self._reg_from_tag,
-                                             timeout=self.request_timeout):
-                self.emit("binding_conflict", others)
         try:
             await self.register()
         except (SipTimeoutError, TransportError):
