@@ -133,8 +133,8 @@ class WebPhone(EventEmitter):
         failures end the session with a ``failed`` event. `caller_id` asks the server to show
         another of your numbers (P-Asserted-Identity); `headers` are added to the INVITE.
         """
-        from ._validate import check_callee, check_headers
         from .call_session import OutboundCallSession
+        from .sip.validate import check_callee, check_headers
 
         if self.disposed:
             raise CallError("call(): this phone was disposed")

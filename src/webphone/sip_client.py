@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ._backoff import backoff
-from ._bindings import check_binding
 from ._events import EventEmitter
 from ._refresh import refresh_delay
 from .errors import (
@@ -33,6 +32,7 @@ from .errors import (
     WebPhoneError,
 )
 from .sip import Address, CSeq, Headers, SipRequest, SipResponse, SipUri, parse_message
+from .sip.bindings import check_binding
 from .sip.digest import authorization, parse_challenge
 from .sip.transaction import TransactionKey, new_branch, new_call_id, new_tag, transaction_key
 from .sip_info import SipInfo

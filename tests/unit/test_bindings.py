@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from webphone._bindings import foreign_contacts
 from webphone.sip import Headers, SipResponse
+from webphone.sip.bindings import foreign_contacts
 
 OURS = '<sip:aa@x1.invalid;transport=ws>;+sip.instance="<urn:uuid:ID-1>";reg-id=1'
 
@@ -27,7 +27,7 @@ def test_another_contact_with_our_instance_is_reported() -> None:
 
 def test_a_huge_contact_list_is_cut_not_parsed_whole() -> None:
     """40,000 contacts from a hostile registrar: only the first MAX_CONTACTS are looked at."""
-    from webphone._bindings import MAX_CONTACTS
+    from webphone.sip.bindings import MAX_CONTACTS
 
     many = ", ".join(f'<sip:u{i}@h>;+sip.instance="<urn:uuid:ID-1>"' for i in range(40_000))
     assert len(foreign_contacts(response(many), "ID-1", OURS)) == MAX_CONTACTS

@@ -9,14 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from webphone._validate import (
+from webphone.errors import CallError
+from webphone.sip import Headers, SipRequest, parse_message
+from webphone.sip.validate import (
     MAX_HEADER_VALUE_CHARS,
     MAX_HEADERS,
     check_callee,
     check_headers,
 )
-from webphone.errors import CallError
-from webphone.sip import Headers, SipRequest, parse_message
 
 
 @pytest.mark.parametrize("callee", ["101", "+14155550100", "*67", "alice", "sip:900@sip.test",

@@ -27,8 +27,8 @@ from typing import Any
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from webphone._validate import check_headers
 from webphone.errors import CallError
+from webphone.sip.validate import check_headers
 
 from .sandbox import Sandbox
 from .server import CONTROL_SUBPROTOCOL
