@@ -19,7 +19,7 @@ pytestmark = pytest.mark.timeout(60)
 
 async def _two_groups_conflict(sip_info: dict[str, Any]) -> None:
     dirs = [short_runtime_dir(), short_runtime_dir()]
-    phones = [SharedWebPhone(sip_info, runtime_dir=d, register_expires=10,
+    phones = [SharedWebPhone(sip_info, runtime_dir=str(d), register_expires=10,
                              hub_options=HubOptions(idle_timeout=0.2)) for d in dirs]
     conflicts: asyncio.Queue[list[str]] = asyncio.Queue()
     phones[0].on("binding_conflict", conflicts.put_nowait)
