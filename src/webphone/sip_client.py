@@ -112,6 +112,7 @@ class SipClient(EventEmitter):
         self._registered = False
         self._ever_registered = False
         self._fenced = False
+        self._check_binding = False  # set by the refresh timer: fetch the bindings first
         self._disposed = False
         if debug:
             _enable_trace_output()
@@ -197,7 +198,8 @@ class SipClient(EventEmitter):
         if self._fenced:
             raise RegistrationError("this client is fenced: another group member owns the binding")
         requested = self.register_expires if expires is None else expires
-        if expires is None and self._registered:  # a refresh: is the binding still ours?
+        if expires is None and self._check_binding:  # a timer refresh: is it still ours?
+            self._check_binding = False
             with contextlib.suppress(WebPhoneError):  # advice only; the refresh goes on
                 if others := await check_binding(self, call_id=self._reg_call_id,
                                                  from_tag=self._reg_from_tag,
@@ -261,6 +263,7 @@ class SipClient(EventEmitter):
         self._refresh = loop.call_later(delay, lambda: self._run_soon(self._refresh_now()))
 
     async def _refresh_now(self) -> None:
+        self._check_binding = True
         try:
             await self.register()
         except (SipTimeoutError, TransportError):
