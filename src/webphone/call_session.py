@@ -294,7 +294,7 @@ class InboundCallSession(CallSession):
         await self.client.reply(request, 200, "OK")
         if self.state in ("init", "ringing"):
             await self.client.reply(self.invite, 487, "Request Terminated", to_tag=self.local_tag)
-            await self._finish("disposed", "caller cancelled")
+            await self._finish("disposed", getattr(self, "_cancel_reason", "caller cancelled"))
 
     async def decline(self) -> None:
         """Reject the call: RingCentral's Cmd 12 (the server then CANCELs), else 603 Decline."""
@@ -358,6 +358,7 @@ class InboundCallSession(CallSession):
         await self._finish("disposed", f"rejected with {code}")
 
     async def _rc_and_wait_cancel(self, message: rcmsg.RcMessage, timeout: float = 10.0) -> None:
+        self._cancel_reason = f"ended by this phone (RingCentral Cmd {message.cmd})"
         await self._send_rc(message)
         try:
             await asyncio.wait_for(self.wait_closed(), timeout)

@@ -76,6 +76,7 @@ class WebPhone(EventEmitter):
             "disconnected",
             "reconnected",
             "registration_failed",
+            "binding_conflict",
             "inbound_message",
             "outbound_message",
         ):
@@ -133,13 +134,14 @@ class WebPhone(EventEmitter):
         another of your numbers (P-Asserted-Identity); `headers` are added to the INVITE.
         """
         from .call_session import OutboundCallSession
+        from .sip.validate import check_callee, check_headers
 
         if self.disposed:
             raise CallError("call(): this phone was disposed")
         if isinstance(self.sip_client, DummySipClient):
             raise self.sip_client._refuse("call()")
-        extra = list(headers.items() if isinstance(headers, Mapping) else headers or ())
-        session = OutboundCallSession(self, callee)
+        extra = check_headers(headers)  # CallError naming the header / the callee
+        session = OutboundCallSession(self, check_callee(callee))
         self.call_sessions.append(session)
         self.emit("outbound_call", session)
         try:

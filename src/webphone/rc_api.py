@@ -105,8 +105,25 @@ def provision_sip_info(platform: Platform, transport: str = "WSS") -> SipInfo:
     return sip_info_from_response(response.json_dict(), transport)
 
 
-def main() -> int:
+_USAGE = f"""usage: python -m webphone.rc_api > sip-info.json
+
+Print this device's sipInfo JSON from RingCentral's Device SIP Registration API (password
+included: keep the file private, e.g. chmod 600). Reads RINGCENTRAL_CLIENT_ID,
+RINGCENTRAL_CLIENT_SECRET, RINGCENTRAL_JWT_TOKEN and RINGCENTRAL_SERVER_URL (default
+{DEFAULT_SERVER}); needs `pip install ringcentral` and the app's "VoIP Calling" permission.
+Exit codes: 0 printed, 1 RingCentral refused, 2 missing settings or package."""
+
+
+def main(argv: list[str] | None = None) -> int:
     """``python -m webphone.rc_api``: print the sipInfo JSON (see the module docstring)."""
+    args = sys.argv[1:] if argv is None else argv
+    if args in (["-h"], ["--help"]):
+        print(_USAGE)
+        return 0
+    if args:
+        print(f"webphone.rc_api: error: unexpected arguments {' '.join(args)!r} (see --help)",
+              file=sys.stderr)
+        return 2
     names = ("RINGCENTRAL_CLIENT_ID", "RINGCENTRAL_CLIENT_SECRET", "RINGCENTRAL_JWT_TOKEN")
     missing = [n for n in names if not os.environ.get(n)]
     if missing:

@@ -29,8 +29,10 @@ from .errors import (
     SipTimeoutError,
     TooManyContactsError,
     TransportError,
+    WebPhoneError,
 )
 from .sip import Address, CSeq, Headers, SipRequest, SipResponse, SipUri, parse_message
+from .sip.bindings import check_binding
 from .sip.digest import authorization, parse_challenge
 from .sip.transaction import TransactionKey, new_branch, new_call_id, new_tag, transaction_key
 from .sip_info import SipInfo
@@ -110,6 +112,7 @@ class SipClient(EventEmitter):
         self._registered = False
         self._ever_registered = False
         self._fenced = False
+        self._check_binding = False  # set by the refresh timer: fetch the bindings first
         self._disposed = False
         if debug:
             _enable_trace_output()
@@ -195,6 +198,13 @@ class SipClient(EventEmitter):
         if self._fenced:
             raise RegistrationError("this client is fenced: another group member owns the binding")
         requested = self.register_expires if expires is None else expires
+        if expires is None and self._check_binding:  # a timer refresh: is it still ours?
+            self._check_binding = False
+            with contextlib.suppress(WebPhoneError):  # advice only; the refresh goes on
+                if others := await check_binding(self, call_id=self._reg_call_id,
+                                                 from_tag=self._reg_from_tag,
+                                                 timeout=self.request_timeout):
+                    self.emit("binding_conflict", others)
         self._cancel_refresh()
         req = self.new_request(
             "REGISTER",
@@ -253,6 +263,7 @@ class SipClient(EventEmitter):
         self._refresh = loop.call_later(delay, lambda: self._run_soon(self._refresh_now()))
 
     async def _refresh_now(self) -> None:
+        self._check_binding = True
         try:
             await self.register()
         except (SipTimeoutError, TransportError):

@@ -46,7 +46,7 @@ class SipInfo:
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise SipInfoError(
-                    f"sipInfo field {name!r} must be a non-empty string, got "
+                    f"sipInfo field {_camel(name)!r} must be a non-empty string, got "
                     f"{'<hidden>' if name == 'password' else repr(value)}"
                 )
         if not self.authorization_id:
@@ -60,10 +60,11 @@ class SipInfo:
         object.__setattr__(self, "transport", transport)
         for name in ("outbound_proxy", "outbound_proxy_backup"):
             value = getattr(self, name)
-            if value and "://" not in value and not _HOSTPORT.match(value):
+            if not isinstance(value, str) or (value and "://" not in value and not (
+                    _HOSTPORT.match(value) and _port_ok(value))):
                 raise SipInfoError(
-                    f"sipInfo field {name!r} must be 'host:port' or a ws:// / wss:// URL, "
-                    f"got {value!r}"
+                    f"sipInfo field {_camel(name)!r} must be 'host:port' (port 1-65535) or a "
+                    f"ws:// / wss:// URL, got {value!r}"
                 )
         object.__setattr__(self, "stun_servers", tuple(self.stun_servers))
 
@@ -93,7 +94,7 @@ class SipInfo:
                 "RingCentral's Device SIP Registration API, or write these keys yourself"
             )
         stun = values.get("stun_servers", ())
-        if isinstance(stun, str) or not all(isinstance(s, str) for s in stun):
+        if not isinstance(stun, list | tuple) or not all(isinstance(s, str) for s in stun):
             raise SipInfoError("sipInfo field 'stunServers' must be a list of 'host:port' strings")
         values["stun_servers"] = tuple(stun)
         return cls(**values, extra=extra)
@@ -127,3 +128,9 @@ class SipInfo:
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(p.title() for p in rest)
+
+
+def _port_ok(hostport: str) -> bool:
+    """The port of `host:port` (if any) is 1-65535."""
+    _, colon, port = hostport.rpartition(":")
+    return not colon or "]" in port or 0 < int(port) <= 65535

@@ -22,8 +22,10 @@ from .errors import TransportError
 log = logging.getLogger("webphone.transport")
 
 #: Largest frame accepted from the server. A SIP message with SDP is a few KiB; RingCentral's
-#: INVITEs with P-rc XML stay well under 16 KiB. 1 MiB leaves room and still bounds memory.
-MAX_FRAME_BYTES = 1 << 20
+#: INVITEs with P-rc XML stay well under 16 KiB, and Kamailio sends at most 64 KiB. 256 KiB
+#: leaves room, bounds memory, and bounds the time one message holds the event loop while it
+#: is parsed (linear: about 0.25 s for the worst case, 256 KiB of one-character headers).
+MAX_FRAME_BYTES = 256 * 1024
 
 
 class WebSocketTransport:
@@ -79,7 +81,13 @@ class WebSocketTransport:
                 **kwargs,
             )
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-            raise TransportError(f"cannot open WebSocket {self.url}: {exc}") from exc
+            # some errors have no text (a TLS handshake cut by a plain ws:// server): name them
+            reason = str(exc) or str(exc.__cause__ or exc.__context__ or "") or \
+                "closed during the opening handshake"
+            hint = " (is the server plain ws://?)" if isinstance(exc, ssl.SSLError | EOFError) or \
+                (self.url.startswith("wss://") and not str(exc)) else ""
+            raise TransportError(f"cannot open WebSocket {self.url}: {type(exc).__name__}: "
+                                 f"{reason}{hint}") from exc
         if self._ws.subprotocol != "sip":
             await self._ws.close()
             self._ws = None

@@ -196,7 +196,7 @@ def test_line_mode_text_one_line_per_event(server: SandboxServer, runtime_dir: P
     assert "call NUMBER" in out  # help
     assert "104: real (epoch" in out and "registration registered" in out  # status
     assert "error: frobnicate: unknown command" in out
-    assert "error: answer: answer: no call to answer" in out
+    assert "error: answer: no call to answer" in out  # said once (issue 13 item 14)
     assert out.rstrip().endswith("left the group")
     assert server.bindings("104") == []  # the last member unregistered
 

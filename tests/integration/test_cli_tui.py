@@ -130,3 +130,31 @@ def test_toolbar_text_without_prompt_toolkit() -> None:
         " 101@d | dummy (epoch 3) | registration held by the real (pid 7) | 2 members | "
         "type 'help' ",
         " call 1: outbound to 900: answered 00:03"]
+
+
+def test_ctrl_c_during_a_call_leaves_and_exits_130() -> None:
+    """Ctrl-C at the prompt with a call up: the phone drains, hangs up and exits 130 (before,
+    KeyboardInterrupt escaped the event loop and the process hung until SIGKILL)."""
+    pytest.importorskip("prompt_toolkit")
+    server = SandboxServer(parties=True)
+    server.start()
+    runtime_dir = short_runtime_dir()
+    term = Terminal([sys.executable, "-m", "webphone", "phone", "--sandbox", server.ws_url,
+                     "--user", "107", "--runtime-dir", str(runtime_dir),
+                     "--hub-idle-timeout", "0.1", "--drain-timeout", "0.5"])
+    try:
+        term.expect(r"registration registered")
+        term.type("call 900\r")  # the echo party answers
+        term.expect(r"call 1: outbound to 900: answered")
+        term.type("\x03")
+        term.expect(r"left the group", 15)
+        assert term.proc.wait(10) == 130
+    finally:
+        term.close()
+        for pid in hub_pids(runtime_dir):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 15)
+        shutil.rmtree(runtime_dir, ignore_errors=True)
+        bindings = server.bindings("107")
+        server.stop()
+    assert bindings == []

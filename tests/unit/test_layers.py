@@ -31,8 +31,6 @@ KNOWN_CYCLES: set[frozenset[str]] = {
                "webphone.sandbox.fanout", "webphone.sandbox.features",
                "webphone.sandbox.registration"}),
     frozenset({"webphone.sandbox.control", "webphone.sandbox.sandbox"}),
-    # the line-mode phone and its TUI (worker "harden")
-    frozenset({"webphone.cli.phone", "webphone.cli._tui"}),
 }
 
 #: Sans-I/O modules: they and everything of webphone they import use no event loop, no socket

@@ -72,7 +72,7 @@ def test_the_command_says_what_is_missing(monkeypatch: pytest.MonkeyPatch,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     for name in ("RINGCENTRAL_CLIENT_ID", "RINGCENTRAL_CLIENT_SECRET", "RINGCENTRAL_JWT_TOKEN"):
         monkeypatch.delenv(name, raising=False)
-    assert main() == 2
+    assert main([]) == 2
     assert "RINGCENTRAL_JWT_TOKEN" in capsys.readouterr().err
 
 
@@ -112,3 +112,14 @@ def test_with_the_official_sdk_the_request_is_the_same() -> None:
     assert json.loads(request.body) == {"sipInfo": [{"transport": "WSS"}]}
     assert request.headers["Authorization"] == "bearer token"
     assert info.username == "16505550100"
+
+
+def test_help_exits_0_and_says_what_it_reads() -> None:
+    """`python -m webphone.rc_api --help` (it used to exit 2 with the missing-settings error)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "webphone.rc_api", "--help"],
+                            capture_output=True, text=True, timeout=30, env={"PATH": ""})
+    assert result.returncode == 0, result
+    assert "RINGCENTRAL_JWT_TOKEN" in result.stdout and result.stderr == ""

@@ -82,7 +82,7 @@ def test_passwords_never_appear_in_errors() -> None:
 def test_validate_hub_for_command_lines() -> None:
     assert validate_hub("local") == "local"
     assert validate_hub("redis+cluster://h:1") == "redis+cluster://h:1"
-    with pytest.raises(ValueError, match="neither 'local' nor a Redis URL"):
+    with pytest.raises(ValueError, match="expected \"local\" or a Redis URL"):
         validate_hub("lokal")
 
 

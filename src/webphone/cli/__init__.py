@@ -23,7 +23,7 @@ from ._common import EXIT_USAGE
 __all__ = ["main"]
 
 _EPILOG = """examples:
-  webphone demo                                   # the whole story in ~10 seconds
+  webphone demo                                   # the whole story in ~3 seconds
   webphone sandbox --port 5066                    # a local SIP server; prints sipInfo JSON
   webphone phone --sandbox ws://127.0.0.1:5066 --user 101     # run it in 2-3 terminals
   webphone phone --sip-info sip-info.json --json  # scripted: JSON lines out, commands in
@@ -48,8 +48,11 @@ dtmf DIGITS [CALL], transfer N [CALL], status, members, help, quit (EOF = quit).
   call {ref, call_id, direction, state, remote, remote_name, held, muted[, reason]}
   result {seq, line, cmd, ok, [call_id, ref | status | members] or [error, message]}
   notice {message}   fatal {error, message, exit_code}   bye
+  binding_conflict {contacts, message}   another group of the extension took the registration
 
-exit codes: 0 left normally, 1 failure, 2 usage, 3 registration refused, 4 server unreachable."""
+Ctrl-C (SIGINT) leaves and exits 130; SIGTERM and SIGHUP leave like quit.
+exit codes: 0 left normally, 1 failure, 2 usage, 3 registration refused, 4 server unreachable,
+            130 interrupted."""
 
 _STATUS_EPILOG = """examples:
   webphone status --sip-info sip-info.json

@@ -34,6 +34,7 @@ __all__ = [
     "add_sip_info_options",
     "exit_code_for",
     "fetch_sandbox_sip_info",
+    "hub_arg",
     "is_loopback_server",
     "load_sip_info_file",
     "resolve_sip_info",
@@ -138,6 +139,9 @@ def load_sip_info_file(path: str | Path) -> SipInfo:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot read the sipInfo file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path} is not a sipInfo JSON file: not UTF-8 text at byte "
+                         f"{exc.start}") from None
     try:
         data = json.loads(text)
     except ValueError as exc:

@@ -21,11 +21,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -34,15 +32,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._common import EXIT_OK, EXIT_RUNTIME, CliError, error_line
+from ._demo_procs import (
+    DemoError,
+    Event,
+    Member,
+    become_subreaper,
+    first_of,
+    is_call,
+    poll,
+    reap_pid,
+)
 
 if TYPE_CHECKING:
     from webphone.sandbox import PartyCall, Sandbox
 
 __all__ = ["add_arguments", "run"]
 
-Event = dict[str, Any]
 USER = "101"
-_PR_SET_CHILD_SUBREAPER = 36
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,168 +56,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="phone processes in the group, 3 to 5 (default %(default)s)")
     parser.add_argument("--debug", action="store_true",
                         help="the members' logs (with every SIP message) on stderr")
-
-
-class DemoError(CliError):
-    """A step of the demo did not happen in time."""
-
-
-# -- one member process ------------------------------------------------------------------------
-
-
-class Member:
-    """A `webphone phone --json` process: events in, command lines out."""
-
-    def __init__(self, name: str, argv: list[str], log_path: Path | None) -> None:
-        self.name = name
-        self.argv = argv
-        self.log_path = log_path
-        self.proc: asyncio.subprocess.Process | None = None
-        self.events: list[Event] = []
-        self.role = "?"
-        self._changed = asyncio.Event()
-        self._reader: asyncio.Task[None] | None = None
-        self._seq = 0
-        self.killed = False
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
-
-    async def start(self) -> None:
-        stderr = _open_log(self.log_path)
-        try:
-            self.proc = await asyncio.create_subprocess_exec(
-                *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=stderr)
-        finally:
-            if stderr is not None:
-                stderr.close()
-        self._reader = asyncio.create_task(self._read(), name=f"demo-member-{self.name}")
-
-    async def _read(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        while True:
-            line = await self.proc.stdout.readline()
-            if not line:
-                break
-            try:
-                event = json.loads(line)
-            except ValueError:
-                event = {"event": "output", "text": line.decode(errors="replace").rstrip()}
-            if event.get("event") in ("ready", "role") and "role" in event:
-                self.role = event["role"]
-            self.events.append(event)
-            self._changed.set()
-        self._changed.set()
-
-    async def wait_event(self, match: Callable[[Event], bool], timeout: float, what: str,
-                         start: int = 0) -> Event:
-        """The first event from index `start` on that matches, waiting up to `timeout` s."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        index = start
-        while True:
-            while index < len(self.events):
-                event = self.events[index]
-                index += 1
-                if match(event):
-                    return event
-                if event.get("event") == "fatal":
-                    raise DemoError(f"phone {self.name} failed: {event.get('error')}: "
-                                    f"{event.get('message')}")
-            if self._reader is not None and self._reader.done():
-                raise DemoError(f"phone {self.name} exited while waiting for {what}")
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise DemoError(f"phone {self.name}: no {what} within {timeout:g} s")
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
-
-    async def command(self, line: str, timeout: float = 10.0) -> Event:
-        """Send a command line; return its "result" event (DemoError if it failed)."""
-        assert self.proc is not None and self.proc.stdin is not None
-        self._seq += 1
-        seq = self._seq
-        mark = len(self.events)
-        self.proc.stdin.write(line.encode() + b"\n")
-        await self.proc.stdin.drain()
-        result = await self.wait_event(
-            lambda e: e.get("event") == "result" and e.get("seq") == seq, timeout,
-            f"result of {line!r}", start=mark)
-        if not result.get("ok"):
-            raise DemoError(f"phone {self.name}: {line!r} failed: {result.get('error')}: "
-                            f"{result.get('message')}")
-        return result
-
-    def kill(self) -> None:
-        if self.running:
-            assert self.proc is not None
-            self.proc.kill()
-            self.killed = True
-
-    async def quit(self, timeout: float) -> int | None:
-        """Close stdin (= quit) and wait for the exit; SIGKILL after `timeout`."""
-        if self.proc is None:
-            return None
-        if self.proc.stdin is not None and not self.proc.stdin.is_closing():
-            self.proc.stdin.close()
-        try:
-            await asyncio.wait_for(self.proc.wait(), timeout)
-        except TimeoutError:
-            self.kill()
-            await self.proc.wait()
-            raise DemoError(f"phone {self.name} did not quit within {timeout:g} s") from None
-        finally:
-            if self._reader is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._reader, 2.0)
-        return self.proc.returncode
-
-    async def reap(self) -> None:
-        """Kill (if running) and wait: never leaves a zombie."""
-        if self.proc is None:
-            return
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.proc.wait(), 10.0)
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(BaseException):
-                await self._reader
-
-
-def _open_log(path: Path | None) -> Any:
-    return None if path is None else open(path, "ab")  # handed to the child, closed after
-
-
-async def _poll(predicate: Callable[[], Any], timeout: float, interval: float = 0.02) -> Any:
-    """`predicate()`'s first truthy value, polled until `timeout` (then its last value): for
-    state no event announces (a counter, the sandbox's registrar)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = predicate()
-        if value or loop.time() >= deadline:
-            return value
-        await asyncio.sleep(interval)
-
-
-def _is_call(call_id: str | None = None, state: str | None = None) -> Callable[[Event], bool]:
-    def match(event: Event) -> bool:
-        return (event.get("event") == "call"
-                and (call_id is None or event.get("call_id") == call_id)
-                and (state is None or event.get("state") == state))
-
-    return match
 
 
 # -- the story ---------------------------------------------------------------------------------
@@ -358,7 +202,7 @@ class Demo:
         marks = self.marks()
         started = time.monotonic()
         call = await self.party_call()
-        ringing = await self.wait_all(_is_call(call.call_id, "ringing"), "ringing call",
+        ringing = await self.wait_all(is_call(call.call_id, "ringing"), "ringing call",
                                       self.alive(), start=marks)
         last = max(e["t"] for e in ringing)
         self.say(f"ringing on {', '.join(m.name for m in self.alive())} "
@@ -370,7 +214,7 @@ class Demo:
         started = time.monotonic()
         await member.command(f"answer {call_id}")
         await call.wait_answered(10)
-        events = await self.wait_all(_is_call(call_id, "answered"), "answered call",
+        events = await self.wait_all(is_call(call_id, "answered"), "answered call",
                                      self.alive(), start=marks)
         last = max(e["t"] for e in events)
         self.say(f"answered: the party is connected; every member shows it answered "
@@ -388,7 +232,7 @@ class Demo:
         await self.show_views()
 
     async def audio_check(self, call: PartyCall, timeout: float = 3.0) -> None:
-        await _poll(lambda: call.frames_received or call.state != "answered", timeout)
+        await poll(lambda: call.frames_received or call.state != "answered", timeout)
         if call.frames_received:
             frames = call.frames_received
             self.say(f"audio: the party receives the real's RTP ({frames} "
@@ -408,7 +252,7 @@ class Demo:
         assert real.proc is not None
         await real.proc.wait()
         survivors = self.alive()
-        member, _event = await _first_of(survivors, lambda e: e.get("event") == "role"
+        member, _event = await first_of(survivors, lambda e: e.get("event") == "role"
                                         and e.get("role") == "real", marks, 10, "promotion")
         registered = await member.wait_event(lambda e: e.get("event") == "registered", 10,
                                              "registration", start=marks[member.name])
@@ -420,7 +264,7 @@ class Demo:
                  f"the same instance id, a new contact ({after[0].get('contact')}); every real "
                  "of a group registers with one instance id, so a promotion replaces the binding "
                  "instead of taking a second slot")
-        await self.wait_all(_is_call(call.call_id, "disposed"), "the call to end", survivors,
+        await self.wait_all(is_call(call.call_id, "disposed"), "the call to end", survivors,
                             start=marks)
         self.say(f"the call died with {real.name} (its SIP dialog and its media lived in that "
                  "process): every member shows it ended")
@@ -439,7 +283,7 @@ class Demo:
             now = self.bindings()
             return now if len(now) == 1 and now[0].get("contact") not in old else []
 
-        after: list[dict[str, Any]] = await _poll(replaced, 10)
+        after: list[dict[str, Any]] = await poll(replaced, 10)
         if not after:
             raise DemoError(f"the binding was not replaced within 10 s: {self.bindings()}")
         return after
@@ -456,7 +300,7 @@ class Demo:
         started = time.monotonic()
         await real.command(f"hangup {call_id}")
         await call.wait_ended(10)
-        events = await self.wait_all(_is_call(call_id, "disposed"), "the call to end",
+        events = await self.wait_all(is_call(call_id, "disposed"), "the call to end",
                                      self.alive(), start=marks)
         self.say(f"ended: the party got the BYE; every member shows it ended "
                  f"({self.ms(max(e['t'] for e in events), started)})")
@@ -480,7 +324,7 @@ class Demo:
         stop any left over; returns how they ended."""
         outcomes = []
         for pid in sorted(self.hub_pids):
-            outcomes.append(await _reap_pid(pid, wait))
+            outcomes.append(await reap_pid(pid, wait))
         return ", ".join(outcomes) or "none"
 
     async def cleanup(self) -> None:
@@ -492,60 +336,6 @@ class Demo:
                 await call.hangup()
         if self.sandbox is not None:
             await self.sandbox.close()
-
-
-async def _first_of(members: list[Member], match: Callable[[Event], bool],
-                    marks: dict[str, int], timeout: float, what: str) -> tuple[Member, Event]:
-    """The first member (by event time) whose events match."""
-    tasks = {asyncio.ensure_future(m.wait_event(match, timeout, what, start=marks[m.name])): m
-             for m in members}
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            if task.exception() is None:
-                return tasks[task], task.result()
-        raise next(iter(done)).exception() or DemoError(f"no {what}")
-    finally:
-        for task in tasks:
-            task.cancel()
-
-
-async def _reap_pid(pid: int, wait: float) -> str:
-    """Wait up to `wait` s for `pid` to exit (reaping it if it is our child), then SIGTERM, then
-    SIGKILL."""
-    for sig in (None, signal.SIGTERM, signal.SIGKILL):
-        if sig is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-        status = await _poll(lambda: _exit_status(pid), wait if sig is None else 3.0)
-        if status is not None:
-            return status if sig is None else f"{status} after {signal.Signals(sig).name}"
-    return f"pid {pid} still running"
-
-
-def _exit_status(pid: int) -> str | None:
-    """"exit N" once `pid` is gone (reaped here when it is our child), else None."""
-    try:
-        done, status = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:  # not our child: look at /proc
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                state = f.read().rsplit(") ", 1)[1][0]
-        except (OSError, IndexError):
-            return "exited"
-        return "exited" if state == "Z" else None  # a zombie is dead: its parent reaps it
-    if done == 0:
-        return None
-    code = os.waitstatus_to_exitcode(status)
-    return f"exit {code}" if code >= 0 else f"killed by {signal.Signals(-code).name}"
-
-
-def _become_subreaper() -> None:
-    """Adopt orphaned descendants (the hub, once the member that started it is killed) so that
-    they are reaped here and not left as zombies; Linux only, harmless elsewhere."""
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
 async def _main(args: argparse.Namespace) -> int:
@@ -584,7 +374,7 @@ def run(args: argparse.Namespace) -> int:
         import logging
 
         logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-    _become_subreaper()
+    become_subreaper()
     try:
         return asyncio.run(_main(args))
     except KeyboardInterrupt:

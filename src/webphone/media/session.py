@@ -81,6 +81,8 @@ from .receive import AudioReceiver
 from .rtp import RtpPath
 
 log = logging.getLogger("webphone.media")
+#: seconds a peer connection gets to close (ICE, DTLS and SRTP teardown take milliseconds)
+PC_CLOSE_TIMEOUT = 5.0
 
 __all__ = ["MediaSession", "MediaStats", "ice_servers"]
 
@@ -513,7 +515,10 @@ class MediaSession(EventEmitter):
         self._rtp.close()
         monitor().unwatch(self._probe)
         try:
-            await self._pc.close()
+            # aiortc's close() awaits a previous close() that was cancelled forever: bounded.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(PC_CLOSE_TIMEOUT):
+                    await self._pc.close()
         finally:
             if self._reader is not None:
                 self._reader.cancel()

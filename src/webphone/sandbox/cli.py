@@ -25,7 +25,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from webphone.errors import CallError
+from webphone.sip.validate import check_headers
 
 from .sandbox import Sandbox
 from .server import CONTROL_SUBPROTOCOL
@@ -56,6 +59,12 @@ def _serve_parser() -> argparse.ArgumentParser:
         prog="webphone sandbox",
         description="A local SIP-over-WebSocket server with RingCentral's rules. "
         "Subcommand: 'webphone sandbox call USER --from tone --url URL'.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="""examples:
+  webphone sandbox --port 5066                          # users 101-105, prints their sipInfo
+  echo '{"101": "pw101"}' > users.json && webphone sandbox --port 5066 --users users.json
+  webphone sandbox call 101 --from tone --url ws://127.0.0.1:5066   # a party calls 101
+  webphone sandbox call 101 --from echo --port 5066 --auto-answer --duration 5""",
     )
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1; others expose it!)")
@@ -173,7 +182,12 @@ async def _call(options: argparse.Namespace) -> int:
         if not colon or not name.strip():
             print(f"--header {item!r}: expected 'Name: value'", file=sys.stderr)
             return 2
-        headers.append([name.strip(), value.strip()])
+        headers.append((name.strip(), value.strip()))
+    try:  # too long or core header names: one line here, not a closed control channel later
+        headers = check_headers(headers)
+    except CallError as exc:
+        print(f"webphone sandbox call: --header: {exc}", file=sys.stderr)
+        return 2
     request = {"action": "call", "user": options.user, "party": options.party,
                "auto_answer": options.auto_answer, "headers": headers}
     try:
@@ -183,6 +197,10 @@ async def _call(options: argparse.Namespace) -> int:
     except (OSError, InvalidHandshake, InvalidStatus, TimeoutError) as exc:
         print(f"webphone sandbox call: cannot reach the sandbox at {url}: {exc}", file=sys.stderr)
         return 2
+    except ConnectionClosed as exc:  # the sandbox stopped (or refused the frame) mid-call
+        print(f"webphone sandbox call: the sandbox at {url} closed the connection: {exc}",
+              file=sys.stderr)
+        return 1
 
 
 async def _follow(ws: Any, duration: float | None) -> int:
@@ -204,6 +222,8 @@ async def _follow(ws: Any, duration: float | None) -> int:
     finally:
         if timer is not None:
             timer.cancel()
+    print("webphone sandbox call: the sandbox closed the connection before the call ended",
+          file=sys.stderr)
     return 1
 
 

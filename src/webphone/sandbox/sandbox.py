@@ -247,7 +247,8 @@ class Sandbox:
         for number, party in self.parties.items():
             if name in (number, party.kind):
                 return party
-        raise KeyError(f"no party {name!r}; parties: {self.party_numbers}")
+        known = ", ".join(f"{number} ({kind})" for number, kind in self.party_numbers.items())
+        raise KeyError(f"no party {name!r}; parties: {known or 'none'}")
 
     @property
     def party_numbers(self) -> dict[str, str]:

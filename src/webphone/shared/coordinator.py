@@ -170,6 +170,7 @@ class Coordinator:
         self.max_members = max_members
         grace = heartbeat_timeout if rejoin_grace is None else rejoin_grace
         self._grace_until = now + grace
+        self._real_adopted = False  # the real came back in a hello (hub restart), not promoted
         self._group_existed = False  # a hello carried epoch > 0: wait for its real (grace)
         self._epoch = 0
         self._real: _Member | None = None
@@ -284,6 +285,14 @@ class Coordinator:
             self._forget(member, now)
         return self._take()
 
+    def action_undelivered(self, conn: str, action_id: str, now: float) -> list[Effect]:
+        """The shell could not hand the action `action_id` (the id the real sees) to `conn`:
+        its connection had already failed. The real never read it, so it is queued again for
+        the next real rather than ended interrupted (invariant 3 holds: it runs at most once)."""
+        self._observe(now)
+        self._actions.undelivered(conn, action_id)
+        return self._take()
+
     def tick(self, now: float) -> list[Effect]:
         """Run timers: hello and heartbeat timeouts, handovers, the rejoin grace, deadlines."""
         self._observe(now)
@@ -337,7 +346,7 @@ class Coordinator:
         member.state = MemberState.DUMMY
         if hello.epoch > 0:
             self._group_existed = True
-        if hello.epoch > self._epoch:
+        if hello.epoch > self._epoch and self._may_learn_epoch(now):
             self._learn_epoch(hello.epoch, now)
         if hello.real and hello.epoch == self._epoch and self._real is None:
             # The real of this epoch, back after a hub restart: it is still registered.
@@ -356,6 +365,13 @@ class Coordinator:
         if sum(1 for m in self._members.values() if m.hello) >= self.max_members:
             return "full", f"the group already has {self.max_members} members"
         return None
+
+    def _may_learn_epoch(self, now: float) -> bool:
+        """A hello's epoch is a claim. It is believed only while a restarted hub gathers its
+        group (the first `rejoin_grace`) and before a real of this hub's own making exists: a
+        real promoted here, or one whose heartbeats are current after the grace, is never
+        demoted by what a newcomer says (a hello with `real: true, epoch: 2**48` would be)."""
+        return now < self._grace_until and (self._real is None or self._real_adopted)
 
     def _learn_epoch(self, epoch: int, now: float) -> None:
         """A restarted hub met a member that knows a newer epoch: any real it adopted is stale."""
@@ -436,6 +452,7 @@ class Coordinator:
     def _make_real(self, member: _Member, now: float, *, ready: bool) -> None:
         member.state, member.role_since = MemberState.REAL, now
         self._real, self._ready = member, ready
+        self._real_adopted = ready  # only a real adopted from its hello starts out ready
         self._group_existed = False  # the rejoin grace is over once there is a real
         self._announce_due = True
 

@@ -87,7 +87,8 @@ def validate_hub(hub: str) -> str:
     if hub in ("local", "memory"):
         return hub
     if not hub.lower().startswith(REDIS_SCHEMES):
-        raise ValueError(f"{hub!r} is neither 'local' nor a Redis URL ({', '.join(REDIS_SCHEMES)})")
+        raise ValueError(f"{hub!r}: expected \"local\" or a Redis URL such as "
+                         f"redis://10.0.0.5:6379/0 ({', '.join(REDIS_SCHEMES)})")
     try:
         topology = importlib.import_module("webphone.shared.transports.redis_topology")
     except ImportError as exc:

@@ -16,6 +16,7 @@ timers at `next_deadline()`. Two shells use it:
 
 A connection's first frame may be `members_query` instead of `hello`: that is a status probe
 (``webphone status``). It is answered with `members` and closed, and never becomes a member.
+A connection that sends nothing is closed after `hello_timeout`, like one that sends no hello.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ from pathlib import Path
 from typing import Protocol
 
 from webphone.errors import GroupProtocolError
-from webphone.shared.coordinator import Close, Coordinator, Effect, Send
+from webphone.shared.coordinator import Close, Coordinator, Effect, MemberState, Send
 from webphone.shared.protocol import (
+    Action,
     ActionAccepted,
     ActionResult,
     Frame,
@@ -68,9 +70,10 @@ MAX_PEER_BUFFER = 8 * 1024 * 1024
 class HubPeer(Protocol):
     """The hub's side of one member connection."""
 
-    def send(self, *frames: Frame) -> None:
+    def send(self, *frames: Frame) -> bool:
         """Queue frames, in order, with one write (the transport encodes and frames them;
-        encodings are cached on the frame, so a fan-out of one snapshot encodes it once)."""
+        encodings are cached on the frame, so a fan-out of one snapshot encodes it once).
+        False when the connection had already failed: the frames never reach the member."""
 
     def buffered(self) -> int:
         """Bytes queued and not yet taken by the member."""
@@ -123,6 +126,10 @@ class Hub:
         conn = f"c{self._ids}"
         self._peers[conn] = peer
         self._cancel_idle()
+        # Known to the coordinator from the start, so that its hello timeout closes a
+        # connection that never sends a frame (it used to be kept for ever).
+        self._joined.add(conn)
+        self._run(self.coordinator.connection_made(conn, self._clock()))
         return conn
 
     def frame(self, conn: str, data: bytes) -> None:
@@ -134,13 +141,12 @@ class Hub:
             frame: Frame | None = decode_frame(data)
         except GroupProtocolError:
             frame = None
-        if conn not in self._joined:
-            if isinstance(frame, MembersQuery):  # a status probe: answer, never join
-                self._peers[conn].send(Members(self.coordinator.members()))
-                self._peers[conn].close()
-                return
-            self._joined.add(conn)
-            self._run(self.coordinator.connection_made(conn, now))
+        if isinstance(frame, MembersQuery) and \
+                self.coordinator.state_of(conn) is MemberState.PENDING:
+            # a status probe (a first frame that is not hello): answer, never join
+            self._peers[conn].send(Members(self.coordinator.members()))
+            self._peers[conn].close()
+            return
         try:
             if frame is None:
                 effects = self.coordinator.data_received(conn, data, now)  # -> protocol error
@@ -193,7 +199,12 @@ class Hub:
                     self._hold(effect.conn, effect.frame)
                     continue
                 held = self._held.pop(effect.conn, ())
-                peer.send(*held, effect.frame)
+                if not peer.send(*held, effect.frame) and isinstance(effect.frame, Action):
+                    # The real's connection had failed: it never got the action, so it waits
+                    # for the next real instead of ending interrupted when the loss is seen.
+                    self._run(self.coordinator.action_undelivered(
+                        effect.conn, effect.frame.action_id, self._clock()), reschedule=False)
+                    continue
                 if peer.buffered() > MAX_PEER_BUFFER:
                     log.warning("dropping %s: %d bytes unread", effect.conn, peer.buffered())
                     peer.close()

@@ -260,7 +260,9 @@ class GroupMember:
             await self.close()
             if self._fatal is not None:
                 raise self._fatal
-            raise WebPhoneError(f"could not join group {self.group!r} within {timeout:g} s")
+            cause = getattr(self, "_last_error", None)
+            raise WebPhoneError(f"could not join group {self.group!r} within {timeout:g} s"
+                                + (f" (last error: {cause})" if cause else ""))
 
     async def close(self) -> None:
         """Stop everything and close the link (no frames sent; `leave` first for a graceful
@@ -351,6 +353,7 @@ class GroupMember:
                 )
             except OSError as exc:
                 log.debug("cannot reach the hub of %r yet: %s", self.group, exc)
+                self._last_error = f"{type(exc).__name__}: {exc}"  # said if the join times out
                 continue
             except WebPhoneError as exc:  # not retryable (insecure directory, wrong user...)
                 self._fatal = exc

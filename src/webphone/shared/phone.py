@@ -88,7 +88,7 @@ log = logging.getLogger("webphone.shared.phone")
 _FIXED_OPTIONS = ("sip_info", "instance_id", "debug", "sip_client", "auto_answer")
 #: phone events relayed by a real SharedWebPhone
 _RELAYED = ("registered", "unregistered", "disconnected", "reconnected", "registration_failed",
-            "inbound_message", "outbound_message", "rc_message")
+            "binding_conflict", "inbound_message", "outbound_message", "rc_message")
 
 
 # -- the shared phone ------------------------------------------------------------------------------

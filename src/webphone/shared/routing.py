@@ -8,7 +8,8 @@ once (and tells the caller `action_accepted`), and then answers the caller with 
   coordinator checks the epoch, the router checks the connection);
 * NoRealPhoneError if no ready real took it before its deadline;
 * ActionInterruptedError if the real it was sent to was lost first. It is never re-sent: the
-  real may have run it.
+  real may have run it. Unless it never left the hub: a send the transport reports failed (the
+  connection was already dead) puts the action back in the queue (`undelivered`).
 
 Each caller's action ids must be unique: an id still pending, or among the caller's last
 `RECENT_IDS`, is a duplicate and refused (so a resent action never runs twice). Towards the real
@@ -110,6 +111,12 @@ class ActionRouter:
                        f"{action.frame.name!r}; it may or may not have run, and is not re-run")
             out.append(self._finish(action, epoch, ErrorInfo("ActionInterruptedError", message)))
         return out
+
+    def undelivered(self, real: str, hub_id: str) -> None:
+        """The action sent to `real` never left (its connection had failed): queued again."""
+        action = self._actions.get(hub_id)
+        if action is not None and action.real == real:
+            action.real = None
 
     def forget_caller(self, caller: str) -> None:
         """The caller is gone: drop its actions (a late result for one then finds nothing)."""

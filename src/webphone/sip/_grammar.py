@@ -23,6 +23,9 @@ _HOSTNAME_RE = re.compile(r"[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*\.?")  # "_" se
 _PARAM_STOP = frozenset(' \t;,"<>?\r\n\0')
 _PARAM_NAME_STOP = _PARAM_STOP | {"="}
 _FORBIDDEN_IN_TEXT = ("\r", "\n", "\0")
+# RFC 3261 §25.1: quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F): NUL may be escaped, CR and LF
+# never (RFC 4475 §3.1.1.3 "intmeth" carries an escaped NUL in a display name).
+_NOT_ESCAPABLE = ("\r", "\n")
 
 
 def show(text: str, limit: int = 60) -> str:
@@ -50,12 +53,13 @@ def is_digits(text: str) -> bool:
 def quote(value: str) -> str:
     """Return `value` as a SIP quoted-string: wrapped in double quotes, `"` and `\\` escaped.
 
-    Raises ValueError if `value` contains CR, LF or NUL, which no quoted-string can carry (and
-    which would otherwise let a display name inject a header line).
+    NUL is written as a quoted-pair (RFC 3261 §25.1). Raises ValueError if `value` contains CR or
+    LF, which no quoted-string can carry (they would let a display name inject a header line).
     """
-    if any(c in value for c in _FORBIDDEN_IN_TEXT):
-        raise ValueError(f"cannot quote {show(value)}: it contains CR, LF or NUL")
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if any(c in value for c in _NOT_ESCAPABLE):
+        raise ValueError(f"cannot quote {show(value)}: it contains CR or LF")
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\0", "\\\0")
+    return '"' + escaped + '"'
 
 
 def unquote(value: str) -> str:
@@ -71,7 +75,7 @@ def unquote(value: str) -> str:
     i, n = 1, len(value)
     while i < n:
         c = value[i]
-        if c == "\\" and i + 1 < n and value[i + 1] not in _FORBIDDEN_IN_TEXT:
+        if c == "\\" and i + 1 < n and value[i + 1] not in _NOT_ESCAPABLE:
             out.append(value[i + 1])
             i += 2
             continue
@@ -84,6 +88,25 @@ def unquote(value: str) -> str:
         out.append(c)
         i += 1
     raise SipParseError(f"unterminated quoted string {show(value)}")
+
+
+def has_bare_nul(text: str) -> bool:
+    """True if `text` holds a NUL that is not the escaped character of a quoted-pair inside a
+    quoted string (RFC 3261 §25.1 allows only that one). One linear pass."""
+    if "\0" not in text:
+        return False
+    in_quote = False
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\0":
+            return True
+        if in_quote and c == "\\":
+            i += 1  # the escaped character, NUL included
+        elif c == '"':
+            in_quote = not in_quote
+        i += 1
+    return False
 
 
 def split_top(text: str, sep: str, *, angle: bool = True) -> list[str]:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from webphone.errors import SipParseError
-from webphone.sip._grammar import is_digits, is_token, show, split_list
+from webphone.sip._grammar import has_bare_nul, is_digits, is_token, show, split_list
 from webphone.sip.address import Address, CSeq, Via
 
 __all__ = ["Headers", "SipMessage", "SipRequest", "SipResponse", "parse_message"]
@@ -76,7 +76,6 @@ LIST_HEADERS = frozenset(
     }
 )  # fmt: skip
 
-_FORBIDDEN_IN_VALUE = ("\r", "\n", "\0")
 
 
 def _key(name: str) -> str:
@@ -198,7 +197,7 @@ class Headers:
 def _check_field(name: str, value: str) -> None:
     if not is_token(name):
         raise ValueError(f"invalid header name {show(name)}: must be a token")
-    if any(c in value for c in _FORBIDDEN_IN_VALUE):
+    if "\r" in value or "\n" in value or has_bare_nul(value):
         raise ValueError(f"value of header {name!r} contains CR, LF or NUL")
 
 
@@ -388,7 +387,8 @@ def _decode_lines(head: bytes, skipped: int) -> list[str]:
         lines.pop()
     lines = [line[:-1] if line.endswith("\r") else line for line in lines]
     for number, line in enumerate(lines, start=1):
-        if "\r" in line or "\0" in line:
+        # RFC 3261 §25.1: a NUL may only appear escaped in a quoted string (RFC 4475 §3.1.1.3)
+        if "\r" in line or has_bare_nul(line):
             raise SipParseError(f"line {number}: stray CR or NUL character")
     return lines
 

@@ -204,13 +204,16 @@ class FramedProtocol(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(_HEADER.pack(len(data)) + data)
 
-    def send(self, *frames: Frame) -> None:
+    def send(self, *frames: Frame) -> bool:
         """Queue frames with one write; a frame's wire bytes (length + JSON) are computed once
-        per frame object (a snapshot fanned out to N members is encoded once)."""
+        per frame object (a snapshot fanned out to N members is encoded once). False when they
+        cannot reach the peer: the connection had failed (a write to a dead peer fails at once
+        with EPIPE and closes the transport) or was closing."""
         if self.transport is None or self.transport.is_closing():
-            return
+            return False
         wires = [_wire(frame) for frame in frames]
         self.transport.write(wires[0] if len(wires) == 1 else b"".join(wires))
+        return not self.transport.is_closing()
 
     def buffered(self) -> int:
         """Bytes written and not yet taken by the kernel."""

@@ -50,9 +50,12 @@ class _HubEnd:
     def __init__(self, link: MemoryLink) -> None:
         self.link = link
 
-    def send(self, *frames: Frame) -> None:
+    def send(self, *frames: Frame) -> bool:
+        if self.link.closed:
+            return False
         for frame in frames:
             self.link._to_member(frame.to_json())
+        return True
 
     def buffered(self) -> int:
         return self.link._held_bytes
