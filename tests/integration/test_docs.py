@@ -154,7 +154,13 @@ async def test_doc_block_runs(block: Block, sandbox: Sandbox, tmp_path: Path) ->
                              message=f"{block.id}: the block's phone registers")
             if not output.done():
                 await sandbox.party_call(users[0], party=block.call)
-        stdout, stderr = await asyncio.wait_for(output, 30)
+        done, _ = await asyncio.wait([output], timeout=30)
+        if not done:  # SIGTERM first: Python prints nothing, but the pipes then give what it said
+            proc.terminate()
+            stdout, stderr = await asyncio.wait_for(output, 10)
+            pytest.fail(f"{block.id} did not finish within 30 s\n--- stdout\n{stdout.decode()}"
+                        f"--- stderr\n{stderr.decode()[-3000:]}")
+        stdout, stderr = output.result()
     finally:
         if proc.returncode is None:
             proc.kill()
