@@ -29,7 +29,7 @@ from webphone.sip.transaction import new_branch, new_call_id, new_tag
 from .config import PartyEntry
 from .connection import LocalConnection
 from .dialogs import contact_uri
-from .messages import response_to
+from .messages import cancel_for, response_to
 from .proxy import Proxy
 from .rc import Identity
 
@@ -188,16 +188,7 @@ class Party:
 
     def send_cancel(self, call: PartyCall) -> None:
         assert call.invite is not None
-        invite = call.invite
-        fields = [
-            ("Via", invite.headers.get_all("Via")[0]),
-            ("Max-Forwards", "70"),
-            ("From", invite.headers["From"]),
-            ("To", invite.headers["To"]),
-            ("Call-ID", invite.call_id),
-            ("CSeq", f"{invite.cseq.number} CANCEL"),
-        ]
-        self._send(SipRequest("CANCEL", invite.uri, Headers(fields)))
+        self._send(cancel_for(call.invite))
 
     def reject(self, call: PartyCall) -> None:
         """Refuse an inbound call still ringing (603 Decline)."""
