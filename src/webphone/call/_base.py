@@ -1,29 +1,39 @@
-"""The core of every call session: state, ids, media, in-dialog requests (see call_session.py)."""
+"""The core of every call session: state, ids, media, in-dialog requests.
+
+A session talks to its phone only through `PhoneLink`, declared here (the aiortc way: the child
+names what it needs; `WebPhone` hands each session an adapter). So this package never imports
+`webphone.phone`, and the phone's private methods stay private.
+
+Dialog state (`webphone.sip.dialog.Dialog`: tags, CSeq, route set, target, early/confirmed/
+terminated) and every message built by rule (`webphone.sip.build`) come from the pure core.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Awaitable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from ._events import EventEmitter
-from .errors import (
+from .._events import EventEmitter
+from ..errors import (
     CallError,
     NotRealPhoneError,
     SipParseError,
     SipTimeoutError,
     TransportError,
 )
-from .sip import Address, SipRequest, SipResponse
-from .sip import sdp as sdplib
-from .sip.dialog import Dialog
-from .sip.transaction import new_tag
-from .sip_client import SipClient
+from ..sip import Address, SipRequest, SipResponse
+from ..sip import rc as rcmsg
+from ..sip import sdp as sdplib
+from ..sip.dialog import Dialog
+from ..sip.transaction import new_tag
+from ..sip_client import DummySipClient, SipClient
+from ..sip_info import SipInfo
 
 if TYPE_CHECKING:
-    from .media import MediaSession
-    from .phone import WebPhone
+    from ..media import MediaSession
 
 log = logging.getLogger("webphone.call")
 
@@ -31,12 +41,47 @@ CallState = Literal["init", "ringing", "answered", "failed", "disposed"]
 Direction = Literal["inbound", "outbound"]
 
 
+class PhoneLink(Protocol):
+    """What a call session needs from its phone (declared on the call's side)."""
+
+    @property
+    def sip_info(self) -> SipInfo:
+        """The account the phone is registered with."""
+
+    @property
+    def sip_client(self) -> SipClient | DummySipClient:
+        """The phone's SIP client."""
+
+    def session_changed(self, session: BaseCallSession) -> None:
+        """Something a UI shows changed (state, hold, mute)."""
+
+    def session_ended(self, session: BaseCallSession) -> None:
+        """The session is over: drop it from the phone's list."""
+
+    def new_media(self, session: BaseCallSession) -> Awaitable[MediaSession]:
+        """A media session for this call."""
+
+    def call(
+        self,
+        callee: str,
+        caller_id: str | None = None,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+    ) -> Awaitable[BaseCallSession]:
+        """Place a new call (transfers and warm transfers need one)."""
+
+    def expect_session_close(self, sid: str | None) -> asyncio.Future[rcmsg.SessionClose]:
+        """A future for RingCentral's SessionClose (Cmd 9) of `sid`."""
+
+    def forget_session_close(self, sid: str | None, waiter: asyncio.Future[Any]) -> None:
+        """Stop waiting for that SessionClose."""
+
+
 class BaseCallSession(EventEmitter):
     """State, ids, media and in-dialog handling shared by every call."""
 
     direction: Direction
 
-    def __init__(self, phone: WebPhone, call_id: str, local: Address, remote: Address) -> None:
+    def __init__(self, phone: PhoneLink, call_id: str, local: Address, remote: Address) -> None:
         super().__init__()
         self.phone = phone
         if not isinstance(phone.sip_client, SipClient):
@@ -124,7 +169,7 @@ class BaseCallSession(EventEmitter):
         self.state = state
         if state == "answered":
             self.answered_at = time.time()
-        self.phone._session_changed(self)
+        self.phone.session_changed(self)
         self.emit(state, *args)
 
     async def _finish(self, state: Literal["failed", "disposed"], reason: str) -> None:
@@ -140,8 +185,7 @@ class BaseCallSession(EventEmitter):
                 await media.close()
             except Exception:
                 log.exception("closing media of %s failed", self.call_id)
-        if self in self.phone.call_sessions:
-            self.phone.call_sessions.remove(self)
+        self.phone.session_ended(self)
         self._set_state(state, reason)
         self._closed.set()
         for task in list(self._call_tasks):
@@ -172,7 +216,7 @@ class BaseCallSession(EventEmitter):
 
     async def _ensure_media(self) -> MediaSession:
         if self.media is None:
-            self.media = await self.phone._new_media(self)
+            self.media = await self.phone.new_media(self)
             self.media.on("dtmf", lambda digit: self.emit("dtmf", digit))
         return self.media
 
@@ -205,14 +249,14 @@ class BaseCallSession(EventEmitter):
         self.muted = True
         if self.media is not None:
             self.media.mute()
-        self.phone._session_changed(self)
+        self.phone.session_changed(self)
 
     async def unmute(self) -> None:
         """Resume sending audio."""
         self.muted = False
         if self.media is not None:
             self.media.unmute()
-        self.phone._session_changed(self)
+        self.phone.session_changed(self)
 
     async def hold(self) -> None:
         """Put the peer on hold: re-INVITE offering `a=sendonly` (the RingCentral way); the peer
@@ -227,7 +271,7 @@ class BaseCallSession(EventEmitter):
         self._require("answered", action="hold" if hold else "unhold")
         await self._reoffer("sendonly" if hold else "sendrecv")
         self.held = hold
-        self.phone._session_changed(self)
+        self.phone.session_changed(self)
         self.emit("held" if hold else "unheld")
 
     async def re_invite(self) -> None:
@@ -430,7 +474,7 @@ class BaseCallSession(EventEmitter):
                 await self._reply_safely(request, 488, "Not Acceptable Here")
                 return
             self.remote_held = sdplib.get_direction(offer) in ("sendonly", "inactive")
-            self.phone._session_changed(self)
+            self.phone.session_changed(self)
         else:
             # Offerless re-INVITE: our offer goes in the 200, the answer comes in the ACK.
             sdp = await media.create_offer()
