@@ -44,6 +44,7 @@ from .sip.transaction import (
     new_tag,
     transaction_key,
 )
+from .sip.ua import Local
 from .sip_info import SipInfo
 from .transport import WebSocketTransport
 
@@ -152,6 +153,16 @@ class SipClient(EventEmitter):
         return (
             f"<sip:{self._contact_user}@{self._local_host};transport={self.via_transport.lower()}>"
             f';+sip.instance="<urn:uuid:{self.instance_id}>";reg-id=1'
+        )
+
+    @property
+    def local(self) -> Local:
+        """How this client writes itself into messages (Via sent-by, Contact, User-Agent), for
+        the pure call core (`webphone.sip.ua.CallCore`)."""
+        return Local(
+            via=f"SIP/2.0/{self.via_transport} {self._local_host}",
+            contact=self.contact,
+            user_agent=self.user_agent,
         )
 
     @property

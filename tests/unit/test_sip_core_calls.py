@@ -544,3 +544,29 @@ def test_early_dialog_requests_keep_their_cseq_after_the_2xx() -> None:
     pair.on_uas(pair.uas.answer(pair.now, ANSWER)).flush()
     (bye,) = sends(pair.uac.hangup(pair.now))
     assert bye.cseq.number == info.cseq.number + 1
+
+
+def test_shell_run_invite_feeds_responses_to_the_core() -> None:
+    """invite_response: the shell's own INVITE transaction reports 180 and 200; the core makes
+    the early dialog, confirms it and ACKs the 2xx."""
+    invite = make_invite()
+    core = CallCore(local=CALLER, outbound=True, invite=invite)
+    ringing = response_to(invite, 180, "Ringing", to_tag="r1", contact="<sip:b@x>")
+    assert kinds(core.invite_response(wire(ringing), 0.0)) == ["CallRinging"]
+    assert core.dialog is not None and core.dialog.state.value == "early"
+    ok = response_to(invite, 200, "OK", to_tag="r1", contact="<sip:b@y>")
+    out = core.invite_response(wire(ok), 0.1)
+    assert [m.method for m in sends(out)] == ["ACK"] and core.state is CallState.ANSWERED
+    assert core.dialog.remote_target == "sip:b@y" and core.dialog.confirmed
+    inbound = Pair().call().uas
+    with pytest.raises(CallError, match="inbound call"):
+        inbound.invite_response(wire(ok), 0.0)
+
+
+def test_end_stops_every_timer() -> None:
+    """end(): the shell ended the call itself; no 2xx retransmission outlives it."""
+    pair = Pair().call()
+    pair.on_uas(pair.uas.answer(pair.now, ANSWER))
+    assert pair.uas.next_deadline() is not None
+    assert terminated(pair.uas.end("hung up")).reason == "hung up"
+    assert pair.uas.next_deadline() is None and pair.uas.end("again") == []

@@ -20,15 +20,14 @@ from .._events import EventEmitter
 from ..errors import (
     CallError,
     NotRealPhoneError,
-    SipParseError,
     SipTimeoutError,
     TransportError,
 )
 from ..sip import Address, SipRequest, SipResponse
 from ..sip import rc as rcmsg
-from ..sip import sdp as sdplib
 from ..sip.dialog import Dialog
 from ..sip.transaction import new_tag
+from ..sip.ua import CallCore
 from ..sip_client import DummySipClient, SipClient
 from ..sip_info import SipInfo
 
@@ -92,7 +91,8 @@ class BaseCallSession(EventEmitter):
         self.local_tag = new_tag()
         self.local_address = local
         self.remote_address = remote
-        self.dialog: Dialog | None = None
+        self.core: CallCore | None = None
+        self._core_timer: asyncio.TimerHandle | None = None
         self.session_id: str | None = None
         self.party_id: str | None = None
         self.held = False
@@ -109,6 +109,17 @@ class BaseCallSession(EventEmitter):
         self._closed = asyncio.Event()
 
     # -- identity ---------------------------------------------------------------------------
+
+    @property
+    def dialog(self) -> Dialog | None:
+        """The call's dialog (the core's: one object for the shell and the state machine)."""
+        return None if self.core is None else self.core.dialog
+
+    @dialog.setter
+    def dialog(self, dialog: Dialog | None) -> None:
+        if self.core is None:
+            raise CallError(f"call {self.call_id}: a dialog needs the call's INVITE first")
+        self.core.dialog = dialog
 
     @property
     def remote_number(self) -> str:
@@ -178,6 +189,11 @@ class BaseCallSession(EventEmitter):
             return
         self.end_reason = reason
         self.ended_at = time.time()
+        if self._core_timer is not None:
+            self._core_timer.cancel()
+            self._core_timer = None
+        if self.core is not None:
+            self.core.end(reason)  # no 2xx retransmission or timer outlives the session
         self._on_end(CallError(f"call ended: {reason}"))
         media, self.media = self.media, None
         if media is not None:
@@ -365,159 +381,9 @@ class BaseCallSession(EventEmitter):
         finally:
             await self._finish("disposed", "hung up")
 
-    #: In-dialog methods we handle; the table, not the method's name, picks the handler, so a
-    #: peer cannot reach internal functions by inventing methods.
-    HANDLED_METHODS = ("ACK", "BYE", "CANCEL", "INFO", "INVITE", "MESSAGE", "NOTIFY",
-                       "OPTIONS", "REFER", "UPDATE")
-
-    async def _handle_request(self, request: SipRequest) -> None:
-        """An inbound request of this call (routed by the phone on Call-ID)."""
-        self.emit("inbound_message", request)
-        try:
-            request.cseq, request.from_address, request.to_address  # noqa: B018
-        except SipParseError as exc:
-            if request.method != "ACK":
-                await self._reply_safely(request, 400, f"Bad Request ({exc})"[:120])
-            return
-        if request.method not in self.HANDLED_METHODS:
-            await self._reply_safely(
-                request, 405, "Method Not Allowed",
-                headers=[("Allow", ", ".join(self.HANDLED_METHODS))],
-            )
-            return
-        handler = {
-            "ACK": self._on_ack, "BYE": self._on_bye, "CANCEL": self._on_cancel,
-            "INFO": self._on_info, "INVITE": self._on_invite, "MESSAGE": self._on_message,
-            "NOTIFY": self._on_notify, "OPTIONS": self._on_options, "REFER": self._on_refer,
-            "UPDATE": self._on_update,
-        }[request.method]
-        await handler(request)
-
-    async def _reply_safely(self, request: SipRequest, code: int, reason: str,
-                            headers: list[tuple[str, str]] | None = None) -> None:
-        try:
-            await self.client.reply(request, code, reason, headers=headers, to_tag=self.local_tag)
-        except (TransportError, SipParseError, KeyError) as exc:
-            log.info("could not answer %s with %s: %s", request.method, code, exc)
-
-    async def _on_info(self, request: SipRequest) -> None:
-        await self.client.reply(request, 200, "OK")
-
-    async def _on_notify(self, request: SipRequest) -> None:
-        await self.client.reply(request, 200, "OK")
-
-    async def _on_refer(self, request: SipRequest) -> None:
-        await self.client.reply(request, 405, "Method Not Allowed")
-
     async def _check_dialog_alive(self, response: SipResponse) -> None:
         """RFC 3261 §12.2.1.2: a 481 or 408 to an in-dialog request means the dialog is gone."""
         if response.status_code in (408, 481) and self.state == "answered":
             await self._finish("disposed", f"dialog lost ({response.status_code})")
 
-    def _handle_response(self, response: SipResponse) -> None:
-        """A response no transaction waited for: a retransmitted or forked 2xx to our INVITE."""
-        self.emit("inbound_message", response)
-        if response.cseq.method != "INVITE" or not response.is_success or self.dialog is None:
-            return
-        if response.to_tag == self.dialog.remote_tag:
-            self._spawn(self._send_ack(response))  # our ACK was lost: send it again
-        else:
-            self._spawn(self._ack_and_bye_fork(response))
-
-    async def _ack_and_bye_fork(self, response: SipResponse) -> None:
-        """A second fork answered too: ACK it and end that dialog at once (RFC 3261 §13.2.2.4)."""
-        if self._invite is None:
-            return
-        fork = Dialog.from_uac(self._invite, response)
-        for method in ("ACK", "BYE"):
-            number = response.cseq.number if method == "ACK" else fork.next_cseq()
-            request = self.client.new_request(
-                method,
-                fork.remote_target,
-                to=fork.remote_address.with_tag(fork.remote_tag),
-                from_address=fork.local_address,
-                from_tag=fork.local_tag,
-                call_id=fork.call_id,
-                cseq=number,
-                route=fork.route_set,
-            )
-            await self.client.send(request)
-
     _invite: SipRequest | None = None
-
-    async def _accept_in_dialog(self, request: SipRequest) -> bool:
-        if self.dialog is not None and not self.dialog.accepts(request):
-            await self.client.reply(
-                request, 500, "Server Internal Error", headers=[("Retry-After", "1")]
-            )
-            return False
-        return True
-
-    async def _on_bye(self, request: SipRequest) -> None:
-        await self.client.reply(request, 200, "OK")
-        await self._finish("disposed", "remote hung up")
-
-    async def _on_invite(self, request: SipRequest) -> None:
-        """A re-INVITE: hold/unhold by the peer, or a renegotiation."""
-        if self._reoffering:  # RFC 3261 §14.2: both sides re-INVITE at once (glare)
-            await self._reply_safely(request, 491, "Request Pending")
-            return
-        if not await self._accept_in_dialog(request):
-            return
-        media = await self._ensure_media()
-        offer = request.body.decode("utf-8", "replace")
-        if offer:
-            try:
-                sdp = await media.create_answer(offer)
-            except Exception as exc:  # unusable SDP: refuse it, keep the call as it was
-                log.warning("re-INVITE of %s with unusable SDP: %s", self.call_id, exc)
-                await self._reply_safely(request, 488, "Not Acceptable Here")
-                return
-            self.remote_held = sdplib.get_direction(offer) in ("sendonly", "inactive")
-            self.phone.session_changed(self)
-        else:
-            # Offerless re-INVITE: our offer goes in the 200, the answer comes in the ACK.
-            sdp = await media.create_offer()
-            self._reinvite_ack = asyncio.get_running_loop().create_future()
-        waiter = self._reinvite_ack
-        await self.client.reply(
-            request,
-            200,
-            "OK",
-            body=sdp.encode(),
-            content_type="application/sdp",
-            to_tag=self.local_tag,
-        )
-        if self.dialog is not None:
-            self.dialog.refresh_target(request)
-        if offer or waiter is None:
-            return
-        try:
-            answer = await asyncio.wait_for(waiter, 32.0)
-        except TimeoutError:
-            log.warning("no ACK with an answer for the offerless re-INVITE of %s", self.call_id)
-            return
-        finally:
-            self._reinvite_ack = None
-        if answer:
-            await media.apply_answer(answer)
-
-    async def _on_ack(self, request: SipRequest) -> None:
-        self._ack_received(request)
-
-    def _ack_received(self, request: SipRequest) -> None:
-        waiter = self._reinvite_ack
-        if waiter is not None and not waiter.done():
-            waiter.set_result(request.body.decode("utf-8", "replace"))
-
-    async def _on_cancel(self, request: SipRequest) -> None:
-        await self.client.reply(request, 200, "OK")
-
-    async def _on_options(self, request: SipRequest) -> None:
-        await self.client.reply(request, 200, "OK")
-
-    async def _on_update(self, request: SipRequest) -> None:
-        await self.client.reply(request, 200, "OK")
-
-    async def _on_message(self, request: SipRequest) -> None:
-        await self.client.reply(request, 200, "OK")

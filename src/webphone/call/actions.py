@@ -117,7 +117,7 @@ class CallActions(RcActions):
                 await self._bye()
 
     async def _on_notify(self, request: SipRequest) -> None:
-        await self.client.reply(request, 200, "OK")
+        await self._reply(request, 200, "OK")
         status = _sipfrag_status(request.body)
         outcome = self._transfer_outcome
         if status is not None and status >= 200 and outcome is not None and not outcome.done():
@@ -127,14 +127,12 @@ class CallActions(RcActions):
 
     async def _on_refer(self, request: SipRequest) -> None:
         """The peer asks us to call someone else (RFC 3515); report progress by NOTIFY."""
-        if not await self._accept_in_dialog(request):
-            return
         try:
             target = Address.parse(request.headers["Refer-To"]).uri
         except (KeyError, SipParseError):
-            await self.client.reply(request, 400, "Bad Refer-To")
+            await self._reply(request, 400, "Bad Refer-To")
             return
-        await self.client.reply(request, 202, "Accepted")
+        await self._reply(request, 202, "Accepted")
         self._spawn(self._follow_refer(target))
 
     async def _follow_refer(self, target: SipUri) -> None:

@@ -4,16 +4,15 @@ RingCentral's call-control replies (x-rc/agent MESSAGE commands)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
+from collections.abc import Callable
 from typing import Any
 
-from ..errors import CallError, TransportError
-from ..sip import SipRequest, SipResponse
+from ..errors import CallError
+from ..sip import SipRequest
 from ..sip import rc as rcmsg
-from ..sip.dialog import Dialog
-from ..sip.transaction import T1, T2, TIMER_B
+from ..sip.transaction import TIMER_B
+from ..sip.ua import CallCore, CallOutput
 from ._base import Direction, PhoneLink
 from .session import CallSession
 
@@ -31,7 +30,8 @@ class InboundCallSession(CallSession):
     def __init__(self, phone: PhoneLink, invite: SipRequest) -> None:
         super().__init__(phone, invite.call_id, invite.to_address, invite.from_address)
         self.invite = invite
-        self.dialog = Dialog.from_uas(invite, self.local_tag)
+        # The core owns the INVITE server transaction and the dialog (early until the 2xx).
+        self._attach_core(CallCore.uas(self.client.local, invite, self._now(), self.local_tag))
         ids = rcmsg.parse_rc_api_ids(invite.headers.get("p-rc-api-ids"))
         self.party_id, self.session_id = ids.party_id, ids.session_id
         self.p_rc: rcmsg.RcMessage | None = None
@@ -41,7 +41,6 @@ class InboundCallSession(CallSession):
                 self.p_rc = rcmsg.parse_rc_message(header)
             except rcmsg.RcMessageError as exc:
                 log.warning("ignoring unreadable P-rc header: %s", exc)
-        self._acked = asyncio.Event()
         self._ack_sdp: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     @property
@@ -52,8 +51,8 @@ class InboundCallSession(CallSession):
 
     async def _start(self) -> None:
         """100 Trying, 180 Ringing, and RingCentral's receive confirmation (Cmd 17)."""
-        await self.client.reply(self.invite, 100, "Trying")
-        await self.client.reply(self.invite, 180, "Ringing", to_tag=self.local_tag)
+        await self._invite_core(lambda core, now: core.ring(now, 100, "Trying"))
+        await self._invite_core(lambda core, now: core.ring(now))
         self._set_state("ringing")
         if self.p_rc is not None:
             self._spawn(self._send_rc(rcmsg.confirm_receive(self.p_rc, self._auth_id)))
@@ -74,47 +73,33 @@ class InboundCallSession(CallSession):
             raise CallError(f"answer(): the caller's SDP offer is unusable: {exc}") from exc
         if self.state not in ("ringing", "init"):
             raise CallError(f"answer(): the call was {self.state} meanwhile ({self.end_reason})")
-        ok = self.client.new_response(
-            self.invite,
-            200,
-            "OK",
-            body=sdp.encode(),
-            content_type="application/sdp",
-            to_tag=self.local_tag,
-        )
-        await self.client.send(ok)
+        # The core sends the 200 and retransmits it until the ACK (RFC 3261 §13.3.1.4: T1
+        # doubling up to T2); without an ACK for 64*T1 it sends BYE and ends the call.
+        await self._invite_core(lambda core, now: core.answer(now, sdp))
         self._set_state("answered")
-        self._spawn(self._retransmit_until_ack(ok))
         if not offer:
             answer = await asyncio.wait_for(asyncio.shield(self._ack_sdp), ACK_WAIT)
             await media.apply_answer(answer)
 
-    async def _retransmit_until_ack(self, ok: SipResponse) -> None:
-        interval, deadline = T1, time.monotonic() + ACK_WAIT
-        while time.monotonic() < deadline:
-            try:
-                await asyncio.wait_for(self._acked.wait(), interval)
-                return
-            except TimeoutError:
-                with contextlib.suppress(TransportError):  # reconnecting: wait for the ACK
-                    await self.client.send(ok)
-                interval = min(interval * 2, T2)
-        log.warning("no ACK for the 200 OK of %s; ending the call", self.call_id)
-        await self._bye()
+    async def _invite_core(
+        self, action: Callable[[CallCore, float], list[CallOutput]]
+    ) -> None:
+        """Run one action of the callee on the core and carry out its outputs."""
+        core = self.core
+        if core is None:
+            raise CallError(f"call {self.call_id} has no SIP state")
+        try:
+            outputs = action(core, self._now())
+        except CallError as exc:  # e.g. CANCEL won the race: the INVITE is answered already
+            raise CallError(f"call {self.call_id}: {exc}") from exc
+        await self._carry_out(outputs)
 
-    async def _on_ack(self, request: SipRequest) -> None:
+    def _ack_received(self, request: SipRequest) -> None:
         if request.cseq.number != self.invite.cseq.number:
-            self._ack_received(request)  # the ACK of a re-INVITE
+            super()._ack_received(request)  # the ACK of a re-INVITE
             return
-        self._acked.set()
         if not self._ack_sdp.done():
             self._ack_sdp.set_result(request.body.decode("utf-8", "replace"))
-
-    async def _on_cancel(self, request: SipRequest) -> None:
-        await self.client.reply(request, 200, "OK")
-        if self.state in ("init", "ringing"):
-            await self.client.reply(self.invite, 487, "Request Terminated", to_tag=self.local_tag)
-            await self._finish("disposed", "caller cancelled")
 
     async def decline(self) -> None:
         """Reject the call: RingCentral's Cmd 12 (the server then CANCELs), else 603 Decline."""
@@ -174,7 +159,7 @@ class InboundCallSession(CallSession):
     async def _reject(
         self, code: int, reason: str, headers: list[tuple[str, str]] | None = None
     ) -> None:
-        await self.client.reply(self.invite, code, reason, to_tag=self.local_tag, headers=headers)
+        await self._invite_core(lambda core, now: core.reject(now, code, reason, headers or ()))
         await self._finish("disposed", f"rejected with {code}")
 
     async def _rc_and_wait_cancel(self, message: rcmsg.RcMessage, timeout: float = 10.0) -> None:

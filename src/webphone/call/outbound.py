@@ -10,8 +10,8 @@ from ..errors import CallError, SipTimeoutError, TransportError
 from ..sip import Address, SipResponse, SipUri
 from ..sip import rc as rcmsg
 from ..sip.build import cancel_for
-from ..sip.dialog import Dialog
 from ..sip.transaction import TIMER_B, new_call_id
+from ..sip.ua import CallCore, CallState
 from ._base import Direction, PhoneLink
 from .session import CallSession
 
@@ -57,6 +57,9 @@ class OutboundCallSession(CallSession):
             body=offer.encode(),
             content_type="application/sdp",
         )
+        # The core keeps the call and dialog state; SipClient runs the INVITE's transaction
+        # (digest retry, ACK of a failure) and hands the responses over.
+        self._attach_core(CallCore(local=self.client.local, outbound=True, invite=self._invite))
         self._spawn(self._run_invite())
         await asyncio.shield(self._progress)
 
@@ -68,6 +71,8 @@ class OutboundCallSession(CallSession):
             )
             if response.status_code in (401, 407) and not self._cancel_requested:
                 self._invite = self.client.authenticated(self._invite, response)
+                if self.core is not None:
+                    self.core.invite = self._invite
                 response = await self.client.request(
                     self._invite,
                     on_provisional=self._on_provisional,
@@ -101,8 +106,8 @@ class OutboundCallSession(CallSession):
             self._spawn(self._send_cancel())
         if response.status_code == 100:
             return
-        if response.to_tag and self.dialog is None and self._invite is not None:
-            self.dialog = Dialog.from_uac(self._invite, response)  # early dialog
+        if self.core is not None:  # an early dialog from a 1xx with a To tag (RFC 3261 §12.1.2)
+            self._spawn(self._carry_out(self.core.invite_response(response, self._now())))
         self._read_rc_ids(response)
         if self._cancel_requested:
             self._spawn(self._send_cancel())
@@ -110,12 +115,13 @@ class OutboundCallSession(CallSession):
         self._progressed()
 
     async def _on_answered(self, response: SipResponse) -> None:
-        assert self._invite is not None
-        self.dialog = Dialog.from_uac(self._invite, response)
+        assert self._invite is not None and self.core is not None
         self._read_rc_ids(response)
-        await self._send_ack(response)
+        # The core confirms the dialog (route set and target from the 2xx) and ACKs it.
+        await self._carry_out(self.core.invite_response(response, self._now()))
         if self._cancel_requested:
-            await self._bye()
+            if self.core.state is not CallState.TERMINATED:  # else the core sent the BYE
+                await self._bye()
             self._progressed()
             return
         if response.body and self.media is not None:

@@ -10,7 +10,7 @@ from typing import Any
 from ..errors import CallError
 from ..sip import SipRequest
 from ..sip import rc as rcmsg
-from ._base import BaseCallSession
+from ._incoming import CoreDriven
 
 log = logging.getLogger("webphone.call")
 
@@ -18,7 +18,7 @@ log = logging.getLogger("webphone.call")
 INFO_TIMEOUT = 10.0
 
 
-class RcActions(BaseCallSession):
+class RcActions(CoreDriven):
     """RingCentral INFO commands on top of the session core."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -78,7 +78,7 @@ class RcActions(BaseCallSession):
         return result
 
     async def _on_info(self, request: SipRequest) -> None:
-        await self.client.reply(request, 200, "OK")
+        await self._reply(request, 200, "OK")
         content_type = (request.headers.get("Content-Type") or "").lower()
         if "dtmf-relay" in content_type:
             digit = _dtmf_relay_digit(request.body)

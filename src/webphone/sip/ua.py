@@ -239,6 +239,11 @@ class CallCore:
             self.dialog.terminate()
         return [CallTerminated(reason=reason, **kwargs)]
 
+    def end(self, reason: str) -> list[CallOutput]:
+        """The shell ended the call by its own means (its own BYE, a failure): stop every timer
+        of the call (2xx retransmission included) and report the end once."""
+        return self._terminate(reason)
+
     @property
     def call_id(self) -> str:
         """The Call-ID of the call."""
@@ -528,6 +533,14 @@ class CallCore:
         self._clients[txn.key] = txn
         self._cancel_deadline = now + timeout
         return list(txn.start())
+
+    def invite_response(self, response: SipResponse, now: float) -> list[CallOutput]:
+        """A response to our INVITE when the shell runs the INVITE's transaction itself (its
+        SIP client answers digest challenges and ACKs failures): a 1xx with a tag makes the
+        early dialog and rings, a 2xx confirms the dialog and is ACKed here (§13.2.2.4)."""
+        if not self.outbound:
+            raise CallError(f"invite_response(): call {self.call_id} is an inbound call")
+        return self._on_invite_response(response, now)
 
     def retry_invite(self, invite: SipRequest, now: float, *, timeout: float | None = TIMER_B
                      ) -> list[CallOutput]:
