@@ -4,6 +4,12 @@
 binding expires, answers digest challenges, matches responses to requests by Via branch + CSeq
 method, fails every pending request cleanly on timeout or disconnect, and reconnects with backoff.
 `DummySipClient` opens nothing and sends nothing: it is what a dummy member of a group uses.
+
+Transactions are the pure core's (`webphone.sip.transaction.ClientTransaction`): this module
+keeps their deadlines on the loop's clock and carries out their outputs. It stays one module
+over ~500 lines because the connection, the registration and the transactions share one
+socket's lifetime (a lost socket fails every pending transaction and restarts registration);
+everything without I/O already lives in `webphone.sip`.
 """
 
 from __future__ import annotations
