@@ -570,3 +570,49 @@ def test_end_stops_every_timer() -> None:
     assert pair.uas.next_deadline() is not None
     assert terminated(pair.uas.end("hung up")).reason == "hung up"
     assert pair.uas.next_deadline() is None and pair.uas.end("again") == []
+
+
+def test_shell_run_requests_report_back_to_the_core() -> None:
+    """build_request/request_done: a shell-run re-INVITE holds the glare slot until done; its
+    2xx is ACKed by the core and refreshes the target; a digest retry's CSeq is kept."""
+    pair = Pair().call().answered()
+    reinvite = pair.uac.build_request("INVITE", body=OFFER.encode())
+    with pytest.raises(CallError, match="already has one"):
+        pair.uac.build_request("INVITE")
+    pair.to_uas.append(wire(reinvite))
+    pair.flush()
+    received = [e for e in pair.uas_events if isinstance(e, RequestReceived)][-1].request
+    pair.on_uas(pair.uas.reply(received, 200, "OK", pair.now, body=ANSWER.encode()))
+    ok = pair.to_uac.pop()
+    retried = ok.copy()
+    retried.headers.set("CSeq", f"{reinvite.cseq.number + 1} INVITE")  # after a 407 retry
+    out = pair.uac.request_done(reinvite, retried, pair.now)
+    assert [m.method for m in sends(out)] == ["ACK"]
+    assert pair.uac.dialog.local_cseq == reinvite.cseq.number + 1
+    assert pair.uac.build_request("INFO").cseq.number == reinvite.cseq.number + 2
+    assert pair.uac.request_done(reinvite, None, pair.now) == []
+
+
+def test_shell_run_request_481_ends_the_call() -> None:
+    """request_done with a 481: the dialog is gone (§12.2.1.2)."""
+    pair = Pair().call().answered()
+    info = pair.uac.build_request("INFO")
+    gone = response_to(info, 481, "Gone", to_tag=pair.uas.local_tag)
+    assert terminated(pair.uac.request_done(info, wire(gone), pair.now)).reason == \
+        "dialog lost (481)"
+    fresh = CallCore(local=CALLER, outbound=True, invite=make_invite())
+    with pytest.raises(CallError, match="has no dialog"):
+        fresh.build_request("BYE")
+
+
+def test_refused_reinvite_does_not_block_ours() -> None:
+    """After we refused the peer's re-INVITE (488), our own may leave before its ACK came;
+    an unanswered one of theirs blocks ours (§14.1)."""
+    pair = Pair().call().answered()
+    theirs = pair.uas.build_request("INVITE", body=ANSWER.encode())
+    out = pair.uac.receive(wire(theirs), pair.now)
+    (received,) = [e for e in out if isinstance(e, RequestReceived)]
+    with pytest.raises(CallError, match="already has one"):
+        pair.uac.build_request("INVITE")
+    pair.uac.reply(received.request, 488, "Not Acceptable Here", pair.now)
+    assert pair.uac.build_request("INVITE").method == "INVITE"

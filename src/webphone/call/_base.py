@@ -23,7 +23,7 @@ from ..errors import (
     SipTimeoutError,
     TransportError,
 )
-from ..sip import Address, SipRequest, SipResponse
+from ..sip import Address, SipRequest
 from ..sip import rc as rcmsg
 from ..sip.dialog import Dialog
 from ..sip.transaction import new_tag
@@ -104,7 +104,6 @@ class BaseCallSession(EventEmitter):
         self.end_reason: str | None = None
         self.media: MediaSession | None = None
         self._reinvite_ack: asyncio.Future[str] | None = None
-        self._reoffering = False
         self._call_tasks: set[asyncio.Task[Any]] = set()
         self._closed = asyncio.Event()
 
@@ -274,52 +273,6 @@ class BaseCallSession(EventEmitter):
             self.media.unmute()
         self.phone.session_changed(self)
 
-    async def hold(self) -> None:
-        """Put the peer on hold: re-INVITE offering `a=sendonly` (the RingCentral way); the peer
-        answers `recvonly` and stops sending to us."""
-        await self._set_hold(True)
-
-    async def unhold(self) -> None:
-        """Take the peer off hold: re-INVITE with `a=sendrecv`, and resume audio."""
-        await self._set_hold(False)
-
-    async def _set_hold(self, hold: bool) -> None:
-        self._require("answered", action="hold" if hold else "unhold")
-        await self._reoffer("sendonly" if hold else "sendrecv")
-        self.held = hold
-        self.phone.session_changed(self)
-        self.emit("held" if hold else "unheld")
-
-    async def re_invite(self) -> None:
-        """Renegotiate the media with a re-INVITE (upstream's recovery after a network change).
-
-        The offer asks for an ICE restart where the media stack supports it; aiortc keeps its
-        transport, so with aiortc this refreshes the session on the same path.
-        """
-        self._require("answered", action="re_invite")
-        await self._reoffer("sendonly" if self.held else "sendrecv", ice_restart=True)
-
-    async def _reoffer(self, direction: str, ice_restart: bool = False) -> SipResponse:
-        if self.media is None or self.dialog is None:
-            raise CallError(f"call {self.call_id} has no negotiated media to re-offer")
-        previous = "sendonly" if self.held else "sendrecv"
-        self.media.set_direction(direction)
-        offer = await self.media.create_offer(ice_restart=ice_restart)
-        invite = self._dialog_request("INVITE", body=offer.encode(), content_type="application/sdp")
-        self._reoffering = True
-        try:
-            response = await self._dialog_send(invite)
-        finally:
-            self._reoffering = False
-        if not response.is_success:
-            if self.media is not None:
-                self.media.set_direction(previous)  # nothing changed on the wire
-            raise CallError(f"re-INVITE refused: {response.status_code} {response.reason}")
-        await self._send_ack(response)
-        if response.body:
-            await self.media.apply_answer(response.body.decode("utf-8", "replace"))
-        return response
-
     async def send_dtmf(self, digits: str, duration: float = 0.1, gap: float = 0.07) -> None:
         """Send DTMF as RFC 4733 telephone-events in the audio stream."""
         self._require("answered", action="send_dtmf")
@@ -329,61 +282,7 @@ class BaseCallSession(EventEmitter):
         media = await self._ensure_media()
         await media.send_dtmf(digits, duration=duration, gap=gap)
 
-    # -- in-dialog requests -----------------------------------------------------------------
-
-    def _dialog_request(
-        self,
-        method: str,
-        *,
-        body: bytes = b"",
-        content_type: str | None = None,
-        headers: list[tuple[str, str]] | None = None,
-        cseq: int | None = None,
-    ) -> SipRequest:
-        dialog = self.dialog
-        if dialog is None:
-            raise CallError(f"{method}: call {self.call_id} has no dialog yet")
-        return self.client.new_request(
-            method,
-            dialog.remote_target,
-            to=dialog.remote_address.with_tag(dialog.remote_tag),
-            from_address=dialog.local_address,
-            from_tag=dialog.local_tag,
-            call_id=dialog.call_id,
-            cseq=dialog.next_cseq() if cseq is None else cseq,
-            route=dialog.route_set,
-            body=body,
-            content_type=content_type,
-            headers=headers,
-        )
-
-    async def _dialog_send(self, request: SipRequest) -> SipResponse:
-        """Send an in-dialog request; keep the dialog's CSeq ahead of an auth retry's."""
-        response = await self.client.request(request)
-        if self.dialog is not None:
-            self.dialog.local_cseq = max(self.dialog.local_cseq, response.cseq.number)
-        await self._check_dialog_alive(response)
-        return response
-
-    async def _send_ack(self, response: SipResponse, body: bytes = b"") -> None:
-        ack = self._dialog_request(
-            "ACK",
-            cseq=response.cseq.number,
-            body=body,
-            content_type="application/sdp" if body else None,
-        )
-        await self.client.send(ack)
-
     async def _bye(self) -> None:
-        bye = self._dialog_request("BYE")
-        try:
-            await self._dialog_send(bye)
-        finally:
-            await self._finish("disposed", "hung up")
-
-    async def _check_dialog_alive(self, response: SipResponse) -> None:
-        """RFC 3261 §12.2.1.2: a 481 or 408 to an in-dialog request means the dialog is gone."""
-        if response.status_code in (408, 481) and self.state == "answered":
-            await self._finish("disposed", f"dialog lost ({response.status_code})")
+        raise NotImplementedError
 
     _invite: SipRequest | None = None

@@ -10,7 +10,7 @@ from typing import Any
 from ..errors import CallError
 from ..sip import SipRequest
 from ..sip import rc as rcmsg
-from ._incoming import CoreDriven
+from ._dialog import DialogSession
 
 log = logging.getLogger("webphone.call")
 
@@ -18,7 +18,7 @@ log = logging.getLogger("webphone.call")
 INFO_TIMEOUT = 10.0
 
 
-class RcActions(CoreDriven):
+class RcActions(DialogSession):
     """RingCentral INFO commands on top of the session core."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

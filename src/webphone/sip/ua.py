@@ -588,7 +588,26 @@ class CallCore:
     ) -> tuple[SipRequest, list[CallOutput]]:
         """Send an in-dialog request (re-INVITE, INFO, REFER, NOTIFY...); its response comes
         back as a `ResponseReceived` event (a 2xx to a re-INVITE is ACKed here)."""
-        if self.dialog is None or self.state is TERMINATED:
+        if self.state is TERMINATED:
+            raise CallError(f"{method}: call {self.call_id} has no dialog")
+        request = self.build_request(method, body=body, content_type=content_type,
+                                     headers=headers)
+        txn = ClientTransaction(request, now, timeout=timeout, final_timeout=timeout)
+        self._clients[txn.key] = txn
+        return request, list(txn.start())
+
+    def build_request(
+        self,
+        method: str,
+        *,
+        body: bytes = b"",
+        content_type: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> SipRequest:
+        """An in-dialog request with the dialog's next CSeq, for a shell that runs the
+        transaction itself (its client answers digest challenges); report the outcome with
+        `request_done`. A re-INVITE counts as in progress until then (§14.1 glare)."""
+        if self.dialog is None:
             raise CallError(f"{method}: call {self.call_id} has no dialog")
         if method == "INVITE" and self._invite_in_progress():
             # §14.1: no new INVITE while another is in progress in either direction (ours
@@ -596,12 +615,31 @@ class CallCore:
             raise CallError(f"re-INVITE: call {self.call_id} already has one in progress")
         request = self._build(self.dialog, method, body=body, content_type=content_type,
                               headers=headers)
-        txn = ClientTransaction(request, now, timeout=timeout, final_timeout=timeout)
-        self._clients[txn.key] = txn
         if method == "INVITE":
-            self._reinvite_key = txn.key
+            self._reinvite_key = transaction_key(request)
             self.local_sdp = _sdp(request) or self.local_sdp
-        return request, list(txn.start())
+        return request
+
+    def request_done(
+        self, request: SipRequest, response: SipResponse | None, now: float
+    ) -> list[CallOutput]:
+        """The final response (None: none came) to a request from `build_request`: a 2xx to
+        a re-INVITE is ACKed and refreshes the target, a 481/408 ends the call (§12.2.1.2),
+        and the local CSeq stays above a digest retry's."""
+        if request.method == "INVITE":
+            self._reinvite_key = None
+        if response is None:
+            return []
+        if self.dialog is not None:
+            self.dialog.local_cseq = max(self.dialog.local_cseq, response.cseq.number)
+        out: list[CallOutput] = []
+        if request.method == "INVITE" and response.is_success and self.dialog is not None:
+            out.append(self._ack(self.dialog, response))
+            self.dialog.refresh_target(response)
+            self.remote_sdp = _sdp(response) or self.remote_sdp
+        if response.status_code in (408, 481) and self.state is ANSWERED:
+            out += self._terminate(f"dialog lost ({response.status_code})", by_peer=True)
+        return out
 
     def reply(
         self,
@@ -635,7 +673,11 @@ class CallCore:
         return out
 
     def _invite_in_progress(self) -> bool:
-        theirs = any(key[1] == "INVITE" for key in self._servers)
+        # §14.1 also waits for the ACK of a non-2xx we sent; on a reliable transport that ACK
+        # is hop-by-hop and carries nothing, so only an unanswered INVITE counts (as does our
+        # 2xx waiting for its ACK: the offer/answer is not complete before it).
+        theirs = any(key[1] == "INVITE" and (txn.response is None or txn.response.status_code
+                                             < 200) for key, txn in self._servers.items())
         return self._reinvite_key is not None or theirs or bool(self._oks)
 
     # -- building ---------------------------------------------------------------------------

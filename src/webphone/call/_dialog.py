@@ -1,7 +1,10 @@
-"""How a call takes what comes in: every message of the call goes through its pure core
-(`webphone.sip.ua.CallCore`), whose outputs are carried out here: messages sent, in-dialog
-requests handed to the handlers below, ACKs to their waiters, the end of the call to `_finish`.
-The core's timers (2xx retransmission, RFC 3261 §13.3.1.4) run on one loop timer."""
+"""A call's dialog traffic, both ways, through its pure core (`webphone.sip.ua.CallCore`).
+
+Every message that comes in goes to the core, whose outputs are carried out here: messages
+sent, in-dialog requests handed to the handlers below, ACKs to their waiters, the end of the
+call to `_finish`. The core's timers (2xx retransmission, RFC 3261 §13.3.1.4) run on one loop
+timer. Requests we send (BYE, re-INVITE for hold, REFER, INFO) are built by the core and run by
+`SipClient` (digest retry, timeouts); the core learns how they ended (`request_done`)."""
 
 from __future__ import annotations
 
@@ -21,8 +24,8 @@ log = logging.getLogger("webphone.call")
 ACK_WAIT = TIMER_B
 
 
-class CoreDriven(BaseCallSession):
-    """The session's side of its `CallCore`: inbound requests and responses, timers."""
+class DialogSession(BaseCallSession):
+    """The session's side of its `CallCore`: requests and responses both ways, timers."""
 
     #: In-dialog methods we handle; the table, not the method's name, picks the handler, so a
     #: peer cannot reach internal functions by inventing methods.
@@ -145,9 +148,6 @@ class CoreDriven(BaseCallSession):
 
     async def _on_invite(self, request: SipRequest) -> None:
         """A re-INVITE: hold/unhold by the peer, or a renegotiation."""
-        if self._reoffering:  # RFC 3261 §14.1: both sides re-INVITE at once (glare)
-            await self._reply(request, 491, "Request Pending")
-            return
         media = await self._ensure_media()
         offer = request.body.decode("utf-8", "replace")
         if offer:
@@ -196,6 +196,82 @@ class CoreDriven(BaseCallSession):
 
     async def _on_message(self, request: SipRequest) -> None:
         await self._reply(request, 200, "OK")
+
+
+    async def hold(self) -> None:
+        """Put the peer on hold: re-INVITE offering `a=sendonly` (the RingCentral way); the peer
+        answers `recvonly` and stops sending to us."""
+        await self._set_hold(True)
+
+    async def unhold(self) -> None:
+        """Take the peer off hold: re-INVITE with `a=sendrecv`, and resume audio."""
+        await self._set_hold(False)
+
+    async def _set_hold(self, hold: bool) -> None:
+        self._require("answered", action="hold" if hold else "unhold")
+        await self._reoffer("sendonly" if hold else "sendrecv")
+        self.held = hold
+        self.phone.session_changed(self)
+        self.emit("held" if hold else "unheld")
+
+    async def re_invite(self) -> None:
+        """Renegotiate the media with a re-INVITE (upstream's recovery after a network change).
+
+        The offer asks for an ICE restart where the media stack supports it; aiortc keeps its
+        transport, so with aiortc this refreshes the session on the same path.
+        """
+        self._require("answered", action="re_invite")
+        await self._reoffer("sendonly" if self.held else "sendrecv", ice_restart=True)
+
+    async def _reoffer(self, direction: str, ice_restart: bool = False) -> SipResponse:
+        if self.media is None or self.dialog is None:
+            raise CallError(f"call {self.call_id} has no negotiated media to re-offer")
+        previous = "sendonly" if self.held else "sendrecv"
+        self.media.set_direction(direction)
+        offer = await self.media.create_offer(ice_restart=ice_restart)
+        invite = self._dialog_request("INVITE", body=offer.encode(), content_type="application/sdp")
+        response = await self._dialog_send(invite)  # the core ACKs a 2xx (§13.2.2.4)
+        if not response.is_success:
+            if self.media is not None:
+                self.media.set_direction(previous)  # nothing changed on the wire
+            raise CallError(f"re-INVITE refused: {response.status_code} {response.reason}")
+        if response.body:
+            await self.media.apply_answer(response.body.decode("utf-8", "replace"))
+        return response
+
+    # -- requests we send in the dialog ------------------------------------------------------
+
+    def _dialog_request(
+        self,
+        method: str,
+        *,
+        body: bytes = b"",
+        content_type: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> SipRequest:
+        """An in-dialog request built by the core (next CSeq, route set, remote target)."""
+        if self.core is None:
+            raise CallError(f"{method}: call {self.call_id} has no dialog yet")
+        return self.core.build_request(method, body=body, content_type=content_type,
+                                       headers=headers or ())
+
+    async def _dialog_send(self, request: SipRequest) -> SipResponse:
+        """Send an in-dialog request through SipClient (digest retry, timeouts) and tell the
+        core how it ended: it ACKs a re-INVITE's 2xx, ends the call on 481/408 (§12.2.1.2)."""
+        response: SipResponse | None = None
+        try:
+            response = await self.client.request(request)
+        finally:
+            if self.core is not None:
+                await self._carry_out(self.core.request_done(request, response, self._now()))
+        return response
+
+    async def _bye(self) -> None:
+        bye = self._dialog_request("BYE")
+        try:
+            await self._dialog_send(bye)
+        finally:
+            await self._finish("disposed", "hung up")
 
 
 def _label(message: SipRequest | SipResponse) -> str:
