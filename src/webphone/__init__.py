@@ -9,7 +9,7 @@ package logger has a `logging.NullHandler`.
 
 import logging
 
-from .call_session import CallSession, InboundCallSession, OutboundCallSession
+from .call import CallSession, InboundCallSession, OutboundCallSession
 from .errors import (
     ActionInterruptedError,
     AuthenticationError,

@@ -9,15 +9,16 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._events import EventEmitter
+from .call import BaseCallSession, CallSession, InboundCallSession, OutboundCallSession
 from .errors import CallError, SipParseError, TransportError
 from .sip import SipRequest, SipResponse
 from .sip import rc as rcmsg
+from .sip.build import default_reply
+from .sip.validate import check_callee, check_headers
 from .sip_client import DummySipClient, SipClient
 from .sip_info import SipInfo
 
 if TYPE_CHECKING:
-    from ._call_base import BaseCallSession
-    from .call_session import CallSession, InboundCallSession, OutboundCallSession
     from .media import MediaSession
 
 MediaFactory = Callable[["BaseCallSession"], "MediaSession"]
@@ -68,6 +69,7 @@ class WebPhone(EventEmitter):
             sip_info, instance_id=self.instance_id, debug=debug, **client_options
         )
         self.call_sessions: list[CallSession] = []
+        self._link = _PhoneLink(self)
         self.disposed = False
         self.sip_client.request_handler = self._handle_request
         for event in (
@@ -133,15 +135,12 @@ class WebPhone(EventEmitter):
         failures end the session with a ``failed`` event. `caller_id` asks the server to show
         another of your numbers (P-Asserted-Identity); `headers` are added to the INVITE.
         """
-        from .call_session import OutboundCallSession
-        from .sip.validate import check_callee, check_headers
-
         if self.disposed:
             raise CallError("call(): this phone was disposed")
         if isinstance(self.sip_client, DummySipClient):
             raise self.sip_client._refuse("call()")
         extra = check_headers(headers)  # CallError naming the header / the callee
-        session = OutboundCallSession(self, check_callee(callee))
+        session = OutboundCallSession(self._link, check_callee(callee))
         self.call_sessions.append(session)
         self.emit("outbound_call", session)
         try:
@@ -172,9 +171,6 @@ class WebPhone(EventEmitter):
         media.on("overloaded", lambda reason: self.emit("overloaded", session, reason))
         return media
 
-    def _session_changed(self, session: BaseCallSession) -> None:
-        self.emit("call_changed", session)
-
     async def _handle_request(self, request: SipRequest) -> None:
         """Every inbound request that no client transaction owns comes here."""
         try:
@@ -204,11 +200,9 @@ class WebPhone(EventEmitter):
                 session._handle_response(message)
 
     async def _on_new_invite(self, invite: SipRequest) -> None:
-        from .call_session import InboundCallSession
-
         try:
             replaced = self._replaced_session(invite)
-            session = InboundCallSession(self, invite)
+            session = InboundCallSession(self._link, invite)
         except (SipParseError, KeyError) as exc:
             log.warning("refusing a malformed INVITE: %s", exc)
             await self._reply(invite, 400, "Bad Request")
@@ -286,16 +280,59 @@ class WebPhone(EventEmitter):
                 log.debug("could not answer %s: %s", request.method, exc)
 
     async def _default_reply(self, request: SipRequest) -> None:
-        if request.method == "ACK":
-            return
-        code, reason = {
-            "OPTIONS": (200, "OK"),
-            "MESSAGE": (200, "OK"),
-            "NOTIFY": (200, "OK"),
-        }.get(request.method, (481, "Call/Transaction Does Not Exist"))
-        await self._reply(request, code, reason)
+        answer = default_reply(request)  # the one table, RFC 3261 §12.2.2 / §8.2
+        if answer is not None:
+            await self._reply(request, *answer)
 
 
 def _is_rc(request: SipRequest) -> bool:
     content_type = (request.headers.get("Content-Type") or "").lower()
     return content_type.startswith(rcmsg.RC_MESSAGE_CONTENT_TYPE)
+
+
+class _PhoneLink:
+    """What a call session may use of its phone (`webphone.call.PhoneLink`): the session never
+    holds the `WebPhone` itself, so it can reach none of its private methods."""
+
+    def __init__(self, phone: WebPhone) -> None:
+        self._phone = phone
+
+    @property
+    def sip_info(self) -> SipInfo:
+        """The phone's account."""
+        return self._phone.sip_info
+
+    @property
+    def sip_client(self) -> SipClient | DummySipClient:
+        """The phone's SIP client."""
+        return self._phone.sip_client
+
+    def session_changed(self, session: BaseCallSession) -> None:
+        """Tell the phone's listeners (``call_changed``)."""
+        self._phone.emit("call_changed", session)
+
+    def session_ended(self, session: BaseCallSession) -> None:
+        """Drop the session from `WebPhone.call_sessions`."""
+        if session in self._phone.call_sessions:
+            self._phone.call_sessions.remove(session)
+
+    async def new_media(self, session: BaseCallSession) -> MediaSession:
+        """A media session from the phone's factory (aiortc by default)."""
+        return await self._phone._new_media(session)
+
+    async def call(
+        self,
+        callee: str,
+        caller_id: str | None = None,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+    ) -> BaseCallSession:
+        """`WebPhone.call()`."""
+        return await self._phone.call(callee, caller_id=caller_id, headers=headers)
+
+    def expect_session_close(self, sid: str | None) -> asyncio.Future[rcmsg.SessionClose]:
+        """A future for RingCentral's SessionClose of `sid`."""
+        return self._phone._expect_session_close(sid)
+
+    def forget_session_close(self, sid: str | None, waiter: asyncio.Future[Any]) -> None:
+        """Stop waiting for that SessionClose."""
+        self._phone._forget_session_close(sid, waiter)

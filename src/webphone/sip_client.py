@@ -4,6 +4,12 @@
 binding expires, answers digest challenges, matches responses to requests by Via branch + CSeq
 method, fails every pending request cleanly on timeout or disconnect, and reconnects with backoff.
 `DummySipClient` opens nothing and sends nothing: it is what a dummy member of a group uses.
+
+Transactions are the pure core's (`webphone.sip.transaction.ClientTransaction`): this module
+keeps their deadlines on the loop's clock and carries out their outputs. It stays one module
+over ~500 lines because the connection, the registration and the transactions share one
+socket's lifetime (a lost socket fails every pending transaction and restarts registration);
+everything without I/O already lives in `webphone.sip`.
 """
 
 from __future__ import annotations
@@ -33,8 +39,20 @@ from .errors import (
 )
 from .sip import Address, CSeq, Headers, SipRequest, SipResponse, SipUri, parse_message
 from .sip.bindings import check_binding
+from .sip.build import default_reply, response_to
 from .sip.digest import authorization, parse_challenge
-from .sip.transaction import TransactionKey, new_branch, new_call_id, new_tag, transaction_key
+from .sip.transaction import (
+    ClientTransaction,
+    Output,
+    ResponseReceived,
+    Send,
+    TransactionKey,
+    new_branch,
+    new_call_id,
+    new_tag,
+    transaction_key,
+)
+from .sip.ua import Local
 from .sip_info import SipInfo
 from .transport import WebSocketTransport
 
@@ -48,11 +66,15 @@ ProvisionalHandler = Callable[[SipResponse], object]
 
 @dataclass
 class _Pending:
-    request: SipRequest
+    """A client transaction of the pure core and what its asyncio caller waits on."""
+
+    txn: ClientTransaction
     future: asyncio.Future[SipResponse]
     on_provisional: ProvisionalHandler | None = None
-    #: set by the first response of any kind: after a provisional one, an INVITE may ring long
-    answered: asyncio.Event = field(default_factory=asyncio.Event)
+    #: the wait for the first response (s), for the timeout's message
+    first_wait: float = 0.0
+    #: the loop timer that fires the transaction's next deadline (Timer B/F, final wait)
+    timer: asyncio.TimerHandle | None = field(default=None)
 
 
 class SipClient(EventEmitter):
@@ -140,6 +162,16 @@ class SipClient(EventEmitter):
         return (
             f"<sip:{self._contact_user}@{self._local_host};transport={self.via_transport.lower()}>"
             f';+sip.instance="<urn:uuid:{self.instance_id}>";reg-id=1'
+        )
+
+    @property
+    def local(self) -> Local:
+        """How this client writes itself into messages (Via sent-by, Contact, User-Agent), for
+        the pure call core (`webphone.sip.ua.CallCore`)."""
+        return Local(
+            via=f"SIP/2.0/{self.via_transport} {self._local_host}",
+            contact=self.contact,
+            user_agent=self.user_agent,
         )
 
     @property
@@ -336,25 +368,13 @@ class SipClient(EventEmitter):
         content_type: str | None = None,
         to_tag: str | None = None,
     ) -> SipResponse:
-        """A response to `request`: Via, From, To (+tag), Call-ID, CSeq copied (RFC 3261 §8.2.6)."""
-        fields = [("Via", v) for v in request.headers.get_all("Via")]
-        fields.append(("From", request.headers["From"]))
-        to_value = request.headers["To"]
-        if to_tag and status_code > 100 and ";tag=" not in to_value.replace(" ", ""):
-            to_value = f"{to_value};tag={to_tag}"
-        # Copied as received: a 400 must still be able to echo a CSeq we could not parse.
-        fields += [("To", to_value), ("Call-ID", request.headers["Call-ID"]),
-                   ("CSeq", request.headers["CSeq"])]
-        dialog_forming = request.method in ("INVITE", "SUBSCRIBE", "REFER", "UPDATE")
-        if dialog_forming and 100 < status_code < 300:
-            # RFC 3261 §12.1.1: the route set travels back in the dialog-creating response.
-            fields += [("Record-Route", r) for r in request.headers.get_all("Record-Route")]
-            fields.append(("Contact", self.contact))
-        fields.append(("User-Agent", self.user_agent))
-        fields.extend(headers or ())
-        if body and content_type:
-            fields.append(("Content-Type", content_type))
-        return SipResponse(status_code, reason, Headers(fields), body)
+        """A response to `request` (`webphone.sip.build.response_to`, RFC 3261 §8.2.6): Via,
+        From, To (+tag), Call-ID, CSeq copied; our Contact on a dialog-forming 1xx/2xx."""
+        return response_to(
+            request, status_code, reason, to_tag=to_tag, contact=self.contact,
+            headers=[("User-Agent", self.user_agent), *(headers or ())], body=body,
+            content_type=content_type,
+        )
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -449,40 +469,69 @@ class SipClient(EventEmitter):
         timeout: float | None,
         final_timeout: float | None,
     ) -> SipResponse:
-        key = transaction_key(request)
-        future: asyncio.Future[SipResponse] = asyncio.get_running_loop().create_future()
-        pending = _Pending(request, future, on_provisional)
-        self._pending[key] = pending
+        """Run one client transaction of the core (`ClientTransaction`): its timers on the
+        loop's clock, its outputs sent here (the ACK of a non-2xx final, RFC 3261 §17.1.1.3)."""
+        loop = asyncio.get_running_loop()
         first_wait = self.request_timeout if timeout is None else timeout
+        txn = ClientTransaction(
+            request, loop.time(), timeout=first_wait, final_timeout=final_timeout
+        )
+        pending = _Pending(txn, loop.create_future(), on_provisional, first_wait)
+        self._pending[txn.key] = pending
         try:
             await self.send(request)
-            try:
-                await asyncio.wait_for(pending.answered.wait(), first_wait)
-            except TimeoutError as exc:
-                raise SipTimeoutError(
-                    f"no answer to {request.method} {request.uri} within {first_wait:g} s"
-                ) from exc
-            try:
-                response = await asyncio.wait_for(future, final_timeout)
-            except TimeoutError as exc:
-                raise SipTimeoutError(
-                    f"no final answer to {request.method} within {final_timeout:g} s"
-                ) from exc
+            self._arm(pending)
+            return await pending.future
         finally:
-            self._pending.pop(key, None)
-        if request.method == "INVITE" and response.status_code >= 300:
-            await self._ack_failure(request, response)
-        return response
+            if pending.timer is not None:
+                pending.timer.cancel()
+            if self._pending.get(txn.key) is pending:
+                del self._pending[txn.key]
 
-    async def _ack_failure(self, invite: SipRequest, response: SipResponse) -> None:
-        # RFC 3261 §17.1.1.3: same branch, same CSeq number, To with the response's tag.
-        fields = [("Via", invite.headers["Via"]), ("Max-Forwards", "70")]
-        fields += [(name, invite.headers[name]) for name in ("From",)]
-        fields.append(("To", response.headers["To"]))
-        fields += [("Call-ID", invite.call_id), ("CSeq", f"{invite.cseq.number} ACK")]
-        fields += [("Route", r) for r in invite.headers.get_all("Route")]
+    def _arm(self, pending: _Pending) -> None:
+        """(Re)schedule the loop timer at the transaction's next deadline."""
+        if pending.timer is not None:
+            pending.timer.cancel()
+            pending.timer = None
+        deadline = pending.txn.next_deadline()
+        if deadline is not None and not pending.future.done():
+            loop = asyncio.get_running_loop()
+            pending.timer = loop.call_at(deadline, self._fire, pending)
+
+    def _fire(self, pending: _Pending) -> None:
+        pending.timer = None
+        self._apply(pending, pending.txn.handle_timeout(asyncio.get_running_loop().time()))
+
+    def _apply(self, pending: _Pending, outputs: list[Output]) -> None:
+        """Carry out a transaction's outputs: send, hand responses over, fail on timeout."""
+        txn = pending.txn
+        for output in outputs:
+            if isinstance(output, Send):
+                self._run_soon(self._send_quietly(output.message))
+            elif isinstance(output, ResponseReceived) and not output.final:
+                if pending.on_provisional is not None:
+                    try:
+                        pending.on_provisional(output.response)
+                    except Exception:
+                        log.exception("provisional-response handler raised")
+            elif isinstance(output, ResponseReceived):
+                if not pending.future.done():
+                    pending.future.set_result(output.response)
+            elif not pending.future.done():
+                request = txn.request
+                if txn.answered:
+                    wait = txn.final_timeout or 0.0
+                    text = f"no final answer to {request.method} within {wait:g} s"
+                else:
+                    first = pending.first_wait
+                    text = f"no answer to {request.method} {request.uri} within {first:g} s"
+                pending.future.set_exception(SipTimeoutError(text))
+                pending.future.exception()  # mark retrieved: the waiter may already be gone
+        self._arm(pending)
+
+    async def _send_quietly(self, message: SipRequest | SipResponse) -> None:
         with contextlib.suppress(TransportError):
-            await self.send(SipRequest("ACK", invite.uri, Headers(fields)))
+            await self.send(message)
 
     # -- receiving --------------------------------------------------------------------------
 
@@ -511,25 +560,17 @@ class SipClient(EventEmitter):
             log.warning("dropping response without usable Via/CSeq: %s", exc)
             return
         pending = self._pending.get(key)
-        if pending is None or pending.future.done():
+        if pending is None or pending.future.done() or pending.txn.terminated:
             # A retransmitted or forked 2xx to an INVITE already finished: the dialog layer
             # must ACK it again (RFC 3261 §13.2.2.4).
             self.emit("stray_response", response)
             return
-        pending.answered.set()
-        if response.status_code < 200:
-            if pending.on_provisional is not None:
-                try:
-                    pending.on_provisional(response)
-                except Exception:
-                    log.exception("provisional-response handler raised")
-            return
-        pending.future.set_result(response)
+        self._apply(pending, pending.txn.receive(response, asyncio.get_running_loop().time()))
 
     async def _on_request(self, request: SipRequest) -> None:
         handler = self.request_handler
         if handler is None:
-            await self._default_reply(request)
+            await self.default_reply(request)
             return
         try:
             result = handler(request)
@@ -538,18 +579,14 @@ class SipClient(EventEmitter):
         except Exception:
             log.exception("handler for inbound %s raised", request.method)
 
-    async def _default_reply(self, request: SipRequest) -> None:
-        if request.method == "ACK":
+    async def default_reply(self, request: SipRequest) -> None:
+        """Answer a request nobody owns by the one table (`webphone.sip.build.default_reply`)."""
+        answer = default_reply(request)
+        if answer is None:
             return
-        code, reason = {
-            "OPTIONS": (200, "OK"),
-            "MESSAGE": (200, "OK"),
-            "NOTIFY": (200, "OK"),
-            "INVITE": (480, "Temporarily Unavailable"),
-        }.get(request.method, (481, "Call/Transaction Does Not Exist"))
         try:
-            await self.reply(request, code, reason)
-        except (TransportError, SipParseError) as exc:
+            await self.reply(request, *answer)
+        except (TransportError, SipParseError, ValueError) as exc:
             log.debug("could not answer %s: %s", request.method, exc)
 
     # -- connection -------------------------------------------------------------------------
@@ -622,7 +659,8 @@ class SipClient(EventEmitter):
     def _fail_pending(self, error: Exception) -> None:
         pending, self._pending = self._pending, {}
         for item in pending.values():
-            item.answered.set()
+            if item.timer is not None:
+                item.timer.cancel()
             if not item.future.done():
                 item.future.set_exception(error)
                 item.future.exception()  # mark retrieved: the waiter may already be gone

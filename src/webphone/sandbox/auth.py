@@ -26,16 +26,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from webphone.errors import SipParseError
+from webphone.sip.digest import digest_response, parse_digest_params
 
 __all__ = ["Credentials", "DigestAuthenticator", "Verdict", "parse_credentials"]
 
-_PARAM = re.compile(r'\s*([A-Za-z0-9_\-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,"]*)\s*(?:,|$)')
 _MAX_VALUE = 4096
 
 
@@ -62,14 +61,7 @@ def parse_credentials(value: str) -> Credentials:
     scheme, _, rest = value.strip().partition(" ")
     if scheme.lower() != "digest":
         raise SipParseError(f"credentials scheme is {scheme!r}, only Digest is supported")
-    params: dict[str, str] = {}
-    pos, rest = 0, rest.strip()
-    while pos < len(rest):
-        match = _PARAM.match(rest, pos)
-        if match is None or match.end() == pos:
-            raise SipParseError(f"malformed Digest credentials near {rest[pos:pos + 30]!r}")
-        params[match.group(1).lower()] = _unquote(match.group(2))
-        pos = match.end()
+    params = parse_digest_params(rest, "credentials")
     missing = [k for k in ("username", "nonce", "uri", "response") if k not in params]
     if missing:
         raise SipParseError(f"Digest credentials lack {', '.join(missing)}")
@@ -85,16 +77,6 @@ def parse_credentials(value: str) -> Credentials:
         cnonce=params.get("cnonce"),
         opaque=params.get("opaque"),
     )
-
-
-def _unquote(raw: str) -> str:
-    if len(raw) >= 2 and raw[0] == raw[-1] == '"':
-        return re.sub(r"\\(.)", r"\1", raw[1:-1])
-    return raw
-
-
-def _md5(text: str) -> str:
-    return hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -192,15 +174,14 @@ class DigestAuthenticator:
         algorithm = creds.algorithm.upper()
         if algorithm not in ("MD5", "MD5-SESS"):
             return None
-        realm = creds.realm or self.realm
-        ha1 = _md5(f"{creds.username}:{realm}:{password}")
-        ha2 = _md5(f"{method}:{creds.uri}")
-        if creds.qop is None:
-            if algorithm != "MD5":
-                return None
-            return _md5(f"{ha1}:{creds.nonce}:{ha2}")
-        if creds.qop.lower() != "auth" or not creds.nc or creds.cnonce is None:
+        if creds.qop is None and algorithm != "MD5":
             return None
-        if algorithm == "MD5-SESS":
-            ha1 = _md5(f"{ha1}:{creds.nonce}:{creds.cnonce}")
-        return _md5(f"{ha1}:{creds.nonce}:{creds.nc}:{creds.cnonce}:auth:{ha2}")
+        if creds.qop is not None and (
+            creds.qop.lower() != "auth" or not creds.nc or creds.cnonce is None
+        ):
+            return None
+        return digest_response(
+            username=creds.username, realm=creds.realm or self.realm, password=password,
+            method=method, uri=creds.uri, nonce=creds.nonce, algorithm=algorithm,
+            qop=None if creds.qop is None else "auth", nc=creds.nc, cnonce=creds.cnonce,
+        )

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from urllib.parse import unquote as percent_decode
 
 from webphone.errors import SipParseError
-from webphone.sip import Headers, SipRequest, SipResponse, SipUri, split_list
+from webphone.sip import Headers, SipRequest, SipResponse, SipUri, build, split_list
 from webphone.sip.transaction import new_branch
 
 __all__ = [
@@ -30,10 +30,6 @@ __all__ = [
 
 SERVER_NAME = "webphone-sandbox"
 
-# Headers a response copies from its request (RFC 3261 §8.2.6.2).
-_COPIED = ("From", "Call-ID", "CSeq")
-
-
 def response_to(
     request: SipRequest,
     status: int,
@@ -44,23 +40,12 @@ def response_to(
     body: bytes = b"",
     content_type: str | None = None,
 ) -> SipResponse:
-    """A response generated here: Vias, From, To (+`to_tag` when it has none), Call-ID, CSeq."""
-    fields = [("Via", v) for v in request.headers.get_all("Via")]
-    fields.append(("From", request.headers.get("From") or ""))
-    to_value = request.headers.get("To") or ""
-    if to_tag and status > 100 and not _has_tag(to_value):
-        to_value = f"{to_value};tag={to_tag}"
-    fields.append(("To", to_value))
-    fields += [(name, request.headers.get(name) or "") for name in _COPIED[1:]]
-    fields.append(("Server", SERVER_NAME))
-    fields.extend(headers)
-    if body and content_type:
-        fields.append(("Content-Type", content_type))
-    return SipResponse(status, reason, Headers(fields), body)
-
-
-def _has_tag(value: str) -> bool:
-    return ";tag=" in value.replace(" ", "").lower()
+    """A response generated here: the user agent rule (`webphone.sip.build.response_to`) plus
+    our Server header."""
+    return build.response_to(
+        request, status, reason, to_tag=to_tag, headers=[("Server", SERVER_NAME), *headers],
+        body=body, content_type=content_type,
+    )
 
 
 def pop_via(response: SipResponse) -> SipResponse | None:
@@ -132,33 +117,8 @@ def _int(text: str, default: int) -> int:
     return int(text) if text.isdigit() and len(text) < 10 else default
 
 
-def cancel_for(invite: SipRequest, reason: str | None = None) -> SipRequest:
-    """The CANCEL of an INVITE we sent: same Request-URI, top Via (branch), From, To, Call-ID,
-    CSeq number (RFC 3261 §9.1). `reason` becomes a `Reason` header (RFC 3326)."""
-    fields = [
-        ("Via", invite.headers.get_all("Via")[0]),
-        ("Max-Forwards", "70"),
-        ("From", invite.headers["From"]),
-        ("To", invite.headers["To"]),
-        ("Call-ID", invite.call_id),
-        ("CSeq", f"{invite.cseq.number} CANCEL"),
-    ]
-    if reason:
-        fields.append(("Reason", reason))
-    return SipRequest("CANCEL", invite.uri, Headers(fields))
-
-
-def ack_for(invite: SipRequest, response: SipResponse) -> SipRequest:
-    """The ACK of a non-2xx final response to an INVITE we sent (RFC 3261 §17.1.1.3)."""
-    fields = [
-        ("Via", invite.headers.get_all("Via")[0]),
-        ("Max-Forwards", "70"),
-        ("From", invite.headers["From"]),
-        ("To", response.headers.get("To") or invite.headers["To"]),
-        ("Call-ID", invite.call_id),
-        ("CSeq", f"{invite.cseq.number} ACK"),
-    ]
-    return SipRequest("ACK", invite.uri, Headers(fields))
+cancel_for = build.cancel_for
+ack_for = build.ack_for
 
 
 def uri_user(uri: str) -> str | None:

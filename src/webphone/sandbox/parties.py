@@ -29,7 +29,7 @@ from webphone.sip.transaction import new_branch, new_call_id, new_tag
 from .config import PartyEntry
 from .connection import LocalConnection
 from .dialogs import contact_uri
-from .messages import response_to
+from .messages import ack_for, cancel_for, response_to
 from .proxy import Proxy
 from .rc import Identity
 
@@ -188,16 +188,7 @@ class Party:
 
     def send_cancel(self, call: PartyCall) -> None:
         assert call.invite is not None
-        invite = call.invite
-        fields = [
-            ("Via", invite.headers.get_all("Via")[0]),
-            ("Max-Forwards", "70"),
-            ("From", invite.headers["From"]),
-            ("To", invite.headers["To"]),
-            ("Call-ID", invite.call_id),
-            ("CSeq", f"{invite.cseq.number} CANCEL"),
-        ]
-        self._send(SipRequest("CANCEL", invite.uri, Headers(fields)))
+        self._send(cancel_for(call.invite))
 
     def reject(self, call: PartyCall) -> None:
         """Refuse an inbound call still ringing (603 Decline)."""
@@ -379,7 +370,7 @@ class Party:
         call.status = status
         assert call.invite is not None
         if status >= 300:
-            self._ack(call, response, call.invite.headers.get_all("Via")[0])
+            self._send(ack_for(call.invite, response))  # RFC 3261 §17.1.1.3
             call.spawn(self.end(call, f"{status} {response.reason}"))
             return
         call.remote_tag = response.to_tag
@@ -390,19 +381,17 @@ class Party:
         call.spawn(self._answered(call, response))
 
     def _ack(self, call: PartyCall, response: SipResponse, via: str) -> None:
+        """The ACK of a 2xx (RFC 3261 §13.2.2.4): a new transaction along the route set."""
         assert call.invite is not None
-        success = response.status_code < 300
         fields = [("Via", via), ("Max-Forwards", "70")]
-        if success:
-            fields += [("Route", route) for route in call.route]
+        fields += [("Route", route) for route in call.route]
         fields += [
             ("From", call.invite.headers["From"]),
             ("To", response.headers["To"]),
             ("Call-ID", call.call_id),
             ("CSeq", f"{call.invite.cseq.number} ACK"),
         ]
-        uri = call.remote_target if success else call.invite.uri
-        self._send(SipRequest("ACK", uri, Headers(fields)))
+        self._send(SipRequest("ACK", call.remote_target, Headers(fields)))
 
     async def _answered(self, call: PartyCall, response: SipResponse) -> None:
         if call.media is not None and response.body:

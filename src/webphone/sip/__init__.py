@@ -1,6 +1,9 @@
-"""SIP, pure (no I/O): message parsing/serialization and header grammar.
+"""SIP, pure (no I/O): message parsing/serialization and header grammar, and the user agent
+core in the h11 way: transactions (`transaction.py`), dialogs (`dialog.py`), the call state
+machine (`ua.py`) and the messages built by rule (`build.py`). Messages and `now` in; messages,
+events and `next_deadline()` out.
 
-Other sub-modules (digest, transaction, sdp, rc) add their re-exports here.
+Other sub-modules (digest, sdp, rc) are imported by name.
 """
 
 from webphone.errors import SipParseError
@@ -14,6 +17,7 @@ from webphone.sip.address import (
     split_list,
     unquote,
 )
+from webphone.sip.dialog import Dialog, DialogState
 from webphone.sip.message import (
     Headers,
     SipMessage,
@@ -21,16 +25,26 @@ from webphone.sip.message import (
     SipResponse,
     parse_message,
 )
+from webphone.sip.transaction import ClientTransaction, ServerTransaction, TransactionState
+from webphone.sip.ua import CallCore, CallState, Local
 
 __all__ = [
     "Address",
     "CSeq",
+    "CallCore",
+    "CallState",
+    "ClientTransaction",
+    "Dialog",
+    "DialogState",
     "Headers",
+    "Local",
+    "ServerTransaction",
     "SipMessage",
     "SipParseError",
     "SipRequest",
     "SipResponse",
     "SipUri",
+    "TransactionState",
     "Via",
     "parse_message",
     "parse_params",

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from ..errors import SipParseError
 
-_PARAM = re.compile(r'\s*([A-Za-z0-9_\-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,]*)\s*(?:,|$)')
+_PARAM = re.compile(r'\s*([A-Za-z0-9_\-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,"]*)\s*(?:,|$)')
 
 
 @dataclass(frozen=True)
@@ -43,16 +43,7 @@ def parse_challenge(value: str) -> Challenge:
         raise SipParseError(
             f"authentication challenge scheme is {scheme!r}, only Digest is supported"
         )
-    params: dict[str, str] = {}
-    pos = 0
-    rest = rest.strip()
-    while pos < len(rest):
-        match = _PARAM.match(rest, pos)
-        if not match or match.end() == pos:
-            raise SipParseError(f"malformed Digest challenge near {rest[pos:pos + 30]!r}")
-        name, raw = match.group(1).lower(), match.group(2)
-        params[name] = _unquote(raw)
-        pos = match.end()
+    params = parse_digest_params(rest, "challenge")
     if "nonce" not in params:
         raise SipParseError("Digest challenge has no nonce")
     algorithm = params.get("algorithm", "MD5")
@@ -71,6 +62,20 @@ def parse_challenge(value: str) -> Challenge:
     )
 
 
+def parse_digest_params(text: str, what: str) -> dict[str, str]:
+    """The `name=value, ...` list after `Digest` (names lowercased, quoted values unquoted);
+    `SipParseError` naming `what` (challenge, credentials) and where it broke."""
+    params: dict[str, str] = {}
+    pos, rest = 0, text.strip()
+    while pos < len(rest):
+        match = _PARAM.match(rest, pos)
+        if not match or match.end() == pos:
+            raise SipParseError(f"malformed Digest {what} near {rest[pos:pos + 30]!r}")
+        params[match.group(1).lower()] = _unquote(match.group(2))
+        pos = match.end()
+    return params
+
+
 def _unquote(raw: str) -> str:
     if len(raw) >= 2 and raw[0] == raw[-1] == '"':
         return re.sub(r"\\(.)", r"\1", raw[1:-1])
@@ -79,6 +84,34 @@ def _unquote(raw: str) -> str:
 
 def _md5(text: str) -> str:
     return hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def digest_response(
+    *,
+    username: str,
+    realm: str,
+    password: str,
+    method: str,
+    uri: str,
+    nonce: str,
+    algorithm: str = "MD5",
+    qop: str | None = None,
+    nc: str | None = None,
+    cnonce: str | None = None,
+) -> str:
+    """The `response` value of RFC 2617 / RFC 7616 (MD5, MD5-sess), computed in one place for
+    the client that answers a challenge and the sandbox that checks the answer.
+
+    Without `qop` it is RFC 2069's MD5(HA1:nonce:HA2); with `qop="auth"` it covers `nc` and
+    `cnonce`, and MD5-sess folds the nonce and cnonce into HA1.
+    """
+    ha1 = _md5(f"{username}:{realm}:{password}")
+    if algorithm.upper() == "MD5-SESS":
+        ha1 = _md5(f"{ha1}:{nonce}:{cnonce or ''}")
+    ha2 = _md5(f"{method}:{uri}")
+    if qop is None:
+        return _md5(f"{ha1}:{nonce}:{ha2}")
+    return _md5(f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")
 
 
 def authorization(
@@ -104,11 +137,11 @@ def authorization(
         return rc_authorization(method, realm, username, password, challenge.nonce, domain)
     cnonce = cnonce or secrets.token_hex(8)
     nc_text = f"{nc:08x}"
-    ha1 = _md5(f"{username}:{realm}:{password}")
-    if challenge.algorithm.upper() == "MD5-SESS":
-        ha1 = _md5(f"{ha1}:{challenge.nonce}:{cnonce}")
-    ha2 = _md5(f"{method}:{uri}")
-    response = _md5(f"{ha1}:{challenge.nonce}:{nc_text}:{cnonce}:auth:{ha2}")
+    response = digest_response(
+        username=username, realm=realm, password=password, method=method, uri=uri,
+        nonce=challenge.nonce, algorithm=challenge.algorithm, qop="auth", nc=nc_text,
+        cnonce=cnonce,
+    )
     parts = [
         f'username="{username}"',
         f'realm="{realm}"',
@@ -130,9 +163,9 @@ def rc_authorization(
 ) -> str:
     """RingCentral's exact no-qop form (RFC 2069 response, digest URI `sip:{domain}`)."""
     uri = f"sip:{domain}"
-    ha1 = _md5(f"{username}:{realm}:{password}")
-    ha2 = _md5(f"{method}:{uri}")
-    response = _md5(f"{ha1}:{nonce}:{ha2}")
+    response = digest_response(
+        username=username, realm=realm, password=password, method=method, uri=uri, nonce=nonce
+    )
     return (
         f'Digest algorithm="MD5", username="{username}", realm="{realm}", nonce="{nonce}", '
         f'uri="{uri}", response="{response}"'

@@ -1,5 +1,4 @@
-"""Call actions that span several messages: transfers (REFER, both roles) and RingCentral's INFO
-JSON commands (recording, flip, park). Mixed into `CallSession`."""
+"""Transfers (REFER, RFC 3515, both roles; Replaces, RFC 3891). Mixed into `CallSession`."""
 
 from __future__ import annotations
 
@@ -7,23 +6,18 @@ import asyncio
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote, unquote
 
-from ._call_base import BaseCallSession
-from .errors import CallError, SipParseError, SipTimeoutError, TransportError
-from .sip import Address, SipRequest, SipUri
-from .sip import rc as rcmsg
-
-if TYPE_CHECKING:
-    from .call_session import CallSession
+from ..errors import CallError, SipParseError, SipTimeoutError, TransportError
+from ..sip import Address, SipRequest, SipUri
+from ._base import BaseCallSession
+from .rc_actions import RcActions, _fail_all
 
 log = logging.getLogger("webphone.call")
 
 #: How long transfer() waits for the outcome (upstream: 10 s).
 TRANSFER_TIMEOUT = 10.0
-#: How long an INFO command waits for its JSON result.
-INFO_TIMEOUT = 10.0
 #: After a successful transfer, how long we let the server end our leg before we BYE ourselves.
 BYE_GRACE = 2.0
 
@@ -33,7 +27,7 @@ class WarmTransfer:
     """A warm transfer in progress: the original call is on hold, `session` is the consult call."""
 
     original: CallActions
-    session: CallSession
+    session: BaseCallSession
 
     async def complete(self) -> None:
         """Connect the original party with the consulted one (REFER with Replaces)."""
@@ -46,23 +40,16 @@ class WarmTransfer:
         await self.original.unhold()
 
 
-class CallActions(BaseCallSession):
-    """Transfers and INFO commands, on top of the session core."""
+class CallActions(RcActions):
+    """Transfers, on top of the session core and RingCentral's INFO commands."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._info_reqid = 0
-        self._info_waiters: dict[tuple[int, str], asyncio.Future[rcmsg.InfoResult]] = {}
         self._transfer_outcome: asyncio.Future[int] | None = None
 
     def _on_end(self, error: Exception) -> None:
-        waiters = list(self._info_waiters.values())
-        if self._transfer_outcome is not None:
-            waiters.append(self._transfer_outcome)  # type: ignore[arg-type]
-        for future in waiters:
-            if not future.done():
-                future.set_exception(error)
-                future.exception()
+        super()._on_end(error)
+        _fail_all([self._transfer_outcome] if self._transfer_outcome else [], error)
 
     # -- transferor -------------------------------------------------------------------------
 
@@ -84,7 +71,7 @@ class CallActions(BaseCallSession):
         return WarmTransfer(self, consult)
 
     async def complete_warm_transfer(
-        self, other: CallSession, timeout: float = TRANSFER_TIMEOUT
+        self, other: BaseCallSession, timeout: float = TRANSFER_TIMEOUT
     ) -> None:
         """REFER our peer to `other`'s peer, replacing `other`'s dialog (RFC 3891)."""
         self._require("answered", action="complete_warm_transfer")
@@ -130,7 +117,7 @@ class CallActions(BaseCallSession):
                 await self._bye()
 
     async def _on_notify(self, request: SipRequest) -> None:
-        await self.client.reply(request, 200, "OK")
+        await self._reply(request, 200, "OK")
         status = _sipfrag_status(request.body)
         outcome = self._transfer_outcome
         if status is not None and status >= 200 and outcome is not None and not outcome.done():
@@ -140,14 +127,12 @@ class CallActions(BaseCallSession):
 
     async def _on_refer(self, request: SipRequest) -> None:
         """The peer asks us to call someone else (RFC 3515); report progress by NOTIFY."""
-        if not await self._accept_in_dialog(request):
-            return
         try:
             target = Address.parse(request.headers["Refer-To"]).uri
         except (KeyError, SipParseError):
-            await self.client.reply(request, 400, "Bad Refer-To")
+            await self._reply(request, 400, "Bad Refer-To")
             return
-        await self.client.reply(request, 202, "Accepted")
+        await self._reply(request, 202, "Accepted")
         self._spawn(self._follow_refer(target))
 
     async def _follow_refer(self, target: SipUri) -> None:
@@ -183,81 +168,8 @@ class CallActions(BaseCallSession):
         except (SipTimeoutError, TransportError) as exc:
             log.info("NOTIFY for the transfer of %s failed: %s", self.call_id, exc)
 
-    # -- INFO commands (RingCentral) --------------------------------------------------------
-
-    async def start_recording(self) -> rcmsg.InfoResult:
-        """Start recording the call (RingCentral INFO `startcallrecord`)."""
-        return await self._info_command("startcallrecord")
-
-    async def stop_recording(self) -> rcmsg.InfoResult:
-        """Stop recording the call (RingCentral INFO `stopcallrecord`)."""
-        return await self._info_command("stopcallrecord")
-
-    async def flip(self, target: str) -> rcmsg.InfoResult:
-        """Flip the call to another of the user's numbers (RingCentral INFO `callflip`)."""
-        return await self._info_command("callflip", target=target)
-
-    async def park(self) -> rcmsg.InfoResult:
-        """Park the call (RingCentral INFO `callpark`), then hang up our leg: the parked party
-        stays with the server until someone picks it up (`result.extra["park extension"]`).
-
-        The server does not end our leg itself: the upstream SDK hangs up after a successful
-        park (park.spec.ts: INFO, 200, INFO, 200, BYE, 200), and so do we.
-        """
-        result = await self._info_command("callpark")
-        if self.state == "answered":
-            await self._bye()
-        return result
-
-    async def _info_command(self, command: str, **args: str) -> rcmsg.InfoResult:
-        self._require("answered", action=command)
-        self._info_reqid += 1
-        key = (self._info_reqid, command)
-        waiter: asyncio.Future[rcmsg.InfoResult] = asyncio.get_running_loop().create_future()
-        self._info_waiters[key] = waiter
-        body = rcmsg.build_info_command(command, self._info_reqid, **args)
-        try:
-            request = self._dialog_request("INFO", body=body, content_type=rcmsg.INFO_CONTENT_TYPE)
-            response = await self._dialog_send(request)
-            if not response.is_success:
-                raise CallError(f"{command} refused: {response.status_code} {response.reason}")
-            result = await asyncio.wait_for(asyncio.shield(waiter), INFO_TIMEOUT)
-        except TimeoutError as exc:
-            raise CallError(
-                f"{command}: no result from the server within {INFO_TIMEOUT:g} s"
-            ) from exc
-        finally:
-            self._info_waiters.pop(key, None)
-        if not result.ok:
-            raise CallError(f"{command} failed: code {result.code} {result.description or ''}")
-        return result
-
-    async def _on_info(self, request: SipRequest) -> None:
-        await self.client.reply(request, 200, "OK")
-        content_type = (request.headers.get("Content-Type") or "").lower()
-        if "dtmf-relay" in content_type:
-            digit = _dtmf_relay_digit(request.body)
-            if digit:
-                self.emit("dtmf", digit)
-            return
-        result = rcmsg.parse_info_result(request.body)
-        if result is None:
-            return
-        waiter = self._info_waiters.get((result.reqid, result.command))
-        if waiter is not None and not waiter.done():
-            waiter.set_result(result)
-
-
 def _sipfrag_status(body: bytes) -> int | None:
     first = body.decode("utf-8", "replace").strip().split("\n", 1)[0].split()
     if len(first) >= 2 and first[0].upper().startswith("SIP/") and first[1].isdigit():
         return int(first[1])
-    return None
-
-
-def _dtmf_relay_digit(body: bytes) -> str | None:
-    for line in body.decode("utf-8", "replace").splitlines():
-        name, _, value = line.partition("=")
-        if name.strip().lower() == "signal" and value.strip():
-            return value.strip()[0]
     return None
