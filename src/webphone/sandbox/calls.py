@@ -51,12 +51,14 @@ class Target:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """One device to ring: its connection, its Contact, and its authorizationId (RC Cln)."""
+    """One device to ring: its connection, its Contact, its authorizationId (RC Cln), and
+    its RFC 5626 instance id when it registered one."""
 
     connection: Connection
     contact: str
     user: str
     cln: str | None
+    instance: str | None = None
 
 
 @dataclass
@@ -216,6 +218,7 @@ class ProxyCall:
             contact=contact_uri(invite.headers.get("Contact"), str(invite.from_address.uri)),
             cseq=invite.cseq.number,
             user=self.caller.extension,
+            instance=self.proxy.instance_of(self.caller_conn),
         )
         callee = Leg(
             connection=fork.endpoint.connection.id,
@@ -224,6 +227,7 @@ class ProxyCall:
             contact=contact_uri(response.headers.get("Contact"), fork.endpoint.contact),
             user=fork.endpoint.user,
             cln=fork.endpoint.cln,
+            instance=fork.endpoint.instance,
         )
         rc = self.rc if fork.target.kind == "user" else None
         return Dialog(invite.call_id, caller, callee, rc=rc)

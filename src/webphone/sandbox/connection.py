@@ -30,7 +30,11 @@ _ids = itertools.count(1)
 
 
 class Connection:
-    """One peer. `user` is the extension it authenticated as (or the party number)."""
+    """One peer. `user` is the extension it authenticated as (or the party number).
+
+    `lost` is set when it closed without a goodbye (no WebSocket close frame: the process died
+    or the network broke), so its device may come back on a new connection (RFC 5626).
+    """
 
     kind = "abstract"
 
@@ -40,6 +44,7 @@ class Connection:
         self.trusted = trusted
         self.user: str | None = None
         self.closed = False
+        self.lost = False
 
     def send(self, message: SipMessage) -> None:
         """Queue `message` for the peer; never blocks, silently drops once closed."""

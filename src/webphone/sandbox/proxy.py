@@ -169,7 +169,8 @@ class Proxy:
         self.connections[connection.id] = connection
 
     def connection_closed(self, connection: Connection) -> None:
-        """Drop its bindings at once, fail its transactions, end its calls."""
+        """Drop its bindings at once, fail its transactions, end its calls (or, when it was
+        lost rather than closed, give its devices `rebind_grace` to take them over)."""
         connection.close()
         self.connections.pop(connection.id, None)
         for binding in self.registrar.remove_connection(connection.id):
@@ -181,7 +182,16 @@ class Proxy:
             call.caller_gone()
         for dialogs in list(self._dialogs.values()):
             for dialog in list(dialogs):
-                self.features.leg_vanished(dialog, connection.id)
+                self.features.leg_vanished(dialog, connection.id, lost=connection.lost)
+
+    def instance_of(self, connection: Connection) -> str | None:
+        """The `+sip.instance` that `connection` registered for its user (None: none)."""
+        if connection.user is None:
+            return None
+        for binding in self.registrar.lookup(connection.user, self.now()):
+            if binding.connection == connection.id:
+                return binding.instance
+        return None
 
     def connection(self, key: object) -> Connection | None:
         return self.connections.get(key) if isinstance(key, int) else None
@@ -388,9 +398,8 @@ class Proxy:
         for binding in self.registrar.lookup(user.extension, self.now()):
             connection = self.connection(binding.connection)
             if connection is not None and not connection.closed:
-                endpoints.append(
-                    Endpoint(connection, binding.contact, user.extension, user.authorization_id)
-                )
+                endpoints.append(Endpoint(connection, binding.contact, user.extension,
+                                          user.authorization_id, binding.instance))
         return endpoints
 
     def _on_out_of_dialog(self, connection: Connection, request: SipRequest) -> None:
