@@ -18,22 +18,21 @@ its CANCEL is answered.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from webphone.sip import SipRequest, SipResponse
 from webphone.sip.rc import RcCommand, RcMessage
 from webphone.sip.transaction import new_tag
 
-from .connection import Connection
+from .config import SandboxConfig
+from .connection import Connection, Sender
 from .dialogs import Dialog, Leg, contact_uri
 from .messages import ack_for, cancel_for, forwarded, relayed, response_to
 from .rc import Identity, RcCall
-
-if TYPE_CHECKING:
-    from .proxy import Proxy
 
 log = logging.getLogger("webphone.sandbox")
 
@@ -86,12 +85,45 @@ class Fork:
             callback()
 
 
+class CallRouter(Sender, Protocol):
+    """What a call being set up needs of the proxy (`proxy.Proxy` is one)."""
+
+    @property
+    def config(self) -> SandboxConfig: ...
+    @property
+    def domain(self) -> str: ...
+    @property
+    def record_route(self) -> str: ...
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle: ...
+    def endpoints(self, target: Target) -> list[Endpoint]: ...
+    def resolve(self, number: str) -> Target | None: ...
+    def voicemail_target(self) -> Target | None: ...
+    def instance_of(self, connection: Connection) -> str | None: ...
+    def add_dialog(self, dialog: Dialog) -> None: ...
+    def forget_later(self, request: SipRequest, delay: float = 32.0) -> None: ...
+    def call_finished(self, call: ProxyCall) -> None: ...
+
+    def hang_up_late_answer(
+        self, connection: Connection, invite: SipRequest, response: SipResponse
+    ) -> None: ...
+
+    def send_rc(
+        self,
+        endpoint: Endpoint,
+        rc: RcCall,
+        cmd: RcCommand,
+        extra: dict[str, str],
+        then: Callable[[SipResponse | None], None] | None,
+    ) -> None: ...
+
+
 class ProxyCall:
     """The caller's INVITE and its forks, until the caller has a final answer."""
 
     def __init__(
         self,
-        proxy: Proxy,
+        proxy: CallRouter,
         caller_conn: Connection,
         invite: SipRequest,
         caller: Identity,

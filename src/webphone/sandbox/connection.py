@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -22,11 +23,39 @@ from webphone.sip import SipRequest, SipResponse
 log = logging.getLogger("webphone.sandbox")
 
 SipMessage = SipRequest | SipResponse
+ResponseHandler = Callable[[SipResponse], None]
+FailureHandler = Callable[[str], None]
 
 #: Messages queued for one client before the sandbox gives up on it (it stopped reading).
 MAX_QUEUED = 1000
 
 _ids = itertools.count(1)
+
+
+class Sender(Protocol):
+    """What the sandbox's routing helpers need to send (the proxy is one): the base of the
+    small router interfaces each of them declares (`calls.CallRouter`, ...), so that none of
+    them depends on `proxy.Proxy`, which depends on them."""
+
+    def via(self) -> str:
+        """A fresh Via value of ours."""
+        ...
+
+    def send(self, connection: Connection, message: SipMessage) -> None:
+        """Record and queue `message` on `connection`."""
+        ...
+
+    def send_request(
+        self,
+        connection: Connection,
+        request: SipRequest,
+        *,
+        on_response: ResponseHandler | None = None,
+        on_failure: FailureHandler | None = None,
+        timeout: float | None = -1.0,
+    ) -> None:
+        """Send a request of ours and route its responses (see `Proxy.send_request`)."""
+        ...
 
 
 class Connection:

@@ -27,21 +27,20 @@ import asyncio
 import functools
 import itertools
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from webphone.sip import SipRequest, SipResponse
 from webphone.sip.rc import INFO_CONTENT_TYPE, RcCommand
 from webphone.sip.transaction import new_tag
 
-from .bridge import Bridger, Link
-from .calls import Endpoint
+from .bridge import Bridger, BridgeRouter, Link
+from .calls import Endpoint, Target
+from .config import SandboxConfig
 from .connection import Connection
 from .dialogs import Dialog, Leg, contact_uri, rebind_refusal
 from .messages import forwarded, relayed, response_to
-from .rc import InfoRequest, info_result, parse_info_request
-
-if TYPE_CHECKING:
-    from .proxy import Proxy
+from .rc import InfoRequest, RcCall, info_result, parse_info_request
 
 log = logging.getLogger("webphone.sandbox")
 
@@ -54,14 +53,36 @@ class _Refused(Exception):
 _OK_LOCALLY = ("INFO", "MESSAGE", "NOTIFY", "OPTIONS", "UPDATE")
 
 
-class Features:
-    """In-dialog routing and the server-side call features of one `Proxy`."""
+class FeaturesRouter(BridgeRouter, Protocol):
+    """What in-dialog routing needs of the proxy (`proxy.Proxy` is one), the bridge's needs
+    included (it hands itself to the `Bridger`)."""
 
-    def __init__(self, proxy: Proxy) -> None:
+    @property
+    def config(self) -> SandboxConfig: ...
+
+    def find_dialog(self, call_id: str, tags: tuple[str | None, str | None]) -> Dialog | None: ...
+    def resolve(self, number: str) -> Target | None: ...
+    def instance_of(self, connection: Connection) -> str | None: ...
+    def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle: ...
+
+    def send_rc(
+        self,
+        endpoint: Endpoint,
+        rc: RcCall,
+        cmd: RcCommand,
+        extra: dict[str, str],
+        then: Callable[[SipResponse | None], None] | None,
+    ) -> None: ...
+
+
+class Features:
+    """In-dialog routing and the server-side call features of one proxy."""
+
+    def __init__(self, proxy: FeaturesRouter) -> None:
         self.proxy = proxy
         self.parked: dict[str, Dialog] = {}
         self._park_numbers = itertools.count(801)
-        self.bridger = Bridger(proxy)
+        self.bridger = Bridger(proxy, self.parked)
         self._orphans: dict[int, asyncio.TimerHandle] = {}  # id(leg) -> its rebind deadline
 
     # -- routing ----------------------------------------------------------------------------

@@ -28,9 +28,10 @@ from webphone.sip.transaction import TransactionKey, new_call_id, new_tag, trans
 from .auth import DigestAuthenticator
 from .calls import Endpoint, ProxyCall, Target
 from .config import MessageRecord, PartyEntry, SandboxConfig
-from .connection import Connection
+from .connection import Connection, FailureHandler, ResponseHandler
 from .dialogs import Dialog, Leg
 from .fanout import Fanout
+from .features import Features
 from .messages import ack_for, content_type, new_branch, response_to, salvage_response, uri_user
 from .rc import Identity, RcCall, server_message
 from .registrar import Registrar
@@ -40,8 +41,6 @@ from .users import UserTable
 log = logging.getLogger("webphone.sandbox")
 
 SipMessage = SipRequest | SipResponse
-ResponseHandler = Callable[[SipResponse], None]
-FailureHandler = Callable[[str], None]
 
 
 @dataclass
@@ -80,8 +79,6 @@ class Proxy:
         self._calls_by_sid: dict[str, ProxyCall] = {}
         self._dialogs: dict[str, list[Dialog]] = {}
         self._timers: set[asyncio.TimerHandle] = set()
-        from .features import Features  # late: features needs the Proxy type
-
         self.features = Features(self)
 
     # -- plumbing ---------------------------------------------------------------------------
