@@ -27,7 +27,6 @@ import asyncio
 import functools
 import itertools
 import logging
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from webphone.sip import SipRequest, SipResponse
@@ -35,12 +34,11 @@ from webphone.sip.rc import INFO_CONTENT_TYPE, RcCommand
 from webphone.sip.transaction import new_tag
 
 from .bridge import Bridger, BridgeRouter, Link
-from .calls import Endpoint, Target
-from .config import SandboxConfig
+from .calls import CallServices, Endpoint
 from .connection import Connection
 from .dialogs import Dialog, Leg, contact_uri, rebind_refusal
 from .messages import forwarded, relayed, response_to
-from .rc import InfoRequest, RcCall, info_result, parse_info_request
+from .rc import InfoRequest, info_result, parse_info_request
 
 log = logging.getLogger("webphone.sandbox")
 
@@ -53,26 +51,11 @@ class _Refused(Exception):
 _OK_LOCALLY = ("INFO", "MESSAGE", "NOTIFY", "OPTIONS", "UPDATE")
 
 
-class FeaturesRouter(BridgeRouter, Protocol):
+class FeaturesRouter(BridgeRouter, CallServices, Protocol):
     """What in-dialog routing needs of the proxy (`proxy.Proxy` is one), the bridge's needs
     included (it hands itself to the `Bridger`)."""
 
-    @property
-    def config(self) -> SandboxConfig: ...
-
     def find_dialog(self, call_id: str, tags: tuple[str | None, str | None]) -> Dialog | None: ...
-    def resolve(self, number: str) -> Target | None: ...
-    def instance_of(self, connection: Connection) -> str | None: ...
-    def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle: ...
-
-    def send_rc(
-        self,
-        endpoint: Endpoint,
-        rc: RcCall,
-        cmd: RcCommand,
-        extra: dict[str, str],
-        then: Callable[[SipResponse | None], None] | None,
-    ) -> None: ...
 
 
 class Features:
