@@ -257,3 +257,32 @@ async def test_audio_goes_on_and_the_party_accepts_new_media_after_the_move(
         await wait_until(lambda: party_call.state == "ended", 5)
     finally:
         await media.close()
+
+
+async def test_a_hung_device_is_superseded_and_its_old_connection_refused(
+    devices: Callable[..., Awaitable[Device]], sb: Sandbox
+) -> None:
+    """SIGSTOP-like: A's socket stays open but A is silent; B (same instance) registers, which
+    replaces A's binding, and takes the dialog. When A wakes up and speaks in the dialog over
+    its old connection, it gets 403: the device now lives on B's connection."""
+    a = await devices("101", "dev-x")
+    far = await devices("102", "far")
+    await call(a, far, "102")
+    b = await devices("101", "dev-x")
+    await only_binding_is(sb, b)
+    await take_over(b, a, far, a.cseq + 10)
+    assert a.dialog is not None and far.dialog is not None
+    late = a.phone.in_dialog(a.dialog, "INFO", body=b"Signal=1\r\n",
+                             content_type="application/dtmf-relay")
+    late.headers.set("CSeq", f"{a.cseq + 1} INFO")
+    response = await a.phone.client.request(late)
+    assert response.status_code == 403 and "+sip.instance" in response.reason, response.reason
+    bye = far.phone.in_dialog(far.dialog, "BYE")
+    assert (await far.phone.client.request(bye)).status_code == 200
+    assert (await b.phone.next("BYE")).call_id == far.dialog.call_id
+
+
+async def only_binding_is(sb: Sandbox, b: Device) -> None:
+    """One binding for the instance, B's (the REGISTER replaced A's)."""
+    bindings = sb.bindings("101")
+    assert len(bindings) == 1 and bindings[0]["contact"] in b.phone.client.contact
