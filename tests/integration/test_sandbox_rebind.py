@@ -286,3 +286,44 @@ async def only_binding_is(sb: Sandbox, b: Device) -> None:
     """One binding for the instance, B's (the REGISTER replaced A's)."""
     bindings = sb.bindings("101")
     assert len(bindings) == 1 and bindings[0]["contact"] in b.phone.client.contact
+
+
+async def test_a_sigkilled_process_is_lost_not_gone(
+    devices: Callable[..., Awaitable[Device]], sb: Sandbox
+) -> None:
+    """The dialog's holder is a real process, SIGKILLed: the sandbox waits for its device
+    instead of hanging up, and the successor takes the dialog."""
+    import json
+    import os
+    import sys
+    from pathlib import Path
+
+    far = await devices("102", "far")
+    tests = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": f"{tests}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "support.dialog_holder", json.dumps(sb.sip_info("101")), "dev-x",
+        "102", stdout=asyncio.subprocess.PIPE, env=env)
+    try:
+        invite = await far.phone.next("INVITE", timeout=20)
+        tag = new_tag()
+        await far.phone.client.reply(invite, 200, "OK", to_tag=tag, body=b"v=0\r\n",
+                                     content_type="application/sdp")
+        far.dialog = DialogView.as_callee(invite, tag)
+        assert proc.stdout is not None
+        held = json.loads(await asyncio.wait_for(proc.stdout.readline(), 20))
+        await far.phone.next("ACK")
+        proc.kill()
+        await proc.wait()
+        await wait_until(lambda: sb.bindings("101") == [], 5, message="the binding to go")
+        a = Device(far.phone, None, DialogView(**{k: v for k, v in held.items() if k != "cseq"}),
+                   held["cseq"])
+        b = await devices("101", "dev-x")
+        await take_over(b, a, far, a.cseq + 10)
+        bye = far.phone.in_dialog(far.dialog, "BYE")
+        assert (await far.phone.client.request(bye)).status_code == 200
+        assert (await b.phone.next("BYE")).call_id == far.dialog.call_id
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
