@@ -55,7 +55,11 @@ async def _holder_main(pipe: Connection) -> None:
     pipe.send(await media.create_offer())
     await media.apply_answer(await asyncio.to_thread(pipe.recv))
     playing = asyncio.ensure_future(media.play_tone(H1_TONE, 3600))
+    ear = _Ear(media)  # for peers whose hearing we cannot see (baresip): when H1 hears them
+    at = await ear.when(F_TONE, 0.0, GIVE_UP)
+    pipe.send(("heard", None if at is None else time.monotonic()))
     command = await asyncio.to_thread(pipe.recv)  # "close" (a SIGKILL never gets here)
+    ear.close()
     if command == "close":
         playing.cancel()
         await media.close()
@@ -165,13 +169,7 @@ async def _one(far_kind: str, stop: str, mode: str) -> dict[str, Any]:
         first = await far.wait_tone(H1_TONE, started, GIVE_UP)
         if first is None:
             raise RuntimeError("the first connection carried no audio")
-        if stop == "close":
-            ours.send("close")
-            await asyncio.to_thread(ours.recv)
-        else:
-            child.kill()
-        await asyncio.to_thread(child.join, 5)
-        await asyncio.sleep(STOP_TO_OFFER)
+        await _stop(child, ours, stop)
         began = await far.now()
         error = None
         try:
@@ -192,6 +190,18 @@ async def _one(far_kind: str, stop: str, mode: str) -> dict[str, Any]:
         child.join(5)
 
 
+async def _stop(child: Any, pipe: Connection, stop: str) -> None:
+    """End H1 ("close": gracefully; "kill": SIGKILL), then let failover time pass."""
+    if stop == "close":
+        pipe.send("close")
+        while await asyncio.to_thread(pipe.recv) != "closed":
+            pass
+    else:
+        child.kill()
+    await asyncio.to_thread(child.join, 5)
+    await asyncio.sleep(STOP_TO_OFFER)
+
+
 def _summary(values: list[float | None]) -> tuple[float | None, str]:
     got = [v for v in values if v is not None]
     text = " / ".join("never" if v is None else f"{v:.0f}" for v in values)
@@ -210,18 +220,42 @@ async def _all() -> list[dict[str, Any]]:
                 modes.append("offerless, no ICE restart")
             for mode in modes:
                 runs = [await _one(far, stop, mode) for _ in range(RUNS)]
-                value, text = _summary([r["ms"] for r in runs])
-                base = statistics.median(r["baseline_ms"] for r in runs)
-                rows.append({
-                    "name": f"dtls {far} far, H1 {stop}, H2 {mode}",
-                    "value": value, "unit": "ms", "baseline": "first connection",
-                    "baseline_value": base, "target": "audio back", "met": value is not None,
-                    "detail": {"runs_ms": text, "errors": [r["error"] for r in runs if
-                                                           r["error"]],
-                               "load": os.getloadavg()},
-                })
-                print(f"  {rows[-1]['name']}: {text} ms (baseline {base:.0f} ms)", flush=True)
+                rows.append(_row(far, stop, mode, runs))
+    rows += await _baresip_rows()
     return rows
+
+
+async def _baresip_rows() -> list[dict[str, Any]]:
+    from benchmarks._baresip_far import BaresipFar, available
+
+    if not available():
+        print("  baresip: not installed, skipped")
+        return []
+    rows = []
+    far = await BaresipFar().start()
+    try:
+        for stop in ("close", "kill"):
+            for mode in ("actpass", "active", "offerless"):
+                runs = [await far.one(_holder, stop, mode, {"far": F_TONE}, _stop, _Ear, GIVE_UP)
+                        for _ in range(RUNS)]
+                rows.append(_row("baresip (H2 hears it)", stop, mode, runs))
+    finally:
+        await far.close()
+    return rows
+
+
+def _row(far: str, stop: str, mode: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    value, text = _summary([r["ms"] for r in runs])
+    base = statistics.median(r["baseline_ms"] for r in runs)
+    row = {
+        "name": f"dtls {far} far, H1 {stop}, H2 {mode}",
+        "value": value, "unit": "ms", "baseline": "first connection",
+        "baseline_value": base, "target": "audio back", "met": value is not None,
+        "detail": {"runs_ms": text, "errors": [r["error"] for r in runs if r["error"]],
+                   "load": os.getloadavg()},
+    }
+    print(f"  {row['name']}: {text} ms (baseline {base:.0f} ms)", flush=True)
+    return row
 
 
 def run() -> list[dict[str, Any]]:
