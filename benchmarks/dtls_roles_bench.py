@@ -56,9 +56,14 @@ async def _holder_main(pipe: Connection) -> None:
     await media.apply_answer(await asyncio.to_thread(pipe.recv))
     playing = asyncio.ensure_future(media.play_tone(H1_TONE, 3600))
     ear = _Ear(media)  # for peers whose hearing we cannot see (baresip): when H1 hears them
-    at = await ear.when(F_TONE, 0.0, GIVE_UP)
-    pipe.send(("heard", None if at is None else time.monotonic()))
+
+    async def report() -> None:
+        at = await ear.when(F_TONE, 0.0, GIVE_UP)
+        pipe.send(("heard", None if at is None else time.monotonic()))
+
+    reporter = asyncio.ensure_future(report())
     command = await asyncio.to_thread(pipe.recv)  # "close" (a SIGKILL never gets here)
+    reporter.cancel()
     ear.close()
     if command == "close":
         playing.cancel()
