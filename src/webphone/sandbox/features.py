@@ -43,12 +43,11 @@ from .rc import InfoRequest, info_result, parse_info_request
 log = logging.getLogger("webphone.sandbox")
 
 _DROP = ("Route", "Proxy-Authorization")
+_OK_LOCALLY = ("INFO", "MESSAGE", "NOTIFY", "OPTIONS", "UPDATE")
 
 
 class _Refused(Exception):
     """A request for a dialog leg from a connection that is not that leg's device (403)."""
-
-_OK_LOCALLY = ("INFO", "MESSAGE", "NOTIFY", "OPTIONS", "UPDATE")
 
 
 class FeaturesRouter(BridgeRouter, CallServices, Protocol):
@@ -109,7 +108,7 @@ class Features:
         try:
             found = self._legs(connection, request) if request.to_tag else None
         except _Refused:
-            return  # no answer to an ACK (RFC 3261 §17.2.3): dropped
+            return  # an ACK never gets a response (RFC 3261 §17.1.1.3): dropped
         if found is None:
             return
         dialog, source = found
