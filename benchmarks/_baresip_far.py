@@ -28,24 +28,44 @@ def available() -> bool:
 
 
 class BaresipFar:
-    """One Kamailio and one auto-answering baresip "bob" for every run."""
+    """One Kamailio and one auto-answering baresip "bob" for every run. `netns=True`: baresip
+    in a network namespace of our own (tests/support/netns.py, root only), so its host
+    candidate is reachable and our media uses our veth end instead of loopback."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, netns: bool = False) -> None:
         if str(TESTS) not in sys.path:
             sys.path.insert(0, str(TESTS))
         self.workdir = Path(tempfile.mkdtemp(prefix="dtls-baresip-"))
         self.kamailio: Any = None
         self.bob: Any = None
+        self.ns: Any = None
+        self.netns = netns
+        self.networks: list[str] | None = None
         self._calls = 0
 
     async def start(self) -> BaresipFar:
         from support.baresip import Baresip
         from support.kamailio import Kamailio
+        from support.netns import Netns, NetnsBaresip, kamailio_cfg_listening_on, unavailable
 
-        self.kamailio = Kamailio(self.workdir / "kamailio")
-        await self.kamailio.astart()
-        self.bob = Baresip(self.workdir / "bob", "bob", "bobpw", ice=True, answermode="auto",
-                           registrar=self.kamailio.sip_uri_host, sip_trace=False)
+        options: dict[str, Any] = {"ice": True, "answermode": "auto", "sip_trace": False}
+        if not self.netns:
+            self.kamailio = Kamailio(self.workdir / "kamailio")
+            await self.kamailio.astart()
+            self.bob = Baresip(self.workdir / "bob", "bob", "bobpw",
+                               registrar=self.kamailio.sip_uri_host, **options)
+        else:
+            why = unavailable()
+            if why is not None:
+                raise RuntimeError(why)
+            ns = self.ns = Netns.create()
+            self.networks = [ns.outer_network]
+            cfg = kamailio_cfg_listening_on(ns.outer_address, self.workdir / "cfg")
+            self.kamailio = Kamailio(self.workdir / "kamailio", cfg=cfg, name="kamailio-netns")
+            await self.kamailio.astart()
+            self.bob = NetnsBaresip(ns, self.workdir / "bob", "bob", "bobpw",
+                                    registrar=f"{ns.outer_address}:{self.kamailio.sip_port}",
+                                    domain=self.kamailio.domain, **options)
         await self.bob.start()
         await self.bob.wait_registered()
         return self
@@ -55,18 +75,19 @@ class BaresipFar:
             await self.bob.stop()
         if self.kamailio is not None:
             await self.kamailio.astop()
+        if self.ns is not None:
+            self.ns.delete()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
-    async def one(self, holder: Any, stop: str, mode: str, tones: dict[str, float],
+    async def one(self, holder: Any, media: Any, stop: str, mode: str, tone: float,
                   stopper: Any, ear_class: Any, give_up: float) -> dict[str, Any]:
         """One run: call bob with H1's media, end H1, take over with H2 (see the bench)."""
         from support.sandbox_server import DialogView, ScriptedPhone
-        from webphone.media import MediaSession
 
         self._calls += 1
         ctx = mp.get_context("spawn")
         ours, theirs = ctx.Pipe()
-        child = ctx.Process(target=holder, args=(theirs,), daemon=True)
+        child = ctx.Process(target=holder, args=(theirs, self.networks), daemon=True)
         child.start()
         phone = await ScriptedPhone(self.kamailio.sip_info("101"), f"bench-{self._calls}").start()
         new: Any = None
@@ -85,13 +106,13 @@ class BaresipFar:
             if first is None:
                 raise RuntimeError("H1 never heard baresip")
             await stopper(child, ours, stop)
-            new = MediaSession(loopback_only=True)
+            new = media(self.networks)
             ear = ear_class(new)
             loop = asyncio.get_running_loop()
             began, error, back = loop.time(), None, None
             try:
                 await self._take_over(phone, dialog, sent.cseq.number + 10, new, mode)
-                back = await ear.when(tones["far"], began, give_up)
+                back = await ear.when(tone, began, give_up)
             except Exception as exc:  # a refused exchange is a result, not a crash
                 error = f"{type(exc).__name__}: {exc}"
             ear.close()
