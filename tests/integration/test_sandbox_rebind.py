@@ -198,7 +198,8 @@ async def test_a_bye_from_the_far_side_while_the_device_is_away_ends_the_dialog(
     assert far.dialog is not None and a.dialog is not None
     reoffer = far.phone.in_dialog(far.dialog, "INVITE", body=b"v=0\r\n",
                                   content_type="application/sdp")
-    assert (await far.phone.client.request(reoffer)).status_code == 480  # away, not gone
+    away = await far.phone.client.request(reoffer)
+    assert away.status_code == 480 and away.headers["Retry-After"] == "5"  # away, not gone
     bye = far.phone.in_dialog(far.dialog, "BYE")
     assert (await far.phone.client.request(bye)).status_code == 200
     b = await devices("101", "dev-x")

@@ -291,7 +291,10 @@ class Features:
         elif request.method in _OK_LOCALLY:
             self._reply(connection, request, 200, "OK")
         else:
-            self._reply(connection, request, 480, "Temporarily Unavailable")
+            # RFC 3261 §21.4.18: 480 with a Retry-After; the device may be back by then.
+            retry = str(max(1, round(self.proxy.config.rebind_grace)))
+            self._reply(connection, request, 480, "Temporarily Unavailable",
+                        (("Retry-After", retry),))
 
     def _hang_up_for(self, dialog: Dialog, leg: Leg) -> None:
         self._leave(dialog, leg)
@@ -364,6 +367,8 @@ class Features:
             del self.parked[dialog.park_extension]
             self.bridger.withdraw_pickup(dialog.park_extension)
 
-    def _reply(self, connection: Connection, request: SipRequest, status: int, reason: str) -> None:
+    def _reply(self, connection: Connection, request: SipRequest, status: int, reason: str,
+               headers: tuple[tuple[str, str], ...] = ()) -> None:
         to_tag = None if request.to_tag else new_tag()
-        self.proxy.send(connection, response_to(request, status, reason, to_tag=to_tag))
+        self.proxy.send(connection, response_to(request, status, reason, to_tag=to_tag,
+                                                headers=headers))
