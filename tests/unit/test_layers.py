@@ -26,11 +26,6 @@ KNOWN_CYCLES: set[frozenset[str]] = {
     # the call classes and their phone (worker "sipcore", issue #10 item 2)
     frozenset({"webphone.phone", "webphone.call_session", "webphone._call_base",
                "webphone._call_actions"}),
-    # the sandbox's helpers around its Proxy, and its control channel (worker "servers")
-    frozenset({"webphone.sandbox.proxy", "webphone.sandbox.bridge", "webphone.sandbox.calls",
-               "webphone.sandbox.fanout", "webphone.sandbox.features",
-               "webphone.sandbox.registration"}),
-    frozenset({"webphone.sandbox.control", "webphone.sandbox.sandbox"}),
     # the line-mode phone and its TUI (worker "harden")
     frozenset({"webphone.cli.phone", "webphone.cli._tui"}),
 }
