@@ -21,7 +21,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from webphone.errors import SipParseError
 from webphone.sip import Address, Headers, SipRequest, SipResponse
@@ -34,13 +34,11 @@ from webphone.sip.transaction import (
 )
 
 from .config import PartyEntry
-from .connection import LocalConnection
+from .connection import Connection, LocalConnection, Sender
 from .dialogs import Dialog, Leg, contact_uri
 from .messages import ack_for, content_type, response_to, uri_user
 from .rc import Identity
-
-if TYPE_CHECKING:
-    from .proxy import Proxy
+from .users import UserTable
 
 log = logging.getLogger("webphone.sandbox")
 
@@ -69,11 +67,36 @@ class Link:
     ack_far: Callable[[bytes], None] | None = None  # waiting for the held ACK's answer
 
 
-class Bridger:
-    """The sandbox's back-to-back user agent for flip and park pickup."""
+class BridgeRouter(Sender, Protocol):
+    """What the bridge needs of the proxy: sending, its names, the leg connections, the
+    parties table (a parked call's pickup number is one), and a way in for its own UA."""
 
-    def __init__(self, proxy: Proxy) -> None:
+    @property
+    def domain(self) -> str: ...
+    @property
+    def via_host(self) -> str: ...
+    @property
+    def transport(self) -> str: ...
+    @property
+    def users(self) -> UserTable: ...
+    @property
+    def parties(self) -> dict[str, PartyEntry]: ...
+    @property
+    def caller_ids(self) -> dict[str, Identity]: ...
+
+    def handle(self, connection: Connection, message: SipRequest | SipResponse) -> None: ...
+    def connection_opened(self, connection: Connection) -> None: ...
+    def leg_connection(self, leg: Leg) -> Connection | None: ...
+    def end_dialog(self, dialog: Dialog) -> None: ...
+
+
+class Bridger:
+    """The sandbox's back-to-back user agent for flip and park pickup. `parked`: the calls
+    waiting for a pickup, by park extension (shared with `Features`)."""
+
+    def __init__(self, proxy: BridgeRouter, parked: dict[str, Dialog]) -> None:
         self.proxy = proxy
+        self.parked = parked
         self.connection = LocalConnection("bridge", self._receive)
         self.contact = "sip:bridge@bridge.invalid;transport=ws"
         self.links: dict[str, Link] = {}
@@ -210,7 +233,7 @@ class Bridger:
 
     def _pickup(self, invite: SipRequest) -> None:
         extension = (uri_user(invite.uri) or "").removeprefix("park")
-        held = self.proxy.features.parked.pop(extension, None)
+        held = self.parked.pop(extension, None)
         self.withdraw_pickup(extension)
         if held is None or held.departing is None:
             self._send(response_to(invite, 404, "Not Found", to_tag=new_tag()))

@@ -18,22 +18,21 @@ its CANCEL is answered.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from webphone.sip import SipRequest, SipResponse
 from webphone.sip.rc import RcCommand, RcMessage
 from webphone.sip.transaction import new_tag
 
-from .connection import Connection
+from .config import SandboxConfig
+from .connection import Connection, Sender
 from .dialogs import Dialog, Leg, contact_uri
 from .messages import ack_for, cancel_for, forwarded, relayed, response_to
 from .rc import Identity, RcCall
-
-if TYPE_CHECKING:
-    from .proxy import Proxy
 
 log = logging.getLogger("webphone.sandbox")
 
@@ -51,12 +50,14 @@ class Target:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """One device to ring: its connection, its Contact, and its authorizationId (RC Cln)."""
+    """One device to ring: its connection, its Contact, its authorizationId (RC Cln), and
+    its RFC 5626 instance id when it registered one."""
 
     connection: Connection
     contact: str
     user: str
     cln: str | None
+    instance: str | None = None
 
 
 @dataclass
@@ -84,12 +85,52 @@ class Fork:
             callback()
 
 
+class CallServices(Protocol):
+    """What calls and in-dialog features both need of the proxy: its settings and timers,
+    numbers, devices' instance ids, and RingCentral's x-rc/agent messages."""
+
+    @property
+    def config(self) -> SandboxConfig: ...
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle: ...
+    def resolve(self, number: str) -> Target | None: ...
+    def instance_of(self, connection: Connection) -> str | None: ...
+
+    def send_rc(
+        self,
+        endpoint: Endpoint,
+        rc: RcCall,
+        cmd: RcCommand,
+        extra: dict[str, str],
+        then: Callable[[SipResponse | None], None] | None,
+    ) -> None: ...
+
+
+class CallRouter(Sender, CallServices, Protocol):
+    """What a call being set up needs of the proxy (`proxy.Proxy` is one)."""
+
+    @property
+    def domain(self) -> str: ...
+    @property
+    def record_route(self) -> str: ...
+
+    def endpoints(self, target: Target) -> list[Endpoint]: ...
+    def voicemail_target(self) -> Target | None: ...
+    def add_dialog(self, dialog: Dialog) -> None: ...
+    def forget_later(self, request: SipRequest, delay: float = 32.0) -> None: ...
+    def call_finished(self, call: ProxyCall) -> None: ...
+
+    def hang_up_late_answer(
+        self, connection: Connection, invite: SipRequest, response: SipResponse
+    ) -> None: ...
+
+
 class ProxyCall:
     """The caller's INVITE and its forks, until the caller has a final answer."""
 
     def __init__(
         self,
-        proxy: Proxy,
+        proxy: CallRouter,
         caller_conn: Connection,
         invite: SipRequest,
         caller: Identity,
@@ -216,6 +257,7 @@ class ProxyCall:
             contact=contact_uri(invite.headers.get("Contact"), str(invite.from_address.uri)),
             cseq=invite.cseq.number,
             user=self.caller.extension,
+            instance=self.proxy.instance_of(self.caller_conn),
         )
         callee = Leg(
             connection=fork.endpoint.connection.id,
@@ -224,6 +266,7 @@ class ProxyCall:
             contact=contact_uri(response.headers.get("Contact"), fork.endpoint.contact),
             user=fork.endpoint.user,
             cln=fork.endpoint.cln,
+            instance=fork.endpoint.instance,
         )
         rc = self.rc if fork.target.kind == "user" else None
         return Dialog(invite.call_id, caller, callee, rc=rc)

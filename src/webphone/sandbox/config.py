@@ -23,6 +23,10 @@ class SandboxConfig:
     keeps hearing ringback this long before its 480. `reply_result`: the SessionClose body of a
     reply (Cmd 14): the caller's keypad answer the sandbox pretends to have heard
     (`{"Sts": "0", "Resp": "1"}` = "yes"; `"3"` with `"ExtNfo"` = urgent with a callback number).
+    `rebind_grace`: how long a call leg whose connection was lost (no close frame) waits for
+    its device (same `+sip.instance`) to come back on a new connection and re-INVITE before
+    the other leg gets a BYE; 0 hangs up at once. 32 s: RingCentral's softphone gives up
+    reconciling its calls after a reconnect then (RFC 3261 Timer B).
     """
 
     domain: str = "sandbox.webphone"
@@ -33,6 +37,7 @@ class SandboxConfig:
     ring_timeout: float = 60.0
     reject_delay: float = 1.0
     transaction_timeout: float = 32.0
+    rebind_grace: float = 32.0
     voicemail_number: str = "903"
     reply_result: dict[str, str] = field(default_factory=lambda: {"Sts": "0", "Resp": "1"})
 

@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -22,6 +23,8 @@ from webphone.sip import SipRequest, SipResponse
 log = logging.getLogger("webphone.sandbox")
 
 SipMessage = SipRequest | SipResponse
+ResponseHandler = Callable[[SipResponse], None]
+FailureHandler = Callable[[str], None]
 
 #: Messages queued for one client before the sandbox gives up on it (it stopped reading).
 MAX_QUEUED = 1000
@@ -29,8 +32,38 @@ MAX_QUEUED = 1000
 _ids = itertools.count(1)
 
 
+class Sender(Protocol):
+    """What the sandbox's routing helpers need to send (the proxy is one): the base of the
+    small router interfaces each of them declares (`calls.CallRouter`, ...), so that none of
+    them depends on `proxy.Proxy`, which depends on them."""
+
+    def via(self) -> str:
+        """A fresh Via value of ours."""
+        ...
+
+    def send(self, connection: Connection, message: SipMessage) -> None:
+        """Record and queue `message` on `connection`."""
+        ...
+
+    def send_request(
+        self,
+        connection: Connection,
+        request: SipRequest,
+        *,
+        on_response: ResponseHandler | None = None,
+        on_failure: FailureHandler | None = None,
+        timeout: float | None = -1.0,
+    ) -> None:
+        """Send a request of ours and route its responses (see `Proxy.send_request`)."""
+        ...
+
+
 class Connection:
-    """One peer. `user` is the extension it authenticated as (or the party number)."""
+    """One peer. `user` is the extension it authenticated as (or the party number).
+
+    `lost` is set when it closed without a goodbye (no WebSocket close frame: the process died
+    or the network broke), so its device may come back on a new connection (RFC 5626).
+    """
 
     kind = "abstract"
 
@@ -40,6 +73,7 @@ class Connection:
         self.trusted = trusted
         self.user: str | None = None
         self.closed = False
+        self.lost = False
 
     def send(self, message: SipMessage) -> None:
         """Queue `message` for the peer; never blocks, silently drops once closed."""

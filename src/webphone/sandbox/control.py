@@ -21,21 +21,35 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-if TYPE_CHECKING:
-    from .parties import PartyCall
-    from .sandbox import Sandbox
+from .parties import PartyCall
+from .users import User
 
 log = logging.getLogger("webphone.sandbox")
 
 MAX_CONTROL_FRAME = 16 * 1024
 
 
-async def serve_control(sandbox: Sandbox, ws: ServerConnection) -> None:
+class ControlledSandbox(Protocol):
+    """What a control connection needs of the sandbox (`Sandbox` is one)."""
+
+    @property
+    def users(self) -> list[User]: ...
+
+    def sip_info(self, extension: str, **overrides: Any) -> dict[str, Any]: ...
+
+    async def party_call(
+        self, user: str, party: str = "tone", *, auto_answer: bool = False,
+        headers: Iterable[tuple[str, str]] | None = None,
+    ) -> PartyCall: ...
+
+
+async def serve_control(sandbox: ControlledSandbox, ws: ServerConnection) -> None:
     """Run one control connection until it closes."""
     session = _ControlSession(sandbox, ws)
     try:
@@ -48,7 +62,7 @@ async def serve_control(sandbox: Sandbox, ws: ServerConnection) -> None:
 
 
 class _ControlSession:
-    def __init__(self, sandbox: Sandbox, ws: ServerConnection) -> None:
+    def __init__(self, sandbox: ControlledSandbox, ws: ServerConnection) -> None:
         self.sandbox = sandbox
         self.ws = ws
         self.call: PartyCall | None = None

@@ -18,7 +18,7 @@ from webphone.sip.transaction import new_branch
 
 from .rc import RcCall
 
-__all__ = ["Dialog", "Leg", "contact_uri"]
+__all__ = ["Dialog", "Leg", "contact_uri", "rebind_refusal"]
 
 
 def contact_uri(value: str | None, fallback: str) -> str:
@@ -39,6 +39,8 @@ class Leg:
     it go (its remote target); `connection` is the key of its WebSocket (or party);
     `cseq` the highest CSeq it sent; `injected` how many requests the sandbox sent in its name.
     `user` is its extension (or party number); `cln` its authorizationId (RC messages).
+    `instance` is the RFC 5626 `+sip.instance` its device registered (None: unknown), which
+    lets the same device carry on the dialog over a new connection (`rebind_refusal`).
     """
 
     connection: Hashable
@@ -49,11 +51,34 @@ class Leg:
     injected: int = 0
     user: str | None = None
     cln: str | None = None
+    instance: str | None = None
 
     def shift(self, number: int) -> int:
         """The CSeq number a request of this leg carries once relayed."""
         self.cseq = max(self.cseq, number)
         return number + self.injected
+
+
+def rebind_refusal(leg: Leg, user: str | None, instance: str | None) -> str | None:
+    """Why a request of `leg` arriving over another connection is refused, or None when it
+    comes from the leg's own device on a new flow and may carry on the dialog.
+
+    `user` is who that connection authenticated as, `instance` the `+sip.instance` it
+    registered. A device is its instance id (RFC 5626 §4.1), not its socket: after a crash or
+    a lost WebSocket, the same device (or the process that took over its registration)
+    reconnects, registers the same instance, and refreshes the target with a re-INVITE
+    (RFC 5626 §4.4, RFC 3261 §12.2.2), as RingCentral's edge allows. Anyone else only knows
+    the dialog's Call-ID and tags, which are not a credential.
+    """
+    if leg.instance is None:
+        return "this dialog's device registered no +sip.instance"
+    if user is None or user != leg.user:
+        return "another user's dialog"
+    if instance is None:
+        return "this connection has not registered the dialog's +sip.instance"
+    if instance != leg.instance:
+        return "another device's dialog (+sip.instance differs)"
+    return None
 
 
 @dataclass

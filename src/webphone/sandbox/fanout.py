@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from webphone.sip import SipRequest, SipResponse
 from webphone.sip.transaction import new_tag
 
 from .calls import Endpoint
-from .connection import Connection
+from .connection import Connection, Sender
 from .messages import forwarded, relayed, response_to
-
-if TYPE_CHECKING:
-    from .proxy import Proxy
 
 __all__ = ["Fanout"]
 
@@ -21,7 +16,7 @@ class Fanout:
     """A non-INVITE request to every device of a user; the first 2xx (or the best) goes back."""
 
     def __init__(
-        self, proxy: Proxy, source: Connection, request: SipRequest, endpoints: list[Endpoint]
+        self, proxy: Sender, source: Connection, request: SipRequest, endpoints: list[Endpoint]
     ) -> None:
         self.proxy, self.source, self.request = proxy, source, request
         self.endpoints = endpoints

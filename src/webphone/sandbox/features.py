@@ -13,28 +13,32 @@ Answered by the server, as RingCentral does (upstream-webphone-sdk.md §2.10b an
   or to whoever dials `*{park extension}`.
 * BYE relayed from the caller to a RingCentral callee is followed by an x-rc/agent
   ServerFreeResources (Cmd 2) to the callee once it has answered the BYE.
-* A leg whose connection closed is hung up for: the other leg gets a BYE in its name.
+* A leg whose connection closed is hung up for: the other leg gets a BYE in its name. When
+  the connection was lost (no WebSocket close frame) and the leg's device registered a
+  `+sip.instance`, the BYE waits `rebind_grace`: the same device (the same instance on a new
+  connection, e.g. the process that took over a crashed one's registration) may carry on
+  with an in-dialog request, typically a re-INVITE refreshing the target; the dialog then
+  follows it both ways. In-dialog requests from any other connection get 403.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import itertools
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from webphone.sip import SipRequest, SipResponse
 from webphone.sip.rc import INFO_CONTENT_TYPE, RcCommand
 from webphone.sip.transaction import new_tag
 
-from .bridge import Bridger, Link
-from .calls import Endpoint
+from .bridge import Bridger, BridgeRouter, Link
+from .calls import CallServices, Endpoint
 from .connection import Connection
-from .dialogs import Dialog, Leg, contact_uri
+from .dialogs import Dialog, Leg, contact_uri, rebind_refusal
 from .messages import forwarded, relayed, response_to
 from .rc import InfoRequest, info_result, parse_info_request
-
-if TYPE_CHECKING:
-    from .proxy import Proxy
 
 log = logging.getLogger("webphone.sandbox")
 
@@ -42,30 +46,69 @@ _DROP = ("Route", "Proxy-Authorization")
 _OK_LOCALLY = ("INFO", "MESSAGE", "NOTIFY", "OPTIONS", "UPDATE")
 
 
-class Features:
-    """In-dialog routing and the server-side call features of one `Proxy`."""
+class _Refused(Exception):
+    """A request for a dialog leg from a connection that is not that leg's device (403)."""
 
-    def __init__(self, proxy: Proxy) -> None:
+
+class FeaturesRouter(BridgeRouter, CallServices, Protocol):
+    """What in-dialog routing needs of the proxy (`proxy.Proxy` is one), the bridge's needs
+    included (it hands itself to the `Bridger`)."""
+
+    def find_dialog(self, call_id: str, tags: tuple[str | None, str | None]) -> Dialog | None: ...
+
+
+class Features:
+    """In-dialog routing and the server-side call features of one proxy."""
+
+    def __init__(self, proxy: FeaturesRouter) -> None:
         self.proxy = proxy
         self.parked: dict[str, Dialog] = {}
         self._park_numbers = itertools.count(801)
-        self.bridger = Bridger(proxy)
+        self.bridger = Bridger(proxy, self.parked)
+        self._orphans: dict[int, asyncio.TimerHandle] = {}  # id(leg) -> its rebind deadline
 
     # -- routing ----------------------------------------------------------------------------
 
     def _legs(self, connection: Connection, request: SipRequest) -> tuple[Dialog, Leg] | None:
+        """The dialog and the leg that sent `request`, or None (481). A leg's device arriving
+        over a new connection takes the leg there; anyone else gets `_Refused` (403)."""
         dialog = self.proxy.find_dialog(request.call_id, (request.from_tag, request.to_tag))
         if dialog is None:
             return None
         source = dialog.leg_with_tag(request.from_tag)
-        if source is None or source.connection != connection.id:
+        if source is None:
             return None
+        if source.connection != connection.id:
+            if source in dialog.gone:
+                return None  # hung up for already: too late to come back
+            self._rebind(connection, request, dialog, source)
         return dialog, source
+
+    def _rebind(self, connection: Connection, request: SipRequest, dialog: Dialog,
+                leg: Leg) -> None:
+        """The leg's device on a new connection: the dialog follows it from now on, both ways
+        (its requests, the far side's requests, the answers). RFC 5626 §4.4: a device whose
+        flow failed recovers on a new one; its re-INVITE then refreshes the target (the
+        Contact, RFC 3261 §12.2.2, taken in `_relay`)."""
+        why = rebind_refusal(leg, connection.user, self.proxy.instance_of(connection))
+        if why is not None:
+            log.info("%s for dialog %s from %r refused: %s", request.method, dialog.call_id,
+                     connection, why)
+            raise _Refused(why)
+        log.info("dialog %s: leg %s moves to %r (same +sip.instance)", dialog.call_id,
+                 leg.user, connection)
+        leg.connection = connection.id
+        timer = self._orphans.pop(id(leg), None)
+        if timer is not None:
+            timer.cancel()
 
     def ack(self, connection: Connection, request: SipRequest) -> None:
         """ACK of a 2xx: relay to the other leg. Anything else (ACKs of non-2xx answers,
         which are hop by hop) ends here."""
-        found = self._legs(connection, request) if request.to_tag else None
+        try:
+            found = self._legs(connection, request) if request.to_tag else None
+        except _Refused:
+            return  # an ACK never gets a response (RFC 3261 §17.1.1.3): dropped
         if found is None:
             return
         dialog, source = found
@@ -81,7 +124,11 @@ class Features:
 
     def in_dialog(self, connection: Connection, request: SipRequest) -> None:
         """A request with a To tag (anything but ACK and CANCEL)."""
-        found = self._legs(connection, request)
+        try:
+            found = self._legs(connection, request)
+        except _Refused as refused:
+            self._reply(connection, request, 403, f"Forbidden - {refused}")
+            return
         if found is None:
             self._reply(connection, request, 481, "Call/Transaction Does Not Exist")
             return
@@ -101,6 +148,9 @@ class Features:
         target_conn = self._reachable(dialog, target)
         if target_conn is None and isinstance(dialog.link, Link):
             self.bridger.from_held(request, dialog.link)
+            return
+        if target_conn is None and id(target) in self._orphans:
+            self._answer_orphaned(connection, request, dialog)
             return
         if target_conn is None:
             self._answer_alone(connection, request, dialog, source)
@@ -203,26 +253,65 @@ class Features:
             self.proxy.end_dialog(dialog)
             self._unpark(dialog)
 
-    def leg_vanished(self, dialog: Dialog, connection_id: int) -> None:
-        """`connection_id` closed: hang up in the name of its leg (the other gets a BYE)."""
+    def leg_vanished(self, dialog: Dialog, connection_id: int, *, lost: bool = False) -> None:
+        """`connection_id` closed: hang up in the name of its leg (the other gets a BYE).
+        `lost` (no goodbye): a leg whose device has an instance id waits `rebind_grace` for
+        that device to come back on a new connection (`_rebind`) first."""
+        grace = self.proxy.config.rebind_grace
         for leg in dialog.legs:
             if leg.connection != connection_id or leg in dialog.gone:
                 continue
-            self._leave(dialog, leg)
-            if isinstance(dialog.link, Link):
-                self.bridger.held_vanished(dialog.link)
+            if lost and grace > 0 and leg.instance is not None and dialog.link is None:
+                log.info("dialog %s: %s's connection was lost; waiting %.0f s for its device",
+                         dialog.call_id, leg.user, grace)
+                self._orphans[id(leg)] = self.proxy.call_later(
+                    grace, functools.partial(self._orphan_expired, dialog, leg))
                 continue
-            other = dialog.other(leg)
-            other_conn = self._reachable(dialog, other)
-            if other_conn is None:
-                continue
-            bye = dialog.request_to(other, "BYE", via_host=self.proxy.via_host,
-                                    transport=self.proxy.transport)
+            self._hang_up_for(dialog, leg)
 
-            def ended(_: object, dialog: Dialog = dialog, leg: Leg = leg) -> None:
-                self._ended(dialog, leg)
+    def _orphan_expired(self, dialog: Dialog, leg: Leg) -> None:
+        self._orphans.pop(id(leg), None)
+        if not dialog.ended and leg not in dialog.gone:
+            log.info("dialog %s: %s's device did not come back; hanging up for it",
+                     dialog.call_id, leg.user)
+            self._hang_up_for(dialog, leg)
 
-            self.proxy.send_request(other_conn, bye, on_response=ended, on_failure=ended)
+    def _answer_orphaned(self, connection: Connection, request: SipRequest,
+                         dialog: Dialog) -> None:
+        """The other leg's device is away (its connection was lost) and may come back: a
+        BYE ends the dialog for both (its device then gets 481); a re-offer cannot be
+        delivered now (480 with Retry-After; the dialog stays, RFC 3261 §14.1)."""
+        if request.method == "BYE":
+            self._reply(connection, request, 200, "OK")
+            for leg in dialog.legs:
+                timer = self._orphans.pop(id(leg), None)
+                if timer is not None:
+                    timer.cancel()
+                self._leave(dialog, leg)
+        elif request.method in _OK_LOCALLY:
+            self._reply(connection, request, 200, "OK")
+        else:
+            # RFC 3261 §21.4.18: 480 with a Retry-After; the device may be back by then.
+            retry = str(max(1, round(self.proxy.config.rebind_grace)))
+            self._reply(connection, request, 480, "Temporarily Unavailable",
+                        (("Retry-After", retry),))
+
+    def _hang_up_for(self, dialog: Dialog, leg: Leg) -> None:
+        self._leave(dialog, leg)
+        if isinstance(dialog.link, Link):
+            self.bridger.held_vanished(dialog.link)
+            return
+        other = dialog.other(leg)
+        other_conn = self._reachable(dialog, other)
+        if other_conn is None:
+            return
+        bye = dialog.request_to(other, "BYE", via_host=self.proxy.via_host,
+                                transport=self.proxy.transport)
+
+        def ended(_: object) -> None:
+            self._ended(dialog, leg)
+
+        self.proxy.send_request(other_conn, bye, on_response=ended, on_failure=ended)
 
     def dialog_from_answer(
         self, connection: Connection, invite: SipRequest, response: SipResponse
@@ -278,6 +367,8 @@ class Features:
             del self.parked[dialog.park_extension]
             self.bridger.withdraw_pickup(dialog.park_extension)
 
-    def _reply(self, connection: Connection, request: SipRequest, status: int, reason: str) -> None:
+    def _reply(self, connection: Connection, request: SipRequest, status: int, reason: str,
+               headers: tuple[tuple[str, str], ...] = ()) -> None:
         to_tag = None if request.to_tag else new_tag()
-        self.proxy.send(connection, response_to(request, status, reason, to_tag=to_tag))
+        self.proxy.send(connection, response_to(request, status, reason, to_tag=to_tag,
+                                                headers=headers))

@@ -21,16 +21,15 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from webphone.sip import Headers, SipRequest, SipResponse
 from webphone.sip.transaction import new_branch, new_call_id, new_tag
 
 from .config import PartyEntry
-from .connection import LocalConnection
+from .connection import Connection, LocalConnection
 from .dialogs import contact_uri
 from .messages import ack_for, cancel_for, response_to
-from .proxy import Proxy
 from .rc import Identity
 
 if TYPE_CHECKING:
@@ -41,6 +40,18 @@ log = logging.getLogger("webphone.sandbox.parties")
 PARTY_NUMBERS = {"900": "echo", "901": "tone", "902": "busy", "903": "voicemail"}
 PARTY_NAMES = {"echo": "Echo", "tone": "Tone", "busy": "Busy", "voicemail": "Voicemail"}
 AUTO_ANSWER_HEADERS = (("Alert-Info", "Auto Answer"),)
+
+
+class PartyRouter(Protocol):
+    """What a party needs of the proxy: a way in for its messages and a listing by number."""
+
+    @property
+    def domain(self) -> str: ...
+    @property
+    def parties(self) -> dict[str, PartyEntry]: ...
+
+    def handle(self, connection: Connection, message: SipRequest | SipResponse) -> None: ...
+    def connection_opened(self, connection: Connection) -> None: ...
 
 
 class PartyCallError(Exception):
@@ -140,7 +151,9 @@ class PartyCall:
 class Party:
     """A built-in user agent; `kind` is echo, tone, busy or voicemail."""
 
-    def __init__(self, proxy: Proxy, number: str, kind: str, *, tone_hz: float = 440.0) -> None:
+    def __init__(
+        self, proxy: PartyRouter, number: str, kind: str, *, tone_hz: float = 440.0
+    ) -> None:
         self.proxy = proxy
         self.number = number
         self.kind = kind

@@ -28,9 +28,10 @@ from webphone.sip.transaction import TransactionKey, new_call_id, new_tag, trans
 from .auth import DigestAuthenticator
 from .calls import Endpoint, ProxyCall, Target
 from .config import MessageRecord, PartyEntry, SandboxConfig
-from .connection import Connection
+from .connection import Connection, FailureHandler, ResponseHandler
 from .dialogs import Dialog, Leg
 from .fanout import Fanout
+from .features import Features
 from .messages import ack_for, content_type, new_branch, response_to, salvage_response, uri_user
 from .rc import Identity, RcCall, server_message
 from .registrar import Registrar
@@ -40,8 +41,6 @@ from .users import UserTable
 log = logging.getLogger("webphone.sandbox")
 
 SipMessage = SipRequest | SipResponse
-ResponseHandler = Callable[[SipResponse], None]
-FailureHandler = Callable[[str], None]
 
 
 @dataclass
@@ -80,8 +79,6 @@ class Proxy:
         self._calls_by_sid: dict[str, ProxyCall] = {}
         self._dialogs: dict[str, list[Dialog]] = {}
         self._timers: set[asyncio.TimerHandle] = set()
-        from .features import Features  # late: features needs the Proxy type
-
         self.features = Features(self)
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -169,7 +166,8 @@ class Proxy:
         self.connections[connection.id] = connection
 
     def connection_closed(self, connection: Connection) -> None:
-        """Drop its bindings at once, fail its transactions, end its calls."""
+        """Drop its bindings at once, fail its transactions, end its calls (or, when it was
+        lost rather than closed, give its devices `rebind_grace` to take them over)."""
         connection.close()
         self.connections.pop(connection.id, None)
         for binding in self.registrar.remove_connection(connection.id):
@@ -181,7 +179,16 @@ class Proxy:
             call.caller_gone()
         for dialogs in list(self._dialogs.values()):
             for dialog in list(dialogs):
-                self.features.leg_vanished(dialog, connection.id)
+                self.features.leg_vanished(dialog, connection.id, lost=connection.lost)
+
+    def instance_of(self, connection: Connection) -> str | None:
+        """The `+sip.instance` that `connection` registered for its user (None: none)."""
+        if connection.user is None:
+            return None
+        for binding in self.registrar.lookup(connection.user, self.now()):
+            if binding.connection == connection.id:
+                return binding.instance
+        return None
 
     def connection(self, key: object) -> Connection | None:
         return self.connections.get(key) if isinstance(key, int) else None
@@ -388,9 +395,8 @@ class Proxy:
         for binding in self.registrar.lookup(user.extension, self.now()):
             connection = self.connection(binding.connection)
             if connection is not None and not connection.closed:
-                endpoints.append(
-                    Endpoint(connection, binding.contact, user.extension, user.authorization_id)
-                )
+                endpoints.append(Endpoint(connection, binding.contact, user.extension,
+                                          user.authorization_id, binding.instance))
         return endpoints
 
     def _on_out_of_dialog(self, connection: Connection, request: SipRequest) -> None:

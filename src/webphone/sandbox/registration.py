@@ -3,24 +3,41 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 from webphone.sip import SipRequest
 
+from .auth import DigestAuthenticator
 from .connection import Connection
 from .messages import uri_user
-from .registrar import RegistrarError, parse_register
-from .users import User
-
-if TYPE_CHECKING:
-    from .proxy import Proxy
+from .registrar import Registrar, RegistrarError, parse_register
+from .users import User, UserTable
 
 log = logging.getLogger("webphone.sandbox")
 
-__all__ = ["authenticate", "register"]
+__all__ = ["RegistrationRouter", "authenticate", "register"]
 
 
-def authenticate(proxy: Proxy, connection: Connection, request: SipRequest) -> User | None:
+class RegistrationRouter(Protocol):
+    """What REGISTER and authentication need of the proxy."""
+
+    @property
+    def auth(self) -> DigestAuthenticator: ...
+    @property
+    def users(self) -> UserTable: ...
+    @property
+    def registrar(self) -> Registrar: ...
+
+    def now(self) -> float: ...
+
+    def reply(self, connection: Connection, request: SipRequest, status: int, reason: str,
+              headers: Iterable[tuple[str, str]] = (), **kwargs: Any) -> None: ...
+
+
+def authenticate(
+    proxy: RegistrationRouter, connection: Connection, request: SipRequest
+) -> User | None:
     """The user behind `request`, or None after sending the 401/407/403 it deserves."""
     is_register = request.method == "REGISTER"
     header = "Authorization" if is_register else "Proxy-Authorization"
@@ -45,11 +62,11 @@ def authenticate(proxy: Proxy, connection: Connection, request: SipRequest) -> U
     proxy.reply(connection, request, status, reason, [(name, challenge)])
     return None
 
-def _password_for(proxy: Proxy, authorization_id: str) -> str | None:
+def _password_for(proxy: RegistrationRouter, authorization_id: str) -> str | None:
     user = proxy.users.by_authorization_id(authorization_id)
     return user.password if user is not None else None
 
-def register(proxy: Proxy, connection: Connection, request: SipRequest) -> None:
+def register(proxy: RegistrationRouter, connection: Connection, request: SipRequest) -> None:
     """Authenticate (401), then apply the REGISTER to the registrar and answer it."""
     proxy.reply(connection, request, 100, "Trying")
     user = authenticate(proxy, connection, request)

@@ -39,7 +39,10 @@ class Sandbox:
     the server reachable from the network: it says so loudly on stderr. `certfile`/`keyfile`
     switch to wss://. Parties (900 echo, 901 tone, 902 busy, 903 voicemail) need aiortc for
     their audio (`parties=False` leaves them out). A call parked with INFO `callpark` is
-    picked up by dialling `*` + its park extension (`*801`, ...). Every SIP message in and
+    picked up by dialling `*` + its park extension (`*801`, ...). A call leg whose WebSocket
+    broke waits `rebind_grace` seconds for its device (same `+sip.instance`) to re-register
+    on a new connection and re-INVITE (the dialog then follows it) before the other leg gets
+    a BYE; a WebSocket closed cleanly hangs its calls up at once. Every SIP message in and
     out is appended to `messages` (the last `max_messages`) and passed to the `on_message`
     hooks.
     """
@@ -60,6 +63,7 @@ class Sandbox:
         nonce_ttl: float = 300.0,
         ring_timeout: float = 60.0,
         reject_delay: float = 1.0,
+        rebind_grace: float = 32.0,
         parties: bool = True,
         tone_hz: float = 440.0,
         max_messages: int = 10000,
@@ -75,6 +79,7 @@ class Sandbox:
             nonce_ttl=nonce_ttl,
             ring_timeout=ring_timeout,
             reject_delay=reject_delay,
+            rebind_grace=rebind_grace,
         )
         self._users = UserTable(_users(users, generate))
         self._ssl = _ssl_context(certfile, keyfile)

@@ -145,6 +145,8 @@ class SipServer:
         except ConnectionClosed:
             pass
         finally:
+            # No close frame came: the peer died or its network broke (not a goodbye).
+            connection.lost = ws.protocol.close_rcvd is None
             self.proxy.connection_closed(connection)
             self._connections.discard(connection)
             log.info("SIP client gone: %r", connection)
