@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import time
@@ -194,6 +195,42 @@ async def test_one_real_members_on_every_host_and_status_without_joining(group: 
     assert await group_status("no-such-group", hub=group.url) == []
 
 
+async def test_a_member_closed_while_its_leave_is_being_sent_is_gone_at_once(
+        group: Group) -> None:
+    """close() right after leave() cancels the link's LEAVE mid-send (the order a slow loop
+    gives; pipecat's wait_for makes it the usual one): redis-py then drops that connection, and
+    the link's cleanup must still take the member out of the list."""
+    await group.join("a")
+    b, _ = await group.join("b")
+    c, _ = await group.join("c")
+    link = b._token.link if b._token else None
+    assert isinstance(link, RedisLink) and link._cmd is not None
+    conn = link._cmd.connection
+    assert conn is not None
+    sending = asyncio.Event()
+
+    async def write_that_hangs(command: Any) -> None:
+        sending.set()
+        await asyncio.Event().wait()  # the bytes never leave: cancelled by close()
+
+    conn.socket_timeout = None  # no write timeout: only close() ends the hung write
+    conn._send_packed_command = write_that_hangs  # type: ignore[method-assign]
+    await b.leave(1.0)
+    await asyncio.wait_for(sending.wait(), 5)
+    await b.close()
+    await b.transport.aclose()
+    assert [m.member_id for m in await c.members()] == ["a", "c"]
+
+
+async def test_a_dummy_that_left_is_not_brought_back_by_its_heartbeats(group: Group) -> None:
+    await group.join("a")
+    b, _ = await group.join("b")
+    c, _ = await group.join("c")
+    await b.leave(1.0)
+    assert await b.ping()  # a heartbeat handled after the LEAVE: echoed, membership untouched
+    assert [m.member_id for m in await c.members()] == ["a", "c"]
+
+
 async def test_a_second_process_with_the_same_member_id_is_refused(group: Group) -> None:
     await group.join("a")
     listener = Listener("a2")
@@ -333,6 +370,36 @@ async def test_the_last_real_leaving_after_a_crashed_dummy_unregisters(group: Gr
 
 
 # -- fencing and exactly one outcome, forced at the script level --------------------------
+
+
+async def test_the_leave_of_a_members_old_link_does_not_remove_its_new_one(
+        shared_redis: RedisServer) -> None:
+    """A quick re-link (same process, same ident): the old link's LEAVE may run after the new
+    link's JOIN. Only the link that wrote the member's record takes it out of the list."""
+    keys = GroupKeys.for_group(f"relink-{uuid.uuid4().hex[:6]}")
+    client = Redis.from_url(shared_redis.url)
+    run = {name: client.register_script(text) for name, text in SCRIPTS.items()}
+    base, ident = keys.base(), "host-b|42|1.0"
+
+    async def listed() -> list[str]:
+        out = await run["members"](keys=base, args=[])
+        return [json.loads(raw)["id"] for raw in out[7:]]
+
+    try:
+        for link in ("old", "new"):  # the new link joins before the old one's cleanup ran
+            info = json.dumps({"id": "b", "pid": 42, "host": "host-b", "ident": ident,
+                               "link": link})
+            out = await run["join"](keys=base, args=["b", info, 5000, ident, 10, 0, 0, 1,
+                                                     5000, 0])
+            assert out[0] == b"dummy", out
+        assert await run["leave"](keys=base, args=["b", ident, "old"]) == b"ok"
+        assert await listed() == ["b"]
+        assert await run["leave"](keys=base, args=["b", "other|1|1.0", "new"]) == b"ok"
+        assert await listed() == ["b"]  # another process's ident never removes it either
+        assert await run["leave"](keys=base, args=["b", ident, "new"]) == b"ok"
+        assert await listed() == []
+    finally:
+        await client.aclose()
 
 
 async def test_result_and_interrupt_race_has_exactly_one_winner(shared_redis: RedisServer) -> None:

@@ -12,7 +12,8 @@ keeps them in one slot (scripts and multi-stream reads need that)::
                                      since, prev; PEXPIRE ttl: the lease
     webphone:{tag}:epoch      string the epoch counter (INCR on every acquisition, never lower
                                      than an epoch a member reports): the fencing token
-    webphone:{tag}:members    hash   member id -> JSON (pid, host, joined, since)
+    webphone:{tag}:members    hash   member id -> JSON (pid, host, joined, since, ident, link:
+                                     the link that wrote it, the only one whose LEAVE counts)
     webphone:{tag}:alive      zset   member id -> expiry (server ms): heartbeats
     webphone:{tag}:snapshot   hash   epoch, seq, frame: the latest snapshot, for late joiners
     webphone:{tag}:events     stream lease / ready / handover / free / snapshot (MAXLEN ~256)
@@ -596,10 +597,16 @@ class RedisLink(GroupLink):
         await self._stop_session()
         hello, holder = self._hello, self._holder
         if leave and hello is not None:
+            # A fresh client, never the session's: stopping the session may have cancelled a
+            # command mid-send (the member's own LEAVE, when it closes right after leave()),
+            # and redis-py then drops that connection, which the one-server client refuses to
+            # re-open. LEAVE and RELEASE compare-and-delete: they need not reach the very server
+            # instance the session checked (the restart grace is about granting, not this).
+            await self._drop_clients()
             try:
-                if self._cmd is None:
-                    await self._open_quietly()
-                await asyncio.wait_for(self._run("leave", [], [hello.member_id, self._ident()]),
+                await self._open_quietly()
+                await asyncio.wait_for(self._run("leave", [], [hello.member_id, self._ident(),
+                                                         self.nonce]),
                                        1.0)
                 if holder is not None and holder.state in (
                         HolderState.HELD, HolderState.EXPIRED, HolderState.PENDING):
@@ -695,7 +702,7 @@ class RedisLink(GroupLink):
         reclaim = hello.epoch if (hello.real and holder.valid(now)
                                   and holder.epoch == hello.epoch) else 0
         self._info = {"id": hello.member_id, "pid": hello.pid, "host": hello.host,
-                      "ident": self._ident()}
+                      "ident": self._ident(), "link": self.nonce}
         out, acked = await self._run_acked("join", [], [
             hello.member_id, self._member_info(), self._member_ttl_ms(), self._ident(),
             self._t.max_members, hello.epoch, reclaim, int(self._fresh_ok()),
@@ -1055,6 +1062,9 @@ class RedisLink(GroupLink):
 
     async def _heartbeat(self) -> None:
         assert self._hello is not None
+        if self.mode == "left":  # HEARTBEAT would add the member that just left back again
+            self._deliver(Heartbeat())
+            return
         out = await self._run("heartbeat", [self.reply_key], [
             self._hello.member_id, self._member_info(), self._member_ttl_ms()])
         version = (int(out[0]), int(out[1]))
@@ -1120,7 +1130,7 @@ class RedisLink(GroupLink):
             self._candidate.cancel()
             if self._acquire_timer is not None:
                 self._acquire_timer.cancel()
-            await self._run("leave", [], [self._hello.member_id, self._ident()])
+            await self._run("leave", [], [self._hello.member_id, self._ident(), self.nonce])
 
     async def _hand_over_again(self, epoch: int) -> None:
         """Nobody took over within a heartbeat timeout: if the others have all gone (crashed

@@ -292,12 +292,15 @@ event('handover', l.epoch, l.holder, '')
 return 'handing'
 """
 
-# ARGV: member, ident
+# ARGV: member, ident, link. Only the link that wrote the record forgets it: the LEAVE of a
+# member's old link, run after its new link's JOIN (a quick re-link, same ident), must not
+# take the member out of the list. A record without a link (older versions): by ident.
 _LEAVE = """
 local old = redis.call('HGET', KEYS[4], ARGV[1])
 if old then
   local ok, d = pcall(cjson.decode, old)
-  if ok and type(d) == 'table' and d.ident == ARGV[2] then
+  if ok and type(d) == 'table' and d.ident == ARGV[2] and
+     (d.link == nil or d.link == ARGV[3]) then
     redis.call('HDEL', KEYS[4], ARGV[1])
     redis.call('ZREM', KEYS[5], ARGV[1])
   end
