@@ -52,16 +52,21 @@ SCENARIOS = [
     "cold transfer: browser is the target",
     "cold transfer: browser is the transferee",
     "warm transfer: browser is the target",
+    "warm transfer: browser is the transferee",
     "loopback-only media stays on 127.0.0.1",
 ]
+
+_NO_REFER = (
+    "the SDK answers no REFER: RingCentral's server carries transfers out; the sandbox "
+    "relays REFER to the transferee instead"
+)
 
 NOT_APPLICABLE = {
     ("rc-sandbox", "warm transfer: browser is the target"):
         "the SDK implements no Replaces (RFC 3891): it takes the INVITE as one more call and "
         "keeps the replaced one; RingCentral's server carries transfers out",
-    ("rc-sandbox", "cold transfer: browser is the transferee"):
-        "the SDK answers no REFER: RingCentral's server carries transfers out; the sandbox "
-        "relays REFER to the transferee instead",
+    ("rc-sandbox", "cold transfer: browser is the transferee"): _NO_REFER,
+    ("rc-sandbox", "warm transfer: browser is the transferee"): _NO_REFER,
     ("jssip-kamailio", "python sends browser's call to voicemail"):
         "x-rc/agent commands exist on RingCentral (the sandbox) only",
     ("jssip-kamailio", "python forwards browser's call"):

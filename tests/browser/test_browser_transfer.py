@@ -1,5 +1,5 @@
 """Transfers with a browser as the target (cold, and warm with Replaces, RFC 3891) and as the
-transferee (REFER, RFC 3515)."""
+transferee (REFER, RFC 3515; warm: a Refer-To carrying Replaces)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from scenario import BROWSER_HZ, PYTHON_HZ, browser_phone, hears, python_phones,
 
 from support.calls import connect, next_inbound
 from support.wait import wait_until
-from webphone.call_session import CallSession
+from webphone import WebPhone
+from webphone.call_session import CallSession, InboundCallSession
 
 pytestmark = pytest.mark.browser
 
@@ -25,6 +26,16 @@ async def talk(tab: Any, cid: str, py: CallSession) -> None:
     async with tone_on(py):
         await hears(py, BROWSER_HZ)
         await tab.api("hears", cid, PYTHON_HZ)
+
+
+async def browser_calls(tab: Any, py: WebPhone, user: str) -> tuple[str, InboundCallSession]:
+    """The browser calls `py` (as `user`), `py` answers: the browser's call id and py's call."""
+    incoming = next_inbound(py)
+    cid = await tab.api("call", user)
+    at_py = await asyncio.wait_for(incoming, 10)
+    await at_py.answer()
+    await tab.api("waitState", cid, ["answered"])
+    return cid, at_py
 
 
 async def test_cold_transfer_to_a_browser(browser: Browser, stack: str, server_for: Any,
@@ -55,11 +66,7 @@ async def test_cold_transfer_of_a_browser(browser: Browser, jssip_stack: str, se
     async with browser_phone(browser, jssip_stack, server, browser_user) as tab, \
             python_phones(server, [a_user, b_user]) as [a, b]:
         with interop.step(jssip_stack, "cold transfer: browser is the transferee"):
-            incoming = next_inbound(a)
-            cid = await tab.api("call", a_user)
-            at_a = await asyncio.wait_for(incoming, 10)
-            await at_a.answer()
-            await tab.api("waitState", cid, ["answered"])
+            _, at_a = await browser_calls(tab, a, a_user)
             at_b = next_inbound(b)
             transferring = asyncio.ensure_future(at_a.transfer(b_user))  # a refers the browser
             new = await asyncio.wait_for(at_b, 10)
@@ -100,3 +107,36 @@ async def test_warm_transfer_to_a_browser(browser: Browser, jssip_stack: str, se
             await talk(tab, replacing, moved)
             await tab.api("hangup", replacing)
             await wait_until(lambda: moved.state == "disposed", 10, message="transferred ended")
+
+
+@pytest.mark.parametrize("jssip_stack", ["jssip-sandbox", "jssip-kamailio"])
+async def test_warm_transfer_of_a_browser(browser: Browser, jssip_stack: str, server_for: Any,
+                                          take_users: Any, interop: Interop) -> None:
+    """The browser calls a, a consults c, then refers the browser to c with Replaces: the
+    browser's INVITE replaces a's consult leg at c, and a's call with the browser ends."""
+    server = server_for(jssip_stack)
+    browser_user, a_user, c_user = take_users(server, 3)
+    async with browser_phone(browser, jssip_stack, server, browser_user) as tab, \
+            python_phones(server, [a_user, c_user]) as [a, c]:
+        with interop.step(jssip_stack, "warm transfer: browser is the transferee"):
+            original, at_a = await browser_calls(tab, a, a_user)
+            at_c = next_inbound(c)
+            consulting = asyncio.ensure_future(at_a.warm_transfer(c_user))  # holds the browser
+            consulted = await asyncio.wait_for(at_c, 10)
+            await consulted.answer()
+            transfer = await asyncio.wait_for(consulting, 10)
+            await wait_until(lambda: transfer.session.state == "answered", 10,
+                             message="a's consult call answered")
+            replacing = next_inbound(c)
+            await asyncio.wait_for(transfer.complete(), 10)  # REFER, Refer-To: c?Replaces=...
+            moved = await tab.api("waitReferred")
+            at_c_again = await asyncio.wait_for(replacing, 10)
+            assert at_c_again.remote_number == browser_user
+            await tab.api("waitState", moved, ["answered"])
+            await asyncio.wait_for(consulted.wait_closed(), 10)  # replaced at c (RFC 3891)
+            await tab.api("waitState", original, ["ended"])  # a hung up after the NOTIFY
+            await wait_until(lambda: a.call_sessions == [], 10, message="a left both calls")
+            await talk(tab, moved, at_c_again)
+            await tab.api("hangup", moved)
+            await wait_until(lambda: at_c_again.state == "disposed", 10,
+                             message="transferred call ended")
