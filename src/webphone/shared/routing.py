@@ -244,14 +244,14 @@ class DelegateRouter:
     def member_lost(self, member: str, reason: str) -> list[Out]:
         """Member connection `member` is gone (`reason`: crashed, hung, left): what was sent to
         it ends MemberLostError; what it asked as a real is forgotten (nobody to answer)."""
+        for pending in [p for p in self._pending.values() if p.real == member]:
+            self._forget(pending)  # first: a real may have delegated to itself
         out: list[Out] = []
         for pending in [p for p in self._pending.values() if p.target == member]:
             message = (f"member {pending.target_name!r} {reason} before answering "
                        f"{pending.frame.op!r}; it may or may not have done it, and it is "
                        "not re-sent")
             out.append(self._finish(pending, "MemberLostError", message))
-        for pending in [p for p in self._pending.values() if p.real == member]:
-            self._forget(pending)
         return out
 
     def real_ended(self, real: str) -> list[Out]:

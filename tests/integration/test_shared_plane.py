@@ -1,0 +1,318 @@
+"""The continuity plane end to end (no SIP): `GroupMember.delegate` and its one outcome, lost
+members told to the real, and the continuity state reaching every member, over the memory
+transport (members in this process) and over real hub processes and Redis with member processes
+(tests/support/plane_member.py) that are SIGKILLed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.group import enable_subreaper, reap_adopted_zombies, short_runtime_dir
+from support.redis_server import RedisServer
+from support.wait import wait_until
+from webphone.errors import (
+    ActionInterruptedError,
+    CallError,
+    GroupProtocolError,
+    MemberLostError,
+    WebPhoneError,
+)
+from webphone.shared.member import GroupMember, LinkToken
+from webphone.shared.protocol import Action, Continuity, Delegate, Released, Role, Snapshot
+from webphone.shared.transports.base import HubOptions
+from webphone.shared.transports.local import LocalTransport
+from webphone.shared.transports.memory import MemoryTransport
+
+OPTIONS = HubOptions(heartbeat_interval=0.1, heartbeat_timeout=1.0, idle_timeout=2.0)
+SUPPORT = Path(__file__).resolve().parent.parent / "support"
+SDP = "v=0\r\no=- 7 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+
+
+class Recorder:
+    """A member's listener (both protocols) that records; as the real, registers at once and
+    answers delegates by a table (`hold` keeps them unanswered)."""
+
+    def __init__(self, answers: dict[str, Any] | None = None) -> None:
+        self.member: GroupMember | None = None
+        self.roles: list[tuple[Role, int]] = []
+        self.continuity_at_promotion: list[Continuity | None] = []
+        self.delegates: list[Delegate] = []
+        self.lost: list[tuple[str, str]] = []
+        self.continuity: list[Continuity] = []
+        self.answers = answers or {}
+
+    def on_role(self, old: Role | None, new: Role, epoch: int) -> None:
+        assert self.member is not None
+        self.roles.append((new, epoch))
+        if new == "real":
+            self.continuity_at_promotion.append(self.member.continuity.state)
+            self.member.registered(epoch)
+
+    def on_snapshot(self, snapshot: Snapshot) -> None:
+        pass
+
+    def on_action(self, action: Action, token: LinkToken) -> None:
+        pass
+
+    def on_released(self, released: Released) -> None:
+        pass
+
+    def on_delegate(self, request: Delegate, token: LinkToken) -> None:
+        assert self.member is not None
+        self.delegates.append(request)
+        answer = self.answers.get(request.op, {"op": request.op, "args": request.args})
+        if answer == "hold":
+            return
+        if isinstance(answer, BaseException):
+            self.member.send_delegate_result(token, request, error=answer)
+        else:
+            self.member.send_delegate_result(token, request, value=answer)
+
+    def on_member_lost(self, member_id: str, reason: str) -> None:
+        self.lost.append((member_id, reason))
+
+    def on_continuity(self, state: Continuity) -> None:
+        self.continuity.append(state)
+
+    @property
+    def role(self) -> Role | None:
+        return self.roles[-1][0] if self.roles else None
+
+
+class Plain:
+    """A listener that does not take part in the plane (as every listener before it)."""
+
+    def on_role(self, old: Role | None, new: Role, epoch: int) -> None: ...
+    def on_snapshot(self, snapshot: Snapshot) -> None: ...
+    def on_action(self, action: Action, token: LinkToken) -> None: ...
+    def on_released(self, released: Released) -> None: ...
+
+
+class Members:
+    """Members of one group in this process; `close()` closes them all."""
+
+    def __init__(self, make: Any) -> None:
+        self.make = make  # () -> a transport
+        self.group = f"g-{uuid.uuid4().hex[:8]}"
+        self.made: list[GroupMember] = []
+
+    async def join(self, name: str, listener: Any = None) -> tuple[GroupMember, Any]:
+        listener = listener if listener is not None else Recorder()
+        member = GroupMember(self.make(), self.group, listener, member_id=name)
+        listener.member = member
+        self.made.append(member)
+        await member.start(timeout=10)
+        return member, listener
+
+    async def close(self) -> None:
+        for member in self.made:
+            await member.close()
+            await member.transport.aclose()
+
+
+@pytest.fixture
+async def memory() -> AsyncIterator[Members]:
+    transport = MemoryTransport(OPTIONS)
+    members = Members(lambda: transport)
+    yield members
+    await members.close()
+
+
+# -- in one process (memory transport) ---------------------------------------------------------
+
+
+async def test_a_delegate_gets_the_members_answer_or_its_error(memory: Members) -> None:
+    a, la = await memory.join("a")
+    await wait_until(lambda: la.role == "real", 5)
+    _, lb = await memory.join("b", Recorder({"media.close": CallError("no call c1 here")}))
+    await memory.join("plain", Plain())
+    answer = await a.delegate("b", "media.offer", "c1", {"sdp": SDP}, timeout=2)
+    assert answer == {"op": "media.offer", "args": {"sdp": SDP}}
+    assert [(d.op, d.call_id) for d in lb.delegates] == [("media.offer", "c1")]
+    with pytest.raises(CallError, match="no call c1 here"):
+        await a.delegate("b", "media.close", "c1", {})
+    with pytest.raises(MemberLostError, match="'nobody' is not in the group"):
+        await a.delegate("nobody", "media.close", "c1", {})
+    with pytest.raises(WebPhoneError, match="takes no delegates"):
+        await a.delegate("plain", "media.close", "c1", {})
+    with pytest.raises(GroupProtocolError, match=r"delegate\.op"):
+        await a.delegate("b", "call", "c1", {})
+    b = memory.made[1]
+    with pytest.raises(ActionInterruptedError, match="not the real"):
+        await b.delegate("a", "media.close", "c1", {})  # only the real delegates
+
+
+@pytest.mark.parametrize("how", ["crash", "leave"])
+async def test_a_member_lost_with_a_delegate_in_flight_ends_it_once(memory: Members,
+                                                                    how: str) -> None:
+    a, la = await memory.join("a")
+    await wait_until(lambda: la.role == "real", 5)
+    b, lb = await memory.join("b", Recorder({"media.take": "hold"}))
+    await memory.join("c")
+    call = asyncio.ensure_future(a.delegate("b", "media.take", "c1", {}, timeout=5))
+    await wait_until(lambda: lb.delegates, 5)
+    if how == "crash":
+        b.abort()
+    else:
+        await b.leave(1.0)
+    with pytest.raises(MemberLostError, match=r"'b' (crashed|left) before answering"):
+        await call
+    reason = "crashed" if how == "crash" else "left"
+    await wait_until(lambda: la.lost == [("b", reason)], 5)
+    assert memory.made[2].listener.lost == []  # type: ignore[attr-defined]  # only the real
+
+
+async def test_continuity_reaches_every_member_and_a_promoted_real_has_it_at_once(
+    memory: Members,
+) -> None:
+    a, la = await memory.join("a")
+    await wait_until(lambda: la.role == "real", 5)
+    b, lb = await memory.join("b")
+    a.publish_continuity({"c1": {"sdp": SDP, "dialog": {"cseq": 3}}})
+    await wait_until(lambda: lb.continuity, 5)
+    with pytest.raises(GroupProtocolError, match=r"c1\.auth\.password: secrets"):
+        a.publish_continuity({"c1": {"auth": {"password": "x"}}})
+    _, lc = await memory.join("c")  # a newcomer gets it right after its welcome
+    assert [s.calls for s in lc.continuity] == [{"c1": {"sdp": SDP, "dialog": {"cseq": 3}}}]
+    assert b.continuity.state == lb.continuity[-1] and lb.continuity[-1].version == (1, 1)
+    assert len(lb.continuity) == 1  # the refused one was never sent
+    a.abort()
+    await wait_until(lambda: lb.role == "real" or lc.role == "real", 5)
+    promoted = lb if lb.role == "real" else lc
+    assert promoted.continuity_at_promotion[-1] is not None
+    assert promoted.continuity_at_promotion[-1].calls["c1"]["dialog"] == {"cseq": 3}
+    assert promoted.lost == [("a", "crashed")]
+
+
+async def test_a_real_that_stops_being_real_gets_its_delegates_interrupted(
+    memory: Members,
+) -> None:
+    a, la = await memory.join("a")
+    await wait_until(lambda: la.role == "real", 5)
+    await memory.join("b", Recorder({"media.take": "hold"}))
+    call = asyncio.ensure_future(a.delegate("b", "media.take", "c1", {}, timeout=5))
+    await asyncio.sleep(0)
+    a.resign()  # gives up the role (what a failed registration does)
+    with pytest.raises(ActionInterruptedError):
+        await call
+
+
+# -- member processes over a hub process and over Redis ------------------------------------------
+
+
+class Proc:
+    """tests/support/plane_member.py as a child process; its JSON-line events in `events`."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.events: list[dict[str, Any]] = []
+        self.reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        async for line in self.proc.stdout:
+            with contextlib.suppress(ValueError):
+                self.events.append(json.loads(line))
+
+    async def wait(self, **match: Any) -> dict[str, Any]:
+        def found() -> dict[str, Any] | None:
+            return next((e for e in self.events
+                         if all(e.get(k) == v for k, v in match.items())), None)
+        return dict(await wait_until(found, 15, message=f"event {match}"))
+
+    async def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGKILL)
+        await self.proc.wait()
+        self.reader.cancel()
+
+
+@pytest.fixture(params=["local"])
+async def where(request: pytest.FixtureRequest,
+                tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[str, Any]]:
+    """How to reach one fresh group: a local hub process in a runtime dir, or a redis-server."""
+    if request.param == "local":
+        enable_subreaper()
+        runtime_dir = short_runtime_dir()
+        yield {"argv": ["--runtime-dir", str(runtime_dir)],
+               "make": lambda: LocalTransport(OPTIONS, runtime_dir=runtime_dir)}
+        reap_adopted_zombies(exclude=set())
+        shutil.rmtree(runtime_dir, ignore_errors=True)
+        return
+    if shutil.which("redis-server") is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is missing (apt redis-server)")
+        pytest.skip("needs redis-server (apt redis-server)")
+    from webphone.shared.transports.redis import RedisTransport
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield {"argv": ["--hub", server.url], "make": lambda: RedisTransport(server.url, OPTIONS)}
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def procs(where: dict[str, Any]) -> AsyncIterator[Any]:
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    started: list[Proc] = []
+
+    async def spawn(name: str, *extra: str) -> Proc:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(SUPPORT / "plane_member.py"), "--group", group, "--id", name,
+            *where["argv"], *extra, stdout=asyncio.subprocess.PIPE, env=env)
+        started.append(Proc(proc))
+        await started[-1].wait(event="ready")
+        return started[-1]
+
+    members = Members(where["make"])
+    members.group = group
+    yield spawn, members
+    await members.close()
+    for proc in started:
+        await proc.kill()
+
+
+async def test_a_real_delegates_to_a_member_process_which_then_is_sigkilled(procs: Any) -> None:
+    spawn, members = procs
+    a, la = await members.join("a")
+    await wait_until(lambda: la.role == "real", 10)
+    b = await spawn("b")
+    answer = await a.delegate("b", "media.offer", "c1", {"sdp": SDP}, timeout=5)
+    assert answer == {"sdp": f"{SDP} answered", "pid": b.proc.pid}
+    call = asyncio.ensure_future(a.delegate("b", "media.close", "c1", {"hold": True},
+                                            timeout=30))
+    await b.wait(event="delegate", op="media.close")
+    await b.kill()
+    with pytest.raises(MemberLostError, match=r"'b' (crashed|hung) before answering"):
+        await call
+    await wait_until(lambda: la.lost, 10)
+    assert la.lost in ([("b", "crashed")], [("b", "hung")])  # Redis sees a crash as expiry
+
+
+async def test_a_new_real_has_the_continuity_state_at_once(procs: Any) -> None:
+    spawn, members = procs
+    record = {"c1": {"sdp": SDP, "dialog": {"call_id": "c1", "cseq": 7}}}
+    old = await spawn("old", "--publish", json.dumps(record))
+    await old.wait(event="role", role="real")
+    _, lb = await members.join("b")
+    await wait_until(lambda: lb.continuity, 10, message="continuity at b")
+    await old.kill()
+    await wait_until(lambda: lb.role == "real", 10, message="b promoted")
+    state = lb.continuity_at_promotion[-1]
+    assert state is not None and state.calls == record
+    await wait_until(lambda: lb.lost, 10)
+    assert lb.lost[0][0] == "old"
