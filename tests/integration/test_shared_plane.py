@@ -239,7 +239,7 @@ class Proc:
         self.reader.cancel()
 
 
-@pytest.fixture(params=["local"])
+@pytest.fixture(params=["local", "redis"])
 async def where(request: pytest.FixtureRequest,
                 tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[str, Any]]:
     """How to reach one fresh group: a local hub process in a runtime dir, or a redis-server."""

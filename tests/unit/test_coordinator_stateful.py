@@ -348,9 +348,13 @@ class GroupMachine(RuleBasedStateMachine):
     @rule()
     def hub_stalls(self) -> None:
         real = self.c.real
+        # a handover deadline that passes during the stall is not a judgement of silence: a
+        # released real that did not close in time is dropped, and then someone is promoted
+        leaving = any(self.c.state_of(c) in (MemberState.HANDING_OVER, MemberState.UNREGISTERING)
+                      for c in self.sims)
         self.now += 10 * TIMEOUT
         self.run(self.c.tick(self.now))
-        assert self.c.real == real, "a stalled hub deposed the real on the stall alone"
+        assert leaving or self.c.real == real, "a stalled hub deposed the real on the stall alone"
 
     # -- invariants --------------------------------------------------------------------------------
 
