@@ -1,7 +1,7 @@
 """The continuity plane of the group protocol, pure: its frames (bounds, allow-list, no secrets)
 and the coordinator's rules (delegates end in exactly one outcome at the real that asked, the
 real hears of every lost member, the newest continuity state reaches every member and never a
-snapshot). The process-level behaviour is tests/integration/test_shared_plane*.py."""
+snapshot). The process-level behaviour is tests/integration/test_shared_plane.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.unit.test_coordinator import Hub, state
+from test_coordinator import Hub, state
 
 from webphone.errors import GroupProtocolError
 from webphone.shared.actions import DELEGATE_OPS
