@@ -113,6 +113,9 @@ class PlaneHost(Protocol):
     def real_epoch(self) -> int | None:
         """The epoch we hold the lease at, or None when we are not the real."""
 
+    async def wait_acks(self, what: str) -> bool:
+        """After a write: True when enough replicas hold it (always, with replica_acks 0)."""
+
 
 @dataclass(kw_only=True)
 class _Asked:
@@ -134,6 +137,7 @@ class RedisPlane:
         #: yet in this reign
         self._alive: dict[str, float] | None = None
         self._continuity = (0, 0)
+        self._unacked: Continuity | None = None  # written, not yet held by enough replicas
         self._ids = 0
 
     @property
@@ -150,12 +154,21 @@ class RedisPlane:
         elif isinstance(frame, DelegateResult):
             await self._answer(frame)
         elif isinstance(frame, Continuity):
-            result = text(await self._h.run_script("continuity", [self.continuity_key], [
-                frame.epoch, frame.seq, frame.to_json(), self._h.member_id()]))
-            if result == "ok":
-                self._continuity = max(self._continuity, frame.version)
-            elif result == "fenced":
-                log.info("continuity at epoch %d refused: not the holder", frame.epoch)
+            await self._write_continuity(frame)
+
+    async def _write_continuity(self, frame: Continuity) -> None:
+        """Write the record; with replicas, WAIT like the lease, and write it again on our next
+        heartbeat until they hold it (a failover must not roll the record back unseen)."""
+        self._unacked = None
+        result = text(await self._h.run_script("continuity", [self.continuity_key], [
+            frame.epoch, frame.seq, frame.to_json(), self._h.member_id()]))
+        if result == "fenced":
+            log.info("continuity at epoch %d refused: not the holder", frame.epoch)
+            return
+        if result == "ok":
+            self._continuity = max(self._continuity, frame.version)
+        if not await self._h.wait_acks("continuity"):
+            self._unacked = frame
 
     async def _delegate(self, frame: Delegate) -> None:
         epoch = self._h.real_epoch()
@@ -227,6 +240,8 @@ class RedisPlane:
     async def watch_members(self) -> None:
         """(the real, on its heartbeats) Members that dropped out since the last look are
         lost: their delegates end MemberLostError and the member is told `member_lost`."""
+        if self._unacked is not None:
+            await self._write_continuity(self._unacked)
         out = await self._h.run_script("alive", [], [])
         now = float(text(out[0]))
         current = {text(out[i]): float(text(out[i + 1])) for i in range(1, len(out) - 1, 2)}
@@ -254,6 +269,7 @@ class RedisPlane:
     def reign_ended(self) -> None:
         """We stepped down: no answer will be taken for what we asked."""
         self._alive = None
+        self._unacked = None
         for asked in self._asked.values():
             asked.timer.cancel()
             self._fail(asked.own_id, "ActionInterruptedError", "this member stopped being "
