@@ -316,3 +316,54 @@ async def test_a_new_real_has_the_continuity_state_at_once(procs: Any) -> None:
     assert state is not None and state.calls == record
     await wait_until(lambda: lb.lost, 10)
     assert lb.lost[0][0] == "old"
+
+
+async def test_the_redis_scripts_fence_the_plane_and_keep_it_in_one_slot(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Over Redis nothing routes frames but the scripts: only the holder at its epoch writes
+    the continuity record or delegates, never an older record, never to a member that is not
+    alive with that inbox; every key of the plane is in the group's slot."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("needs redis-server (apt redis-server)")
+    from redis.crc import key_slot
+
+    from webphone.shared.transports.redis import RedisLink, RedisTransport
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    members = Members(lambda: RedisTransport(server.url, OPTIONS))
+    try:
+        a, la = await members.join("a")
+        await wait_until(lambda: la.role == "real", 10)
+        b, _ = await members.join("b")
+        link = a._token.link if a._token else None
+        assert isinstance(link, RedisLink)
+        key = link.plane.continuity_key
+        assert key_slot(key.encode()) == key_slot(link.keys.lease.encode())
+        frame = Continuity(epoch=a.epoch, seq=5, calls={"c1": {"sdp": SDP}})
+
+        async def write(epoch: int, seq: int, member: str) -> str:
+            out = await link.run_script("continuity", [key], [epoch, seq, frame.to_json(),
+                                                              member])
+            return out.decode() if isinstance(out, bytes) else str(out)
+
+        assert await write(a.epoch, 5, "b") == "fenced"  # not the holder
+        assert await write(a.epoch + 1, 5, "a") == "fenced"  # not at that epoch
+        assert await write(a.epoch, 5, "a") == "ok"
+        assert await write(a.epoch, 4, "a") == "old"
+        inbox = b._token.link.reply_key if b._token and b._token.link else ""  # type: ignore[attr-defined]
+        forwarded = Delegate(id="x.1", to="b", call_id="c1", op="media.close", args={},
+                             epoch=a.epoch, timeout=1.0).to_json()
+
+        async def delegate(member: str, epoch: int, to: str, target_inbox: str) -> str:
+            out = await link.run_script("delegate", [target_inbox], [
+                member, epoch, to, forwarded, link.reply_key])
+            return out.decode() if isinstance(out, bytes) else str(out)
+
+        assert await delegate("b", a.epoch, "b", inbox) == "fenced"
+        assert await delegate("a", a.epoch, "nobody", inbox) == "unknown"
+        assert await delegate("a", a.epoch, "b", link.reply_key) == "unknown"  # not b's inbox
+        assert key_slot(inbox.encode()) == key_slot(key.encode())
+    finally:
+        await members.close()
+        server.stop()
