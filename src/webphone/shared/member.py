@@ -563,9 +563,11 @@ class GroupMember:
         if role == "dummy" and not self._left.done() and self._leaving:
             self._left.set_result(None)  # left as real, then told dummy: no release will come
         if role != "real" or update.epoch != update.old_epoch:
-            # what we delegated as the real of an older epoch has no outcome coming to us
+            # what we delegated as the real of an older epoch has no outcome coming to us, and
+            # what we published then is not re-sent for a later reign (the new one publishes)
             self._delegations.reign_ended(
                 f"this member stopped being the real of epoch {update.old_epoch}")
+            self._last_continuity = None
         if update.news or adopted:
             self.listener.on_role(update.old, role, update.epoch)
 
@@ -821,9 +823,12 @@ class GroupMember:
 
     def publish_continuity(self, calls: dict[str, dict[str, Any]]) -> None:
         """(real only) Publish the continuity state, `{call_id: record}`: members-only, newest
-        wins, re-sent after every reconnect. Raises GroupProtocolError (naming the field) if it
-        is not plain JSON, names a secret, or is too large; nothing is sent then."""
+        wins, re-sent after every reconnect while we stay the real (ignored on any other
+        member). Raises GroupProtocolError (naming the field) if it is not plain JSON, names a
+        secret, or is too large; nothing is sent then."""
         Continuity(epoch=max(self.view.epoch, 1), seq=0, calls=calls)  # check before keeping
+        if not self.view.may_act:
+            return  # not (or no longer) the real: the group's state is someone else's
         self._last_continuity = calls
         self._send_continuity()
 
