@@ -373,3 +373,31 @@ async def test_the_redis_scripts_fence_the_plane_and_keep_it_in_one_slot(
     finally:
         await members.close()
         server.stop()
+
+
+async def test_a_real_never_republishes_an_older_reigns_state() -> None:
+    """a publishes X, gives the role up, b publishes Y and crashes, a is real again; when the
+    hub restarts, a re-claims with its welcome and must not send X again as the newest state
+    (it would win over Y by its newer epoch)."""
+    transport = MemoryTransport(OPTIONS)
+    members = Members(lambda: transport)
+    try:
+        a, la = await members.join("a")
+        await wait_until(lambda: la.role == "real", 5)
+        b, lb = await members.join("b")
+        a.publish_continuity({"c1": {"from": "a"}})
+        await wait_until(lambda: lb.continuity, 5)
+        a.resign(rejoin_after=0.0)
+        await wait_until(lambda: lb.role == "real" and a.connected, 5)
+        b.publish_continuity({"c1": {"from": "b"}})
+        await wait_until(lambda: la.continuity and la.continuity[-1].calls["c1"]["from"] == "b",
+                         5)
+        b.abort()
+        await wait_until(lambda: la.role == "real", 5)
+        transport.kill_hub(members.group)
+        await wait_until(lambda: a.hubs_seen >= 3 and a.role == "real", 5)
+        _, lc = await members.join("c")
+        await a.members()  # a round trip: whatever a sent on this hub has been routed
+        assert all(s.calls["c1"]["from"] != "a" for s in lc.continuity), lc.continuity
+    finally:
+        await members.close()
