@@ -715,8 +715,8 @@ class RedisLink(GroupLink):
         return holder.epoch if self.mode == "real" and holder is not None else None
 
     async def wait_acks(self, what: str) -> bool:
-        """True when enough replicas hold our writes (this transport has no replicas yet)."""
-        return True
+        """True when enough replicas hold our writes (WAIT, as after a lease grant)."""
+        return await self._wait_acks(what)
 
     # -- joining -----------------------------------------------------------------------------
 
