@@ -401,3 +401,39 @@ async def test_a_real_never_republishes_an_older_reigns_state() -> None:
         assert all(s.calls["c1"]["from"] != "a" for s in lc.continuity), lc.continuity
     finally:
         await members.close()
+
+
+@pytest.mark.parametrize("kind", ["sentinel", "cluster"])
+async def test_the_plane_over_sentinel_and_cluster(
+    kind: str, tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The same plane where the group's node is located per link and writes wait for a
+    replica (replica_acks 1): a delegate and its answer, the continuity record (acknowledged),
+    a member lost, and the record fetched by a newcomer."""
+    from support.redis_ha import ClusterSet, SentinelSet, require_redis_tools, wait_old_enough
+    from webphone.shared.transports.redis import RedisTransport
+    require_redis_tools()
+    servers = (SentinelSet if kind == "sentinel" else ClusterSet)(tmp_path_factory.mktemp(kind))
+    servers.start()
+    members = Members(lambda: RedisTransport(servers.url, OPTIONS))
+    try:
+        wait_old_enough(servers.nodes, OPTIONS.heartbeat_timeout)
+        a, la = await members.join("a")
+        await wait_until(lambda: la.role == "real", 10)
+        b, lb = await members.join("b", Recorder({"media.take": "hold"}))
+        assert await a.delegate("b", "media.offer", "c1", {"sdp": SDP}, timeout=5) == {
+            "op": "media.offer", "args": {"sdp": SDP}}
+        a.publish_continuity({"c1": {"sdp": SDP}})
+        await wait_until(lambda: lb.continuity, 10)
+        _, lc = await members.join("c")  # fetched by its link right after the welcome
+        await wait_until(lambda: [s.calls for s in lc.continuity] == [{"c1": {"sdp": SDP}}], 10)
+        call = asyncio.ensure_future(a.delegate("b", "media.take", "c1", {}, timeout=30))
+        await wait_until(lambda: any(d.op == "media.take" for d in lb.delegates), 10)
+        b.abort()
+        with pytest.raises(MemberLostError):
+            await call
+        # abort() closes the Redis link, whose cleanup removes the membership: "left"
+        await wait_until(lambda: la.lost == [("b", "left")], 10)
+    finally:
+        await members.close()
+        servers.close()

@@ -248,7 +248,10 @@ class RedisPlane:
         me = self._h.member_id()
         if self._alive is None:  # our first look as the real: the expired are news too
             self._alive = {m: now + 1 for m, e in current.items() if e <= now}
-        for member, expiry in list(self._alive.items()):
+        # members we saw alive, and every member a delegate of ours waits for (it may have
+        # joined and gone between two looks)
+        watched = {**{a.target: now + 1 for a in self._asked.values()}, **self._alive}
+        for member, expiry in watched.items():
             seen = current.get(member)
             if seen is None or seen <= now:
                 reason = "left" if seen is None and expiry > now else "hung"
