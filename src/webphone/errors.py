@@ -15,6 +15,8 @@ about it. No message ever contains the SIP password. The tree (docs/api.md lists
     ├── NotRealPhoneError                  SIP work asked of a DummySipClient phone
     ├── NoRealPhoneError                   a dummy's action found no real phone in time
     ├── ActionInterruptedError             the real took the action and was lost
+    │   ├── MemberLostError                a delegate's member was lost before answering
+    │   └── DelegateTimeoutError (TimeoutError)  a delegate's member did not answer in time
     ├── HubTimeoutError (TimeoutError)     the group's hub did not answer in time
     └── GroupProtocolError (ValueError)    a malformed group frame
 
@@ -86,6 +88,21 @@ class ActionInterruptedError(WebPhoneError):
 
     The action may or may not have taken effect; it is never run a second time.
     """
+
+
+class MemberLostError(ActionInterruptedError):
+    """A delegate (the real asking one member to do something for a call) found its member
+    gone: it crashed, hung, or left before answering, or was not in the group at all.
+
+    An ActionInterruptedError because the meaning is the same: the operation may or may not
+    have taken effect on that member, and it is never re-sent. The real decides what next
+    (another member, or itself).
+    """
+
+
+class DelegateTimeoutError(ActionInterruptedError, TimeoutError):
+    """The member a delegate went to did not answer within the delegate's timeout (it may
+    still be running it: the outcome is unknown, and the delegate is never re-sent)."""
 
 
 class HubTimeoutError(WebPhoneError, TimeoutError):

@@ -19,6 +19,9 @@ from webphone.shared.protocol import (
     Action,
     ActionAccepted,
     ActionResult,
+    Continuity,
+    Delegate,
+    DelegateResult,
     Error,
     ErrorInfo,
     Frame,
@@ -26,6 +29,7 @@ from webphone.shared.protocol import (
     Hello,
     Leave,
     MemberInfo,
+    MemberLost,
     Members,
     MembersQuery,
     Registered,
@@ -65,6 +69,11 @@ EXAMPLES: list[Frame] = [
     MembersQuery(),
     Members((MEMBER, MEMBER)),
     Error("protocol", "bad frame"),
+    Delegate(id="d1", to="m2", call_id="x@y", op="media.offer", args={"sdp": "v=0\r\n"},
+             epoch=3, timeout=5.0),
+    DelegateResult(id="d1", ok=True, value={"sdp": "v=0\r\n"}),
+    MemberLost(member_id="m2", reason="crashed"),
+    Continuity(epoch=3, seq=1, calls={"x@y": {"cseq": 4}}),
 ]
 
 

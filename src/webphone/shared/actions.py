@@ -6,6 +6,11 @@ required ones and values of the wrong kind raise `GroupProtocolError` naming the
 
 Phone-level actions (`PHONE_ACTIONS`) run on the phone and carry no call id; session-level actions
 (`SESSION_ACTIONS`) run on the call session named by `call_id`.
+
+Delegates (the continuity plane: the real asks one member to do something for one call, e.g. hold
+its media) are allow-listed here too, in `DELEGATE_OPS`, so that every operation a frame can name
+is in this one file. Their arguments are a plain JSON object defined by the call layer that uses
+them; this layer bounds them (`check_payload`: SDP-sized strings at most, plain JSON only).
 """
 
 from __future__ import annotations
@@ -13,9 +18,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from webphone.shared.schema import check_json, check_text, fail
+from webphone.shared.schema import MAX_SDP_CHARS, check_json, check_payload, check_text, fail
 
-__all__ = ["ACTIONS", "PHONE_ACTIONS", "SESSION_ACTIONS", "check_action"]
+__all__ = ["ACTIONS", "DELEGATE_OPS", "MAX_SDP_CHARS", "PHONE_ACTIONS", "SESSION_ACTIONS",
+           "check_action", "check_delegate"]
 
 MAX_ARG_CHARS = 256
 MAX_MESSAGE_CHARS = 1024
@@ -135,3 +141,25 @@ def check_action(name: object, call_id: object, args: object, where: str = "acti
         elif required:
             fail(f"{where}.args.{arg}", "missing")
 
+
+
+# -- delegates (real -> one member) -------------------------------------------------------------
+
+#: the operations the real may delegate to a member, about one call's media
+DELEGATE_OPS: frozenset[str] = frozenset({
+    "media.offer",  # make an SDP offer (new media, or an ICE/DTLS restart)
+    "media.answer",  # answer the far party's SDP offer
+    "media.apply_answer",  # apply the far party's SDP answer to our offer
+    "media.update",  # a change within the session (hold, direction, a re-offer's answer)
+    "media.close",  # stop the call's media on that member
+    "media.take",  # become the call's media holder (graceful move, adoption)
+})
+def check_delegate(op: object, call_id: object, args: object, where: str = "delegate") -> None:
+    """Check a delegate's operation against `DELEGATE_OPS`, its call id and its arguments."""
+    if not isinstance(op, str) or op not in DELEGATE_OPS:
+        fail(f"{where}.op", f"{str(op)[:40]!r} is not an allowed delegate operation "
+             f"(one of {', '.join(sorted(DELEGATE_OPS))})")
+    check_text(call_id, f"{where}.call_id", MAX_ARG_CHARS)
+    if not isinstance(args, dict):
+        fail(f"{where}.args", f"expected an object, got {type(args).__name__}")
+    check_payload(args, f"{where}.args")

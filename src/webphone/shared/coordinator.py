@@ -32,6 +32,13 @@ Rules (invariants 1-4 and 6 of ARCHITECTURE.md):
   queued, or ActionInterruptedError if that real is lost first. Results reach only the caller.
 * Snapshots: the newest (epoch, seq) is cached, fanned out to dummies, put in every `welcome`, and
   kept across a promotion until the new real publishes.
+* Continuity plane (docs/shared.md): a `delegate` from the current real at the current epoch
+  goes to its target member and ends in exactly one `delegate_result` to that real (see
+  `routing.py`); the real is told `member_lost` for every member that crashes, hangs or leaves
+  (losses while there is no real are kept for the next one); the newest `continuity` (epoch,
+  seq) from the current real is cached, fanned out to every other member, sent right after every
+  `welcome`, and kept across a promotion until the new real publishes. It is never put in a
+  snapshot.
 * Stalls (F14): if the hub itself did not run for `heartbeat_timeout`, nobody is judged on the gap.
 * Hub restart: a member that was real says so in `hello`; it is adopted, still registered, unless
   a newer epoch was seen. A group that existed (some hello epoch > 0) waits `rejoin_grace` for it.
@@ -58,12 +65,16 @@ from webphone.shared.protocol import (
     PROTOCOL_VERSION,
     Action,
     ActionResult,
+    Continuity,
+    Delegate,
+    DelegateResult,
     Error,
     Frame,
     Heartbeat,
     Hello,
     Leave,
     MemberInfo,
+    MemberLost,
     Members,
     MembersQuery,
     Registered,
@@ -74,7 +85,7 @@ from webphone.shared.protocol import (
     Welcome,
     decode_frame,
 )
-from webphone.shared.routing import ActionRouter, Out
+from webphone.shared.routing import ActionRouter, DelegateRouter, Out
 
 __all__ = ["Close", "Coordinator", "Effect", "MemberState", "Send"]
 
@@ -119,6 +130,7 @@ class _Member:
     role_since: float = 0.0
     deposed: bool = False  # deposed for silence and not heard from since: never promote
     handover_deadline: float | None = None
+    loss_told: bool = False  # the real was told `member_lost` for it (deposed for silence)
 
     @property
     def member_id(self) -> str:
@@ -178,6 +190,9 @@ class Coordinator:
         self._snapshot: Snapshot | None = None
         self._members: dict[str, _Member] = {}
         self._actions = ActionRouter(group, max_pending_actions, id_prefix=f"{instance[:32]}h")
+        self._delegates = DelegateRouter(max_pending_actions, id_prefix=f"{instance[:32]}d")
+        self._continuity: Continuity | None = None
+        self._losses: list[MemberLost] = []  # for the real; kept while there is none
         self._order = itertools.count()
         self._last_now = now
         self._announce_due = False  # the real or the epoch changed: tell everyone
@@ -205,6 +220,15 @@ class Coordinator:
         """The latest accepted snapshot (possibly from an earlier epoch)."""
         return self._snapshot
 
+    @property
+    def continuity(self) -> Continuity | None:
+        """The newest accepted continuity state (possibly from an earlier epoch)."""
+        return self._continuity
+
+    def pending_delegates(self) -> int:
+        """How many delegates are in flight."""
+        return len(self._delegates)
+
     def state_of(self, conn: str) -> MemberState | None:
         """The state of one connection, or None if the coordinator does not know it."""
         member = self._members.get(conn)
@@ -228,9 +252,9 @@ class Coordinator:
         times = [self._last_now + self.heartbeat_interval]
         times.extend(self._member_deadline(m) for m in self._members.values())
         times.extend(m.handover_deadline for m in self._members.values() if m.handover_deadline)
-        action_deadline = self._actions.next_deadline()
-        if action_deadline is not None:
-            times.append(action_deadline)
+        for deadline in (self._actions.next_deadline(), self._delegates.next_deadline()):
+            if deadline is not None:
+                times.append(deadline)
         if self._real is None and self._group_existed:
             times.append(self._grace_until)
         return min(times)
@@ -274,6 +298,7 @@ class Coordinator:
             self._dispatch(member, frame, now)
             if member.deposed and member.conn in self._members:
                 member.deposed = False  # awake again: it may be promoted like anyone else
+                member.loss_told = False  # a later loss is news again
                 self._settle(now)
         return self._take()
 
@@ -300,7 +325,7 @@ class Coordinator:
         for member in list(self._members.values()):
             if member is not self._real and self._member_deadline(member) <= now:
                 reason = "no hello in time" if member.hello is None else "heartbeat timeout"
-                self._drop(member, now, reason)
+                self._drop(member, now, reason, loss="hung")
         if self._real is not None and self._member_deadline(self._real) <= now:
             self._depose(self._real, now)
         for member in list(self._members.values()):
@@ -308,11 +333,12 @@ class Coordinator:
             if deadline is None or deadline > now:
                 continue
             if member.state is MemberState.UNREGISTERING:
-                self._drop(member, now, "did not unregister and close in time")
+                self._drop(member, now, "did not unregister and close in time", loss="left")
             else:
                 self._release(member, now, unregister=False)
         self._settle(now)
         self._route(self._actions.expire(now, self._epoch))
+        self._route(self._delegates.expire(now))
         return self._take()
 
     # -- frames ----------------------------------------------------------------------------------
@@ -332,6 +358,12 @@ class Coordinator:
             self._on_leave(member, now)
         elif isinstance(frame, MembersQuery):
             self._send(member, Members(self.members()))
+        elif isinstance(frame, Delegate):
+            self._on_delegate(member, frame, now)
+        elif isinstance(frame, DelegateResult):
+            self._route(self._delegates.result(member.conn, frame))
+        elif isinstance(frame, Continuity):
+            self._on_continuity(member, frame)
         else:  # a second hello
             self._protocol_error(member, "hello was already received", now)
 
@@ -353,6 +385,8 @@ class Coordinator:
             self._make_real(member, now, ready=True)
         self._settle(now, quiet=member)  # the first member becomes real here
         self._send(member, self._welcome(member))
+        if self._continuity is not None:  # separate: welcome + continuity may pass a frame
+            self._send(member, self._continuity)
         self._flush_queue(now)
 
     def _refuse_hello(self, member: _Member, hello: Hello) -> tuple[str, str] | None:
@@ -389,6 +423,26 @@ class Coordinator:
             if other.state is MemberState.DUMMY:
                 self._send(other, snap)
 
+    def _on_continuity(self, member: _Member, frame: Continuity) -> None:
+        if not self._from_current_real(member, frame.epoch):
+            return
+        if self._continuity is not None and frame.version <= self._continuity.version:
+            return  # not newer: never goes backwards
+        self._continuity = frame
+        for other in self._members.values():
+            if other is not member and other.hello and other.state is not MemberState.PENDING:
+                self._send(other, frame)
+
+    def _on_delegate(self, member: _Member, frame: Delegate, now: float) -> None:
+        if not self._from_current_real(member, frame.epoch):
+            return
+        if self._delegates.is_duplicate(member.conn, frame.id):
+            self._send(member, Error("duplicate_action", f"delegate id {frame.id!r} is in use"))
+            return
+        target = next((m.conn for m in self._members.values()
+                       if m.hello and m.hello.member_id == frame.to), None)
+        self._route(self._delegates.received(member.conn, frame, target, now, self._epoch))
+
     def _on_registered(self, member: _Member, frame: Registered) -> None:
         if not self._from_current_real(member, frame.epoch) or self._ready:
             return
@@ -414,7 +468,7 @@ class Coordinator:
             member.handover_deadline = now + self.handover_timeout
             self._settle(now)
         elif member.state is MemberState.DUMMY:
-            self._forget(member, now)
+            self._forget(member, now, loss="left")
 
     # -- roles -----------------------------------------------------------------------------------
 
@@ -467,13 +521,18 @@ class Coordinator:
         """The real stops being real: what it accepted is interrupted, its epoch is fenced."""
         if self._real is not None:
             self._route(self._actions.real_lost(self._real.conn, self._real.member_id, self._epoch))
+            self._route(self._delegates.real_ended(self._real.conn))
         self._real, self._ready = None, False
         self._epoch += 1
         self._announce_due = True
 
     def _depose(self, member: _Member, now: float, *, settle: bool = True) -> None:
-        """The real is hung (or stale): replace it, keep it one more timeout to read its role."""
+        """The real is hung (or stale): replace it, keep it one more timeout to read its role.
+        For the continuity plane it is lost ("hung"): its delegates end, the next real is told."""
         self._end_reign()
+        if settle:  # not a stale real met by a restarted hub: that one is not hung
+            self._lose(member, "hung")
+            member.loss_told = True
         member.state, member.role_since, member.deposed = MemberState.DUMMY, now, True
         member.last_heard = now
         if settle:
@@ -488,22 +547,31 @@ class Coordinator:
             member.state, member.role_since = MemberState.UNREGISTERING, now
             member.handover_deadline = now + self.handover_timeout
         else:
-            self._remove(member)
+            self._remove(member, "left")
 
-    def _forget(self, member: _Member, now: float) -> None:
+    def _forget(self, member: _Member, now: float, loss: str = "crashed") -> None:
         """The connection is gone: drop its actions; a lost real is replaced at once."""
-        self._remove(member)
+        self._remove(member, loss)
         if member is self._real:
             self._end_reign()
         self._settle(now)
 
-    def _remove(self, member: _Member) -> None:
+    def _remove(self, member: _Member, loss: str) -> None:
         del self._members[member.conn]
         self._actions.forget_caller(member.conn)  # results for it, if any arrive, find nothing
+        if member.hello is not None and not (member.loss_told and loss == "hung"):
+            self._lose(member, loss)
 
-    def _drop(self, member: _Member, now: float, reason: str) -> None:
+    def _lose(self, member: _Member, reason: str) -> None:
+        """Member `member` is lost for the continuity plane: end what was delegated to it and
+        tell the real (now, or the next one: see `_take`)."""
+        self._route(self._delegates.member_lost(member.conn, reason))
+        self._losses.append(MemberLost(member_id=member.member_id, reason=reason))
+        del self._losses[:-self.max_members]  # bounded while there is no real to tell
+
+    def _drop(self, member: _Member, now: float, reason: str, loss: str = "crashed") -> None:
         self._out.append(Close(member.conn, reason))
-        self._forget(member, now)
+        self._forget(member, now, loss)
 
     def _protocol_error(self, member: _Member, message: str, now: float) -> None:
         self._send(member, Error("protocol", message[:2000]))
@@ -562,5 +630,11 @@ class Coordinator:
         self._out.append(Send(member.conn, frame))
 
     def _take(self) -> list[Effect]:
+        if self._losses and self._real is not None:
+            real = self._real
+            for lost in self._losses:
+                if lost.member_id != real.member_id:
+                    self._send(real, lost)
+            self._losses.clear()
         out, self._out = self._out, []
         return out

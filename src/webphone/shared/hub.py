@@ -41,6 +41,8 @@ from webphone.shared.protocol import (
     Action,
     ActionAccepted,
     ActionResult,
+    Continuity,
+    DelegateResult,
     Frame,
     Heartbeat,
     Members,
@@ -60,7 +62,8 @@ log = logging.getLogger("webphone.shared.hub")
 #: write: one wake-up of the caller per action instead of two
 ACCEPTED_DELAY = 0.05
 #: frames after which the timers need no new look: they never bring a deadline closer
-_NO_NEW_DEADLINE = (Heartbeat, Snapshot, ActionResult, Registered, MembersQuery)
+_NO_NEW_DEADLINE = (Heartbeat, Snapshot, ActionResult, Registered, MembersQuery, Continuity,
+                    DelegateResult)
 
 #: a member whose unread output passes this is stuck (stopped, or not reading): it is dropped so
 #: that it cannot make the hub grow without bound; a dropped real is replaced at once

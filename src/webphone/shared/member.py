@@ -23,12 +23,16 @@
   real's `publish` is re-sent after every reconnect so a new hub has the state at once.
 * **Fencing support**: `confirm_real()` proves, with one heartbeat round trip when our last news
   from the hub is not fresh, that we are still the real before the SIP client REGISTERs.
+* **The continuity plane** (`plane.py`, docs/shared.md): the real's `delegate` to one member
+  (exactly one outcome), `send_delegate_result` on the member, `publish_continuity` (re-sent
+  after every reconnect, like `publish`), and the `PlaneListener` callbacks when the listener
+  implements them.
 * **Giving the role up** (`resign`): a real that cannot register becomes a dummy, closes its link
   (the group promotes another member at once) and rejoins after a backoff.
 
 The role rules themselves are `views.MemberView.set_role` (pure). This module is longer than most
-(~720 lines) because the connection, heartbeat, stall detection and action bookkeeping share one
-link token and its life cycle.
+(~860 lines) because the connection, heartbeat, stall detection, action and delegate bookkeeping
+share one link token and its life cycle (the plane's own parts are in `plane.py`).
 """
 
 from __future__ import annotations
@@ -46,22 +50,27 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from webphone import errors
 from webphone._backoff import backoff
 from webphone.errors import (
     ActionInterruptedError,
+    DelegateTimeoutError,
     GroupProtocolError,
     HubTimeoutError,
     NoRealPhoneError,
     WebPhoneError,
 )
+from webphone.shared.plane import ContinuityView, Delegations
 from webphone.shared.protocol import (
     MAX_ID_CHARS,
     Action,
     ActionAccepted,
     ActionResult,
+    Continuity,
+    Delegate,
+    DelegateResult,
     Error,
     ErrorInfo,
     Frame,
@@ -69,6 +78,7 @@ from webphone.shared.protocol import (
     Hello,
     Leave,
     MemberInfo,
+    MemberLost,
     Members,
     MembersQuery,
     Registered,
@@ -81,7 +91,8 @@ from webphone.shared.protocol import (
 from webphone.shared.transports.base import GroupLink, GroupLinkClosed, GroupTransport
 from webphone.shared.views import MemberView
 
-__all__ = ["GroupMember", "LinkToken", "MemberListener", "error_from_info", "error_info"]
+__all__ = ["GroupMember", "LinkToken", "MemberListener", "PlaneListener", "error_from_info",
+           "error_info"]
 
 log = logging.getLogger("webphone.shared.member")
 
@@ -100,6 +111,22 @@ class MemberListener(Protocol):
 
     def on_released(self, released: Released) -> None:
         """The hub released us after we left as real."""
+
+
+@runtime_checkable
+class PlaneListener(Protocol):
+    """The continuity plane's callbacks (from the event loop, synchronously)."""
+
+    def on_delegate(self, request: Delegate, token: LinkToken) -> None:
+        """The real asks us to do `request.op` for `request.call_id`: answer exactly once with
+        `GroupMember.send_delegate_result(token, request, value=... | error=...)`."""
+
+    def on_member_lost(self, member_id: str, reason: str) -> None:
+        """(real only) member `member_id` crashed, hung or left (`reason`); delegates to it
+        in flight have already ended with MemberLostError."""
+
+    def on_continuity(self, state: Continuity) -> None:
+        """A newer continuity state arrived (every member but the publishing real)."""
 
 
 @dataclass(eq=False)
@@ -220,6 +247,12 @@ class GroupMember:
         self._left: asyncio.Future[None] = self._loop.create_future()
         self._fatal: BaseException | None = None
         self._rejoin_at = 0.0  # after `resign`: not back in the group before this loop time
+        #: the continuity plane: our owner's callbacks if it implements them (see plane.py)
+        self.plane: PlaneListener | None = listener if isinstance(listener, PlaneListener) else None
+        self.continuity = ContinuityView()  # the newest continuity state we know
+        self._delegations = Delegations(self._loop)
+        self._last_continuity: dict[str, dict[str, Any]] | None = None
+        self._continuity_seq = 0
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -288,6 +321,7 @@ class GroupMember:
             query = self._queries.popleft()
             if not query.done():
                 query.set_exception(ConnectionError("closed"))
+        self._delegations.reign_ended("the group member was closed")
 
     def abort(self) -> None:
         """Close abruptly, like a crash (tests): nothing is sent, nothing awaited."""
@@ -417,6 +451,7 @@ class GroupMember:
         if token.welcomed is not None and not token.welcomed.done():
             token.welcomed.set_exception(ConnectionError(reason))
             token.welcomed.exception()
+        self._delegations.link_lost(token, reason)
         if token is not self._token:
             return
         self._token = None
@@ -477,6 +512,25 @@ class GroupMember:
                     query.set_result(frame.members)
         elif isinstance(frame, Error):
             self._on_error(frame)
+        else:
+            self._on_plane_frame(token, frame)
+
+    def _on_plane_frame(self, token: LinkToken, frame: Frame) -> None:
+        if isinstance(frame, Delegate):
+            if self.plane is not None:
+                self.plane.on_delegate(frame, token)
+            else:
+                self.send_delegate_result(token, frame, error=ErrorInfo(
+                    "WebPhoneError", "this member takes no delegates (no continuity listener)"))
+        elif isinstance(frame, DelegateResult):
+            error = error_from_info(frame.error) if frame.error is not None else None
+            self._delegations.result(frame, error)
+        elif isinstance(frame, MemberLost):
+            if self.plane is not None and self.view.may_act:
+                self.plane.on_member_lost(frame.member_id, frame.reason)
+        elif (isinstance(frame, Continuity) and self.continuity.offer(frame)
+              and self.plane is not None):
+            self.plane.on_continuity(frame)
 
     def _on_welcome(self, token: LinkToken, welcome: Welcome) -> None:
         if self._stall_pending and token.opened_at >= self._stall_seen_at:
@@ -496,6 +550,7 @@ class GroupMember:
             token.welcomed.set_result(welcome)
         if self.view.role == "real":
             self._send_state()
+            self._send_continuity()
         for pending in list(self._pending.values()):
             if pending.token is None:
                 self._send_action(pending)
@@ -507,6 +562,12 @@ class GroupMember:
             return  # stale
         if role == "dummy" and not self._left.done() and self._leaving:
             self._left.set_result(None)  # left as real, then told dummy: no release will come
+        if role != "real" or update.epoch != update.old_epoch:
+            # what we delegated as the real of an older epoch has no outcome coming to us, and
+            # what we published then is not re-sent for a later reign (the new one publishes)
+            self._delegations.reign_ended(
+                f"this member stopped being the real of epoch {update.old_epoch}")
+            self._last_continuity = None
         if update.news or adopted:
             self.listener.on_role(update.old, role, update.epoch)
 
@@ -703,6 +764,85 @@ class GroupMember:
         self._seq += 1
         with contextlib.suppress(GroupLinkClosed):
             token.link.send(Snapshot(self.view.epoch, self._seq, self._last_state))
+
+    # -- the continuity plane (plane.py) --------------------------------------------------------
+
+    async def delegate(self, to: str, op: str, call_id: str, args: dict[str, Any],
+                       timeout: float = 10.0) -> Any:
+        """(real only) Ask member `to` to do `op` (`actions.DELEGATE_OPS`) for call `call_id`;
+        its result, or its error raised here. Exactly one outcome: the member's, or
+        MemberLostError (it was lost first, or is not in the group), DelegateTimeoutError (no
+        answer within `timeout`), ActionInterruptedError (we stopped being the real, or our
+        link to the hub was lost, before the outcome came: it may or may not have been done).
+        Invalid arguments raise GroupProtocolError before anything is sent."""
+        delegate_id = f"d{next(self._ids)}"
+        frame = Delegate(id=delegate_id, to=to, call_id=call_id, op=op, args=args,
+                         epoch=max(self.view.epoch, 1), timeout=timeout)
+        deadline = self._loop.time() + timeout
+        while True:
+            if not self.view.may_act or self._closed:
+                raise ActionInterruptedError(
+                    f"this member is not the real of group {self.group!r} (role "
+                    f"{self.view.role}): only the real delegates; {op!r} was not sent")
+            token = self._token
+            if self._connected.is_set() and token is not None and token.link is not None:
+                break
+            remaining = deadline - self._loop.time()
+            if remaining <= 0:
+                raise DelegateTimeoutError(f"no connection to the group hub of {self.group!r} "
+                                           f"within {timeout:g} s; {op!r} was not sent")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._connected.wait(), remaining)
+        frame = Delegate(id=delegate_id, to=to, call_id=call_id, op=op, args=args,
+                         epoch=self.view.epoch, timeout=max(deadline - self._loop.time(), 0.0))
+        future = self._delegations.started(frame, token, backstop=self.hub_timeout)
+        try:
+            token.link.send(frame)
+        except GroupLinkClosed:
+            self._delegations.link_lost(token, "closed")
+        return await future
+
+    def send_delegate_result(self, token: LinkToken, request: Delegate, *, value: Any = None,
+                             error: BaseException | ErrorInfo | None = None) -> bool:
+        """Answer delegate `request`, received on `token`'s link (only there: its id is the
+        hub's). `error` (an exception or ErrorInfo) makes it a failure. False if that link is
+        gone: the real has then been told MemberLostError or will time out."""
+        if token is not self._token or token.lost or token.link is None:
+            return False
+        info = error_info(error) if isinstance(error, BaseException) else error
+        try:
+            frame = DelegateResult(id=request.id, ok=info is None,
+                                   value=value if info is None else None, error=info)
+        except GroupProtocolError as exc:  # a value that is not plain JSON, or too long
+            frame = DelegateResult(id=request.id, ok=False, error=error_info(exc))
+        try:
+            token.link.send(frame)
+        except GroupLinkClosed:
+            return False
+        return True
+
+    def publish_continuity(self, calls: dict[str, dict[str, Any]]) -> None:
+        """(real only) Publish the continuity state, `{call_id: record}`: members-only, newest
+        wins, re-sent after every reconnect while we stay the real (ignored on any other
+        member). Raises GroupProtocolError (naming the field) if it is not plain JSON, names a
+        secret, or is too large; nothing is sent then."""
+        Continuity(epoch=max(self.view.epoch, 1), seq=0, calls=calls)  # check before keeping
+        if not self.view.may_act:
+            return  # not (or no longer) the real: the group's state is someone else's
+        self._last_continuity = calls
+        self._send_continuity()
+
+    def _send_continuity(self) -> None:
+        token = self._token
+        if (self._last_continuity is None or token is None or token.link is None
+                or not self.view.may_act or self.view.epoch < 1):
+            return
+        self._continuity_seq += 1
+        frame = Continuity(epoch=self.view.epoch, seq=self._continuity_seq,
+                           calls=self._last_continuity)
+        self.continuity.offer(frame)
+        with contextlib.suppress(GroupLinkClosed):
+            token.link.send(frame)
 
     # -- queries ---------------------------------------------------------------------------------
 

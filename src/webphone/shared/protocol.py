@@ -10,14 +10,19 @@ version, type, unknown or missing fields). Every rejection raises `GroupProtocol
 field and what was wrong with it, never echoing long values (they could be anything).
 
 Frames a member sends to the hub: `hello`, `heartbeat`, `leave`, `snapshot` (real only), `action`,
-`action_result` (real only), `registered` (real only), `members_query`.
+`action_result` (real only), `registered` (real only), `members_query`, and on the continuity
+plane `delegate` and `continuity` (real only) and `delegate_result` (the member asked).
 Frames the hub sends to a member: `welcome`, `heartbeat` (echo), `role`, `snapshot` (fan-out),
-`action` (to the real), `action_accepted`, `action_result`, `released`, `members`, `error`.
+`action` (to the real), `action_accepted`, `action_result`, `released`, `members`, `error`, and
+`delegate` (to its target), `delegate_result` and `member_lost` (to the real), `continuity`
+(fan-out to members; never part of a snapshot or of the UI state).
 
 Limits (module constants): a frame is at most `MAX_FRAME_BYTES` (256 KiB: two orders of magnitude
 above a 100-call snapshot, far below what would let one member stall the hub), ids at most
 `MAX_ID_CHARS`, strings in synced state at most `MAX_STATE_STRING` characters and never multi-line
 (SIP messages and SDP are multi-line and larger: the state carries derived fields, not dumps).
+The continuity plane's frames may carry SDP (`schema.MAX_SDP_CHARS` per string). This module is
+longer than most (~630 lines) because every frame of the wire is declared here, in one place.
 """
 
 from __future__ import annotations
@@ -27,12 +32,14 @@ from dataclasses import MISSING, dataclass, fields
 from typing import Any, ClassVar, Literal, NoReturn
 
 from webphone.errors import GroupProtocolError
-from webphone.shared.actions import check_action
+from webphone.shared.actions import check_action, check_delegate
 from webphone.shared.schema import (
     check_bool,
+    check_continuity,
     check_int,
     check_json,
     check_number,
+    check_payload,
     check_state,
     check_text,
     fail,
@@ -47,6 +54,9 @@ __all__ = [
     "Action",
     "ActionAccepted",
     "ActionResult",
+    "Continuity",
+    "Delegate",
+    "DelegateResult",
     "Error",
     "ErrorInfo",
     "Frame",
@@ -54,6 +64,7 @@ __all__ = [
     "Hello",
     "Leave",
     "MemberInfo",
+    "MemberLost",
     "Members",
     "MembersQuery",
     "Registered",
@@ -76,6 +87,9 @@ MAX_MESSAGE_CHARS = 2048
 MAX_MEMBERS = 4096
 MAX_TIMEOUT = 3600.0
 MAX_TIME = 1e11  # seconds: covers time.time() and time.monotonic() for the next millennia
+#: the encoded continuity records: what is left of a frame once the envelope is counted
+MAX_CONTINUITY_BYTES = MAX_FRAME_BYTES - 1024
+LOSS_REASONS: tuple[str, ...] = ("crashed", "hung", "left")
 
 Role = Literal["real", "dummy", "handing_over"]
 ROLES: tuple[str, ...] = ("real", "dummy", "handing_over")
@@ -459,17 +473,120 @@ class Error(Frame):
         check_text(self.message, "error.message", MAX_MESSAGE_CHARS, lines=True)
 
 
+# -- the continuity plane (see docs/shared.md, "The continuity plane") -------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Delegate(Frame):
+    """real -> hub -> member `to`: do `op` (allow-listed: `actions.DELEGATE_OPS`) for call
+    `call_id` with `args` (plain JSON, strings up to one SDP body). `epoch` is the real's (the
+    hub drops a delegate from anyone but the current real at the current epoch and tells the
+    sender its role). `timeout` (relative seconds) is how long the hub waits for the member's
+    answer. Towards the member, `id` is the hub's id and `epoch` the hub's epoch."""
+
+    TYPE: ClassVar[str] = "delegate"
+    id: str
+    to: str
+    call_id: str
+    op: str
+    args: dict[str, Any]
+    epoch: int
+    timeout: float
+
+    def __post_init__(self) -> None:
+        check_text(self.id, "delegate.id", MAX_ID_CHARS)
+        check_text(self.to, "delegate.to", MAX_ID_CHARS)
+        check_delegate(self.op, self.call_id, self.args)
+        check_int(self.epoch, "delegate.epoch", 1)
+        check_number(self.timeout, "delegate.timeout", 0.0, MAX_TIMEOUT)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DelegateResult(Frame):
+    """member -> hub -> the real that asked: the one outcome of delegate `id`. ok=true carries
+    `value` (plain JSON, strings up to one SDP body); ok=false carries `error`. The hub also
+    builds it: MemberLostError (the member was lost first, or is unknown), DelegateTimeoutError
+    (no answer within the delegate's timeout), ActionInterruptedError (the asking real's reign
+    ended first)."""
+
+    TYPE: ClassVar[str] = "delegate_result"
+    id: str
+    ok: bool
+    value: Any = None
+    error: ErrorInfo | None = None
+
+    def __post_init__(self) -> None:
+        check_text(self.id, "delegate_result.id", MAX_ID_CHARS)
+        check_bool(self.ok, "delegate_result.ok")
+        check_payload(self.value, "delegate_result.value")
+        if isinstance(self.error, dict):
+            object.__setattr__(self, "error",
+                               ErrorInfo.from_obj(self.error, "delegate_result.error"))
+        elif self.error is not None and not isinstance(self.error, ErrorInfo):
+            fail("delegate_result.error", f"expected an object or null, got {kind(self.error)}")
+        if self.ok == (self.error is not None):
+            fail("delegate_result.error", "required exactly when ok is false")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemberLost(Frame):
+    """hub -> real: member `member_id` is gone. `reason`: "crashed" (its connection ended
+    without a leave: a crash, or a broken link after which the same member id may join again),
+    "hung" (silent for the heartbeat timeout) or "left" (a graceful leave). Its delegates in
+    flight ended with MemberLostError before this frame."""
+
+    TYPE: ClassVar[str] = "member_lost"
+    member_id: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        check_text(self.member_id, "member_lost.member_id", MAX_ID_CHARS)
+        if self.reason not in LOSS_REASONS:
+            fail("member_lost.reason", f"expected one of {', '.join(LOSS_REASONS)}, "
+                 f"got {str(self.reason)[:40]!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Continuity(Frame):
+    """real -> hub -> every member: the members-only continuity state, version (epoch, seq):
+    `calls` maps a call id to its record (dialog, negotiated media, ids: whatever a successor
+    needs to adopt the call). Newest only: the hub and members keep it only if (epoch, seq) is
+    greater than what they have. Never part of a snapshot or of the UI state; record keys never
+    name a secret (`schema.check_continuity`); encoded at most `MAX_CONTINUITY_BYTES`."""
+
+    TYPE: ClassVar[str] = "continuity"
+    epoch: int
+    seq: int
+    calls: dict[str, dict[str, Any]]
+
+    def __post_init__(self) -> None:
+        check_int(self.epoch, "continuity.epoch", 1)
+        check_int(self.seq, "continuity.seq")
+        check_continuity(self.calls)
+        size = len(self.to_json())
+        if size > MAX_CONTINUITY_BYTES:
+            fail("continuity.calls", f"{size} bytes encoded, at most {MAX_CONTINUITY_BYTES}: "
+                 "keep SDP and dialog state, not recordings or logs")
+
+    @property
+    def version(self) -> tuple[int, int]:
+        """(epoch, seq): continuity states are ordered by this pair."""
+        return (self.epoch, self.seq)
+
+
 FRAME_TYPES: dict[str, type[Frame]] = {
     cls.TYPE: cls
     for cls in (Hello, Welcome, Heartbeat, Leave, RoleChange, Snapshot, Action, ActionAccepted,
-                ActionResult, Registered, Released, MembersQuery, Members, Error)
+                ActionResult, Registered, Released, MembersQuery, Members, Error, Delegate,
+                DelegateResult, MemberLost, Continuity)
 }
 MEMBER_FRAMES: frozenset[type[Frame]] = frozenset(
-    {Hello, Heartbeat, Leave, Snapshot, Action, ActionResult, Registered, MembersQuery}
+    {Hello, Heartbeat, Leave, Snapshot, Action, ActionResult, Registered, MembersQuery,
+     Delegate, DelegateResult, Continuity}
 )
 HUB_FRAMES: frozenset[type[Frame]] = frozenset(
     {Welcome, Heartbeat, RoleChange, Snapshot, Action, ActionAccepted, ActionResult, Released,
-     Members, Error}
+     Members, Error, Delegate, DelegateResult, MemberLost, Continuity}
 )
 
 

@@ -12,11 +12,13 @@ from typing import NoReturn
 
 from webphone.errors import GroupProtocolError
 
-__all__ = ["MAX_CALLS", "MAX_INT", "MAX_STATE_STRING", "check_bool", "check_int", "check_json",
-           "check_number", "check_state", "check_text", "fail", "kind"]
+__all__ = ["MAX_CALLS", "MAX_INT", "MAX_SDP_CHARS", "MAX_STATE_STRING", "check_bool",
+           "check_continuity", "check_int", "check_json", "check_number", "check_payload",
+           "check_state", "check_text", "fail", "kind"]
 
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 _CONTROL_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f]")  # tab and newline allowed
+_CONTROL_SDP = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # tab, CR and LF allowed
 MAX_INT = 2**53 - 1  # the largest integer every JSON implementation reads exactly
 MAX_JSON_DEPTH = 16
 MAX_STATE_STRING = 256
@@ -182,3 +184,62 @@ def check_state(state: object, where: str = "snapshot.state") -> None:
         fail(f"{where}.calls", "expected a list of calls")
     for i, call in enumerate(calls):
         _check_call(call, f"{where}.calls[{i}]")
+
+
+# -- continuity plane payloads ---------------------------------------------------------------
+
+#: the longest string a delegate's arguments or result may carry: one SDP body (RFC 4566 sets no
+#: limit; 64 KiB is ~20x a real-world audio offer with a full candidate list)
+MAX_SDP_CHARS = 64 * 1024
+
+
+def check_payload(value: object, where: str) -> None:
+    """A delegate's arguments or result: plain JSON whose strings are at most `MAX_SDP_CHARS`
+    (multi-line allowed: SDP), without control characters other than tab, CR and LF."""
+    check_json(value, where)
+    _check_strings(value, where)
+
+
+def _check_strings(value: object, where: str) -> None:
+    if isinstance(value, str):
+        if len(value) > MAX_SDP_CHARS:
+            fail(where, f"{len(value)} characters, at most {MAX_SDP_CHARS} (one SDP body)")
+        if _CONTROL_SDP.search(value):
+            fail(where, "control characters other than tab, CR and LF are not allowed")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_strings(item, f"{where}.{key[:40]}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_strings(item, f"{where}[{i}]")
+
+
+def check_continuity(calls: object, where: str = "continuity.calls") -> None:
+    """Check the continuity records: `{call_id: record}`, at most `MAX_CALLS` calls, each record
+    a JSON object checked like `check_payload` whose keys never name a secret.
+
+    Unlike the snapshot state, records may hold SDP and dialog state (that is their purpose), but
+    a key such as "password" or "authorization" is refused wherever it is: the SIP password and
+    the digest credentials belong to the phone's sipInfo and must never be replicated.
+    """
+    if not isinstance(calls, dict):
+        fail(where, f"expected an object of call id -> record, got {kind(calls)}")
+    if len(calls) > MAX_CALLS:
+        fail(where, f"{len(calls)} calls, at most {MAX_CALLS}")
+    for call_id, record in calls.items():
+        check_text(call_id, f"{where} key", 256)
+        if not isinstance(record, dict):
+            fail(f"{where}.{call_id[:40]}", f"expected an object, got {kind(record)}")
+        check_payload(record, f"{where}.{call_id[:40]}")
+        _no_secret_keys(record, f"{where}.{call_id[:40]}")
+
+
+def _no_secret_keys(value: object, where: str) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if any(word in key.lower() for word in _SECRET_WORDS):
+                fail(f"{where}.{key[:40]}", "secrets never go into the continuity state")
+            _no_secret_keys(item, f"{where}.{key[:40]}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _no_secret_keys(item, f"{where}[{i}]")

@@ -113,6 +113,9 @@ from webphone.shared.protocol import (
     Action,
     ActionAccepted,
     ActionResult,
+    Continuity,
+    Delegate,
+    DelegateResult,
     Error,
     ErrorInfo,
     Frame,
@@ -139,6 +142,7 @@ from webphone.shared.transports.base import (
     HubOptions,
     LostHandler,
 )
+from webphone.shared.transports.redis_plane import PLANE_SCRIPTS, RedisPlane
 from webphone.shared.transports.redis_scripts import (
     BLOCK_MS,
     SCRIPTS,
@@ -345,7 +349,7 @@ class _Refused(Exception):
 class _Op:
     """Work for the link's own worker (not a member frame)."""
 
-    kind: str  # "acquire" | "expire" | "interrupt" | "release"
+    kind: str  # "acquire" | "expire" | "interrupt" | "release" | "continuity"
     arg: str = ""
     epoch: int = 0
 
@@ -405,6 +409,7 @@ class RedisLink(GroupLink):
         self._blk: Redis | None = None
         self._scripts: dict[str, Any] = {}
         self._node: str | None = None  # the URL of the node that holds the group (last _open)
+        self.plane = RedisPlane(self, self._loop)  # the continuity plane (redis_plane.py)
         self._supervisor = asyncio.create_task(self._supervise(), name="webphone-redis-link")
 
     # -- GroupLink ---------------------------------------------------------------------------
@@ -503,7 +508,7 @@ class RedisLink(GroupLink):
             self._blk = self._t.client(BLOCK_MS / 1000 + self.timings.command_timeout,
                                        url=self._node)
             self._scripts = {name: self._cmd.register_script(text)
-                             for name, text in SCRIPTS.items()}
+                             for name, text in {**SCRIPTS, **PLANE_SCRIPTS}.items()}
             if self._t.target.kind != "server":
                 # a sentinel's answer may be a moment old: refuse a node that is a replica
                 role = await command(self._cmd, "ROLE")
@@ -543,6 +548,7 @@ class RedisLink(GroupLink):
             await self._join()
         else:
             await self._rejoin()
+            await self.plane.fetch_continuity()  # its event may have passed while Redis was away
         if self._lost or self._closed:
             return
         self._recovering = False
@@ -680,6 +686,38 @@ class RedisLink(GroupLink):
             self._info["since"] = int((since + self._server_offset) * 1000)
         return json.dumps(self._info, separators=(",", ":"))
 
+    # -- what the continuity plane uses (`redis_plane.PlaneHost`) -----------------------------
+
+    async def run_script(self, name: str, extra_keys: list[str], args: list[Any]) -> Any:
+        """Run one of the group's scripts."""
+        return await self._run(name, extra_keys, args)
+
+    def client(self) -> Redis:
+        """The command connection."""
+        return self._cmd_client()
+
+    def deliver(self, frame: Frame) -> None:
+        """Hand `frame` to the member."""
+        self._deliver(frame)
+
+    def decode(self, raw: Any, kind: type[Frame]) -> Frame | None:
+        """A frame read from Redis, or None if malformed."""
+        return self._decode(raw, kind)
+
+    def member_id(self) -> str:
+        """Our member id."""
+        assert self._hello is not None
+        return self._hello.member_id
+
+    def real_epoch(self) -> int | None:
+        """The epoch we hold the lease at, or None."""
+        holder = self._holder
+        return holder.epoch if self.mode == "real" and holder is not None else None
+
+    async def wait_acks(self, what: str) -> bool:
+        """True when enough replicas hold our writes (WAIT, as after a lease grant)."""
+        return await self._wait_acks(what)
+
     # -- joining -----------------------------------------------------------------------------
 
     async def _join(self) -> None:
@@ -702,7 +740,8 @@ class RedisLink(GroupLink):
         reclaim = hello.epoch if (hello.real and holder.valid(now)
                                   and holder.epoch == hello.epoch) else 0
         self._info = {"id": hello.member_id, "pid": hello.pid, "host": hello.host,
-                      "ident": self._ident(), "link": self.nonce}
+                      "ident": self._ident(), "link": self.nonce,
+                      "inbox": self.reply_key}
         out, acked = await self._run_acked("join", [], [
             hello.member_id, self._member_info(), self._member_ttl_ms(), self._ident(),
             self._t.max_members, hello.epoch, reclaim, int(self._fresh_ok()),
@@ -742,6 +781,7 @@ class RedisLink(GroupLink):
         self._announced = self.epoch
         self._deliver(Welcome(hello.member_id, role, self.epoch, lease.holder,
                               self._t.options.heartbeat_interval, snapshot, members))
+        await self.plane.fetch_continuity()  # right after the welcome, as a hub sends it
         if self.mode == "dummy":
             self._schedule_acquire(lease)
 
@@ -868,6 +908,7 @@ class RedisLink(GroupLink):
         self._stop_consumer()
         self._claimed.clear()  # their callers get ActionInterruptedError
         self._claiming.clear()  # (INTERRUPT, once the lease leaves our epoch)
+        self.plane.reign_ended()
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
         me = self._hello.member_id
@@ -1040,6 +1081,8 @@ class RedisLink(GroupLink):
                 await self._interrupt(item.arg)
             elif item.kind == "release":
                 await self._release(item.epoch)
+            elif item.kind == "continuity":
+                await self.plane.fetch_continuity()
             return
         if type(item) not in MEMBER_FRAMES or isinstance(item, Hello):
             log.warning("dropping a %r frame from the member", item.TYPE)
@@ -1053,6 +1096,8 @@ class RedisLink(GroupLink):
             await self._post_result(item)
         elif isinstance(item, Registered):
             await self._registered(item)
+        elif isinstance(item, Delegate | DelegateResult | Continuity):
+            await self.plane.handle(item)
         elif isinstance(item, Leave):
             await self._leave()
         elif isinstance(item, MembersQuery):
@@ -1070,6 +1115,8 @@ class RedisLink(GroupLink):
         version = (int(out[0]), int(out[1]))
         lease = LeaseView.parse(out[2:9])
         self._on_lease(lease)
+        if self.mode == "real":
+            await self.plane.watch_members()
         if self.mode == "dummy" and version > self._snap_version:
             await self._fetch_snapshot()
         if (self.mode == "handing" and lease.holder == self._hello.member_id
@@ -1362,6 +1409,8 @@ class RedisLink(GroupLink):
         elif kind == "ready" and self.mode == "handing" and holder != me:
             self.epoch = max(self.epoch, epoch)
             self._release_member(epoch)
+        elif kind == "continuity" and holder != me:
+            self._queue(_Op("continuity"))
         elif kind in ("free", "handover") and holder != me and self.mode == "dummy":
             self._arm_acquire(self._loop.time() + random.random() * self.timings.jitter)
         if kind in ("lease", "free") and self._calls:
@@ -1379,6 +1428,8 @@ class RedisLink(GroupLink):
                 self._queue(_Op("interrupt", gid))
 
     def _on_reply(self, fields: dict[Any, Any]) -> None:
+        if self.plane.on_reply(fields):
+            return
         kind, gid = text(fields.get(b"t", b"")), text(fields.get(b"g", b""))
         call = self._calls.get(gid)
         if call is None:

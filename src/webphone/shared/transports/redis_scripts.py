@@ -34,6 +34,7 @@ __all__ = [
     "LeaseView",
     "is_gid",
     "member_infos",
+    "plane_script",
     "streams",
     "text",
 ]
@@ -404,6 +405,11 @@ SCRIPTS: dict[str, str] = {
         "result": _RESULT, "expire": _EXPIRE, "interrupt": _INTERRUPT,
     }.items()
 }
+
+
+def plane_script(body: str) -> str:
+    """A script of the continuity plane (`redis_plane.py`): `body` after the shared prelude."""
+    return _PRELUDE + body
 
 
 def is_gid(gid: str) -> bool:
