@@ -51,6 +51,9 @@ and `registered` go through a script that refuses an epoch other than the curren
 ActionInterruptedError by whoever sees the epoch move on first, NoRealPhoneError if unclaimed at
 its deadline; make-before-break is a "successor" field in the lease record, the old real being
 released once the successor acquired and marked itself registered.
+
+The module is longer than ~500 lines on purpose: it is the group's one state machine (h11's
+rule: every transition in one file); the action and delegate routers live in routing.py.
 """
 
 from __future__ import annotations

@@ -23,6 +23,9 @@ above a 100-call snapshot, far below what would let one member stall the hub), i
 (SIP messages and SDP are multi-line and larger: the state carries derived fields, not dumps).
 The continuity plane's frames may carry SDP (`schema.MAX_SDP_CHARS` per string). This module is
 longer than most (~630 lines) because every frame of the wire is declared here, in one place.
+
+The module is longer than ~500 lines because every frame of the wire protocol, with its
+validation, is declared here in one place (frames are the contract between processes).
 """
 
 from __future__ import annotations

@@ -24,6 +24,9 @@ hub along), handing it the locked file descriptor: the lock passes to the hub wi
 of N members starting at once exactly one starts a process and the others wait for it to serve.
 The spawning member keeps the `Popen` and reaps it from a daemon thread, so a hub that exits
 leaves no zombie behind while the member lives. A hub started by hand takes the lock itself.
+
+The module is a little over 500 lines: the runtime directory's checks, the hub's spawn under
+a lock and the member link belong together (one way of reaching a hub on this host).
 """
 
 from __future__ import annotations
