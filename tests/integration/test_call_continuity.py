@@ -44,6 +44,15 @@ def tone_in_wav(path: Path, start: float, end: float) -> float | None:
     return detect_tone(mono.tobytes(), rate, (440.0, 1000.0, 1400.0))
 
 
+def kill_and_restart(server: Kamailio | ManagedProcess) -> None:
+    """SIGKILL (nothing is sent: no BYE, no close frame), reap, start on the same ports."""
+    proc = server.proc if isinstance(server, Kamailio) else server
+    proc.send_signal(signal.SIGKILL, group=True)
+    proc.stop()  # reaps the killed process
+    if isinstance(server, Kamailio):
+        server.start()
+
+
 @pytest.mark.kamailio
 @pytest.mark.baresip
 async def test_kamailio_killed_and_restarted_the_call_goes_on(
@@ -70,8 +79,7 @@ async def test_kamailio_killed_and_restarted_the_call_goes_on(
         assert await heard(out, lambda t: t == AUSINE) == AUSINE
         refreshed = asyncio.ensure_future(out.wait_for("refreshed", timeout=20))
         killed = time.monotonic()
-        kam.proc.send_signal(signal.SIGKILL, group=True)
-        await asyncio.to_thread(kam.start)
+        await asyncio.to_thread(kill_and_restart, kam)
         (response,) = await refreshed
         confirmed = time.monotonic() - killed
         assert response.status_code == 200 and out.state == "answered"
@@ -87,6 +95,24 @@ async def test_kamailio_killed_and_restarted_the_call_goes_on(
     (dump,) = record.glob("dump-*-dec.wav")
     assert tone_in_wav(dump, after + 0.2, heard_until - 0.1) == TONE, "baresip's end"
     print(f"kamailio restart: call confirmed again {confirmed * 1000:.0f} ms after SIGKILL")
+
+
+@pytest.mark.kamailio
+async def test_both_ends_on_websockets_of_the_restarted_proxy_end_within_the_bound(
+    kamailio_proc: Callable[..., Kamailio],
+) -> None:
+    """Both phones lose their WebSocket to Kamailio: each re-INVITE goes to the other's old
+    connection (its ;alias), which no longer exists, so neither dialog can be confirmed; both
+    calls end with the reason after redial_timeout instead of staying answered."""
+    kam = kamailio_proc()
+    async with phones(kam, ["alice", "bob"], reconnect_delay=(0.2, 1.0),
+                      redial_timeout=3.0) as (a, b):
+        out, inc = await connect(a, b, "bob")
+        await asyncio.to_thread(kill_and_restart, kam)
+        await asyncio.wait_for(asyncio.gather(out.wait_closed(), inc.wait_closed()), 10)
+        reason = ("the call could not be confirmed within 3 s after the connection to the SIP "
+                  "server was lost")
+        assert out.end_reason == inc.end_reason == reason
 
 
 class SandboxProcess:
@@ -125,7 +151,7 @@ async def test_sandbox_killed_and_restarted_ends_the_call_with_481(tmp_path: Pat
                 await out.wait_for("answered", timeout=10)
             assert await heard(out, lambda t: t == AUSINE) == AUSINE
             killed = time.monotonic()
-            server.proc.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(kill_and_restart, server.proc)
             await server.start()
             await asyncio.wait_for(out.wait_closed(), 10)
             took = time.monotonic() - killed

@@ -233,7 +233,10 @@ class LiveSession(CallActions):
                 log.warning("call %s: bad Session-Expires in %s: %s", self.call_id,
                             request.method, exc)
             else:
-                headers = [*(headers or []), *answer.headers]
+                # A too-short interval here comes with an offer already answered: keep our
+                # interval rather than refuse the media change (422 is for new sessions).
+                if not answer.reject:
+                    headers = [*(headers or []), *answer.headers]
                 now = self._now()
                 self._session_timer = answer.timer or self._session_timer.refreshed(now)
                 self._timer_changed.set()
