@@ -25,6 +25,7 @@ from typing import Any
 from ..errors import CallError, SipParseError, SipTimeoutError, TransportError
 from ..sip import SipRequest, SipResponse
 from ..sip import session_timer as st
+from ._base import CallState
 from .actions import CallActions
 
 log = logging.getLogger("webphone.call")
@@ -42,14 +43,15 @@ class LiveSession(CallActions):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._confirmed: asyncio.Event | None = None  # set while unconfirmed after a loss
+        # not None from a lost connection until a refresh confirms the call (then it is set)
+        self._confirmed: asyncio.Event | None = None
         self._session_timer: st.SessionTimer | None = None
         self._timer_changed = asyncio.Event()
         self._timer_task: asyncio.Task[Any] | None = None
 
     # -- state ------------------------------------------------------------------------------
 
-    def _set_state(self, state: Any, *args: Any) -> None:
+    def _set_state(self, state: CallState, *args: Any) -> None:
         was = self.state
         super()._set_state(state, *args)
         if state == "answered" and was != "answered" and self.state == "answered":
@@ -59,12 +61,12 @@ class LiveSession(CallActions):
             if self._session_timer is not None:
                 self._arm_session_timer()
 
-    async def _give_up(self, reason: str, *, bye: bool = True) -> None:
+    async def _give_up(self, reason: str) -> None:
         """End an answered call by our own decision: the session ends at once (event with
         `reason`), then a BYE tells the far party, if the dialog may still be alive there."""
         if self.state != "answered":
             return
-        request = self._dialog_request("BYE") if bye and self.dialog is not None else None
+        request = self._dialog_request("BYE") if self.dialog is not None else None
         log.warning("call %s ends: %s", self.call_id, reason)
         await self._finish("disposed", reason)
         if request is None:
