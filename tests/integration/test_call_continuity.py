@@ -195,6 +195,26 @@ async def test_silent_media_ends_the_call_with_a_bye(
 
 
 @pytest.mark.kamailio
+async def test_hold_is_not_silence(kamailio: Kamailio, fresh_user: Callable[[], str]) -> None:
+    """While we hold the peer it sends nothing, and that is expected: media_timeout does not
+    end the call; after unhold the audio is back and the check resumes."""
+    a_user, b_user = fresh_user(), fresh_user()
+    async with phones(kamailio, [a_user], media_timeout=1.0) as (a,), \
+            phones(kamailio, [b_user], media_timeout=None) as (b,):
+        out, inc = await connect(a, b, b_user)
+        assert inc.media is not None
+        tone = asyncio.create_task(inc.media.play_tone(AUSINE, 30))
+        assert await heard(out, lambda t: t == AUSINE) == AUSINE
+        await out.hold()
+        with pytest.raises(TimeoutError):  # three media timeouts of silence: still answered
+            await asyncio.wait_for(out.wait_closed(), 3.0)
+        assert out.state == "answered"
+        await out.unhold()
+        assert await heard(out, lambda t: t == AUSINE) == AUSINE
+        tone.cancel()
+
+
+@pytest.mark.kamailio
 async def test_session_timer_refreshes_then_expires_when_the_refresher_vanishes(
     kamailio: Kamailio, fresh_user: Callable[[], str]
 ) -> None:
