@@ -9,7 +9,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._events import EventEmitter
-from .call import BaseCallSession, CallSession, InboundCallSession, OutboundCallSession
+from .call import (
+    BaseCallSession,
+    CallSession,
+    CallTimers,
+    InboundCallSession,
+    OutboundCallSession,
+)
 from .errors import CallError, SipParseError, TransportError
 from .sip import SipRequest, SipResponse
 from .sip import rc as rcmsg
@@ -36,6 +42,14 @@ class WebPhone(EventEmitter):
     to the extension's limit (5 on RingCentral; the 6th gets `TooManyContactsError`). To run
     several processes of one extension, use `SharedWebPhone`, which shares one registration.
 
+    Calls confirm themselves (keyword-only, seconds, None to disable): `media_timeout` (30)
+    ends an answered call when no audio has been received for that long while some is expected
+    (not while one side holds the other); `redial_timeout` (32) bounds how long an answered call
+    may stay unconfirmed after the connection to the SIP server was lost (on reconnect, each
+    answered call sends a re-INVITE refreshing its target with the same SDP);
+    `session_expires` (1800) is the RFC 4028 session interval asked for (the peer may pick
+    another; values below 90 s break RFC 4028 §4 and are for tests).
+
     `debug=True` logs every SIP message sent and received on the `webphone.sip.trace` logger
     (printed to stderr when the application configured no logging).
 
@@ -55,9 +69,13 @@ class WebPhone(EventEmitter):
         *,
         media_factory: MediaFactory | None = None,
         loopback_media: bool = False,
+        media_timeout: float | None = 30.0,
+        redial_timeout: float | None = 32.0,
+        session_expires: int | None = 1800,
         **client_options: Any,
     ) -> None:
         super().__init__()
+        self.timers = _call_timers(media_timeout, redial_timeout, session_expires)
         self.media_factory = media_factory
         self.loopback_media = loopback_media
         self._session_closes: dict[str, list[asyncio.Future[rcmsg.SessionClose]]] = {}
@@ -84,6 +102,16 @@ class WebPhone(EventEmitter):
         ):
             self.sip_client.on(event, self._relay(event))
         self.sip_client.on("stray_response", self._on_stray_response)
+        self.sip_client.on("disconnected", self._on_disconnected)
+        self.sip_client.on("reconnected", self._on_reconnected)
+
+    def _on_disconnected(self, reason: str) -> None:
+        for session in list(self.call_sessions):
+            session._connection_lost()
+
+    def _on_reconnected(self) -> None:
+        for session in list(self.call_sessions):
+            session._connection_back()
 
     def _relay(self, event: str) -> Any:
         def relay(*args: Any) -> None:
@@ -209,6 +237,8 @@ class WebPhone(EventEmitter):
             return
         self.call_sessions.append(session)
         await session._start()
+        if session.state in ("failed", "disposed"):
+            return  # refused at once (RFC 4028 422): never shown as a call
         self.emit("inbound_call", session)
         if replaced is not None:
             # RFC 3891: the new call takes the place of `replaced`, answered at once.
@@ -285,6 +315,19 @@ class WebPhone(EventEmitter):
             await self._reply(request, *answer)
 
 
+def _call_timers(media_timeout: float | None, redial_timeout: float | None,
+                 session_expires: int | None) -> CallTimers:
+    for name, value in (("media_timeout", media_timeout), ("redial_timeout", redial_timeout)):
+        if value is not None and not value > 0:
+            raise ValueError(f"WebPhone(): {name} must be a positive number of seconds or "
+                             f"None (never), got {value!r}")
+    if session_expires is not None and session_expires < 1:
+        raise ValueError("WebPhone(): session_expires must be a positive number of seconds "
+                         f"or None (no RFC 4028 session timer), got {session_expires!r}")
+    return CallTimers(media_timeout=media_timeout, redial_timeout=redial_timeout,
+                      session_expires=session_expires)
+
+
 def _is_rc(request: SipRequest) -> bool:
     content_type = (request.headers.get("Content-Type") or "").lower()
     return content_type.startswith(rcmsg.RC_MESSAGE_CONTENT_TYPE)
@@ -306,6 +349,11 @@ class _PhoneLink:
     def sip_client(self) -> SipClient | DummySipClient:
         """The phone's SIP client."""
         return self._phone.sip_client
+
+    @property
+    def timers(self) -> CallTimers:
+        """The phone's call timers (media, redial, session)."""
+        return self._phone.timers
 
     def session_changed(self, session: BaseCallSession) -> None:
         """Tell the phone's listeners (``call_changed``)."""

@@ -12,6 +12,9 @@ ctrl_tcp speaks netstrings carrying JSON: we send `{"command": .., "params": ..,
 and get `{"response": true, "ok": bool, "data": "...", "token": ..}` back; events arrive
 unprompted as `{"event": true, "type": "CALL_INCOMING", "class": "call", ...}`.
 
+`record_dir=path` records every call's audio (module sndfile): `dump-*-dec.wav` there is
+what baresip heard, for checking a tone by frequency at baresip's end.
+
 `ice=True` makes the account WebRTC-compatible (medianat=ice, mediaenc=dtls_srtp, rtcp_mux,
 opus/PCMU/PCMA): needed for calls with webphone (aiortc). Media cannot flow on loopback: baresip
 leaves 127.0.0.1 out of its ICE candidates; signalling works.
@@ -104,6 +107,7 @@ class Baresip:
         name: str | None = None,
         sip_trace: bool = True,
         extra_account_params: str = "",
+        record_dir: Path | None = None,
     ) -> None:
         if shutil.which("baresip") is None:
             raise FileNotFoundError("baresip not found (apt install baresip-core)")
@@ -130,6 +134,9 @@ class Baresip:
                 rtp_last=self.rtp_last,
                 rtcp_mux="yes" if ice else "no",
             )
+            # sndfile writes each call's decoded (heard) and encoded audio to WAV files:
+            # record_dir/dump-<call>-dec.wav is what baresip heard
+            + (f"module\t\t\tsndfile.so\nsnd_path\t\t{record_dir}\n" if record_dir else "")
         )
         account = (
             f"<sip:{user}@{domain};transport=udp>;auth_pass={password}"

@@ -7,7 +7,7 @@ the two kinds of call. A session reaches its phone only through `PhoneLink`.
 
 from __future__ import annotations
 
-from ._base import BaseCallSession, CallState, Direction, PhoneLink
+from ._base import BaseCallSession, CallState, CallTimers, Direction, PhoneLink
 from .actions import WarmTransfer
 from .inbound import InboundCallSession
 from .outbound import OutboundCallSession
@@ -17,6 +17,7 @@ __all__ = [
     "BaseCallSession",
     "CallSession",
     "CallState",
+    "CallTimers",
     "Direction",
     "InboundCallSession",
     "OutboundCallSession",

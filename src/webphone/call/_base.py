@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from .._events import EventEmitter
@@ -40,8 +41,27 @@ CallState = Literal["init", "ringing", "answered", "failed", "disposed"]
 Direction = Literal["inbound", "outbound"]
 
 
+@dataclass(frozen=True, kw_only=True)
+class CallTimers:
+    """How long a call may go unconfirmed before it ends by itself (seconds; None: never).
+
+    `media_timeout`: no audio (RTP) received while the call expects some. `redial_timeout`:
+    after the SIP connection was lost, the bound for confirming the call again (reconnect,
+    re-register, target-refresh re-INVITE); RingCentral's softphone gives up after 32 s.
+    `session_expires`: the RFC 4028 session interval we ask for (None: no session timer).
+    """
+
+    media_timeout: float | None = 30.0
+    redial_timeout: float | None = 32.0
+    session_expires: int | None = 1800
+
+
 class PhoneLink(Protocol):
     """What a call session needs from its phone (declared on the call's side)."""
+
+    @property
+    def timers(self) -> CallTimers:
+        """The phone's call timers (`CallTimers`)."""
 
     @property
     def sip_info(self) -> SipInfo:

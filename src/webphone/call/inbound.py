@@ -8,8 +8,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import CallError
-from ..sip import SipRequest
+from ..errors import CallError, SipParseError
+from ..sip import SipRequest, session_timer
 from ..sip import rc as rcmsg
 from ..sip.transaction import TIMER_B
 from ..sip.ua import CallCore, CallOutput
@@ -52,6 +52,8 @@ class InboundCallSession(CallSession):
     async def _start(self) -> None:
         """100 Trying, 180 Ringing, and RingCentral's receive confirmation (Cmd 17)."""
         await self._invite_core(lambda core, now: core.ring(now, 100, "Trying"))
+        if await self._refuse_short_timer():
+            return
         await self._invite_core(lambda core, now: core.ring(now))
         self._set_state("ringing")
         if self.p_rc is not None:
@@ -75,11 +77,28 @@ class InboundCallSession(CallSession):
             raise CallError(f"answer(): the call was {self.state} meanwhile ({self.end_reason})")
         # The core sends the 200 and retransmits it until the ACK (RFC 3261 §13.3.1.4: T1
         # doubling up to T2); without an ACK for 64*T1 it sends BYE and ends the call.
-        await self._invite_core(lambda core, now: core.answer(now, sdp))
+        timer = self._accepted_timer()
+        await self._invite_core(lambda core, now: core.answer(now, sdp, headers=timer.headers))
+        self._session_timer = timer.timer
         self._set_state("answered")
         if not offer:
             answer = await asyncio.wait_for(asyncio.shield(self._ack_sdp), ACK_WAIT)
             await media.apply_answer(answer)
+
+    def _accepted_timer(self) -> session_timer.Acceptance:
+        try:
+            return self._timer_answer(self.invite)
+        except SipParseError as exc:  # a broken Session-Expires: answer without a timer
+            log.warning("call %s: ignoring the session timer: %s", self.call_id, exc)
+            return session_timer.Acceptance(timer=None, headers=[])
+
+    async def _refuse_short_timer(self) -> bool:
+        """RFC 4028 §9: a Session-Expires below our minimum gets 422 with our Min-SE."""
+        timer = self._accepted_timer()
+        if not timer.reject:
+            return False
+        await self._reject(422, "Session Interval Too Small", timer.headers)
+        return True
 
     async def _invite_core(
         self, action: Callable[[CallCore, float], list[CallOutput]]

@@ -7,10 +7,10 @@ import contextlib
 import logging
 
 from ..errors import CallError, SipTimeoutError, TransportError
-from ..sip import Address, SipResponse, SipUri
+from ..sip import Address, SipRequest, SipResponse, SipUri, session_timer
 from ..sip import rc as rcmsg
 from ..sip.build import cancel_for
-from ..sip.transaction import TIMER_B, new_call_id
+from ..sip.transaction import TIMER_B, new_branch, new_call_id
 from ..sip.ua import CallCore, CallState
 from ._base import Direction, PhoneLink
 from .session import CallSession
@@ -42,7 +42,7 @@ class OutboundCallSession(CallSession):
         """Send the INVITE; return once the call rings, answers or fails (raising then)."""
         media = await self._ensure_media()
         offer = await media.create_offer()
-        extra = list(headers)
+        extra = list(headers) + self._timer_headers()
         if caller_id:
             extra.insert(
                 0, ("P-Asserted-Identity", f"sip:{caller_id}@{self.phone.sip_info.domain}")
@@ -66,19 +66,20 @@ class OutboundCallSession(CallSession):
     async def _run_invite(self) -> None:
         assert self._invite is not None
         try:
-            response = await self.client.request(
-                self._invite, on_provisional=self._on_provisional, auth=False, final_timeout=None
-            )
-            if response.status_code in (401, 407) and not self._cancel_requested:
-                self._invite = self.client.authenticated(self._invite, response)
-                if self.core is not None:
-                    self.core.invite = self._invite
-                response = await self.client.request(
-                    self._invite,
-                    on_provisional=self._on_provisional,
-                    auth=False,
-                    final_timeout=None,
-                )
+            response = await self._send_invite()
+            retried: set[int] = set()  # one digest answer, one 422 retry (in either order)
+            while not self._cancel_requested:
+                code = 407 if response.status_code == 401 else response.status_code
+                if code in retried:
+                    break
+                retried.add(code)
+                if code == 407:
+                    self._retry_with(self.client.authenticated(self._invite, response))
+                elif (retry := self._longer_timer(response)) is not None:
+                    self._retry_with(retry)  # RFC 4028 §7.3: 422 names the Min-SE
+                else:
+                    break
+                response = await self._send_invite()
         except (SipTimeoutError, TransportError) as exc:
             await self._fail(str(exc), exc)
             return
@@ -98,6 +99,35 @@ class OutboundCallSession(CallSession):
         else:
             reason = f"{response.status_code} {response.reason}"
             await self._fail(reason, CallError(f"call to {self.callee} failed: {reason}"))
+
+    async def _send_invite(self) -> SipResponse:
+        assert self._invite is not None
+        return await self.client.request(
+            self._invite, on_provisional=self._on_provisional, auth=False, final_timeout=None
+        )
+
+    def _retry_with(self, invite: SipRequest) -> None:
+        self._invite = invite
+        if self.core is not None:
+            self.core.invite = invite
+
+    def _longer_timer(self, response: SipResponse) -> SipRequest | None:
+        """After 422 Session Interval Too Small: the INVITE again (new branch, next CSeq) asking
+        for the Min-SE it names; None for any other response or a 422 naming nothing higher."""
+        asked = self.phone.timers.session_expires
+        if response.status_code != 422 or self._invite is None or asked is None:
+            return None
+        wanted = session_timer.retry_expires(response, asked)
+        if wanted is None:
+            return None
+        retry = self._invite.copy()
+        for name, value in session_timer.offer_headers(wanted, wanted):
+            retry.headers.set(name, value)
+        via = retry.top_via
+        via.params["branch"] = new_branch()
+        retry.headers.set("Via", str(via))
+        retry.headers.set("CSeq", f"{retry.cseq.number + 1} INVITE")
+        return retry
 
     def _on_provisional(self, response: SipResponse) -> None:
         self.emit("inbound_message", response)
@@ -126,6 +156,7 @@ class OutboundCallSession(CallSession):
             return
         if response.body and self.media is not None:
             await self.media.apply_answer(response.body.decode("utf-8", "replace"))
+        self._timer_from_response(response)
         self._set_state("answered")
         self._progressed()
 

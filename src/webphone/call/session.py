@@ -10,17 +10,21 @@ with 487, and a BYE may arrive before the ACK.
 
 States: ``init`` → ``ringing`` → ``answered`` → ``disposed``; ``failed`` when the call never
 connected. Events: ``ringing``, ``answered``, ``failed(reason)``, ``disposed``, ``held``,
-``unheld``, ``dtmf(digit)``, ``inbound_message(msg)``, ``transferred(new_session)``.
+``unheld``, ``dtmf(digit)``, ``inbound_message(msg)``, ``transferred(new_session)``,
+``refreshed(response)`` (the dialog was confirmed again by `refresh()`, e.g. after a
+reconnect). An answered call ends by itself (``disposed`` with `end_reason`) when it cannot be
+confirmed: see `_liveness.py`.
 """
 
 from __future__ import annotations
 
 from ._base import BaseCallSession, CallState, Direction, PhoneLink
-from .actions import CallActions, WarmTransfer
+from ._liveness import LiveSession
+from .actions import WarmTransfer
 
 __all__ = ["BaseCallSession", "CallSession", "CallState", "Direction", "PhoneLink",
            "WarmTransfer"]
 
 
-class CallSession(CallActions):
+class CallSession(LiveSession):
     """One call. See the module docstring for states and events."""
