@@ -31,7 +31,7 @@ async def far() -> AsyncIterator[Far]:
 async def _handoff(far: Far, end: str, path: str) -> MediaSession:
     holder = Holder()
     try:
-        await holder.call(far.media)
+        await holder.call(far.media.create_answer)
         record = await holder.continuity()
         await holder.end(end)
     finally:

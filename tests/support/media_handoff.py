@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing as mp
+from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -63,11 +64,12 @@ class Holder:
         self._pipe, theirs = ctx.Pipe()
         self.process = ctx.Process(target=_holder, args=(theirs,), daemon=True)
 
-    async def call(self, far: MediaSession) -> None:
-        """Start H1 and connect it to `far`; returns once H1 hears F (`MediaError` if not)."""
+    async def call(self, answer: Callable[[str], Awaitable[str]]) -> None:
+        """Start H1, whose offer the far party's `answer` takes; returns once H1 hears F
+        (`MediaError` if not)."""
         self.process.start()
         offer = await self._recv()
-        self._pipe.send(await far.create_answer(offer))
+        self._pipe.send(await answer(offer))
         kind, at = await self._recv()
         if kind != "heard" or at is None:
             raise MediaError("H1 never heard the far party's tone")
