@@ -13,7 +13,7 @@ import asyncio
 import pytest
 from chromium import Browser
 
-from support.media_handoff import F_TONE, H1_TONE, H2_TONE, Ear, Holder
+from support.media_handoff import F_TONE, H1_TONE, H2_TONE, Ear, first_holder
 from webphone.media import MediaSession
 from webphone.sip.sdp import parse_origin
 
@@ -24,14 +24,11 @@ pytestmark = [pytest.mark.browser, pytest.mark.system, pytest.mark.timeout(90)]
 async def test_chromium_follows_a_new_holder_offerless(browser: Browser, end: str) -> None:
     tab = await browser.open("pc.html")
     await tab.api("setTone", F_TONE)
-    holder = Holder()
-    try:
-        await holder.call(lambda offer: tab.api("pcAnswer", offer))
+
+    async def hears_h1() -> None:
         assert await tab.api("pcHeardAt", H1_TONE, 0, 8000) is not None, "F never heard H1"
-        record = await holder.continuity()
-        await holder.end(end)
-    finally:
-        holder.stop()
+
+    record = await first_holder(lambda offer: tab.api("pcAnswer", offer), end, hears_h1)
     new = MediaSession.resume(record, loopback_only=True)
     ear = Ear(new)
     playing = asyncio.ensure_future(new.play_tone(H2_TONE, 3600))

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from support.media_handoff import F_TONE, H2_TONE, Ear, Far, Holder, take_over
+from support.media_handoff import F_TONE, H2_TONE, Ear, Far, first_holder, take_over
 from webphone.media import MediaError, MediaSession
 from webphone.sip.sdp import parse_origin
 
@@ -29,13 +29,7 @@ async def far() -> AsyncIterator[Far]:
 
 
 async def _handoff(far: Far, end: str, path: str) -> MediaSession:
-    holder = Holder()
-    try:
-        await holder.call(far.media.create_answer)
-        record = await holder.continuity()
-        await holder.end(end)
-    finally:
-        holder.stop()
+    record = await first_holder(far.media.create_answer, end)
     new = MediaSession.resume(record, loopback_only=True)
     new_ear = Ear(new)
     playing = asyncio.ensure_future(new.play_tone(H2_TONE, 3600))

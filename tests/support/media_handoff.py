@@ -100,6 +100,22 @@ class Holder:
         return self._pipe.recv()
 
 
+async def first_holder(answer: Callable[[str], Awaitable[str]], end: str,
+                       check: Callable[[], Awaitable[None]] | None = None) -> dict[str, Any]:
+    """A call with H1 in a child process (`check()` while it runs, e.g. that F hears it),
+    ended by `end` ("kill" or "close"); returns H1's continuity record."""
+    holder = Holder()
+    try:
+        await holder.call(answer)
+        if check is not None:
+            await check()
+        record = await holder.continuity()
+        await holder.end(end)
+    finally:
+        holder.stop()
+    return record
+
+
 # -- listening ---------------------------------------------------------------------------------
 
 

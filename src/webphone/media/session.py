@@ -45,6 +45,7 @@ from ..sip.sdp import (
     has_audio,
     keep_extmap_ids,
     keep_payload_types,
+    media_ids,
     media_protocol,
     parse_origin,
     set_media_protocol,
@@ -410,6 +411,7 @@ class MediaSession(EventEmitter):
             sdp = add_telephone_events(
                 sdp, {rate: pt for rate, pt in self._te_offer.items() if rate in rates}
             )
+            self._check_mid(sdp)
             return self._finish_local(keep_payload_types(sdp, self._negotiated_sdp))
 
     async def create_answer(self, offer_sdp: str) -> str:
@@ -673,6 +675,22 @@ class MediaSession(EventEmitter):
             raise MediaError(f"cannot apply the remote SDP {kind}: {exc}") from exc
         self._remote_sdp = self._negotiated_sdp = sdp
         self._install_tap()
+
+    def _check_mid(self, offer_sdp: str) -> None:
+        """Warn when a new peer connection's offer renames the session's audio mid.
+
+        aiortc numbers the mids of a new connection "0", "1", ...; the far party's own name
+        for the section (anything but "0" is rare: Chromium, Firefox, aiortc all start at "0")
+        cannot be given back, since aiortc also sends its mid in the RTP header extension
+        (RFC 8843 §15), so an SDP-only rename would make the far end drop our packets. An
+        answer (`create_answer`) always keeps the offerer's mid.
+        """
+        kept = media_ids(self._negotiated_sdp or "")[:1]
+        ours = media_ids(offer_sdp)[:1]
+        if kept and kept[0] is not None and kept != ours:
+            log.warning("our offer names the audio section mid %r where the session had %r; "
+                        "a strict far party may refuse it (answer its offer instead)",
+                        ours[0] if ours else None, kept[0])
 
     def _dtls_role(self) -> str | None:
         """Our DTLS role once known ("client"/"server"; aiortc keeps it on the transport)."""
