@@ -104,3 +104,24 @@ async def test_resume_refuses_a_bad_record(change: dict[str, object], error: str
             MediaSession.resume(record, loopback_only=True)
     finally:
         await asyncio.gather(a.close(), b.close())
+
+
+async def test_the_record_carries_hold_mute_and_dtmf_to_the_new_holder() -> None:
+    a, b = MediaSession(loopback_only=True), MediaSession(loopback_only=True)
+    try:
+        with pytest.raises(MediaError, match="before the first completed offer/answer"):
+            a.continuity()
+        await a.apply_answer(await b.create_answer(await a.create_offer()))
+        a.set_direction("sendonly")  # hold, the RingCentral way
+        a.mute()
+        record = a.continuity()
+        assert record["dtmf_payload_type"] == 110 and record["mids"] == ["0"]
+        new = MediaSession.resume(record, loopback_only=True)
+        try:
+            assert (new.direction, new.muted) == ("sendonly", True)
+            offer = await new.create_offer()
+            assert "a=sendonly" in offer and "a=rtpmap:110 telephone-event/48000" in offer
+        finally:
+            await new.close()
+    finally:
+        await asyncio.gather(a.close(), b.close())
