@@ -875,7 +875,7 @@ class MediaSession(EventEmitter):
             self._tap = None
         self._reader = None
         self._connected = asyncio.Event()
-        self._first_audio = asyncio.Event()
+        self._first_audio.clear()  # cleared, not replaced: `wait_first_audio` goes on waiting
         self._stale = False
         self._pc, self._transceiver = self._new_peer_connection(self._direction)
         self._remote_sdp = self._answer_sdp = None
