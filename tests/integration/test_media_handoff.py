@@ -55,6 +55,9 @@ async def _handoff(far: Far, end: str, path: str) -> MediaSession:
 @pytest.mark.parametrize("path", ["offerless", "offer"])
 async def test_new_holder_takes_over(far: Far, end: str, path: str) -> None:
     new = await _handoff(far, end, path)
+    # an offer says actpass (Chromium refuses active); an answer to actpass says active
+    setup = "a=setup:actpass" if path == "offer" else "a=setup:active"
+    assert setup in (new.local_sdp or "")
     await new.close()
 
 
