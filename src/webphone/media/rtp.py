@@ -91,6 +91,11 @@ class RtpPath:
         return {pt: c for pt, c in found.items() if c[0].lower() not in _NOT_AUDIO}
 
     @property
+    def dtmf_payload_type(self) -> int | None:
+        """The telephone-event payload type we send DTMF with (None: DTMF cannot be sent)."""
+        return None if self._send_rate is None else self._te_send.get(self._send_rate)
+
+    @property
     def can_send_dtmf(self) -> bool:
         return self._send_rate is not None and self._send_rate in self._te_send
 

@@ -45,6 +45,7 @@ from ..sip.sdp import (
     has_audio,
     keep_extmap_ids,
     keep_payload_types,
+    media_ids,
     media_protocol,
     parse_origin,
     set_media_protocol,
@@ -74,6 +75,7 @@ from .audio import (
     wav_chunks,
 )
 from .codec import INLINE_CODECS, InlineEncoder
+from .continuity import MediaContinuity, continuity_record
 from .dtmf import RtpHeader
 from .errors import MediaError
 from .load import Probe, monitor
@@ -183,7 +185,7 @@ class MediaSession(EventEmitter):
 
     Events (`on(event, handler)`): "dtmf" (digit: str), "audio" (AudioFrame),
     "connection_state" (state: str), "overloaded" (reason: dict, see `webphone.media.load`),
-    "closed" ().
+    "renegotiation_needed" () (see `apply_answer`), "closed" ().
     """
 
     def __init__(
@@ -252,6 +254,50 @@ class MediaSession(EventEmitter):
         self._converter = PcmConverter(receive_sample_rate)
         self._reader: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
+        self._first_audio = asyncio.Event()
+        self._first_audio_at = 0.0
+        self._stale = False  # the far end moved while this peer connection stayed up
+
+    @classmethod
+    def resume(cls, record: Mapping[str, Any], **options: Any) -> MediaSession:
+        """A new media session continuing another one's (`continuity()` of a session in any
+        process, e.g. a media holder that died): issue #11 item 3.
+
+        It keeps the session's SDP lineage (RFC 3264 §8: the o= session id with a higher
+        version; §8.3.2 and RFC 8285: payload types and header extension ids; the mid where the
+        far party offers it), the direction asked for (hold) and mute, and has its own new
+        certificate and ICE credentials. Then, as the call layer decides:
+        (a) the far party offers (a re-INVITE without SDP; its offer in the 200):
+        `create_answer(offer)`, which answers `a=setup:active` to `actpass`, so we are the
+        DTLS client and Chromium is back in 0.14-0.5 s; or
+        (b) `create_offer()` (always `actpass`: Chromium refuses `active`, docs/dtls-roles.md)
+        for a re-INVITE with SDP, then `apply_answer`.
+        `wait_first_audio(timeout)` tells whether the far party is heard again; after (a)
+        without audio, (b) with `create_offer(renew=True)` (a fresh endpoint) is the fallback.
+        `options` are the constructor's (network restrictions, codecs, ...);
+        `receive_sample_rate` comes from the record. `MediaError` names a bad record field.
+        """
+        kept = MediaContinuity.from_record(record)
+        media = cls(receive_sample_rate=kept.receive_sample_rate, **options)
+        media._session_id, media._version = kept.session_id, kept.origin_version
+        media._negotiated_sdp = kept.remote_sdp
+        media.set_direction(kept.direction)
+        if kept.muted:
+            media.mute()
+        return media
+
+    def continuity(self) -> dict[str, Any]:
+        """The JSON record of this call's negotiated media for `MediaSession.resume` in
+        another process (fields: `webphone.media.continuity.continuity_record`). No secret: the
+        DTLS key stays here. `MediaError` before the first completed offer/answer."""
+        local, remote = self._local_sdp, self._negotiated_sdp
+        if local is None or remote is None or self._answer_sdp is None:
+            raise MediaError("no continuity record before the first completed offer/answer")
+        return continuity_record(
+            local_sdp=local, remote_sdp=remote, direction=self._direction,
+            muted=self.muted, receive_sample_rate=self.receive_sample_rate,
+            dtmf_payload_type=self._rtp.dtmf_payload_type,
+        )
 
     def _new_peer_connection(self, direction: str) -> tuple[RTCPeerConnection, Any]:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=self._servers))
@@ -340,17 +386,21 @@ class MediaSession(EventEmitter):
 
     # -- offer / answer ----------------------------------------------------------------------
 
-    async def create_offer(self, ice_restart: bool = False) -> str:
+    async def create_offer(self, ice_restart: bool = False, renew: bool = False) -> str:
         """A complete (non-trickle) SDP offer, telephone-event included.
 
         `ice_restart=True` is accepted for the upstream call pattern, but aiortc 1.x cannot
         restart ICE: the offer keeps the current ICE credentials (a plain re-offer).
+        `renew=True` offers from a new peer connection (new certificate, ICE credentials and
+        ports; same SDP lineage, track and listeners): the far end must then start afresh,
+        which is how to reach a far party stuck on a dead media holder.
         """
         async with self._lock:
             self._check_open()
             if ice_restart and self._local_sdp is not None:
                 log.debug("ICE restart requested; aiortc cannot restart ICE, sending a re-offer")
-            if self._pc.signalingState == "closed":  # the peer closed DTLS: start afresh
+            # the peer closed DTLS, or moved without our connection noticing: start afresh
+            if renew or self._stale or self._pc.signalingState == "closed":
                 await self._renew_peer_connection()
             self._transceiver.direction = self._direction
             await self._set_local(await self._pc.createOffer())
@@ -361,6 +411,7 @@ class MediaSession(EventEmitter):
             sdp = add_telephone_events(
                 sdp, {rate: pt for rate, pt in self._te_offer.items() if rate in rates}
             )
+            self._check_mid(sdp)
             return self._finish_local(keep_payload_types(sdp, self._negotiated_sdp))
 
     async def create_answer(self, offer_sdp: str) -> str:
@@ -391,12 +442,26 @@ class MediaSession(EventEmitter):
             return sdp
 
     async def apply_answer(self, answer_sdp: str) -> None:
-        """Apply the peer's answer to our last offer."""
+        """Apply the peer's answer to our last offer.
+
+        An answer with another certificate than the one this peer connection talks to (a new
+        media holder answering the offer of a re-INVITE without SDP, after the old holder
+        crashed) cannot be followed here: our offer already committed this connection's ICE
+        credentials, ports and certificate, and aiortc restarts neither ICE nor DTLS on a live
+        connection. The session then emits "renegotiation_needed": the call layer re-offers
+        (`create_offer()` then comes from a new peer connection), or waits for the far end's
+        offer, which is followed too.
+        """
         async with self._lock:
             self._check_open()
+            moved = self._peer_changed(answer_sdp) and self._remote_sdp is not None
             await self._set_remote(answer_sdp, "answer")
             self._answer_sdp = answer_sdp
             self._negotiated()
+        if moved:
+            log.info("the answer comes from a new media endpoint: a new offer is needed")
+            self._stale = True
+            self.emit("renegotiation_needed")
 
     def set_direction(self, direction: str) -> None:
         """The direction for our next offer/answer: "sendrecv", "sendonly" (hold, the
@@ -502,6 +567,20 @@ class MediaSession(EventEmitter):
         if self._closed or self.connection_state != "connected":
             raise MediaError(f"media connection {self.connection_state}")
 
+    async def wait_first_audio(self, timeout: float) -> float:
+        """Wait for the first far-end audio frame of the current peer connection (a new one
+        starts a new wait); returns `loop.time()` of it. `MediaError` after `timeout` s
+        saying what the connection reached, so the caller can re-offer or end the call."""
+        try:
+            await asyncio.wait_for(self._first_audio.wait(), timeout)
+        except TimeoutError:
+            raise MediaError(
+                f"no audio from the far end within {timeout} s (connection "
+                f"{self.connection_state}): it did not follow the new media endpoint"
+            ) from None
+        self._check_open()
+        return self._first_audio_at
+
     async def close(self) -> None:
         """Stop everything and release the peer connection (idempotent)."""
         if self._closed:
@@ -596,6 +675,22 @@ class MediaSession(EventEmitter):
             raise MediaError(f"cannot apply the remote SDP {kind}: {exc}") from exc
         self._remote_sdp = self._negotiated_sdp = sdp
         self._install_tap()
+
+    def _check_mid(self, offer_sdp: str) -> None:
+        """Warn when a new peer connection's offer renames the session's audio mid.
+
+        aiortc numbers the mids of a new connection "0", "1", ...; the far party's own name
+        for the section (anything but "0" is rare: Chromium, Firefox, aiortc all start at "0")
+        cannot be given back, since aiortc also sends its mid in the RTP header extension
+        (RFC 8843 §15), so an SDP-only rename would make the far end drop our packets. An
+        answer (`create_answer`) always keeps the offerer's mid.
+        """
+        kept = media_ids(self._negotiated_sdp or "")[:1]
+        ours = media_ids(offer_sdp)[:1]
+        if kept and kept[0] is not None and kept != ours:
+            log.warning("our offer names the audio section mid %r where the session had %r; "
+                        "a strict far party may refuse it (answer its offer instead)",
+                        ours[0] if ours else None, kept[0])
 
     def _dtls_role(self) -> str | None:
         """Our DTLS role once known ("client"/"server"; aiortc keeps it on the transport)."""
@@ -695,6 +790,9 @@ class MediaSession(EventEmitter):
             self._on_pcm(pcm, loop.time())
 
     def _count_received(self, now: float) -> None:
+        if not self._first_audio.is_set():
+            self._first_audio_at = now
+            self._first_audio.set()
         self._stats.frames_received += 1
         if self._stats.first_frame_at is None:
             self._stats.first_frame_at = now
@@ -758,7 +856,7 @@ class MediaSession(EventEmitter):
         can neither restart ICE nor start a second DTLS association on a connection, so the only
         way to follow is a new one.
         """
-        if self._pc.signalingState == "closed":
+        if self._stale or self._pc.signalingState == "closed":
             return True
         if self._remote_sdp is None:
             return False
@@ -777,6 +875,8 @@ class MediaSession(EventEmitter):
             self._tap = None
         self._reader = None
         self._connected = asyncio.Event()
+        self._first_audio.clear()  # cleared, not replaced: `wait_first_audio` goes on waiting
+        self._stale = False
         self._pc, self._transceiver = self._new_peer_connection(self._direction)
         self._remote_sdp = self._answer_sdp = None
         try:

@@ -38,11 +38,13 @@ __all__ = [
     "add_telephone_events",
     "audio_codecs",
     "bump_origin_version",
+    "continue_lineage",
     "extmap_ids",
     "get_direction",
     "has_audio",
     "keep_extmap_ids",
     "keep_payload_types",
+    "media_ids",
     "media_protocol",
     "parse_origin",
     "reverse_direction",
@@ -508,3 +510,29 @@ def _pt_mapping(ours: list[Rtpmap], known: dict[tuple[str, int, int], int]) -> d
         mapping[pt] = pt if pt not in taken else next(free)
         taken.add(mapping[pt])
     return mapping
+
+
+# -- a session's lineage across media holders (RFC 3264 §8) ----------------------------------
+
+
+def media_ids(sdp: str) -> list[str | None]:
+    """The `a=mid` of each m= section, in order (None where a section has none)."""
+    lines = [_content(line) for line in _lines(sdp)]
+    return [
+        next((line[6:].strip() for line in lines[start:end] if line.startswith("a=mid:")), None)
+        for start, end in list(_sections(lines))[1:]
+    ]
+
+
+def continue_lineage(sdp: str, *, local: str, remote: str | None) -> str:
+    """`sdp`, a fresh description from a new media holder, continuing a session whose last
+    descriptions were `local` (ours) and `remote` (the peer's).
+
+    RFC 3264 §8: every later description of a session keeps the o= session id and raises the
+    version by one, whoever produces it; §8.3.2 and RFC 8285 §6: payload type numbers and
+    header extension ids keep what the session negotiated (`keep_payload_types`,
+    `keep_extmap_ids`). `SdpError` when either o= line is missing or malformed.
+    """
+    before = parse_origin(local)
+    sdp = keep_payload_types(keep_extmap_ids(sdp, remote), remote)
+    return set_origin(sdp, before.version + 1, before.session_id)
