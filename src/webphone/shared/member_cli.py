@@ -3,7 +3,7 @@
     python -m webphone.shared.member_cli --sip-info sip-info.json [--group G]
         [--runtime-dir DIR] [--heartbeat-interval S] [--heartbeat-timeout S] [--hub-timeout S]
         [--idle-timeout S] [--action-timeout S] [--register-expires S] [--no-media]
-        [--media taker|real] [--tone HZ] [--hear HZ,HZ] [--loopback-media]
+        [--media taker|real] [--tone HZ] [--hear HZ,HZ] [--loopback-media] [--hub URL]
 
 It joins the group with a `SharedWebPhone` and prints one JSON object per line on stdout for
 everything that happens; every line has "event" and "t" (time.monotonic(), which is one clock
@@ -34,7 +34,7 @@ Commands, one JSON object per line on stdin (an "id" is echoed in the result):
     {"id": 4, "cmd": "state"}                               -> role, epoch, calls, hub_pid
     {"id": 5, "cmd": "dispose", "timeout": 10}              -> leaves, then the process exits 0
     {"id": 7, "cmd": "tone", "call_id": "x", "hz": 1000}      play a tone into a call it holds
-    {"id": 8, "cmd": "holds"}                               -> [call_id, ...] whose media it holds
+    {"id": 8, "cmd": "holds"}            -> {call_id: tone heard now} of the calls it holds
 
 `--tone HZ` makes a member a test media holder: whenever it holds a call's media (it answered
 the call as its holder, the media moved to it, it adopted the call) it plays HZ into it and
@@ -84,6 +84,7 @@ class _Holder:
         self.tone = tone
         self.hear = hear
         self.held: dict[str, Any] = {}
+        self.hearing: dict[str, float | None] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
 
     def check(self, session: Any) -> None:
@@ -101,22 +102,24 @@ class _Holder:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def holds(self) -> list[str]:
-        return [call_id for call_id, media in self.held.items() if not media.closed]
+    def holds(self) -> dict[str, float | None]:
+        return {call_id: self.hearing.get(call_id) for call_id, media in self.held.items()
+                if not media.closed}
 
     def _listen(self, call_id: str, media: Any) -> None:
         from webphone.media import detect_tone
 
-        state: dict[str, Any] = {"pcm": b"", "hz": None}
+        pcm = bytearray()
+        self.hearing[call_id] = None
 
         def on_audio(frame: Any) -> None:
-            state["pcm"] += frame.pcm
-            if len(state["pcm"]) < int(frame.sample_rate * self.WINDOW_S) * 2:
+            pcm.extend(frame.pcm)
+            if len(pcm) < int(frame.sample_rate * self.WINDOW_S) * 2:
                 return
-            hz = detect_tone(state["pcm"], frame.sample_rate, self.hear)
-            state["pcm"] = b""
-            if hz != state["hz"]:
-                state["hz"] = hz
+            hz = detect_tone(bytes(pcm), frame.sample_rate, self.hear)
+            pcm.clear()
+            if hz != self.hearing.get(call_id) and media is self.held.get(call_id):
+                self.hearing[call_id] = hz
                 _out("heard", call_id=call_id, hz=hz, at=frame.received_at)
 
         media.on("audio", on_audio)
@@ -249,7 +252,7 @@ async def main_async(args: argparse.Namespace) -> int:
                             hub_timeout=args.hub_timeout, action_timeout=args.action_timeout,
                             preload_media=not args.no_media, member_id=args.member_id,
                             register_expires=args.register_expires,
-                            loopback_media=args.loopback_media,
+                            loopback_media=args.loopback_media, hub=args.hub or "local",
                             **({"media": args.media} if args.media else {}))
     hear = tuple(float(hz) for hz in args.hear.split(",") if hz)
     cli = _Cli(shared, _Holder(args.tone, hear))
@@ -294,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="a sipInfo JSON file (keep it mode 0600); inline JSON works too, but "
                    "puts the password in the process list for every local user to read")
     p.add_argument("--group")
+    p.add_argument("--hub", help="the group's hub: redis://... (default: the local hub)")
     p.add_argument("--runtime-dir")
     p.add_argument("--member-id")
     p.add_argument("--heartbeat-interval", type=float, default=0.5)
