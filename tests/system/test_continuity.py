@@ -1,18 +1,25 @@
-"""Calls that survive the group's faults (issue #11), proven with real processes: member processes
-(`member_cli --tone`) hold the call's media and play their own tone; the far party (a `WebPhone`
-in its own process, tests/support/continuity.py) plays 440 Hz, measures the audio gap by
-frequency and counts the BYEs it gets. Each test checks the audio at both ends, that the far party
-got no BYE, and that every live member shows the one call.
+"""A call survives the group's faults (issue #11 "Done means"), with real processes.
 
-This file: the harness on a call whose media the real holds (what a plain process does).
-test_continuity_group.py: the faults, over the local hub and Redis.
+Members are `member_cli --tone` processes (each plays its own tone into the calls whose media it
+holds and reports what it hears); the far party is a `WebPhone` in its own process
+(tests/support/continuity.py) playing 440 Hz. For every fault: the far party keeps hearing a
+member's tone (the gap is printed: benchmarks/continuity_bench.py measures it), the member that
+holds the media afterwards hears 440 Hz, the far party got no BYE, and every live member shows
+the one call, answered. Over the local hub (sandbox) and Redis.
+
+The gap bounds asserted here are correctness bounds, far above the targets: "the audio came
+back", not a measurement (a dead call is a gap that grows without end). The last test checks
+the harness itself: a call whose media the real holds (what a plain process does), whose
+SIGKILL IS such a growing gap.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,28 +27,108 @@ import pytest
 
 from support.continuity import FAR_TONE, FarParty, spawn_holders
 from support.group import MemberGroup, MemberProc
+from support.redis_server import RedisServer
 from support.sandbox_server import SandboxServer
-
-pytestmark = [pytest.mark.system, pytest.mark.timeout(60)]
+from webphone import WebPhone
 
 GROUP_USER, FAR_USER = "105", "106"
+#: correctness bounds (see the module docstring), not targets
+SIGNALLING_GAP_BOUND_MS = 1000.0
+MEDIA_GAP_BOUND_MS = 5000.0
+
+_READY = (importlib.util.find_spec("webphone.shared.media_host") is not None
+          and hasattr(WebPhone, "adopt_call"))
+pytestmark = [pytest.mark.system, pytest.mark.timeout(60)]
+GROUPS = pytest.mark.skipif(not _READY, reason="needs media placement (webphone.shared."
+                            "media_host, branch place) and adoption (WebPhone.adopt_call, "
+                            "branch adopt)")
+
+Event = dict[str, Any]
 
 
-def holding(call_id: str) -> Callable[[dict[str, Any]], bool]:
-    return lambda e: e["event"] == "holding" and e["call_id"] == call_id
+def is_(event: str, call_id: str | None = None, **fields: Any) -> Callable[[Event], bool]:
+    return lambda e: (e["event"] == event and (call_id is None or e.get("call_id") == call_id)
+                      and all(e.get(k) == v for k, v in fields.items()))
 
 
-def hears(call_id: str, hz: float, after: float = 0.0) -> Callable[[dict[str, Any]], bool]:
-    return lambda e: (e["event"] == "heard" and e["call_id"] == call_id and e["hz"] == hz
-                      and e["t"] >= after)
+@dataclass(kw_only=True)
+class Call:
+    """One answered call of the far party into the group, and who holds what."""
+
+    call_id: str
+    members: dict[str, tuple[MemberProc, float]]
+    far: FarParty
+    holder: MemberProc
+
+    def alive(self) -> list[MemberProc]:
+        return [m for m, _ in self.members.values()
+                if m.proc is not None and m.proc.returncode is None and not m.stopped]
+
+    def tone(self, member: MemberProc) -> float:
+        return self.members[member.name][1]
+
+    async def new_holder(self, since: dict[str, int], timeout: float = 15.0) -> MemberProc:
+        """The member that reports holding the call's media after the marks `since`."""
+        waits = {asyncio.ensure_future(m.wait_event(is_("holding", self.call_id), timeout,
+                                                    since=since[m.name])): m
+                 for m in self.alive()}
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            task = done.pop()
+            task.result()
+            return waits[task]
+        finally:
+            for task in waits:
+                task.cancel()
+
+    async def check(self, since: float, holder: MemberProc, what: str) -> dict[str, Any]:
+        """After a fault at `since`: the far party hears the holder's tone and no BYE, the holder
+        hears 440 Hz, every live member shows the one call; returns the far party's report
+        (printed) over [since - 0.5 s, now + 1 s]."""
+        tone = self.tone(holder)
+        heard = await self.far.wait_tone(tone, after=since, timeout=10) if (
+            tone != self.tone(self.holder)) else since
+        report = await self.far.report(since=since - 0.5, until=max(time.monotonic(), heard)
+                                       + 1.0)
+        print(f"\n{what}: gap {report['gap_ms']:.0f} ms, {report['missing_frames']} frames "
+              f"missing, tones {report['tones']}, re-INVITEs {report['reinvites']}, BYEs "
+              f"{report['byes']}")
+        assert report["byes"] == 0 and report["state"] == "answered", report
+        assert report["current"] == tone, report
+        holds = (await holder.command("holds"))["value"]
+        assert holds.get(self.call_id) == FAR_TONE, (holder.name, holds)
+        for m in self.alive():
+            calls = (await m.command("state"))["value"]["calls"]
+            assert [(c["call_id"], c["state"]) for c in calls] == [
+                (self.call_id, "answered")], (m.name, calls)
+        self.holder = holder
+        return report
 
 
-async def one_call_everywhere(members: list[MemberProc], call_id: str) -> None:
-    """Every member shows exactly this one call, answered."""
-    for m in members:
-        calls = (await m.command("state"))["value"]["calls"]
-        assert [(c["call_id"], c["state"]) for c in calls] == [(call_id, "answered")], (
-            m.name, calls)
+def marks(members: list[MemberProc]) -> dict[str, int]:
+    return {m.name: len(m.events) for m in members}
+
+
+BOTH = pytest.mark.parametrize("holders", ["local", "redis"], indirect=True)
+
+
+@pytest.fixture
+async def holders(request: pytest.FixtureRequest, sandbox_server: SandboxServer,
+                  member_group: Callable[..., MemberGroup]
+                  ) -> Callable[[list[str]], Any]:
+    """`await holders(names)` -> {name: (member, tone)}: a group on the sandbox over the local
+    hub (default) or a real redis-server (parametrized "redis": `BOTH`)."""
+    extra: tuple[str, ...] = ()
+    if getattr(request, "param", "local") == "redis":
+        redis: RedisServer = request.getfixturevalue("redis_server")
+        extra = ("--hub", redis.url)
+    sandbox_server.clear_bindings(GROUP_USER)
+    group = member_group(GROUP_USER, kam=sandbox_server)
+
+    async def spawn(names: list[str]) -> dict[str, tuple[MemberProc, float]]:
+        return await spawn_holders(group, names, *extra)
+
+    return spawn
 
 
 @pytest.fixture
@@ -54,31 +141,140 @@ async def far(sandbox_server: SandboxServer, tmp_path: Path) -> AsyncIterator[Fa
         await party.close()
 
 
+async def answered(members: dict[str, tuple[MemberProc, float]], far: FarParty,
+                   by: str) -> Call:
+    """The far party calls the group; member `by` answers (and so holds the media)."""
+    member = members[by][0]
+    calling = asyncio.ensure_future(far.call(GROUP_USER))
+    ringing = await member.wait_event(is_("inbound_call"), 10)
+    call_id = ringing["call_id"]
+    result = await member.command("session", call_id=call_id, name="answer")
+    assert result["ok"], result
+    assert await calling == call_id
+    await member.wait_event(is_("holding", call_id), 10)
+    await far.wait_tone(members[by][1], after=0, timeout=10)
+    await member.wait_event(is_("heard", call_id, hz=FAR_TONE), 10)
+    return Call(call_id=call_id, members=members, far=far, holder=member)
+
+
+def real_of(members: dict[str, tuple[MemberProc, float]]) -> MemberProc:
+    (real,) = [m for m, _ in members.values() if m.role == "real"]
+    return real
+
+
+def dummies_of(members: dict[str, tuple[MemberProc, float]]) -> list[MemberProc]:
+    return [m for m, _ in members.values() if m.role == "dummy"]
+
+
+@GROUPS
+async def test_a_dummy_answers_holds_the_media_hears_and_speaks(
+    holders: Callable[[list[str]], Any], far: FarParty
+) -> None:
+    members = await holders(["a", "b", "c"])
+    dummy = dummies_of(members)[0]
+    call = await answered(members, far, dummy.name)
+    report = await call.check(time.monotonic() + 0.5, dummy, "a dummy holds the media")
+    assert report["reinvites"] == 0
+    assert call.call_id not in (await real_of(members).command("holds"))["value"]
+
+
+@GROUPS
+@BOTH
+async def test_sigkill_of_the_signalling_holder(
+    holders: Callable[[list[str]], Any], far: FarParty
+) -> None:
+    members = await holders(["a", "b", "c"])
+    real, dummy = real_of(members), dummies_of(members)[0]
+    call = await answered(members, far, dummy.name)
+    killed = time.monotonic()
+    real.kill()
+    await far.wait_event(lambda e: is_("sip_in", method="INVITE")(e) and e["t"] > killed, 15)
+    report = await call.check(killed, dummy, "SIGKILL of the signalling holder")
+    assert report["gap_ms"] < SIGNALLING_GAP_BOUND_MS, report
+
+
+@GROUPS
+async def test_sigstop_of_the_signalling_holder_past_the_timeout(
+    holders: Callable[[list[str]], Any], far: FarParty
+) -> None:
+    """The hung real is replaced; on SIGCONT it stands down and stays silent in the adopted
+    dialog (fencing): no BYE, no second re-INVITE at the far party."""
+    members = await holders(["a", "b", "c"])
+    real, dummy = real_of(members), dummies_of(members)[0]
+    call = await answered(members, far, dummy.name)
+    stopped = time.monotonic()
+    real.stop()
+    await far.wait_event(lambda e: is_("sip_in", method="INVITE")(e) and e["t"] > stopped, 15)
+    report = await call.check(stopped, dummy, "SIGSTOP of the signalling holder")
+    mark = len(real.events)
+    real.cont()
+    await real.wait_event(is_("role", role="dummy"), 10, since=mark)
+    after = await call.check(time.monotonic() + 0.5, dummy, "after SIGCONT of the deposed real")
+    assert after["reinvites"] == report["reinvites"], "the deposed real spoke in the dialog"
+    assert report["gap_ms"] < SIGNALLING_GAP_BOUND_MS, report
+
+
+@GROUPS
+async def test_graceful_leave_of_the_signalling_holder(
+    holders: Callable[[list[str]], Any], far: FarParty
+) -> None:
+    members = await holders(["a", "b", "c"])
+    real, dummy = real_of(members), dummies_of(members)[0]
+    call = await answered(members, far, dummy.name)
+    left = time.monotonic()
+    result = await real.command("dispose", timeout=15)
+    assert result["ok"], result
+    await far.wait_event(lambda e: is_("sip_in", method="INVITE")(e) and e["t"] > left, 15)
+    report = await call.check(left, dummy, f"graceful leave of the signalling holder "
+                              f"(dispose() {result['t'] - left:.2f} s)")
+    assert report["gap_ms"] < SIGNALLING_GAP_BOUND_MS, report
+
+
+@GROUPS
+@BOTH
+async def test_sigkill_of_the_media_holder(
+    holders: Callable[[list[str]], Any], far: FarParty
+) -> None:
+    members = await holders(["a", "b", "c"])
+    dummy = dummies_of(members)[0]
+    call = await answered(members, far, dummy.name)
+    since = marks(call.alive())
+    killed = time.monotonic()
+    dummy.kill()
+    holder = await call.new_holder(since)
+    assert holder is not dummy
+    report = await call.check(killed, holder, f"SIGKILL of the media holder (now {holder.name})")
+    assert report["gap_ms"] < MEDIA_GAP_BOUND_MS, report
+
+
+@GROUPS
+@BOTH
+async def test_sigkill_of_a_real_that_held_both(
+    holders: Callable[[list[str]], Any], far: FarParty
+) -> None:
+    members = await holders(["a", "b", "c"])
+    real = real_of(members)
+    call = await answered(members, far, real.name)
+    since = marks([m for m in call.alive() if m is not real])
+    killed = time.monotonic()
+    real.kill()
+    holder = await call.new_holder(since)
+    report = await call.check(killed, holder, f"SIGKILL of the real holding both (media now "
+                              f"on {holder.name})")
+    assert report["gap_ms"] < MEDIA_GAP_BOUND_MS, report
+
+
 async def test_the_real_holds_the_media_and_the_meter_sees_its_death(
-    sandbox_server: SandboxServer, member_group: Callable[..., MemberGroup], far: FarParty
+    holders: Callable[[list[str]], Any], far: FarParty
 ) -> None:
     """The harness itself, on a call whose media the real holds (a plain single process's
     case): audio by frequency at both ends, no gap while it lives; its SIGKILL is a gap that
     grows at the far party (what the group tests prove does NOT happen)."""
-    sandbox_server.clear_bindings(GROUP_USER)
-    group = member_group(GROUP_USER, kam=sandbox_server)
-    procs = await spawn_holders(group, ["a", "b"])
-    (real,) = group.reals()
-    tone = procs[real.name][1]
-    calling = asyncio.ensure_future(far.call(GROUP_USER))
-    ringing = await real.wait_event(lambda e: e["event"] == "inbound_call", 10)
-    call_id = ringing["call_id"]
-    answered = await real.command("session", call_id=call_id, name="answer")
-    assert answered["ok"], answered
-    assert await calling == call_id
-    await real.wait_event(holding(call_id), 5)
-    heard_at = await far.wait_tone(tone, after=0, timeout=10)
-    await real.wait_event(hears(call_id, FAR_TONE), 10)
-    await one_call_everywhere([m for m, _ in procs.values()], call_id)
-    report = await far.report(since=heard_at + 0.2, until=heard_at + 1.2)  # a steady second
-    print(f"\nsteady audio from {real.name}: {report}")
-    assert report["tones"] == [tone]
-    assert report["gap_ms"] < 500 and report["byes"] == 0
+    members = await holders(["a", "b"])
+    real = real_of(members)
+    call = await answered(members, far, real.name)
+    report = await call.check(time.monotonic() + 0.5, real, "the real holds the media")
+    assert report["tones"] == [members[real.name][1]] and report["reinvites"] == 0
     killed = time.monotonic()
     real.kill()
     report = await far.report(since=killed - 0.5, until=killed + 1.0)
