@@ -37,7 +37,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,11 +47,15 @@ if __name__ == "__main__":  # run as a script: `support` is importable from test
 
 from support.group import MemberGroup, MemberProc
 
-__all__ = ["FAR_TONE", "MEMBER_TONES", "FarParty", "ToneMeter", "member_tone", "spawn_holders"]
+__all__ = ["FAR_TONE", "MEMBER_TONES", "FarParty", "GroupCall", "Members", "ToneMeter",
+           "answer_call", "dummies_of", "is_", "marks", "member_tone", "real_of",
+           "spawn_holders"]
 
 FAR_TONE = 440.0
 MEMBER_TONES = (1000.0, 1200.0, 1400.0, 1600.0, 1800.0)
 FRAME_S = 0.02
+Members = dict[str, tuple[MemberProc, float]]  # name -> (member process, its tone)
+Event = dict[str, Any]
 
 
 def member_tone(index: int) -> float:
@@ -61,7 +65,7 @@ def member_tone(index: int) -> float:
 
 
 async def spawn_holders(group: MemberGroup, names: list[str], *extra: str
-                        ) -> dict[str, tuple[MemberProc, float]]:
+                        ) -> Members:
     """Members that play their own tone (`member_tone(i)`) into every call whose media they
     hold, ICE on 127.0.0.1 (as the sandbox's parties and the far party); once all are ready:
     {name: (member, tone)}."""
@@ -77,6 +81,82 @@ async def spawn_holders(group: MemberGroup, names: list[str], *extra: str
         if ready.get("hub_pid"):
             group.hubs_seen.add(int(ready["hub_pid"]))
     return procs
+
+
+# -- a call of the far party into a group of holders -----------------------------------------
+
+
+def is_(event: str, call_id: str | None = None, **fields: Any) -> Callable[[Event], bool]:
+    """A matcher of member events: this kind, of this call (if given), with these fields."""
+    return lambda e: (e["event"] == event and (call_id is None or e.get("call_id") == call_id)
+                      and all(e.get(k) == v for k, v in fields.items()))
+
+
+@dataclass(kw_only=True)
+class GroupCall:
+    """One answered call of the far party into the group, and who holds what."""
+
+    call_id: str
+    members: Members
+    far: FarParty
+    holder: MemberProc
+
+    def alive(self) -> list[MemberProc]:
+        return [m for m, _ in self.members.values() if _live(m)]
+
+    def tone(self, member: MemberProc) -> float:
+        return self.members[member.name][1]
+
+    async def new_holder(self, since: dict[str, int], timeout: float = 15.0) -> MemberProc:
+        """The member that reports holding the call's media after the marks `since`."""
+        waits = {asyncio.ensure_future(m.wait_event(is_("holding", self.call_id), timeout,
+                                                    since=since[m.name])): m
+                 for m in self.alive()}
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            task = done.pop()
+            task.result()
+            return waits[task]
+        finally:
+            for task in waits:
+                task.cancel()
+
+
+def marks(members: list[MemberProc]) -> dict[str, int]:
+    """How many events each member printed so far (`since` of a later wait)."""
+    return {m.name: len(m.events) for m in members}
+
+
+async def answer_call(members: Members, far: FarParty, user: str, by: str) -> GroupCall:
+    """The far party calls `user` (the group); member `by` answers (and so holds the media)."""
+    member = members[by][0]
+    calling = asyncio.ensure_future(far.call(user))
+    ringing = await member.wait_event(is_("inbound_call"), 10)
+    call_id = ringing["call_id"]
+    result = await member.command("session", call_id=call_id, name="answer")
+    if not result["ok"]:
+        raise RuntimeError(f"{member.name} could not answer: {result}")
+    if await calling != call_id:
+        raise RuntimeError(f"the far party answered another call than {call_id}")
+    await member.wait_event(is_("holding", call_id), 10)
+    await far.wait_tone(members[by][1], after=0, timeout=10)
+    await member.wait_event(is_("heard", call_id, hz=FAR_TONE), 10)
+    return GroupCall(call_id=call_id, members=members, far=far, holder=member)
+
+
+def real_of(members: Members) -> MemberProc:
+    """The one live real member."""
+    (real,) = [m for m, _ in members.values() if m.role == "real" and _live(m)]
+    return real
+
+
+def dummies_of(members: Members) -> list[MemberProc]:
+    """The live dummies."""
+    return [m for m, _ in members.values() if m.role == "dummy" and _live(m)]
+
+
+def _live(member: MemberProc) -> bool:
+    return member.proc is not None and member.proc.returncode is None and not member.stopped
 
 
 # -- the meter (pure: frames and their times in, a report out) --------------------------------

@@ -15,17 +15,26 @@ SIGKILL IS such a growing gap.
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from support.continuity import FAR_TONE, FarParty, spawn_holders
+from support.continuity import (
+    FAR_TONE,
+    FarParty,
+    GroupCall,
+    Members,
+    answer_call,
+    dummies_of,
+    is_,
+    marks,
+    real_of,
+    spawn_holders,
+)
 from support.group import MemberGroup, MemberProc
 from support.redis_server import RedisServer
 from support.sandbox_server import SandboxServer
@@ -43,70 +52,29 @@ GROUPS = pytest.mark.skipif(not _READY, reason="needs media placement (webphone.
                             "media_host, branch place) and adoption (WebPhone.adopt_call, "
                             "branch adopt)")
 
-Event = dict[str, Any]
-
-
-def is_(event: str, call_id: str | None = None, **fields: Any) -> Callable[[Event], bool]:
-    return lambda e: (e["event"] == event and (call_id is None or e.get("call_id") == call_id)
-                      and all(e.get(k) == v for k, v in fields.items()))
-
-
-@dataclass(kw_only=True)
-class Call:
-    """One answered call of the far party into the group, and who holds what."""
-
-    call_id: str
-    members: dict[str, tuple[MemberProc, float]]
-    far: FarParty
-    holder: MemberProc
-
-    def alive(self) -> list[MemberProc]:
-        return [m for m, _ in self.members.values()
-                if m.proc is not None and m.proc.returncode is None and not m.stopped]
-
-    def tone(self, member: MemberProc) -> float:
-        return self.members[member.name][1]
-
-    async def new_holder(self, since: dict[str, int], timeout: float = 15.0) -> MemberProc:
-        """The member that reports holding the call's media after the marks `since`."""
-        waits = {asyncio.ensure_future(m.wait_event(is_("holding", self.call_id), timeout,
-                                                    since=since[m.name])): m
-                 for m in self.alive()}
-        try:
-            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            task = done.pop()
-            task.result()
-            return waits[task]
-        finally:
-            for task in waits:
-                task.cancel()
-
-    async def check(self, since: float, holder: MemberProc, what: str) -> dict[str, Any]:
-        """After a fault at `since`: the far party hears the holder's tone and no BYE, the holder
-        hears 440 Hz, every live member shows the one call; returns the far party's report
-        (printed) over [since - 0.5 s, now + 1 s]."""
-        tone = self.tone(holder)
-        heard = await self.far.wait_tone(tone, after=since, timeout=10) if (
-            tone != self.tone(self.holder)) else since
-        report = await self.far.report(since=since - 0.5, until=max(time.monotonic(), heard)
-                                       + 1.0)
-        print(f"\n{what}: gap {report['gap_ms']:.0f} ms, {report['missing_frames']} frames "
-              f"missing, tones {report['tones']}, re-INVITEs {report['reinvites']}, BYEs "
-              f"{report['byes']}")
-        assert report["byes"] == 0 and report["state"] == "answered", report
-        assert report["current"] == tone, report
-        holds = (await holder.command("holds"))["value"]
-        assert holds.get(self.call_id) == FAR_TONE, (holder.name, holds)
-        for m in self.alive():
-            calls = (await m.command("state"))["value"]["calls"]
-            assert [(c["call_id"], c["state"]) for c in calls] == [
-                (self.call_id, "answered")], (m.name, calls)
-        self.holder = holder
-        return report
-
-
-def marks(members: list[MemberProc]) -> dict[str, int]:
-    return {m.name: len(m.events) for m in members}
+async def check(call: GroupCall, since: float, holder: MemberProc, what: str
+                ) -> dict[str, Any]:
+    """After a fault at `since`: the far party hears the holder's tone and no BYE, the holder
+    hears 440 Hz, every live member shows the one call; returns the far party's report
+    (printed) over [since - 0.5 s, now + 1 s]."""
+    tone = call.tone(holder)
+    heard = await call.far.wait_tone(tone, after=since, timeout=10) if (
+        tone != call.tone(call.holder)) else since
+    report = await call.far.report(since=since - 0.5, until=max(time.monotonic(), heard)
+                                   + 1.0)
+    print(f"\n{what}: gap {report['gap_ms']:.0f} ms, {report['missing_frames']} frames "
+          f"missing, tones {report['tones']}, re-INVITEs {report['reinvites']}, BYEs "
+          f"{report['byes']}")
+    assert report["byes"] == 0 and report["state"] == "answered", report
+    assert report["current"] == tone, report
+    holds = (await holder.command("holds"))["value"]
+    assert holds.get(call.call_id) == FAR_TONE, (holder.name, holds)
+    for m in call.alive():
+        calls = (await m.command("state"))["value"]["calls"]
+        assert [(c["call_id"], c["state"]) for c in calls] == [
+            (call.call_id, "answered")], (m.name, calls)
+    call.holder = holder
+    return report
 
 
 BOTH = pytest.mark.parametrize("holders", ["local", "redis"], indirect=True)
@@ -125,7 +93,7 @@ async def holders(request: pytest.FixtureRequest, sandbox_server: SandboxServer,
     sandbox_server.clear_bindings(GROUP_USER)
     group = member_group(GROUP_USER, kam=sandbox_server)
 
-    async def spawn(names: list[str]) -> dict[str, tuple[MemberProc, float]]:
+    async def spawn(names: list[str]) -> Members:
         return await spawn_holders(group, names, *extra)
 
     return spawn
@@ -141,39 +109,14 @@ async def far(sandbox_server: SandboxServer, tmp_path: Path) -> AsyncIterator[Fa
         await party.close()
 
 
-async def answered(members: dict[str, tuple[MemberProc, float]], far: FarParty,
-                   by: str) -> Call:
-    """The far party calls the group; member `by` answers (and so holds the media)."""
-    member = members[by][0]
-    calling = asyncio.ensure_future(far.call(GROUP_USER))
-    ringing = await member.wait_event(is_("inbound_call"), 10)
-    call_id = ringing["call_id"]
-    result = await member.command("session", call_id=call_id, name="answer")
-    assert result["ok"], result
-    assert await calling == call_id
-    await member.wait_event(is_("holding", call_id), 10)
-    await far.wait_tone(members[by][1], after=0, timeout=10)
-    await member.wait_event(is_("heard", call_id, hz=FAR_TONE), 10)
-    return Call(call_id=call_id, members=members, far=far, holder=member)
-
-
-def real_of(members: dict[str, tuple[MemberProc, float]]) -> MemberProc:
-    (real,) = [m for m, _ in members.values() if m.role == "real"]
-    return real
-
-
-def dummies_of(members: dict[str, tuple[MemberProc, float]]) -> list[MemberProc]:
-    return [m for m, _ in members.values() if m.role == "dummy"]
-
-
 @GROUPS
 async def test_a_dummy_answers_holds_the_media_hears_and_speaks(
     holders: Callable[[list[str]], Any], far: FarParty
 ) -> None:
     members = await holders(["a", "b", "c"])
     dummy = dummies_of(members)[0]
-    call = await answered(members, far, dummy.name)
-    report = await call.check(time.monotonic() + 0.5, dummy, "a dummy holds the media")
+    call = await answer_call(members, far, GROUP_USER, dummy.name)
+    report = await check(call, time.monotonic() + 0.5, dummy, "a dummy holds the media")
     assert report["reinvites"] == 0
     assert call.call_id not in (await real_of(members).command("holds"))["value"]
 
@@ -185,11 +128,11 @@ async def test_sigkill_of_the_signalling_holder(
 ) -> None:
     members = await holders(["a", "b", "c"])
     real, dummy = real_of(members), dummies_of(members)[0]
-    call = await answered(members, far, dummy.name)
+    call = await answer_call(members, far, GROUP_USER, dummy.name)
     killed = time.monotonic()
     real.kill()
     await far.wait_event(lambda e: is_("sip_in", method="INVITE")(e) and e["t"] > killed, 15)
-    report = await call.check(killed, dummy, "SIGKILL of the signalling holder")
+    report = await check(call, killed, dummy, "SIGKILL of the signalling holder")
     assert report["gap_ms"] < SIGNALLING_GAP_BOUND_MS, report
 
 
@@ -201,15 +144,15 @@ async def test_sigstop_of_the_signalling_holder_past_the_timeout(
     dialog (fencing): no BYE, no second re-INVITE at the far party."""
     members = await holders(["a", "b", "c"])
     real, dummy = real_of(members), dummies_of(members)[0]
-    call = await answered(members, far, dummy.name)
+    call = await answer_call(members, far, GROUP_USER, dummy.name)
     stopped = time.monotonic()
     real.stop()
     await far.wait_event(lambda e: is_("sip_in", method="INVITE")(e) and e["t"] > stopped, 15)
-    report = await call.check(stopped, dummy, "SIGSTOP of the signalling holder")
+    report = await check(call, stopped, dummy, "SIGSTOP of the signalling holder")
     mark = len(real.events)
     real.cont()
     await real.wait_event(is_("role", role="dummy"), 10, since=mark)
-    after = await call.check(time.monotonic() + 0.5, dummy, "after SIGCONT of the deposed real")
+    after = await check(call, time.monotonic() + 0.5, dummy, "after SIGCONT of the deposed real")
     assert after["reinvites"] == report["reinvites"], "the deposed real spoke in the dialog"
     assert report["gap_ms"] < SIGNALLING_GAP_BOUND_MS, report
 
@@ -220,12 +163,12 @@ async def test_graceful_leave_of_the_signalling_holder(
 ) -> None:
     members = await holders(["a", "b", "c"])
     real, dummy = real_of(members), dummies_of(members)[0]
-    call = await answered(members, far, dummy.name)
+    call = await answer_call(members, far, GROUP_USER, dummy.name)
     left = time.monotonic()
     result = await real.command("dispose", timeout=15)
     assert result["ok"], result
     await far.wait_event(lambda e: is_("sip_in", method="INVITE")(e) and e["t"] > left, 15)
-    report = await call.check(left, dummy, f"graceful leave of the signalling holder "
+    report = await check(call, left, dummy, f"graceful leave of the signalling holder "
                               f"(dispose() {result['t'] - left:.2f} s)")
     assert report["gap_ms"] < SIGNALLING_GAP_BOUND_MS, report
 
@@ -237,13 +180,13 @@ async def test_sigkill_of_the_media_holder(
 ) -> None:
     members = await holders(["a", "b", "c"])
     dummy = dummies_of(members)[0]
-    call = await answered(members, far, dummy.name)
+    call = await answer_call(members, far, GROUP_USER, dummy.name)
     since = marks(call.alive())
     killed = time.monotonic()
     dummy.kill()
     holder = await call.new_holder(since)
     assert holder is not dummy
-    report = await call.check(killed, holder, f"SIGKILL of the media holder (now {holder.name})")
+    report = await check(call, killed, holder, f"SIGKILL of the media holder (now {holder.name})")
     assert report["gap_ms"] < MEDIA_GAP_BOUND_MS, report
 
 
@@ -254,12 +197,12 @@ async def test_sigkill_of_a_real_that_held_both(
 ) -> None:
     members = await holders(["a", "b", "c"])
     real = real_of(members)
-    call = await answered(members, far, real.name)
+    call = await answer_call(members, far, GROUP_USER, real.name)
     since = marks([m for m in call.alive() if m is not real])
     killed = time.monotonic()
     real.kill()
     holder = await call.new_holder(since)
-    report = await call.check(killed, holder, f"SIGKILL of the real holding both (media now "
+    report = await check(call, killed, holder, f"SIGKILL of the real holding both (media now "
                               f"on {holder.name})")
     assert report["gap_ms"] < MEDIA_GAP_BOUND_MS, report
 
@@ -272,8 +215,8 @@ async def test_the_real_holds_the_media_and_the_meter_sees_its_death(
     grows at the far party (what the group tests prove does NOT happen)."""
     members = await holders(["a", "b"])
     real = real_of(members)
-    call = await answered(members, far, real.name)
-    report = await call.check(time.monotonic() + 0.5, real, "the real holds the media")
+    call = await answer_call(members, far, GROUP_USER, real.name)
+    report = await check(call, time.monotonic() + 0.5, real, "the real holds the media")
     assert report["tones"] == [members[real.name][1]] and report["reinvites"] == 0
     killed = time.monotonic()
     real.kill()
