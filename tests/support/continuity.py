@@ -54,6 +54,7 @@ __all__ = ["FAR_TONE", "MEMBER_TONES", "FarParty", "GroupCall", "Members", "Tone
 FAR_TONE = 440.0
 MEMBER_TONES = (1000.0, 1200.0, 1400.0, 1600.0, 1800.0)
 FRAME_S = 0.02
+RESUMED_AFTER = 0.1  # s without a tone frame after which the tone "begins" again
 Members = dict[str, tuple[MemberProc, float]]  # name -> (member process, its tone)
 Event = dict[str, Any]
 
@@ -175,12 +176,14 @@ class ToneMeter:
 
     def feed(self, hz: float | None, at: float) -> bool:
         """One received frame whose dominant tone was `hz` (None: none); True when the tone
-        heard changed with it."""
+        heard changed with it, or came back after `RESUMED_AFTER` s without frames (a new
+        holder playing the same tone)."""
         self.frames += 1
         tone = hz if hz in self.expect else None
+        resumed = tone is not None and bool(self.times) and at - self.times[-1] > RESUMED_AFTER
         if tone is not None:
             self.times.append(at)
-        if tone != self.current:
+        if tone != self.current or resumed:
             self.current = tone
             self.changes.append((at, tone))
             return True
