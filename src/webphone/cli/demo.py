@@ -283,15 +283,20 @@ class Demo:
                  "of a group registers with one instance id, so a promotion replaces the binding "
                  "instead of taking a second slot")
 
+    async def kill(self, member: Member) -> float:
+        """SIGKILL `member` and reap it; returns when it was killed."""
+        killed_at = time.monotonic()
+        member.kill()
+        assert member.proc is not None
+        await member.proc.wait()
+        return killed_at
+
     async def promoted_after_kill(self, victim: Member, what: str) -> tuple[Member, float]:
         """Kill the real `victim`; the promoted member and when it registered."""
         marks = self.marks()
         self.say(f"step 4: kill -9 phone {victim.name} (pid {victim.pid}), {what}, during the "
                  "call")
-        killed_at = time.monotonic()
-        victim.kill()
-        assert victim.proc is not None
-        await victim.proc.wait()
+        killed_at = await self.kill(victim)
         member, _event = await first_of(self.alive(), lambda e: e.get("event") == "role"
                                         and e.get("role") == "real", marks, 10, "promotion")
         registered = await member.wait_event(lambda e: e.get("event") == "registered", 10,
@@ -325,10 +330,7 @@ class Demo:
         assert watch is not None
         self.say(f"step 4b: kill -9 phone {holder.name} (pid {holder.pid}), the call's media "
                  "holder")
-        killed_at = time.monotonic()
-        holder.kill()
-        assert holder.proc is not None
-        await holder.proc.wait()
+        killed_at = await self.kill(holder)
         back = await watch.resumed(killed_at, 10)
         if back is None or call.state != "answered":
             raise DemoError(f"the audio did not come back within 10 s ({call.state})")
