@@ -47,9 +47,23 @@ if __name__ == "__main__":  # run as a script: `support` is importable from test
 
 from support.group import MemberGroup, MemberProc
 
-__all__ = ["FAR_TONE", "MEMBER_TONES", "FarParty", "GroupCall", "Members", "ToneMeter",
-           "answer_call", "dummies_of", "is_", "marks", "member_tone", "real_of",
-           "spawn_holders"]
+__all__ = [
+    "FAR_TONE",
+    "MEMBER_TONES",
+    "NEEDS_CONTINUITY",
+    "FarParty",
+    "GroupCall",
+    "Members",
+    "ToneMeter",
+    "answer_call",
+    "continuity_available",
+    "dummies_of",
+    "is_",
+    "marks",
+    "member_tone",
+    "real_of",
+    "spawn_holders",
+]
 
 FAR_TONE = 440.0
 MEMBER_TONES = (1000.0, 1200.0, 1400.0, 1600.0, 1800.0)
@@ -57,6 +71,21 @@ FRAME_S = 0.02
 RESUMED_AFTER = 0.1  # s without a tone frame after which the tone "begins" again
 Members = dict[str, tuple[MemberProc, float]]  # name -> (member process, its tone)
 Event = dict[str, Any]
+
+
+def continuity_available() -> bool:
+    """Are media placement (webphone.shared.media_host, branch place) and adoption
+    (WebPhone.adopt_call, branch adopt) installed: can calls outlive their processes?"""
+    import importlib.util
+
+    from webphone import WebPhone
+
+    return (importlib.util.find_spec("webphone.shared.media_host") is not None
+            and hasattr(WebPhone, "adopt_call"))
+
+
+NEEDS_CONTINUITY = ("needs media placement (webphone.shared.media_host, branch place) and "
+                    "adoption (WebPhone.adopt_call, branch adopt)")
 
 
 def member_tone(index: int) -> float:

@@ -15,7 +15,6 @@ SIGKILL IS such a growing gap.
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -25,10 +24,12 @@ import pytest
 
 from support.continuity import (
     FAR_TONE,
+    NEEDS_CONTINUITY,
     FarParty,
     GroupCall,
     Members,
     answer_call,
+    continuity_available,
     dummies_of,
     is_,
     marks,
@@ -38,19 +39,14 @@ from support.continuity import (
 from support.group import MemberGroup, MemberProc
 from support.redis_server import RedisServer
 from support.sandbox_server import SandboxServer
-from webphone import WebPhone
 
 GROUP_USER, FAR_USER = "105", "106"
 #: correctness bounds (see the module docstring), not targets
 SIGNALLING_GAP_BOUND_MS = 1000.0
 MEDIA_GAP_BOUND_MS = 5000.0
 
-_READY = (importlib.util.find_spec("webphone.shared.media_host") is not None
-          and hasattr(WebPhone, "adopt_call"))
 pytestmark = [pytest.mark.system, pytest.mark.timeout(60)]
-GROUPS = pytest.mark.skipif(not _READY, reason="needs media placement (webphone.shared."
-                            "media_host, branch place) and adoption (WebPhone.adopt_call, "
-                            "branch adopt)")
+GROUPS = pytest.mark.skipif(not continuity_available(), reason=NEEDS_CONTINUITY)
 
 async def check(call: GroupCall, since: float, holder: MemberProc, what: str
                 ) -> dict[str, Any]:
