@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ._events import EventEmitter
 from .call import (
     BaseCallSession,
+    CallMedia,
     CallSession,
     CallTimers,
     InboundCallSession,
@@ -20,6 +21,7 @@ from .errors import CallError, SipParseError, TransportError
 from .sip import SipRequest, SipResponse
 from .sip import rc as rcmsg
 from .sip.build import default_reply
+from .sip.dialog import CSEQ_ADOPTION_GAP
 from .sip.validate import check_callee, check_headers
 from .sip_client import DummySipClient, SipClient
 from .sip_info import SipInfo
@@ -179,6 +181,29 @@ class WebPhone(EventEmitter):
             raise
         return session
 
+    def adopt_call(self, record: Mapping[str, Any], media: CallMedia | None = None, *,
+                   gap: int = CSEQ_ADOPTION_GAP) -> CallSession:
+        """Continue here an answered call that another process held: `record` is its
+        `CallSession.continuity_record()`. Returns the answered session (in `call_sessions`),
+        whose next in-dialog requests carry this phone's Contact and a CSeq `gap` above the
+        old holder's. `media` becomes `session.media`; then send `session.refresh()` (the
+        media did not change: the far party learns our Contact) or `session.renew_media(new)`
+        (the old media is gone). `SipParseError` names a wrong field of the record;
+        `CallError` if this phone already has the call or was disposed."""
+        from .call.adopt import adopted_session
+
+        if self.disposed:
+            raise CallError("adopt_call(): this phone was disposed")
+        call_id = _record_call_id(record)
+        if call_id is not None and self.find_session(call_id) is not None:
+            raise CallError(f"adopt_call(): call {call_id} is already one of this phone's")
+        session = adopted_session(self._link, dict(record), gap=gap)
+        if media is not None:
+            session._attach_media(media)
+        self.call_sessions.append(session)
+        self.emit("call_changed", session)
+        return session
+
     def find_session(self, call_id: str) -> CallSession | None:
         """The live session with this Call-ID, if any."""
         for session in self.call_sessions:
@@ -326,6 +351,15 @@ def _call_timers(media_timeout: float | None, redial_timeout: float | None,
                          f"or None (no RFC 4028 session timer), got {session_expires!r}")
     return CallTimers(media_timeout=media_timeout, redial_timeout=redial_timeout,
                       session_expires=session_expires)
+
+
+def _record_call_id(record: Mapping[str, Any]) -> str | None:
+    """The Call-ID a call record names, if it is where it should be (the record is checked
+    field by field when the session is built)."""
+    core = record.get("core")
+    dialog = core.get("dialog") if isinstance(core, Mapping) else None
+    call_id = dialog.get("call_id") if isinstance(dialog, Mapping) else None
+    return call_id if isinstance(call_id, str) else None
 
 
 def _is_rc(request: SipRequest) -> bool:

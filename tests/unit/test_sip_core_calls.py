@@ -13,6 +13,7 @@ from webphone.sip.build import response_to
 from webphone.sip.transaction import T1, T2, TIMER_B, ResponseReceived, TransactionTimeout
 from webphone.sip.ua import (
     AckReceived,
+    AnswerNeeded,
     CallAnswered,
     CallCore,
     CallRinging,
@@ -616,3 +617,103 @@ def test_refused_reinvite_does_not_block_ours() -> None:
         pair.uac.build_request("INVITE")
     pair.uac.reply(received.request, 488, "Not Acceptable Here", pair.now)
     assert pair.uac.build_request("INVITE").method == "INVITE"
+
+
+# -- our offerless re-INVITE: the far party offers in the 2xx, we answer in the ACK ------------
+
+
+def offerless_reinvite(pair: Pair) -> tuple[SipRequest, SipResponse]:
+    """The caller sends a re-INVITE without SDP (shell-run); the callee answers 200 with its
+    offer. Returns the re-INVITE and the 200 (not yet delivered)."""
+    reinvite = pair.uac.build_request("INVITE")
+    assert not reinvite.body
+    pair.to_uas.append(wire(reinvite))
+    pair.flush()
+    received = [e for e in pair.uas_events if isinstance(e, RequestReceived)][-1].request
+    pair.on_uas(pair.uas.reply(received, 200, "OK", pair.now, body=OFFER.encode()))
+    return reinvite, pair.to_uac.pop()
+
+
+def test_offerless_reinvite_acks_with_the_shells_answer() -> None:
+    """RFC 3264 §4 / RFC 3261 §13.2.2.4: the 2xx's offer is reported, no empty ACK leaves, and
+    the ACK the shell asks for carries the answer; the callee gets it and stops retransmitting."""
+    pair = Pair().call().answered()
+    reinvite, ok = offerless_reinvite(pair)
+    out = pair.uac.request_done(reinvite, ok, pair.now)
+    (needed,) = [o for o in out if isinstance(o, AnswerNeeded)]
+    assert sends(out) == [] and needed.offer == OFFER and needed.response is ok
+    assert pair.uac.remote_sdp == OFFER
+    out = pair.uac.ack_answer(ANSWER)
+    (ack,) = sends(out)
+    assert ack.method == "ACK" and ack.cseq.number == reinvite.cseq.number
+    assert ack.body == ANSWER.encode() and ack.headers.get("Content-Type") == "application/sdp"
+    assert pair.uac.local_sdp == ANSWER
+    acked = pair.uas.receive(wire(ack), pair.now)
+    assert kinds(acked) == ["AckReceived"] and pair.uas.remote_sdp == ANSWER
+    assert pair.uas.next_deadline() is None
+
+
+def test_offerless_reinvite_holds_the_glare_slot_until_the_ack() -> None:
+    """§14.1: until the answer is in the ACK the offer/answer is not complete: no new re-INVITE
+    of ours, and the far party's gets 491."""
+    pair = Pair().call().answered()
+    reinvite, ok = offerless_reinvite(pair)
+    pair.uac.request_done(reinvite, ok, pair.now)
+    with pytest.raises(CallError, match="already has one"):
+        pair.uac.build_request("INVITE")
+    # (the callee's own core would wait for our ACK first: a peer that does not, built by hand)
+    theirs = pair.uas._build(pair.uas.dialog, "INVITE", body=ANSWER.encode())
+    refused = sends(pair.uac.receive(wire(theirs), pair.now))
+    assert [r.status_code for r in refused] == [491]
+    pair.uac.ack_answer(ANSWER)
+    assert pair.uac.build_request("INVITE").method == "INVITE"
+
+
+def test_retransmitted_2xx_gets_the_same_ack_with_the_answer() -> None:
+    """A 2xx retransmitted while the answer is being made gets no ACK; after it, the ACK
+    with the answer is sent again for each retransmission (§13.2.2.4)."""
+    pair = Pair().call().answered()
+    reinvite, ok = offerless_reinvite(pair)
+    pair.uac.request_done(reinvite, ok, pair.now)
+    assert pair.uac.receive(ok, pair.now) == []
+    (ack,) = sends(pair.uac.ack_answer(ANSWER))
+    (again,) = sends(pair.uac.receive(ok, pair.now))
+    assert again is ack
+
+
+def test_offerless_reinvite_through_the_cores_own_transaction() -> None:
+    """The same rule when the core runs the re-INVITE's transaction (`request`)."""
+    pair = Pair().call().answered()
+    _, out = pair.uac.request("INVITE", pair.now)
+    pair.on_uac(out).flush()
+    received = [e for e in pair.uas_events if isinstance(e, RequestReceived)][-1].request
+    pair.on_uas(pair.uas.reply(received, 200, "OK", pair.now, body=OFFER.encode()))
+    pair.flush()
+    assert any(isinstance(e, AnswerNeeded) for e in pair.uac_events)
+    assert pair.trace[-1] == "< 200"
+    pair.on_uac(pair.uac.ack_answer(ANSWER)).flush()
+    assert pair.trace[-1] == "> ACK" and pair.uas.remote_sdp == ANSWER
+
+
+def test_offerless_reinvite_answered_without_sdp_is_acked_at_once() -> None:
+    """A 2xx without an offer (the peer broke RFC 3264 §4) is ACKed empty at once."""
+    pair = Pair().call().answered()
+    reinvite = pair.uac.build_request("INVITE")
+    pair.to_uas.append(wire(reinvite))
+    pair.flush()
+    received = [e for e in pair.uas_events if isinstance(e, RequestReceived)][-1].request
+    pair.on_uas(pair.uas.reply(received, 200, "OK", pair.now))
+    out = pair.uac.request_done(reinvite, pair.to_uac.pop(), pair.now)
+    assert [m.method for m in sends(out)] == ["ACK"] and not sends(out)[0].body
+
+
+def test_ack_answer_needs_a_waiting_2xx_and_may_carry_nothing() -> None:
+    """ack_answer() without a waiting 2xx is refused by name; `None` sends an empty ACK (an
+    unusable offer: the shell then ends the call with BYE, §13.2.2.4)."""
+    pair = Pair().call().answered()
+    with pytest.raises(CallError, match="no 2xx waiting for an answer"):
+        pair.uac.ack_answer(ANSWER)
+    reinvite, ok = offerless_reinvite(pair)
+    pair.uac.request_done(reinvite, ok, pair.now)
+    (ack,) = sends(pair.uac.ack_answer(None))
+    assert not ack.body and pair.uac.local_sdp == OFFER

@@ -21,7 +21,8 @@ ORDER = [CallState.INIT, CallState.RINGING, CallState.ANSWERED, CallState.TERMIN
 
 ACTIONS = st.one_of(
     st.sampled_from(["ring", "trying", "answer", "reject", "cancel", "bye_uac", "bye_uas",
-                     "info", "reinvite_uac", "reinvite_uas", "reply_ok", "reply_491"]),
+                     "info", "reinvite_uac", "reinvite_uas", "reply_ok", "reply_491",
+                     "reinvite_offerless", "ack_answer"]),
     st.tuples(st.sampled_from(["to_uas", "to_uac"]), st.integers(0, 5), st.booleans()),
     st.tuples(st.just("advance"), st.sampled_from([0.1, 0.5, 2.0, 4.0, 40.0])),
 )
@@ -61,6 +62,9 @@ def act(pair: Pair, action: object) -> None:
         "reply_ok": lambda: pair.on_uas(uas.reply(pending[-1], 200, "OK", now,
                                                   body=ANSWER.encode())),
         "reply_491": lambda: pair.on_uas(uas.reply(pending[-1], 491, "Request Pending", now)),
+        # RFC 3264 §4: the callee's 200 (reply_ok) then carries the offer, our ACK the answer
+        "reinvite_offerless": lambda: pair.on_uac(uac.request("INVITE", now)[1]),
+        "ack_answer": lambda: pair.on_uac(uac.ack_answer(ANSWER)),
     }
     # Refused in this state (or nothing pending): a named error, never a crash.
     with contextlib.suppress(CallError, IndexError):

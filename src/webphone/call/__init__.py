@@ -7,7 +7,8 @@ the two kinds of call. A session reaches its phone only through `PhoneLink`.
 
 from __future__ import annotations
 
-from ._base import BaseCallSession, CallState, CallTimers, Direction, PhoneLink
+from ._base import BaseCallSession, CallMedia, CallState, CallTimers, Direction, PhoneLink
+from ._renew import RenewFailed
 from .actions import WarmTransfer
 from .inbound import InboundCallSession
 from .outbound import OutboundCallSession
@@ -15,6 +16,7 @@ from .session import CallSession
 
 __all__ = [
     "BaseCallSession",
+    "CallMedia",
     "CallSession",
     "CallState",
     "CallTimers",
@@ -22,5 +24,6 @@ __all__ = [
     "InboundCallSession",
     "OutboundCallSession",
     "PhoneLink",
+    "RenewFailed",
     "WarmTransfer",
 ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -33,7 +33,7 @@ from ..sip_client import DummySipClient, SipClient
 from ..sip_info import SipInfo
 
 if TYPE_CHECKING:
-    from ..media import MediaSession
+    from ..media import MediaSession, MediaStats
 
 log = logging.getLogger("webphone.call")
 
@@ -54,6 +54,66 @@ class CallTimers:
     media_timeout: float | None = 30.0
     redial_timeout: float | None = 32.0
     session_expires: int | None = 1800
+
+
+class CallMedia(Protocol):
+    """What a call uses of its media (declared on the call's side): a `MediaSession` in this
+    process, or anything with these methods, such as the group's `RemoteMedia` whose media
+    lives on another member (then `stats` is None: that member watches its own audio)."""
+
+    @property
+    def local_sdp(self) -> str | None:
+        """Our last offer or answer."""
+
+    @property
+    def remote_sdp(self) -> str | None:
+        """The far party's last offer or answer."""
+
+    @property
+    def negotiated_direction(self) -> str | None:
+        """Our direction as last negotiated (None before any)."""
+
+    @property
+    def closed(self) -> bool:
+        """True once closed."""
+
+    @property
+    def stats(self) -> MediaStats | None:
+        """Counters of received audio (None: not watched here)."""
+
+    async def create_offer(self, ice_restart: bool = False, renew: bool = False) -> str:
+        """An SDP offer (`renew`: from a new endpoint)."""
+
+    async def create_answer(self, offer_sdp: str) -> str:
+        """Apply the far party's offer; our SDP answer."""
+
+    async def apply_answer(self, answer_sdp: str) -> None:
+        """Apply the far party's answer to our last offer."""
+
+    def set_direction(self, direction: str) -> None:
+        """The direction of our next offer or answer (hold)."""
+
+    def mute(self) -> None:
+        """Stop sending audio."""
+
+    def unmute(self) -> None:
+        """Send audio again."""
+
+    async def send_dtmf(self, tones: str, duration: float = 0.1, gap: float = 0.07,
+                        timeout: float | None = None) -> None:
+        """RFC 4733 telephone events."""
+
+    async def wait_first_audio(self, timeout: float) -> float:
+        """Until the far party is heard on the current endpoint; `CallError` after `timeout`."""
+
+    def continuity(self) -> dict[str, Any]:
+        """The JSON record another process resumes this media from."""
+
+    async def close(self) -> None:
+        """Stop and release everything."""
+
+    def on(self, event: str, handler: Callable[..., Any]) -> Callable[..., Any]:
+        """Listen to an event ("dtmf", "renegotiation_needed", ...)."""
 
 
 class PhoneLink(Protocol):
@@ -122,7 +182,7 @@ class BaseCallSession(EventEmitter):
         self.answered_at: float | None = None
         self.ended_at: float | None = None
         self.end_reason: str | None = None
-        self.media: MediaSession | None = None
+        self.media: CallMedia | None = None
         self._reinvite_ack: asyncio.Future[str] | None = None
         self._call_tasks: set[asyncio.Task[Any]] = set()
         self._closed = asyncio.Event()
@@ -252,11 +312,20 @@ class BaseCallSession(EventEmitter):
 
     # -- media ------------------------------------------------------------------------------
 
-    async def _ensure_media(self) -> MediaSession:
+    async def _ensure_media(self) -> CallMedia:
         if self.media is None:
-            self.media = await self.phone.new_media(self)
-            self.media.on("dtmf", lambda digit: self.emit("dtmf", digit))
+            self._attach_media(await self.phone.new_media(self))
+        assert self.media is not None
         return self.media
+
+    def _attach_media(self, media: CallMedia) -> None:
+        """Make `media` the call's media and listen to it (DTMF, the far end moving)."""
+        self.media = media
+        media.on("dtmf", lambda digit: self.emit("dtmf", digit) if self.media is media else None)
+        media.on("renegotiation_needed", lambda: self._renegotiation_needed(media))
+
+    def _renegotiation_needed(self, media: CallMedia) -> None:
+        """Hook: `media` saw the far end answer from a new endpoint (it needs a new offer)."""
 
     # -- public: common actions -------------------------------------------------------------
 

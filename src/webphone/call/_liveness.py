@@ -172,8 +172,8 @@ class LiveSession(CallActions):
         if media.negotiated_direction not in (None, "sendrecv", "recvonly"):
             return None
         stats = media.stats
-        if stats is None:  # media on another member (RemoteMedia): its loss is the group's
-            return None
+        if stats is None:
+            return None  # media held by another member, which watches its own audio
         return stats.frames_received + stats.dtmf_received
 
     async def _watch_media(self, timeout: float) -> None:

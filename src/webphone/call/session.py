@@ -12,19 +12,20 @@ States: ``init`` → ``ringing`` → ``answered`` → ``disposed``; ``failed`` w
 connected. Events: ``ringing``, ``answered``, ``failed(reason)``, ``disposed``, ``held``,
 ``unheld``, ``dtmf(digit)``, ``inbound_message(msg)``, ``transferred(new_session)``,
 ``refreshed(response)`` (the dialog was confirmed again by `refresh()`, e.g. after a
-reconnect). An answered call ends by itself (``disposed`` with `end_reason`) when it cannot be
-confirmed: see `_liveness.py`.
+reconnect), ``media_moved(media)`` (`renew_media` brought the audio back on `media`),
+``adopted()`` (this process took the call over from another). An answered call ends by
+itself (``disposed`` with `end_reason`) when it cannot be confirmed: see `_liveness.py`.
 """
 
 from __future__ import annotations
 
 from ._base import BaseCallSession, CallState, Direction, PhoneLink
-from ._liveness import LiveSession
+from ._renew import MediaMoves
 from .actions import WarmTransfer
 
 __all__ = ["BaseCallSession", "CallSession", "CallState", "Direction", "PhoneLink",
            "WarmTransfer"]
 
 
-class CallSession(LiveSession):
+class CallSession(MediaMoves):
     """One call. See the module docstring for states and events."""

@@ -20,6 +20,11 @@ or ringing -> terminated when the call never connects. The rules the core enforc
   up after 64*T1 with a BYE.
 - A re-INVITE received while ours is pending gets 491 (§14.1). The remote target moves only once
   a target refresh was accepted with 2xx (§12.2.2, RFC 6141).
+- A re-INVITE of ours without SDP (an offerless re-INVITE, RFC 3264 §4) whose 2xx carries the
+  far party's offer is not ACKed at once: the answer belongs in the ACK (§13.2.2.4), so the core
+  reports `AnswerNeeded` and the shell sends `ack_answer(sdp)`; until then the INVITE counts as
+  in progress (§14.1) and a retransmitted 2xx is not ACKed empty. A retransmitted 2xx of a
+  re-INVITE already ACKed gets the same ACK again.
 - An in-dialog request with a CSeq not above the last one gets 500 (§12.2.2); a 481 or 408, or
   no answer at all, to our in-dialog request ends the call (§12.2.1.2).
 - BYE ends the call both ways, also before the ACK of the 2xx (§15.1.2).
@@ -64,6 +69,7 @@ from .transaction import (
 __all__ = [
     "CALL_STATE_VERSION",
     "AckReceived",
+    "AnswerNeeded",
     "CallAnswered",
     "CallCore",
     "CallRinging",
@@ -134,6 +140,15 @@ class AckReceived:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AnswerNeeded:
+    """The 2xx to our offerless re-INVITE carries the far party's offer (RFC 3264 §4): the
+    shell makes the answer and sends it in the ACK with `CallCore.ack_answer`."""
+
+    response: SipResponse
+    offer: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class RequestReceived:
     """An in-dialog request the shell must answer with `reply()` (re-INVITE, INFO, REFER...)."""
 
@@ -150,7 +165,8 @@ class CallTerminated:
     by_peer: bool = False
 
 
-Event = CallRinging | CallAnswered | AckReceived | RequestReceived | CallTerminated
+Event = (CallRinging | CallAnswered | AckReceived | AnswerNeeded | RequestReceived
+         | CallTerminated)
 CallOutput = Output | Event
 
 
@@ -188,6 +204,10 @@ class CallCore:
         self._last_invite_response: SipResponse | None = None
         self._cancel_sent = False
         self._bye_on_ack = False
+        #: the 2xx to our offerless re-INVITE whose ACK waits for the shell's answer
+        self._answer_due: SipResponse | None = None
+        #: the ACK of our last re-INVITE's 2xx, sent again for a retransmitted 2xx (§13.2.2.4)
+        self._reinvite_ack: SipRequest | None = None
         self._read_rc_ids(invite)
 
     # -- construction -----------------------------------------------------------------------
@@ -375,10 +395,8 @@ class CallCore:
         out: list[CallOutput] = [item]
         if txn.request.method == "INVITE" and response.status_code >= 200:
             self._reinvite_key = None
-            if response.is_success and self.dialog is not None:
-                out.insert(0, self._ack(self.dialog, response))
-                self.dialog.refresh_target(response)  # §12.2.1.2: a 2xx refreshes the target
-                self.remote_sdp = _sdp(response) or self.remote_sdp
+            if response.is_success:
+                out[:0] = self._reinvite_success(txn.request, response)
         if response.status_code in (408, 481) and self.state is ANSWERED:
             # §12.2.1.2: the dialog is gone at the far end.
             out += self._terminate(f"dialog lost ({response.status_code})", by_peer=True)
@@ -386,10 +404,14 @@ class CallCore:
 
     def _stray_response(self, response: SipResponse, now: float) -> list[CallOutput]:
         """A response no transaction waits for: a retransmitted or forked 2xx to our INVITE."""
-        if not (self.outbound and response.is_success and response.cseq.method == "INVITE"):
+        if not (response.is_success and response.cseq.method == "INVITE") or self.dialog is None:
             return []
-        if response.cseq.number != self.invite.cseq.number or self.dialog is None:
-            return []
+        ack = self._reinvite_ack
+        if ack is not None and response.cseq.number == ack.cseq.number \
+                and response.to_tag == self.dialog.remote_tag:
+            return [Send(message=ack)]  # §13.2.2.4: our re-INVITE's ACK was lost
+        if not self.outbound or response.cseq.number != self.invite.cseq.number:
+            return []  # (a 2xx whose offer waits for our answer is ACKed by `ack_answer`)
         if response.to_tag == self.dialog.remote_tag:
             return [self._ack(self.dialog, response)]  # §13.2.2.4: our ACK was lost
         # A second fork answered too: ACK it, and end that dialog at once (§13.2.2.4).
@@ -417,7 +439,8 @@ class CallCore:
         if request.method == "BYE":
             ended = self._reply_new(request, now, 200, "OK")
             return ended + self._terminate("remote hung up", by_peer=True)
-        if request.method == "INVITE" and self._reinvite_key is not None:
+        if request.method == "INVITE" and (self._reinvite_key is not None
+                                           or self._answer_due is not None):
             return self._refuse(request, now, 491, "Request Pending")  # §14.1 glare
         server = ServerTransaction(request, now)
         self._servers[server.key] = server
@@ -633,10 +656,8 @@ class CallCore:
         if self.dialog is not None:
             self.dialog.local_cseq = max(self.dialog.local_cseq, response.cseq.number)
         out: list[CallOutput] = []
-        if request.method == "INVITE" and response.is_success and self.dialog is not None:
-            out.append(self._ack(self.dialog, response))
-            self.dialog.refresh_target(response)
-            self.remote_sdp = _sdp(response) or self.remote_sdp
+        if request.method == "INVITE" and response.is_success:
+            out += self._reinvite_success(request, response)
         if response.status_code in (408, 481) and self.state is ANSWERED:
             out += self._terminate(f"dialog lost ({response.status_code})", by_peer=True)
         return out
@@ -678,7 +699,46 @@ class CallCore:
         # 2xx waiting for its ACK: the offer/answer is not complete before it).
         theirs = any(key[1] == "INVITE" and (txn.response is None or txn.response.status_code
                                              < 200) for key, txn in self._servers.items())
-        return self._reinvite_key is not None or theirs or bool(self._oks)
+        return (self._reinvite_key is not None or self._answer_due is not None or theirs
+                or bool(self._oks))
+
+    def _reinvite_success(self, request: SipRequest, response: SipResponse) -> list[CallOutput]:
+        """The 2xx to our re-INVITE: it refreshes the target (§12.2.1.2) and is ACKed, at once,
+        or, when our INVITE had no SDP and the 2xx has the offer, once the shell has the
+        answer (RFC 3264 §4, RFC 3261 §13.2.2.4: the answer goes in the ACK)."""
+        if self.dialog is None:
+            return []
+        self.dialog.refresh_target(response)
+        offer = _sdp(response)
+        self.remote_sdp = offer or self.remote_sdp
+        if offer is not None and _sdp(request) is None:
+            self._answer_due = response
+            return [AnswerNeeded(response=response, offer=offer)]
+        return [self._ack_reinvite(self.dialog, response)]
+
+    @property
+    def offer_awaiting_answer(self) -> str | None:
+        """The far party's offer from the 2xx that `AnswerNeeded` reported, until
+        `ack_answer`; else None."""
+        return None if self._answer_due is None else _sdp(self._answer_due)
+
+    def ack_answer(self, sdp: str | None) -> list[CallOutput]:
+        """Send the ACK of the 2xx that `AnswerNeeded` reported, carrying `sdp`, our answer
+        to the far party's offer (RFC 3264 §4). `None`: an ACK without a body, when the offer
+        was unusable; §13.2.2.4 then wants the call ended with a BYE (the shell's `hangup`)."""
+        response, self._answer_due = self._answer_due, None
+        if response is None or self.dialog is None:
+            raise CallError(f"ack_answer(): call {self.call_id} has no 2xx waiting for an answer")
+        if sdp is not None:
+            self.local_sdp = sdp
+        return [self._ack_reinvite(self.dialog, response,
+                                   body=b"" if sdp is None else sdp.encode())]
+
+    def _ack_reinvite(self, dialog: Dialog, response: SipResponse, *, body: bytes = b""
+                      ) -> Send:
+        ack = self._ack(dialog, response, body=body)
+        self._reinvite_ack = ack.message if isinstance(ack.message, SipRequest) else None
+        return ack
 
     # -- building ---------------------------------------------------------------------------
 
@@ -695,9 +755,9 @@ class CallCore:
             fields.append(("Content-Type", content_type or "application/sdp"))
         return SipRequest(method, uri, Headers(head + fields), body)
 
-    def _ack(self, dialog: Dialog, response: SipResponse) -> Send:
+    def _ack(self, dialog: Dialog, response: SipResponse, *, body: bytes = b"") -> Send:
         # §13.2.2.4: the ACK of a 2xx is a new transaction with the INVITE's CSeq number.
-        return Send(message=self._build(dialog, "ACK", cseq=response.cseq.number))
+        return Send(message=self._build(dialog, "ACK", cseq=response.cseq.number, body=body))
 
     def _response(self, request: SipRequest, code: int, reason: str, *, body: bytes = b"",
                   headers: Iterable[tuple[str, str]] = (), content_type: str | None = None
