@@ -151,3 +151,73 @@ async def test_the_real_placement_keeps_the_media_on_the_real(group: Any, far: W
     assert proxy.media is None and not isinstance(session.media, RemoteMedia)
     assert session.media is not None and not dummy.media_host.sessions
     await proxy.hangup()
+
+
+def taker_or_a_dummy(call: dict[str, Any], members: list[dict[str, Any]]) -> str | None:
+    """A placement policy: the taker, else the first dummy (after a holder was lost)."""
+    if call.get("taker"):
+        return str(call["taker"])
+    return next((m["member_id"] for m in members if m["role"] == "dummy"), None)
+
+
+def play_when_moved_here(phone: SharedWebPhone, playing: list[asyncio.Future[Any]]) -> None:
+    """What an application does on ``media_moved``: play its audio into the new media."""
+    phone.on("media_moved", lambda session: playing.append(
+        asyncio.ensure_future(session.media.play_tone(HOLDER_TONE, 60))))
+
+
+async def answered_by(dummy: SharedWebPhone, far: WebPhone) -> tuple[Any, Any]:
+    """The far party calls the group and `dummy` answers: (its proxy, the far session)."""
+    ringing = next_inbound(dummy)  # type: ignore[arg-type]
+    out = await far.call(GROUP_USER)
+    proxy: Any = await asyncio.wait_for(ringing, 10)
+    await proxy.answer()
+    await wait_until(lambda: out.state == "answered", 5, message="the far party is answered")
+    return proxy, out
+
+
+async def test_a_crashed_media_holder_is_replaced_by_another_member(
+    group: Any, far: WebPhone
+) -> None:
+    """The holder crashes (its link and media gone): the real gives the call to another dummy
+    (the policy), which resumes the media; the far party hears the new holder and is heard,
+    and never gets a BYE."""
+    real, holder, spare = await group(3, media=taker_or_a_dummy)
+    playing: list[asyncio.Future[Any]] = []
+    play_when_moved_here(spare, playing)
+    proxy, out = await answered_by(holder, far)
+    try:
+        async with talking(proxy, out):
+            holder._crash()
+            await wait_until(lambda: spare.media_host.sessions, 10, message="spare takes over")
+            (session,) = real.call_sessions
+            await wait_until(lambda: isinstance(session.media, RemoteMedia)
+                             and session.media.holder == spare.member_id, 10)
+            (moved,) = [p for p in spare.call_sessions if p.media is not None]
+            await both_ways(moved, out)
+        assert out.state == "answered" and session.state == "answered"  # no BYE either way
+    finally:
+        for task in playing:
+            task.cancel()
+
+
+async def test_a_leaving_holder_moves_its_calls_first(group: Any, far: WebPhone) -> None:
+    """dispose() of a dummy holder: the real moves the media of its calls (here to itself)
+    before the dummy closes; the audio goes on both ways, the far party gets no BYE."""
+    real, holder = await group(2)
+    playing: list[asyncio.Future[Any]] = []
+    play_when_moved_here(real, playing)
+    proxy, out = await answered_by(holder, far)
+    try:
+        async with talking(proxy, out):
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await holder.dispose()
+            print(f"dispose() of a holder with 1 call: {1000 * (loop.time() - started):.0f} ms")
+            (session,) = real.call_sessions
+            assert session.media is not None and not isinstance(session.media, RemoteMedia)
+            await both_ways(session, out)
+        assert out.state == "answered" and session.state == "answered"
+    finally:
+        for task in playing:
+            task.cancel()

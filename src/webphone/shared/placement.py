@@ -261,20 +261,25 @@ class MediaPlacement:
         if media is None:
             await _end(session, f"{why}: no member could take the call's media over")
             return False
-        old = session.media
         renew = getattr(session, "renew_media", None)
         if renew is None:
             await _close(media)
             await _end(session, f"{why}: this call layer cannot renew media")
             return False
+        # Make-before-break: renew_media closes the media it replaces at once; taken from the
+        # session here, the old media (a holder leaving, or ours) goes on playing to the far
+        # party until the new media is negotiated, and closes only then. A DTLS close_notify
+        # from it earlier makes a far aiortc drop its connection while it offers (~1 s more).
+        old, session.media = session.media, None
         try:
             await renew(media, fallback_after=self.fallback_after)
         except Exception as exc:  # renew_media ended the call (BYE) and says why
             log.warning("call %s: moving its media (%s) failed: %s", session.call_id, why, exc)
             await _close(media)
             return False
-        if old is not None and old is not media:
-            await _close(old)  # make-before-break: the old holder stops only now
+        finally:
+            if old is not None and old is not media:
+                await _close(old)
         holder = media.holder if isinstance(media, RemoteMedia) else me
         log.info("call %s: media now on %s (%s)", session.call_id, holder, why)
         if holder == me:
