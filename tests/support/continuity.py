@@ -73,19 +73,24 @@ Members = dict[str, tuple[MemberProc, float]]  # name -> (member process, its to
 Event = dict[str, Any]
 
 
-def continuity_available() -> bool:
-    """Are media placement (webphone.shared.media_host, branch place) and adoption
-    (WebPhone.adopt_call, branch adopt) installed: can calls outlive their processes?"""
+def placement_available() -> bool:
+    """Is media placement installed (webphone.shared.media_host, branch place)?"""
     import importlib.util
 
-    from webphone import WebPhone
-
-    return (importlib.util.find_spec("webphone.shared.media_host") is not None
-            and hasattr(WebPhone, "adopt_call"))
+    return importlib.util.find_spec("webphone.shared.media_host") is not None
 
 
-NEEDS_CONTINUITY = ("needs media placement (webphone.shared.media_host, branch place) and "
-                    "adoption (WebPhone.adopt_call, branch adopt)")
+def continuity_available() -> bool:
+    """Are media placement and adoption (webphone.shared.adoption, branch adopt) installed:
+    can calls outlive their processes?"""
+    import importlib.util
+
+    return placement_available() and importlib.util.find_spec(
+        "webphone.shared.adoption") is not None
+
+
+NEEDS_PLACEMENT = "needs media placement (webphone.shared.media_host, branch place)"
+NEEDS_CONTINUITY = (f"{NEEDS_PLACEMENT} and adoption (webphone.shared.adoption, branch adopt)")
 
 
 def member_tone(index: int) -> float:
@@ -142,11 +147,16 @@ class GroupCall:
         waits = {asyncio.ensure_future(m.wait_event(is_("holding", self.call_id), timeout,
                                                     since=since[m.name])): m
                  for m in self.alive()}
+        pending = set(waits)
+        errors: list[BaseException] = []
         try:
-            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            task = done.pop()
-            task.result()
-            return waits[task]
+            while pending:  # a member that exits (the one just killed) is no answer
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task.exception() is None:
+                        return waits[task]
+                    errors.append(task.exception())  # type: ignore[arg-type]
+            raise TimeoutError(f"no member took the media of {self.call_id}: {errors}")
         finally:
             for task in waits:
                 task.cancel()

@@ -25,6 +25,7 @@ import pytest
 from support.continuity import (
     FAR_TONE,
     NEEDS_CONTINUITY,
+    NEEDS_PLACEMENT,
     FarParty,
     GroupCall,
     Members,
@@ -33,6 +34,7 @@ from support.continuity import (
     dummies_of,
     is_,
     marks,
+    placement_available,
     real_of,
     spawn_holders,
 )
@@ -47,6 +49,7 @@ MEDIA_GAP_BOUND_MS = 5000.0
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(60)]
 GROUPS = pytest.mark.skipif(not continuity_available(), reason=NEEDS_CONTINUITY)
+PLACED = pytest.mark.skipif(not placement_available(), reason=NEEDS_PLACEMENT)
 
 async def check(call: GroupCall, since: float, holder: MemberProc, what: str
                 ) -> dict[str, Any]:
@@ -105,7 +108,7 @@ async def far(sandbox_server: SandboxServer, tmp_path: Path) -> AsyncIterator[Fa
         await party.close()
 
 
-@GROUPS
+@PLACED
 async def test_a_dummy_answers_holds_the_media_hears_and_speaks(
     holders: Callable[[list[str]], Any], far: FarParty
 ) -> None:
@@ -169,7 +172,7 @@ async def test_graceful_leave_of_the_signalling_holder(
     assert report["gap_ms"] < SIGNALLING_GAP_BOUND_MS, report
 
 
-@GROUPS
+@PLACED
 @BOTH
 async def test_sigkill_of_the_media_holder(
     holders: Callable[[list[str]], Any], far: FarParty
