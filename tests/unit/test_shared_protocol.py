@@ -166,7 +166,7 @@ def test_field_errors_name_the_field(obj: dict[str, Any], match: str) -> None:
 
 
 def test_the_allow_list_is_the_public_action_set() -> None:
-    assert set(PHONE_ACTIONS) == {"call"}
+    assert set(PHONE_ACTIONS) == {"call", "release_media"}
     assert set(SESSION_ACTIONS) == {
         "answer", "decline", "to_voicemail", "forward", "start_reply", "reply", "hangup",
         "cancel", "hold", "unhold", "mute", "unmute", "send_dtmf", "transfer", "warm_transfer",
@@ -186,6 +186,10 @@ def act(name: str, call_id: str | None = "c1", **args: Any) -> dict[str, Any]:
         (act("__class__"), r"action\.name: '__class__' is not an allowed action"),
         (act("dispose"), r"action\.name: 'dispose'"),
         (act("call", None), r"action\.args\.callee: missing"),
+        (act("release_media", None), r"action\.args\.holder: missing"),
+        (act("release_media", "c1", holder="b"), r"'release_media' is a phone action"),
+        (act("answer", "c1", holder=7), r"action\.args\.holder"),
+        (act("call", None, callee="101", holder="b\nx"), r"action\.args\.holder: control"),
         (act("call", "c1", callee="101"), r"action\.call_id: 'call' is a phone action"),
         (act("call", None, callee="101\r\nVia: evil"), r"action\.args\.callee: control"),
         (act("call", None, callee="101", headers={"Bad Name": "x"}), r"not a header name"),

@@ -6,10 +6,15 @@
 2. the tone party calls 101: every member sees it ring; a dummy answers (the real does the SIP
    and the audio); every member's view is shown;
 3. the real process is SIGKILLed: the oldest dummy is promoted and registers again (the binding
-   is replaced, still one); the call died with the real (its media lived there) and the members
-   show it ended;
-4. a second call, served by the new real, answered from a dummy, hung up;
-5. everyone quits (the last member unregisters), the hub exits, every process is reaped.
+   is replaced, still one) and adopts the call: the dummy that answered holds its audio, which
+   never stops (the longest gap at the tone party is printed);
+4. the media holder is SIGKILLed: the real gives the call's media to a live member (itself here),
+   which renews it with a re-INVITE; the audio comes back (the gap is printed);
+5. a second call, served by the new real, answered from a dummy, hung up;
+6. everyone quits (the last member unregisters), the hub exits, every process is reaped.
+
+Without media placement and adoption (webphone.shared.media_host, .adoption) the
+audio lives on the real, and step 3 shows the call dying with it (step 4 is skipped).
 
 The members print JSON lines (see `webphone.cli.phone`); the demo waits for their events with
 deadlines, never with sleeps. Exit 0 when the story went as told, 1 otherwise (with the tails of
@@ -32,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._common import EXIT_OK, EXIT_RUNTIME, CliError, error_line
+from ._demo_audio import AudioWatch, continuity_available
 from ._demo_procs import (
     DemoError,
     Event,
@@ -71,6 +77,8 @@ class Demo:
         self.members: list[Member] = []
         self.hub_pids: set[int] = set()
         self.party_calls: list[PartyCall] = []
+        self.continuity = continuity_available()
+        self.watch: AudioWatch | None = None
 
     # -- narration -------------------------------------------------------------------------------
 
@@ -155,7 +163,11 @@ class Demo:
         self.runtime_dir.mkdir(mode=0o700)
         await self.start_members(n, sip_info_path)
         await self.first_call()
-        await self.kill_the_real()
+        if self.continuity:
+            await self.real_killed_call_lives()
+            await self.media_holder_killed()
+        else:
+            await self.kill_the_real()
         await self.second_call()
         await self.shut_down()
 
@@ -221,21 +233,26 @@ class Demo:
                  f"({self.ms(last, started)})")
 
     async def first_call(self) -> None:
-        real, dummy = self.real(), self.dummies()[0]
+        # the youngest dummy answers: the oldest is the one promoted when the real dies
+        real, dummy = self.real(), self.dummies()[-1]
         self.say(f"step 2: the tone party (901) calls {USER}")
         call, call_id = await self.ring_everywhere("the real sent 180 Ringing, dummies see it "
                                                    "through the group")
+        holder = (f"{dummy.name} holds the audio (its own WebRTC session with the party)"
+                  if self.continuity else "holds the audio")
         self.say(f"step 3: phone {dummy.name}, a DUMMY, answers; the real ({real.name}) does the "
-                 "SIP and holds the audio")
+                 f"SIP and {holder}")
         await self.answer_from(dummy, call, call_id)
-        await self.audio_check(call)
+        if call.media is not None:
+            self.watch = AudioWatch(call.media)
+        await self.audio_check(call, dummy.name if self.continuity else "the real")
         await self.show_views()
 
-    async def audio_check(self, call: PartyCall, timeout: float = 3.0) -> None:
+    async def audio_check(self, call: PartyCall, sender: str, timeout: float = 3.0) -> None:
         await poll(lambda: call.frames_received or call.state != "answered", timeout)
         if call.frames_received:
             frames = call.frames_received
-            self.say(f"audio: the party receives the real's RTP ({frames} "
+            self.say(f"audio: the party receives {sender}'s RTP ({frames} "
                      f"frame{'s' if frames != 1 else ''} so far); its tone flows the other way")
         else:
             self.say(f"audio: not connected within {timeout:g} s (signalling is unaffected)")
@@ -245,26 +262,9 @@ class Demo:
         call = self.party_calls[-1]
         before = self.bindings()
         marks = self.marks()
-        self.say(f"step 4: kill -9 phone {real.name} (pid {real.pid}), the real phone, "
-                 "during the call")
-        killed_at = time.monotonic()
-        real.kill()
-        assert real.proc is not None
-        await real.proc.wait()
-        survivors = self.alive()
-        member, _event = await first_of(survivors, lambda e: e.get("event") == "role"
-                                        and e.get("role") == "real", marks, 10, "promotion")
-        registered = await member.wait_event(lambda e: e.get("event") == "registered", 10,
-                                             "registration", start=marks[member.name])
-        self.say(f"phone {member.name} was promoted to real and registered "
-                 f"{self.ms(registered['t'], killed_at)} after the kill (the group hub saw "
-                 f"{real.name}'s socket close at once; {member.name} connected and sent REGISTER)")
-        after = await self.wait_binding_replaced(before)
-        self.say(f"the sandbox has {len(after)} registration for {USER}, now {member.name}'s: "
-                 f"the same instance id, a new contact ({after[0].get('contact')}); every real "
-                 "of a group registers with one instance id, so a promotion replaces the binding "
-                 "instead of taking a second slot")
-        await self.wait_all(is_call(call.call_id, "disposed"), "the call to end", survivors,
+        member, _ = await self.promoted_after_kill(real, "the real phone")
+        await self.binding_replaced(member, before)
+        await self.wait_all(is_call(call.call_id, "disposed"), "the call to end", self.alive(),
                             start=marks)
         self.say(f"the call died with {real.name} (its SIP dialog and its media lived in that "
                  "process): every member shows it ended")
@@ -274,6 +274,70 @@ class Demo:
         else:
             await call.hangup()
             self.say("the tone party got no BYE from the dead process; it hangs up on its side")
+        await self.show_views()
+
+    async def binding_replaced(self, member: Member, before: list[dict[str, Any]]) -> None:
+        after = await self.wait_binding_replaced(before)
+        self.say(f"the sandbox has {len(after)} registration for {USER}, now {member.name}'s: "
+                 f"the same instance id, a new contact ({after[0].get('contact')}); every real "
+                 "of a group registers with one instance id, so a promotion replaces the binding "
+                 "instead of taking a second slot")
+
+    async def kill(self, member: Member) -> float:
+        """SIGKILL `member` and reap it; returns when it was killed."""
+        killed_at = time.monotonic()
+        member.kill()
+        assert member.proc is not None
+        await member.proc.wait()
+        return killed_at
+
+    async def promoted_after_kill(self, victim: Member, what: str) -> tuple[Member, float]:
+        """Kill the real `victim`; the promoted member and when it registered."""
+        marks = self.marks()
+        self.say(f"step 4: kill -9 phone {victim.name} (pid {victim.pid}), {what}, during the "
+                 "call")
+        killed_at = await self.kill(victim)
+        member, _event = await first_of(self.alive(), lambda e: e.get("event") == "role"
+                                        and e.get("role") == "real", marks, 10, "promotion")
+        registered = await member.wait_event(lambda e: e.get("event") == "registered", 10,
+                                             "registration", start=marks[member.name])
+        self.say(f"phone {member.name} was promoted to real and registered "
+                 f"{self.ms(registered['t'], killed_at)} after the kill (the group hub saw "
+                 f"{victim.name}'s socket close at once; {member.name} connected and sent "
+                 "REGISTER)")
+        return member, killed_at
+
+    async def real_killed_call_lives(self) -> None:
+        real, call, watch = self.real(), self.party_calls[-1], self.watch
+        holder = self.dummies()[-1]
+        before = self.bindings()
+        member, killed_at = await self.promoted_after_kill(real, "the real phone (all the SIP)")
+        await self.binding_replaced(member, before)
+        if watch is None:
+            raise DemoError("the tone party's call has no media to listen to")
+        gap = await watch.gap(killed_at - 0.5, time.monotonic() + 1.5)
+        if call.state != "answered" or gap > 1000:
+            raise DemoError(f"the call did not survive the real ({call.state}; audio gap "
+                            f"{gap:.0f} ms)")
+        self.say(f"{member.name} adopted the call (a re-INVITE refreshed the dialog to its "
+                 f"connection); the audio between the party and {holder.name} never stopped: "
+                 f"longest gap {gap:.0f} ms at the tone party around the kill; no BYE")
+        await self.show_views()
+
+    async def media_holder_killed(self) -> None:
+        call, watch = self.party_calls[-1], self.watch
+        holder = self.dummies()[-1]
+        assert watch is not None
+        self.say(f"step 4b: kill -9 phone {holder.name} (pid {holder.pid}), the call's media "
+                 "holder")
+        killed_at = await self.kill(holder)
+        back = await watch.resumed(killed_at, 10)
+        if back is None or call.state != "answered":
+            raise DemoError(f"the audio did not come back within 10 s ({call.state})")
+        gap = await watch.gap(killed_at - 0.5, back + 0.5)
+        self.say(f"the real ({self.real().name}) gave the call's media to a live member (itself: "
+                 f"new media offered in a re-INVITE); the audio came back "
+                 f"{self.ms(back, killed_at)} after the kill: gap {gap:.0f} ms at the tone party")
         await self.show_views()
 
     async def wait_binding_replaced(self, before: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -352,8 +416,11 @@ async def _main(args: argparse.Namespace) -> int:
             if not ok and not args.debug:
                 _print_log_tails(workdir)
             shutil.rmtree(workdir, ignore_errors=True)
-    demo.say(f"done in {time.monotonic() - demo.t0:.1f} s: answered from a dummy, the real "
-             "killed, a dummy promoted and re-registered, a second call served; no process left")
+    story = ("the real killed and the call kept its audio, the media holder killed and the "
+             "audio came back" if demo.continuity else "the real killed, a dummy promoted and "
+             "re-registered")
+    demo.say(f"done in {time.monotonic() - demo.t0:.1f} s: answered from a dummy, {story}, a "
+             "second call served; no process left")
     return EXIT_OK
 
 

@@ -88,12 +88,17 @@ ArgSpec = dict[str, tuple[Check, bool]]  # argument name -> (check, required)
 
 _TARGET: ArgSpec = {"target": (_text, True)}
 
+#: "holder": the member that asks (its member id): it takes the call's media (issue #11)
+_HOLDER: ArgSpec = {"holder": (_text, False)}
+
 PHONE_ACTIONS: dict[str, ArgSpec] = {
     "call": {"callee": (_text, True), "caller_id": (_opt_text, False),
-             "headers": (_headers, False)},
+             "headers": (_headers, False), **_HOLDER},
+    # a media holder that leaves asks the real to move the media of its calls elsewhere
+    "release_media": {"holder": (_text, True)},
 }
 SESSION_ACTIONS: dict[str, ArgSpec] = {
-    "answer": {},
+    "answer": _HOLDER,
     "decline": {},
     "to_voicemail": {},
     "forward": _TARGET,

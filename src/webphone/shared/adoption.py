@@ -14,8 +14,9 @@ A new real adopts every record right after it registered (`Adoption`), in two st
    an answered session of its phone (`WebPhone.adopt_call`: our Contact, CSeq 1000 above the old
    real's); while its media is being settled the old record stays published for it;
 2. then the media, per call: the holder is this member (it held the media as a dummy) or a live
-   member: that media goes on (`media_for(call_id, holder)`, the media placement's hook: the
-   MediaSession this member holds, or a stand-in for another member's), and a target refresh
+   member: that media goes on (`media_for(call_id, holder, media_record)`, the placement's
+   hook: the MediaSession this member holds, or a `RemoteMedia` reaching the holder; a holder
+   names itself in the record through its media's `holder` attribute), and a target refresh
    (re-INVITE with the same SDP) tells the far party where the dialog is now; the holder is gone
    (the dead real held the media too, "both at once", or nobody can reach it): new media here
    (`WebPhone.resume_media(record["media"])`) and `renew_media` (offerless re-INVITE, fallback
@@ -32,7 +33,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Collection, Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from webphone.call import CallMedia, CallSession
 from webphone.errors import CallError, SipParseError, WebPhoneError
@@ -51,17 +52,9 @@ GLARE_WAIT = (2.1, 4.0)
 
 #: an adopted session and its continuity record
 Adopted = tuple[CallSession, dict[str, Any]]
-#: `media_for(call_id, holder)`: the media a call goes on with when `holder` still holds it
-#: (this member's own MediaSession, or a stand-in reaching another member), None if unreachable
-MediaFor = Callable[[str, str], CallMedia | None]
-
-
-class HeldElsewhere(Protocol):
-    """Media held by another member (the placement's stand-in) names that member."""
-
-    @property
-    def holder(self) -> str:
-        """The member id of the media holder."""
+#: `media_for(call_id, holder, media_record)`: the media a call goes on with when `holder` still
+#: holds it (this member's own MediaSession, or a stand-in reaching another member), None if not
+MediaFor = Callable[[str, str, dict[str, Any]], CallMedia | None]
 
 
 def call_record(session: CallSession, me: str) -> dict[str, Any] | None:
@@ -156,7 +149,7 @@ class Adoption:
     async def _settle_one(self, phone: WebPhone, session: CallSession, entry: dict[str, Any],
                           me: str, alive: Collection[str]) -> None:
         holder = entry["holder"]
-        media = self._media_for(session.call_id, holder) if (
+        media = self._media_for(session.call_id, holder, entry["media"]) if (
             holder == me or holder in alive) else None
         try:
             if media is not None:

@@ -3,6 +3,7 @@
     python -m webphone.shared.member_cli --sip-info sip-info.json [--group G]
         [--runtime-dir DIR] [--heartbeat-interval S] [--heartbeat-timeout S] [--hub-timeout S]
         [--idle-timeout S] [--action-timeout S] [--register-expires S] [--no-media]
+        [--media taker|real] [--tone HZ] [--hear HZ,HZ] [--loopback-media] [--hub URL]
 
 It joins the group with a `SharedWebPhone` and prints one JSON object per line on stdout for
 everything that happens; every line has "event" and "t" (time.monotonic(), which is one clock
@@ -16,6 +17,11 @@ for every process of the host):
     {"event": "disconnected", "reason": ...}  /  {"event": "reconnected"}  the real's SIP server
     {"event": "inbound_call" | "outbound_call", "call_id": ..., "state": ..., "remote": ...}
     {"event": "call_state", "call_id": ..., "state": "answered"}
+    {"event": "media_moved" | "adopted", "call_id": ...}      the phone's events, on this member
+    {"event": "holding", "call_id": ..., "tone": 1000.0}      this member holds the call's media
+                                                            (and plays --tone into it)
+    {"event": "heard", "call_id": ..., "hz": 440.0}         the dominant --hear tone of its
+                                                            received audio changed (None: none)
     {"event": "result", "id": 7, "ok": true, "value": ...}  /  "ok": false, "error": "CallError"
     {"event": "fatal", "error": ..., "message": ...}         start() failed; the process exits 1
 
@@ -27,6 +33,12 @@ Commands, one JSON object per line on stdin (an "id" is echoed in the result):
     {"id": 6, "cmd": "action", "name": "hold", "call_id": "x", "args": {}}  raw group action
     {"id": 4, "cmd": "state"}                               -> role, epoch, calls, hub_pid
     {"id": 5, "cmd": "dispose", "timeout": 10}              -> leaves, then the process exits 0
+    {"id": 7, "cmd": "tone", "call_id": "x", "hz": 1000}      play a tone into a call it holds
+    {"id": 8, "cmd": "holds"}            -> {call_id: tone heard now} of the calls it holds
+
+`--tone HZ` makes a member a test media holder: whenever it holds a call's media (it answered
+the call as its holder, the media moved to it, it adopted the call) it plays HZ into it and
+reports the tones of `--hear` it hears, by frequency (tests/support/continuity.py).
 """
 
 from __future__ import annotations
@@ -52,6 +64,67 @@ def _out(event: str, **fields: Any) -> None:
     sys.stdout.flush()
 
 
+def _local_media(session: Any) -> Any:
+    """The session's `MediaSession` when this process holds the call's media, else None (a
+    dummy's proxy, or the real's stand-in for media held by another member)."""
+    media = getattr(session, "media", None)
+    module = sys.modules.get("webphone.media")
+    if module is None or not isinstance(media, module.MediaSession) or media.closed:
+        return None
+    return media
+
+
+class _Holder:
+    """What `--tone` does: play a tone into every call whose media this member holds, and
+    print the dominant tone of what comes back (per 100 ms) whenever it changes."""
+
+    WINDOW_S = 0.1
+
+    def __init__(self, tone: float | None, hear: tuple[float, ...]) -> None:
+        self.tone = tone
+        self.hear = hear
+        self.held: dict[str, Any] = {}
+        self.hearing: dict[str, float | None] = {}
+        self._tasks: set[asyncio.Future[Any]] = set()
+
+    def check(self, session: Any) -> None:
+        """Start playing and listening when `session`'s media is (newly) held here."""
+        media = _local_media(session)
+        if media is None or self.tone is None or self.held.get(session.call_id) is media:
+            return
+        self.held[session.call_id] = media
+        _out("holding", call_id=session.call_id, tone=self.tone)
+        self.play(session.call_id, media, self.tone)
+        self._listen(session.call_id, media)
+
+    def play(self, call_id: str, media: Any, hz: float) -> None:
+        task = asyncio.ensure_future(media.play_tone(hz, 24 * 3600))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def holds(self) -> dict[str, float | None]:
+        return {call_id: self.hearing.get(call_id) for call_id, media in self.held.items()
+                if not media.closed}
+
+    def _listen(self, call_id: str, media: Any) -> None:
+        from webphone.media import detect_tone
+
+        pcm = bytearray()
+        self.hearing[call_id] = None
+
+        def on_audio(frame: Any) -> None:
+            pcm.extend(frame.pcm)
+            if len(pcm) < int(frame.sample_rate * self.WINDOW_S) * 2:
+                return
+            hz = detect_tone(bytes(pcm), frame.sample_rate, self.hear)
+            pcm.clear()
+            if hz != self.hearing.get(call_id) and media is self.held.get(call_id):
+                self.hearing[call_id] = hz
+                _out("heard", call_id=call_id, hz=hz, at=frame.received_at)
+
+        media.on("audio", on_audio)
+
+
 def _session_info(session: Any) -> dict[str, Any]:
     return {"call_id": session.call_id, "state": session.state,
             "direction": getattr(session, "direction", None),
@@ -59,9 +132,12 @@ def _session_info(session: Any) -> dict[str, Any]:
 
 
 class _Cli:
-    def __init__(self, shared: SharedWebPhone) -> None:
+    def __init__(self, shared: SharedWebPhone, holder: _Holder) -> None:
         self.shared = shared
+        self.holder = holder
         self.done = asyncio.Event()
+        for event in ("media_moved", "adopted"):
+            shared.on(event, self._moved(event))
         shared.on("role", lambda role: _out("role", role=role, epoch=shared.epoch))
         shared.on("outbound_message", self._sip_out)
         shared.on("media_ready", lambda: _out("media_ready"))
@@ -86,8 +162,19 @@ class _Cli:
         def handler(session: Any) -> None:
             _out(event, **_session_info(session))
             for state in ("ringing", "answered", "failed", "disposed"):
-                session.on(state, lambda *_, s=session, st=state: _out(
-                    "call_state", call_id=s.call_id, state=st))
+                session.on(state, lambda *_, s=session, st=state: self._state(s, st))
+
+        return handler
+
+    def _state(self, session: Any, state: str) -> None:
+        _out("call_state", call_id=session.call_id, state=state)
+        if state == "answered":
+            self.holder.check(session)
+
+    def _moved(self, event: str) -> Any:
+        def handler(session: Any, *_: Any) -> None:
+            _out(event, call_id=session.call_id)
+            self.holder.check(session)
 
         return handler
 
@@ -113,8 +200,18 @@ class _Cli:
             session = await shared.call(cmd["callee"])
             return {"call_id": session.call_id, "state": session.state}
         if name == "session":
-            method = getattr(self._find(cmd["call_id"]), cmd["name"])
-            return await method(**cmd.get("args", {}))
+            session = self._find(cmd["call_id"])
+            value = await getattr(session, cmd["name"])(**cmd.get("args", {}))
+            self.holder.check(session)
+            return value
+        if name == "tone":
+            media = _local_media(self._find(cmd["call_id"]))
+            if media is None:
+                raise LookupError(f"this member does not hold the media of {cmd['call_id']!r}")
+            self.holder.play(cmd["call_id"], media, float(cmd["hz"]))
+            return None
+        if name == "holds":
+            return self.holder.holds()
         if name == "action":  # a raw group action, forwarded to the real even from the real
             return await shared._request(cmd["name"], cmd.get("call_id"), cmd.get("args", {}))
         if name == "members":
@@ -154,8 +251,11 @@ async def main_async(args: argparse.Namespace) -> int:
                             runtime_dir=args.runtime_dir, hub_options=options,
                             hub_timeout=args.hub_timeout, action_timeout=args.action_timeout,
                             preload_media=not args.no_media, member_id=args.member_id,
-                            register_expires=args.register_expires)
-    cli = _Cli(shared)
+                            register_expires=args.register_expires,
+                            loopback_media=args.loopback_media, hub=args.hub or "local",
+                            **({"media": args.media} if args.media else {}))
+    hear = tuple(float(hz) for hz in args.hear.split(",") if hz)
+    cli = _Cli(shared, _Holder(args.tone, hear))
     try:
         await shared.start()
     except Exception as exc:
@@ -197,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="a sipInfo JSON file (keep it mode 0600); inline JSON works too, but "
                    "puts the password in the process list for every local user to read")
     p.add_argument("--group")
+    p.add_argument("--hub", help="the group's hub: redis://... (default: the local hub)")
     p.add_argument("--runtime-dir")
     p.add_argument("--member-id")
     p.add_argument("--heartbeat-interval", type=float, default=0.5)
@@ -206,6 +307,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--action-timeout", type=float, default=10.0)
     p.add_argument("--register-expires", type=int, default=60)
     p.add_argument("--no-media", action="store_true", help="do not preload media when real")
+    p.add_argument("--media", choices=("taker", "real"),
+                   help="media placement policy (default: SharedWebPhone's)")
+    p.add_argument("--tone", type=float, help="play this tone (Hz) into every call whose "
+                   "media this member holds, and report what it hears")
+    p.add_argument("--loopback-media", action="store_true",
+                   help="ICE on 127.0.0.1 only (as the sandbox's parties)")
+    p.add_argument("--hear", default="440", help="tones (Hz, comma-separated) to listen for")
     p.add_argument("--log-level", default="WARNING")
     args = p.parse_args(argv)
     import logging

@@ -17,6 +17,7 @@ from webphone.shared.proxy import (
     FINAL_STATES,
     ProxyCallSession,
     RunAction,
+    Taker,
     server_events,
     server_state,
 )
@@ -30,9 +31,10 @@ Emit = Callable[..., None]
 class CallMirror:
     """What a dummy shows: `proxies` by call id and the real's `server` connection state."""
 
-    def __init__(self, *, run: RunAction, emit: Emit) -> None:
+    def __init__(self, *, run: RunAction, emit: Emit, taker: Taker | None = None) -> None:
         self._run = run
         self._emit = emit
+        self._taker = taker
         self.proxies: dict[str, ProxyCallSession] = {}
         #: the real's SIP connection as the latest snapshot said (`server_state`)
         self.server = server_state(True)
@@ -94,4 +96,4 @@ class CallMirror:
 
     def new_proxy(self, data: Mapping[str, Any]) -> ProxyCallSession:
         """A proxy of one call of the group, acting through the real."""
-        return ProxyCallSession(data, run=self._run, find=self.proxy_for)
+        return ProxyCallSession(data, run=self._run, find=self.proxy_for, taker=self._taker)

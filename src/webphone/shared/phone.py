@@ -64,9 +64,11 @@ from webphone.shared.group import (
     make_transport,
     member_dict,
 )
+from webphone.shared.media_host import LocalMedia, MediaHost
 from webphone.shared.member import GroupMember, LinkToken, error_info
 from webphone.shared.mirror import CallMirror
-from webphone.shared.protocol import Action, Continuity, Released, Role, Snapshot
+from webphone.shared.placement import MediaPlacement, Policy, check_policy
+from webphone.shared.protocol import Action, Continuity, Delegate, Released, Role, Snapshot
 from webphone.shared.proxy import (
     FINAL_STATES,
     ProxyCallSession,
@@ -116,6 +118,10 @@ class SharedWebPhone(EventEmitter):
     * `action_timeout` (10 s): how long a dummy's action waits for a ready real before
       `NoRealPhoneError`.
     * `drain_timeout` (60 s): default bound of `dispose()` on a real with calls.
+    * `media`: where each call's audio lives (`webphone.shared.placement`): "taker" (default:
+      the member that answers or places the call; a dummy that does holds it, and its
+      `ProxyCallSession.media` is the call's `MediaSession`), "real", or a callable
+      ``policy(call_info, members) -> member_id``.
     * every other keyword (`debug`, `auto_answer`, `media_factory`, SipClient options such as
       `register_expires`) configures the WebPhone this member runs while it is the real.
 
@@ -144,6 +150,7 @@ class SharedWebPhone(EventEmitter):
         preload_media: bool = True,
         debug: bool = False,
         auto_answer: bool = True,
+        media: Policy = "taker",
         **webphone_options: Any,
     ) -> None:
         check_values("SharedWebPhone", {
@@ -152,7 +159,8 @@ class SharedWebPhone(EventEmitter):
             "hub_timeout": hub_timeout, "action_timeout": action_timeout,
             "drain_timeout": drain_timeout, "runtime_dir": runtime_dir,
             "hub_options": hub_options, "member_id": member_id, "preload_media": preload_media,
-            "debug": debug, "auto_answer": auto_answer}, _own_options())
+            "debug": debug, "auto_answer": auto_answer, "media": media}, _own_options())
+        check_policy(media)
         self._phone_options, self._client_options = _split_options(webphone_options)
         super().__init__()
         self.sip_info = as_sip_info(sip_info)
@@ -176,7 +184,21 @@ class SharedWebPhone(EventEmitter):
         self._real: WebPhone | None = None  # registered real phone
         self._candidate: WebPhone | None = None  # being registered
         #: a dummy's view of the group's calls and of the real's SIP connection
-        self._mirror = CallMirror(run=self._request, emit=self.emit)
+        self._mirror = CallMirror(run=self._request, emit=self.emit, taker=self._taker_id)
+        self.media_policy = media
+        #: the media of the calls this member holds (any role), made as WebPhone would
+        self._local_media = LocalMedia(
+            loopback_only=bool(self._phone_options.get("loopback_media", False)),
+            stun_servers=tuple(self.sip_info.stun_servers),
+            factory=self._phone_options.get("media_factory"))
+        self.media_host = MediaHost(self._host_media, taken=self._media_taken,
+                                    dropped=self._media_dropped)
+        #: the real's side: where each call's media lives, and moving it
+        self._placement = MediaPlacement(
+            media, delegate=self._delegate, me=lambda: self.member_id, members=self.members,
+            sessions=lambda: list(self._real.call_sessions) if self._real is not None else [],
+            local_media=self._local_media.new, resume_media=self._local_media.resume,
+            emit=self.emit)
         #: a real's snapshots: what they say and when they go out
         self._publisher = StatePublisher(changed=self._on_session_event)
         #: a real's continuity records, and a new real's takeover of its predecessor's calls
@@ -272,6 +294,9 @@ class SharedWebPhone(EventEmitter):
             args["caller_id"] = caller_id
         if headers:
             args["headers"] = dict(headers)
+        holder = self._taker_id()
+        if holder is not None:
+            args["holder"] = holder  # "taker": this member holds the call's media
         value = await self._request("call", None, args)
         return await self._mirror.proxy_for(call_id_of(value))
 
@@ -283,11 +308,14 @@ class SharedWebPhone(EventEmitter):
         infos = await self.member.members(timeout)
         return [member_dict(m, me=self.member.member_id) for m in infos]
 
-    async def dispose(self, timeout: float | None = None) -> None:
-        """Leave the group. A dummy leaves at once. The real drains: it keeps serving its calls
-        until they end (at most `timeout` s, default `drain_timeout`), hangs up the rest, then
-        hands over make-before-break: a successor registers first, and this member closes its
-        SIP connection without unregistering; the last member of the group unregisters."""
+    async def dispose(self, timeout: float | None = None, *, drain: bool = True) -> None:
+        """Leave the group. A dummy leaves at once; one that holds calls' media first asks
+        the real to move it to another member (make-before-break). The real, with `drain`,
+        keeps serving its calls until they end (at most `timeout` s, default `drain_timeout`)
+        and hangs up the rest; without, it moves the media it holds to another member and
+        its calls go on under the successor. Then it hands over make-before-break: a
+        successor registers first, and this member closes its SIP connection without
+        unregistering; the last member of the group unregisters."""
         if self._disposed:
             return
         self._disposed = True
@@ -295,10 +323,14 @@ class SharedWebPhone(EventEmitter):
         if member is None:
             return
         if self._real is not None and member.role == "real":
-            await self._drain(self.drain_timeout if timeout is None else timeout)
+            if drain:
+                await self._drain(self.drain_timeout if timeout is None else timeout)
+            else:
+                await self._move_own_media()
         if self._real is not None and member.role == "real":
             await self._hand_over()
         else:
+            await self._release_media()
             await member.leave(1.0)
             await self._teardown(unregister=False)
 
@@ -339,6 +371,25 @@ class SharedWebPhone(EventEmitter):
             except Exception as exc:
                 log.warning("ending call %s failed: %s", session.call_id, exc)
 
+    async def _release_media(self) -> None:
+        """(a dummy holder leaving) The real moves our calls' media elsewhere first."""
+        member = self.member
+        if not self.media_host.sessions or member is None:
+            return
+        try:
+            result = await member.request("release_media", None, {"holder": member.member_id})
+            log.info("media released before leaving: %s", result)
+        except WebPhoneError as exc:
+            log.warning("the real did not move our calls' media (%s): they end with us", exc)
+
+    async def _move_own_media(self) -> None:
+        """(the real leaving without draining) Its own calls' media goes to another member."""
+        try:
+            result = await self._placement.move_own()
+            log.info("media moved before the hand-over: %s", result)
+        except Exception:
+            log.exception("moving our calls' media before the hand-over failed")
+
     async def _hand_over(self) -> None:
         assert self.member is not None
         if self._action_tasks:  # let accepted actions finish before we stop running any
@@ -362,6 +413,10 @@ class SharedWebPhone(EventEmitter):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
         self._publisher.cancel()
+        self._placement.cancel()
+        if not unregister:  # a successor (or nobody) owns the calls: their holders go on
+            self._placement.abandon_remote()
+        await self.media_host.close_all()
         if not unregister and self.member is not None:
             await self.member.close()
         for phone in (self._candidate, self._real):
@@ -388,6 +443,8 @@ class SharedWebPhone(EventEmitter):
         for task in (self._role_worker, self._tick, *self._action_tasks):
             if task is not None:
                 task.cancel()
+        self._placement.cancel()
+        self._background(self.media_host.close_all())  # the audio stops, as with a SIGKILL
         for phone in (self._candidate, self._real):
             if phone is not None and isinstance(phone.sip_client, SipClient):
                 phone.sip_client.fence()
@@ -416,9 +473,64 @@ class SharedWebPhone(EventEmitter):
     def on_released(self, released: Released) -> None:
         log.info("released by the hub (unregister=%s)", released.unregister)
 
+    # -- PlaneListener: the media plane (shared/media_host.py, placement.py) --------------------
+
+    def on_delegate(self, request: Delegate, token: LinkToken) -> None:
+        member = self.member
+
+        def reply(value: dict[str, Any] | None, error: BaseException | None) -> None:
+            if member is not None:
+                member.send_delegate_result(token, request, value=value, error=error)
+
+        self.media_host.serve(request.op, request.call_id, request.args, reply)
+
+    def on_member_lost(self, member_id: str, reason: str) -> None:
+        if self._real is not None:
+            self._placement.member_lost(member_id, reason)
+
     def on_continuity(self, state: Continuity) -> None:
-        # kept by the member (`member.continuity`); read when this member becomes the real
-        log.debug("continuity state %s: %d call(s)", state.version, len(state.calls))
+        """A newer continuity state (every member but the real). Adoption reads
+        `member.continuity.state` when this member is promoted; nothing to do before."""
+
+    async def _delegate(self, to: str, op: str, call_id: str, args: dict[str, Any],
+                        timeout: float = 10.0) -> Any:
+        if self.member is None:
+            raise NoRealPhoneError("this SharedWebPhone is not started (or disposed)")
+        return await self.member.delegate(to, op, call_id, args, timeout=timeout)
+
+    def _taker_id(self) -> str | None:
+        """The member id a dummy's answer()/call() names as the media holder (None with the
+        "real" placement)."""
+        return None if self.media_policy == "real" else self.member_id
+
+    def _host_media(self, call_id: str, record: Mapping[str, Any] | None) -> Any:
+        if record is not None:
+            return self._local_media.resume(record)
+        return self._local_media.new(self._mirror.proxies.get(call_id))
+
+    def _media_taken(self, call_id: str, media: Any) -> None:
+        def dtmf(digit: str) -> None:
+            proxy = self._mirror.proxies.get(call_id)
+            if proxy is not None:
+                proxy.emit("dtmf", digit)
+
+        media.on("dtmf", dtmf)
+        self._announce_media()
+
+    def _media_dropped(self, call_id: str, media: Any) -> None:
+        proxy = self._mirror.proxies.get(call_id)
+        if proxy is not None and proxy.media is media:
+            proxy.media = None
+
+    def _announce_media(self) -> None:
+        """Each proxy of a call whose media we hold gets it: ``media_moved`` on the proxy
+        (the MediaSession) and on the phone (the proxy)."""
+        for call_id, media in self.media_host.sessions.items():
+            proxy = self._mirror.proxies.get(call_id)
+            if proxy is not None and proxy.media is not media:
+                proxy.media = media
+                proxy.emit("media_moved", media)
+                self.emit("media_moved", proxy)
 
     # -- roles -----------------------------------------------------------------------------------
 
@@ -493,12 +605,17 @@ class SharedWebPhone(EventEmitter):
 
     # -- continuity: the calls outlive their real (shared/adoption.py) ------------------------
 
-    def media_for(self, call_id: str, holder: str) -> CallMedia | None:
-        """The media an adopted call goes on with while member `holder` holds it (this member's
-        own, or a stand-in reaching `holder`); None: unreachable, the media is renewed here.
-        (The media placement's hook; without placement only the real holds media, and a new
-        real's predecessor is gone with it.)"""
-        return None
+    def media_for(self, call_id: str, holder: str, record: Mapping[str, Any]
+                  ) -> CallMedia | None:
+        """The media an adopted call goes on with while member `holder` (alive) holds it: the
+        MediaSession this member held as a dummy, or a `RemoteMedia` reaching `holder` (built
+        from the media `record`); None: not there after all, the media is renewed here."""
+        if holder == self.member_id:
+            return self.media_host.hand_over(call_id)
+        session = self._real.find_session(call_id) if self._real is not None else None
+        if session is None:
+            return None
+        return self._placement.adopted(session, holder, record)
 
     def _predecessor_calls(self) -> dict[str, Any]:
         """The calls of the continuity state a previous real published (to adopt)."""
@@ -546,8 +663,9 @@ class SharedWebPhone(EventEmitter):
         assert self.member is not None
         client = GroupSipClient(self.sip_info, member=self.member, instance_id=self.instance_id,
                                  debug=self.debug, **self._client_options)
+        options = {**self._phone_options, "media_factory": self._placement.factory}
         phone = WebPhone(self.sip_info, instance_id=self.instance_id, debug=self.debug,
-                         sip_client=client, auto_answer=self.auto_answer, **self._phone_options)
+                         sip_client=client, auto_answer=self.auto_answer, **options)
         for event in _RELAYED:  # from the first REGISTER on: every SIP message is visible
             phone.on(event, self._relay(event))
         phone.on("disconnected", lambda reason: self._server_changed(server_state(False, reason)))
@@ -584,6 +702,7 @@ class SharedWebPhone(EventEmitter):
 
     def _on_real_call(self, event: str) -> Any:
         def handler(session: Any) -> None:
+            self._placement.refresh_soon()  # a callable policy sees the members of now
             self._publisher.watch(session)
             self._schedule_publish()
             self.emit(event, session)
@@ -675,6 +794,7 @@ class SharedWebPhone(EventEmitter):
 
     def _sync_proxies(self, state: Mapping[str, Any]) -> None:
         self._mirror.sync(state)
+        self._announce_media()
 
     # -- actions ---------------------------------------------------------------------------------
 
@@ -699,7 +819,7 @@ class SharedWebPhone(EventEmitter):
         phone = self._real
         if phone is None:
             raise NoRealPhoneError("this member is no longer the real phone")
-        return await run_action(phone, self._warm, action)
+        return await run_action(phone, self._warm, action, self._placement)
 
 
 @functools.cache

@@ -17,7 +17,7 @@ from webphone.errors import WebPhoneError
 from webphone.shared.schema import MAX_STATE_STRING
 
 __all__ = ["FINAL_STATES", "FindProxy", "ProxyCallSession", "ProxyWarmTransfer", "RunAction",
-           "call_id_of", "call_state", "jsonable", "server_events", "server_state"]
+           "Taker", "call_id_of", "call_state", "jsonable", "server_events", "server_state"]
 
 #: what a proxy needs from its group to act: run action `name` on the real for `call_id` with
 #: `args`, returning the real's result or raising its error (`SharedWebPhone._request`)
@@ -25,6 +25,9 @@ RunAction = Callable[[str, "str | None", "dict[str, Any]"], Awaitable[Any]]
 #: and the proxy of another call of the group once the real reported it (a warm transfer's
 #: consult call; `SharedWebPhone._proxy_for`)
 FindProxy = Callable[[str], Awaitable["ProxyCallSession"]]
+#: the member id to name as the media holder of a call this member answers (None: the real's
+#: policy decides alone)
+Taker = Callable[[], "str | None"]
 
 FINAL_STATES = ("failed", "disposed")
 _STATES = ("init", "ringing", "answered", "failed", "disposed")
@@ -54,12 +57,20 @@ class ProxyCallSession(EventEmitter):
     session_id, party_id). Every method forwards to the real phone as an action and returns its
     result or raises its error (`NoRealPhoneError`, `ActionInterruptedError` as in the module
     doc). Events: ``ringing``, ``answered``, ``failed``, ``disposed``, ``held``, ``unheld``.
+
+    `media`: the call's `MediaSession` when THIS member holds the call's media (it answered
+    or placed the call, or the media moved here; None otherwise), with its full API (play,
+    record, `received_audio()`, DTMF). Events ``media_moved(media)`` when it comes here and
+    ``dtmf(digit)`` for DTMF it hears.
     """
 
-    def __init__(self, data: Mapping[str, Any], *, run: RunAction, find: FindProxy) -> None:
+    def __init__(self, data: Mapping[str, Any], *, run: RunAction, find: FindProxy,
+                 taker: Taker | None = None) -> None:
         super().__init__()
         self._run = run
         self._find = find
+        self._taker = taker
+        self.media: Any = None  # a MediaSession while this member holds the call's media
         self.call_id: str = str(data["id"])
         self.direction: str = str(data.get("direction", "inbound"))
         self.state: str = "init"
@@ -110,8 +121,10 @@ class ProxyCallSession(EventEmitter):
 
     # the session actions of webphone.shared.actions, by name
     async def answer(self) -> None:
-        """Answer (inbound)."""
-        await self._act("answer")
+        """Answer (inbound); with the "taker" placement this member holds the call's media
+        (`media`) once it returns."""
+        holder = self._taker() if self._taker is not None else None
+        await self._act("answer", **({"holder": holder} if holder else {}))
 
     async def decline(self) -> None:
         """Decline (inbound)."""

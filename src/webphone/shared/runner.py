@@ -4,27 +4,48 @@ mapped onto its `WebPhone` and the call sessions, returning plain values a resul
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import MutableMapping
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
 from webphone.errors import CallError
 from webphone.phone import WebPhone
 from webphone.shared.protocol import Action
 
-__all__ = ["run_action"]
+__all__ = ["MediaMover", "run_action"]
 
 #: the arguments a session method takes positionally, in this order
 _POSITIONAL = ("target", "message", "digits", "duration")
 
 
-async def run_action(phone: WebPhone, warm: MutableMapping[str, Any], action: Action) -> Any:
+class MediaMover(Protocol):
+    """What the runner needs of the real's media placement (`placement.MediaPlacement`)."""
+
+    def taking(self, holder: str | None) -> AbstractContextManager[None]:
+        """New media made within the block is placed for `holder`."""
+
+    async def release(self, holder: str) -> dict[str, Any]:
+        """Move the media of the calls `holder` holds elsewhere."""
+
+
+async def run_action(phone: WebPhone, warm: MutableMapping[str, Any], action: Action,
+                     media: MediaMover | None = None) -> Any:
     """Run `action` on `phone`; its value (a call id dict for "call" and "warm_transfer"), or
     its error (`CallError` for an unknown call or transfer). `warm` keeps the warm transfers in
-    progress by call id, between the action that starts one and the one that ends it."""
+    progress by call id, between the action that starts one and the one that ends it. `media`
+    places the media of a dummy's answer() / call() on that dummy ("holder") and runs
+    "release_media"."""
     args = action.args
+    taking = media.taking(args.get("holder")) if media is not None else contextlib.nullcontext()
+    if action.name == "release_media":
+        if media is None:
+            raise CallError("release_media: this phone places no media on other members")
+        return await media.release(args["holder"])
     if action.name == "call":
-        outbound = await phone.call(args["callee"], caller_id=args.get("caller_id"),
-                                    headers=args.get("headers"))
+        with taking:
+            outbound = await phone.call(args["callee"], caller_id=args.get("caller_id"),
+                                        headers=args.get("headers"))
         return {"call_id": outbound.call_id}
     call_id = action.call_id or ""
     if action.name in ("complete_warm_transfer", "cancel_warm_transfer"):
@@ -46,4 +67,5 @@ async def run_action(phone: WebPhone, warm: MutableMapping[str, Any], action: Ac
         transfer = await method(args["target"])
         warm[call_id] = transfer
         return {"call_id": transfer.session.call_id}
-    return await method(*(args[k] for k in _POSITIONAL if k in args))
+    with taking:
+        return await method(*(args[k] for k in _POSITIONAL if k in args))
