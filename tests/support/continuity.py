@@ -146,7 +146,7 @@ class GroupCall:
         """The member that reports holding the call's media after the marks `since`."""
         waits = {asyncio.ensure_future(m.wait_event(is_("holding", self.call_id), timeout,
                                                     since=since[m.name])): m
-                 for m in self.alive()}
+                 for m in self.alive() if m.name in since}  # (not the one just killed)
         pending = set(waits)
         errors: list[BaseException] = []
         try:
