@@ -11,7 +11,7 @@ webphone far party re-offers on its new endpoint)."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +114,45 @@ async def test_deposed_real_stays_silent_in_the_adopted_dialog(
              if r.connection == old_connection and r.direction == "in" and r.time > stopped
              and r.message.call_id == call.call_id]
     assert spoke == [], spoke
+
+
+@pytest.fixture
+def party_sandbox() -> Iterator[SandboxServer]:
+    """A sandbox of this test's own, with its parties (900 echo, 901 tone...)."""
+    server = SandboxServer(parties=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_sigkill_of_the_real_calling_a_sandbox_party(
+    party_sandbox: SandboxServer, member_group: Callable[..., MemberGroup]
+) -> None:
+    """The real calls the sandbox's echo party (900: an aiortc far party that never re-offers)
+    and holds dialog and media; SIGKILL: the successor's offerless re-INVITE is not followed
+    (the party offers from its connection to the dead process), so after `fallback_after` its
+    fresh offer brings the audio back: the successor hears its own tone echoed (the party
+    hears it, and it hears the party), no BYE reached the party."""
+    members = await spawn_holders(member_group(GROUP_USER, kam=party_sandbox), ["a", "b"],
+                                  "--hear", "1000,1200")
+    real, (dummy,) = real_of(members), dummies_of(members)
+    tone = {name: hz for name, (_, hz) in members.items()}
+    placed = await real.command("call", callee="900")
+    assert placed["ok"], placed
+    call_id = placed["value"]["call_id"]
+    await real.wait_event(is_("heard", call_id, hz=tone[real.name]), 10)
+    mark, killed = len(dummy.events), time.monotonic()
+    real.kill()
+    await dummy.wait_event(is_("adopted", call_id), 15, since=mark)
+    echoed = await dummy.wait_event(is_("heard", call_id, hz=tone[dummy.name]), 10, since=mark)
+    print(f"\nSIGKILL of the real calling the echo party: the successor hears itself echoed "
+          f"{(echoed['t'] - killed) * 1000:.0f} ms after the kill")
+    state = (await dummy.command("state"))["value"]
+    assert [(c["call_id"], c["state"]) for c in state["calls"]] == [(call_id, "answered")]
+    sandbox = party_sandbox.sandbox
+    assert sandbox is not None
+    seen = [r.first_line for r in sandbox.messages if r.message.call_id == call_id]
+    assert any(line.startswith("INVITE sip:900") for line in seen), seen  # the record works
+    assert not [line for line in seen if line.startswith("BYE")], seen
