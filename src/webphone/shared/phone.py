@@ -203,7 +203,7 @@ class SharedWebPhone(EventEmitter):
         self._publisher = StatePublisher(changed=self._on_session_event)
         #: a real's continuity records, and a new real's takeover of its predecessor's calls
         self._records = ContinuityRecords(self._publish_continuity)
-        self._adoption = Adoption(records=self._records, media_for=self.media_for,
+        self._adoption = Adoption(records=self._records, media_for=self._media_for,
                                   emit=self.emit)
         self._warm: dict[str, Any] = {}  # real: call id -> WarmTransfer in progress
         self._role_events: asyncio.Queue[tuple[Role | None, Role, int]] = asyncio.Queue()
@@ -606,7 +606,7 @@ class SharedWebPhone(EventEmitter):
 
     # -- continuity: the calls outlive their real (shared/adoption.py) ------------------------
 
-    def media_for(self, call_id: str, holder: str, record: Mapping[str, Any]
+    def _media_for(self, call_id: str, holder: str, record: Mapping[str, Any]
                   ) -> CallMedia | None:
         """The media an adopted call goes on with while member `holder` (alive) holds it: the
         MediaSession this member held as a dummy, or a `RemoteMedia` reaching `holder` (built
