@@ -143,10 +143,11 @@ class GroupCall:
         return self.members[member.name][1]
 
     async def new_holder(self, since: dict[str, int], timeout: float = 15.0) -> MemberProc:
-        """The member that reports holding the call's media after the marks `since`."""
+        """The member (of those in `since`) that reports holding the call's media after its
+        mark in `since`."""
         waits = {asyncio.ensure_future(m.wait_event(is_("holding", self.call_id), timeout,
                                                     since=since[m.name])): m
-                 for m in self.alive()}
+                 for m in self.alive() if m.name in since}
         pending = set(waits)
         errors: list[BaseException] = []
         try:
@@ -168,20 +169,26 @@ def marks(members: list[MemberProc]) -> dict[str, int]:
 
 
 async def answer_call(members: Members, far: FarParty, user: str, by: str) -> GroupCall:
-    """The far party calls `user` (the group); member `by` answers (and so holds the media)."""
+    """The far party calls `user` (the group) and member `by` answers; once the member that
+    holds the media (`by` with the default placement; see `GroupCall.holder`) is heard at the
+    far party and hears it."""
     member = members[by][0]
+    since = marks([m for m, _ in members.values() if _live(m)])
+    began = time.monotonic()
     calling = asyncio.ensure_future(far.call(user))
-    ringing = await member.wait_event(is_("inbound_call"), 10)
+    ringing = await member.wait_event(is_("inbound_call"), 10, since=since[by])
     call_id = ringing["call_id"]
     result = await member.command("session", call_id=call_id, name="answer")
     if not result["ok"]:
         raise RuntimeError(f"{member.name} could not answer: {result}")
     if await calling != call_id:
         raise RuntimeError(f"the far party answered another call than {call_id}")
-    await member.wait_event(is_("holding", call_id), 10)
-    await far.wait_tone(members[by][1], after=0, timeout=10)
-    await member.wait_event(is_("heard", call_id, hz=FAR_TONE), 10)
-    return GroupCall(call_id=call_id, members=members, far=far, holder=member)
+    call = GroupCall(call_id=call_id, members=members, far=far, holder=member)
+    call.holder = await call.new_holder(since, 10)
+    await far.wait_tone(call.tone(call.holder), after=began, timeout=10)
+    await call.holder.wait_event(is_("heard", call_id, hz=FAR_TONE), 10,
+                                 since=since[call.holder.name])
+    return call
 
 
 def real_of(members: Members) -> MemberProc:

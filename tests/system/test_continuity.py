@@ -115,6 +115,7 @@ async def test_a_dummy_answers_holds_the_media_hears_and_speaks(
     members = await holders(["a", "b", "c"])
     dummy = dummies_of(members)[0]
     call = await answer_call(members, far, GROUP_USER, dummy.name)
+    assert call.holder is dummy, f"{call.holder.name} holds the media, not {dummy.name}"
     report = await check(call, time.monotonic() + 0.5, dummy, "a dummy holds the media")
     assert report["reinvites"] == 0
     assert call.call_id not in (await real_of(members).command("holds"))["value"]
@@ -128,6 +129,7 @@ async def test_sigkill_of_the_signalling_holder(
     members = await holders(["a", "b", "c"])
     real, dummy = real_of(members), dummies_of(members)[0]
     call = await answer_call(members, far, GROUP_USER, dummy.name)
+    assert call.holder is dummy, f"{call.holder.name} holds the media, not {dummy.name}"
     killed = time.monotonic()
     real.kill()
     await far.wait_event(lambda e: is_("sip_in", method="INVITE")(e) and e["t"] > killed, 15)
@@ -144,6 +146,7 @@ async def test_sigstop_of_the_signalling_holder_past_the_timeout(
     members = await holders(["a", "b", "c"])
     real, dummy = real_of(members), dummies_of(members)[0]
     call = await answer_call(members, far, GROUP_USER, dummy.name)
+    assert call.holder is dummy, f"{call.holder.name} holds the media, not {dummy.name}"
     stopped = time.monotonic()
     real.stop()
     await far.wait_event(lambda e: is_("sip_in", method="INVITE")(e) and e["t"] > stopped, 15)
@@ -163,6 +166,7 @@ async def test_graceful_leave_of_the_signalling_holder(
     members = await holders(["a", "b", "c"])
     real, dummy = real_of(members), dummies_of(members)[0]
     call = await answer_call(members, far, GROUP_USER, dummy.name)
+    assert call.holder is dummy, f"{call.holder.name} holds the media, not {dummy.name}"
     left = time.monotonic()
     result = await real.command("dispose", timeout=15)
     assert result["ok"], result
@@ -180,6 +184,7 @@ async def test_sigkill_of_the_media_holder(
     members = await holders(["a", "b", "c"])
     dummy = dummies_of(members)[0]
     call = await answer_call(members, far, GROUP_USER, dummy.name)
+    assert call.holder is dummy, f"{call.holder.name} holds the media, not {dummy.name}"
     since = marks(call.alive())
     killed = time.monotonic()
     dummy.kill()

@@ -3,7 +3,7 @@
     python -m webphone.shared.member_cli --sip-info sip-info.json [--group G]
         [--runtime-dir DIR] [--heartbeat-interval S] [--heartbeat-timeout S] [--hub-timeout S]
         [--idle-timeout S] [--action-timeout S] [--register-expires S] [--no-media]
-        [--media taker|real] [--tone HZ] [--hear HZ,HZ] [--loopback-media] [--hub URL]
+        [--media taker|real|dummy] [--tone HZ] [--hear HZ,HZ] [--loopback-media] [--hub URL]
 
 It joins the group with a `SharedWebPhone` and prints one JSON object per line on stdout for
 everything that happens; every line has "event" and "t" (time.monotonic(), which is one clock
@@ -123,6 +123,21 @@ class _Holder:
                 _out("heard", call_id=call_id, hz=hz, at=frame.received_at)
 
         media.on("audio", on_audio)
+
+
+def _dummy_policy(call: dict[str, Any], members: list[dict[str, Any]]) -> str | None:
+    """`--media dummy`: the taker unless it is the real, else the live dummy with the lowest
+    id (None: the real, when no dummy is left). For tests and benchmarks that kill media
+    holders again and again without touching the real."""
+    dummies = sorted(str(m["member_id"]) for m in members if m.get("role") == "dummy")
+    reals = {m["member_id"] for m in members if m.get("role") == "real"}
+    taker = call.get("taker")
+    if taker is not None and taker not in reals:  # the member list may lag behind a new taker
+        return str(taker)
+    return dummies[0] if dummies else None
+
+
+_POLICIES: dict[str, Any] = {"dummy": _dummy_policy}
 
 
 def _session_info(session: Any) -> dict[str, Any]:
@@ -253,7 +268,8 @@ async def main_async(args: argparse.Namespace) -> int:
                             preload_media=not args.no_media, member_id=args.member_id,
                             register_expires=args.register_expires,
                             loopback_media=args.loopback_media, hub=args.hub or "local",
-                            **({"media": args.media} if args.media else {}))
+                            **({"media": _POLICIES.get(args.media, args.media)}
+                               if args.media else {}))
     hear = tuple(float(hz) for hz in args.hear.split(",") if hz)
     cli = _Cli(shared, _Holder(args.tone, hear))
     try:
@@ -307,8 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--action-timeout", type=float, default=10.0)
     p.add_argument("--register-expires", type=int, default=60)
     p.add_argument("--no-media", action="store_true", help="do not preload media when real")
-    p.add_argument("--media", choices=("taker", "real"),
-                   help="media placement policy (default: SharedWebPhone's)")
+    p.add_argument("--media", choices=("taker", "real", "dummy"),
+                   help="media placement policy (default: SharedWebPhone's); dummy: the taker, "
+                   "else a live dummy, never the real")
     p.add_argument("--tone", type=float, help="play this tone (Hz) into every call whose "
                    "media this member holds, and report what it hears")
     p.add_argument("--loopback-media", action="store_true",
