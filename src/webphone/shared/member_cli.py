@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from webphone.shared.phone import SharedWebPhone
+from webphone.shared.tone_probe import TonePlayer, local_media
 from webphone.shared.transports.base import HubOptions
 from webphone.sip import SipRequest
 from webphone.sip_info import SipInfo
@@ -62,67 +63,6 @@ def _out(event: str, **fields: Any) -> None:
     line = json.dumps({"event": event, "t": time.monotonic(), **fields}, default=str)
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
-
-
-def _local_media(session: Any) -> Any:
-    """The session's `MediaSession` when this process holds the call's media, else None (a
-    dummy's proxy, or the real's stand-in for media held by another member)."""
-    media = getattr(session, "media", None)
-    module = sys.modules.get("webphone.media")
-    if module is None or not isinstance(media, module.MediaSession) or media.closed:
-        return None
-    return media
-
-
-class _Holder:
-    """What `--tone` does: play a tone into every call whose media this member holds, and
-    print the dominant tone of what comes back (per 100 ms) whenever it changes."""
-
-    WINDOW_S = 0.1
-
-    def __init__(self, tone: float | None, hear: tuple[float, ...]) -> None:
-        self.tone = tone
-        self.hear = hear
-        self.held: dict[str, Any] = {}
-        self.hearing: dict[str, float | None] = {}
-        self._tasks: set[asyncio.Future[Any]] = set()
-
-    def check(self, session: Any) -> None:
-        """Start playing and listening when `session`'s media is (newly) held here."""
-        media = _local_media(session)
-        if media is None or self.tone is None or self.held.get(session.call_id) is media:
-            return
-        self.held[session.call_id] = media
-        _out("holding", call_id=session.call_id, tone=self.tone)
-        self.play(session.call_id, media, self.tone)
-        self._listen(session.call_id, media)
-
-    def play(self, call_id: str, media: Any, hz: float) -> None:
-        task = asyncio.ensure_future(media.play_tone(hz, 24 * 3600))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def holds(self) -> dict[str, float | None]:
-        return {call_id: self.hearing.get(call_id) for call_id, media in self.held.items()
-                if not media.closed}
-
-    def _listen(self, call_id: str, media: Any) -> None:
-        from webphone.media import detect_tone
-
-        pcm = bytearray()
-        self.hearing[call_id] = None
-
-        def on_audio(frame: Any) -> None:
-            pcm.extend(frame.pcm)
-            if len(pcm) < int(frame.sample_rate * self.WINDOW_S) * 2:
-                return
-            hz = detect_tone(bytes(pcm), frame.sample_rate, self.hear)
-            pcm.clear()
-            if hz != self.hearing.get(call_id) and media is self.held.get(call_id):
-                self.hearing[call_id] = hz
-                _out("heard", call_id=call_id, hz=hz, at=frame.received_at)
-
-        media.on("audio", on_audio)
 
 
 def _dummy_policy(call: dict[str, Any], members: list[dict[str, Any]]) -> str | None:
@@ -147,7 +87,7 @@ def _session_info(session: Any) -> dict[str, Any]:
 
 
 class _Cli:
-    def __init__(self, shared: SharedWebPhone, holder: _Holder) -> None:
+    def __init__(self, shared: SharedWebPhone, holder: TonePlayer) -> None:
         self.shared = shared
         self.holder = holder
         self.done = asyncio.Event()
@@ -220,10 +160,10 @@ class _Cli:
             self.holder.check(session)
             return value
         if name == "tone":
-            media = _local_media(self._find(cmd["call_id"]))
+            media = local_media(self._find(cmd["call_id"]))
             if media is None:
                 raise LookupError(f"this member does not hold the media of {cmd['call_id']!r}")
-            self.holder.play(cmd["call_id"], media, float(cmd["hz"]))
+            self.holder.play(media, float(cmd["hz"]))
             return None
         if name == "holds":
             return self.holder.holds()
@@ -271,7 +211,9 @@ async def main_async(args: argparse.Namespace) -> int:
                             **({"media": _POLICIES.get(args.media, args.media)}
                                if args.media else {}))
     hear = tuple(float(hz) for hz in args.hear.split(",") if hz)
-    cli = _Cli(shared, _Holder(args.tone, hear))
+    player = TonePlayer(args.tone, hear, _out)
+    player.attach(shared)
+    cli = _Cli(shared, player)
     try:
         await shared.start()
     except Exception as exc:
