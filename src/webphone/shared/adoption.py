@@ -23,8 +23,11 @@ A new real adopts every record right after it registered (`Adoption`), in two st
    offer, or BYE with the reason). Then ``adopted`` on the session and ``adopted(session)`` on
    the phone.
 
-Actions of dummies that reach the new real meanwhile wait (`Adoption.idle`) and run once every
-call is settled, so a hangup during a takeover ends the adopted call instead of missing it.
+The new real tells the hub it is ready (`registered`) only once every call is settled: a real
+handing over keeps its SIP connection until then (a server may end the dialogs of a connection
+that closes: the sandbox does on a WebSocket close frame), and the hub queues the dummies'
+actions meanwhile; an action that reaches the new real anyway waits (`Adoption.idle`), so a
+hangup during a takeover ends the adopted call instead of missing it.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ from webphone.call import CallMedia, CallSession
 from webphone.errors import CallError, SipParseError, WebPhoneError
 from webphone.phone import WebPhone
 
-__all__ = ["RECORD_VERSION", "Adopted", "Adoption", "ContinuityRecords", "MediaFor", "call_record"]
+__all__ = ["RECORD_VERSION", "Adopted", "Adoption", "ContinuityRecords", "MediaFor",
+           "call_record"]
 
 log = logging.getLogger("webphone.shared.adoption")
 
