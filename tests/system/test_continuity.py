@@ -161,9 +161,6 @@ async def test_sigstop_of_the_signalling_holder_past_the_timeout(
 
 
 @GROUPS
-@pytest.mark.skip(reason="the leaving real closes its WebSocket (a close frame) before the "
-                  "successor's re-INVITE: the sandbox ends the dialog on a clean close (BYE "
-                  "'remote hung up' at the far party), the adoption's re-INVITE gets 481")
 async def test_graceful_leave_of_the_signalling_holder(
     holders: Callable[[list[str]], Any], far: FarParty
 ) -> None:
