@@ -109,10 +109,11 @@ class GroupCall:
         return self.members[member.name][1]
 
     async def new_holder(self, since: dict[str, int], timeout: float = 15.0) -> MemberProc:
-        """The member that reports holding the call's media after the marks `since`."""
+        """The member that reports holding the call's media after the marks `since` (only
+        the members named there: a member just killed may not look dead yet)."""
         waits = {asyncio.ensure_future(m.wait_event(is_("holding", self.call_id), timeout,
                                                     since=since[m.name])): m
-                 for m in self.alive()}
+                 for m in self.alive() if m.name in since}
         try:
             done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             task = done.pop()
