@@ -275,7 +275,8 @@ class RemoteMedia(EventEmitter):
         return continuity_record(local_sdp=sdp.local, remote_sdp=sdp.remote,
                                  direction=self._direction, muted=self._muted,
                                  receive_sample_rate=rate,
-                                 dtmf_payload_type=_dtmf_payload_type(sdp.remote))
+                                 dtmf_payload_type=_dtmf_payload_type(
+                                     sdp.remote, sdp.local if sdp.answered_by_us else sdp.remote))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -432,11 +433,11 @@ def _sdp_of(value: Any, op: str, holder: str) -> str:
     return sdp
 
 
-def _dtmf_payload_type(remote: str) -> int | None:
-    """The telephone-event payload type at the clock rate of the send codec (the first codec
-    of the answer), as `MediaSession` picks it; None if there is none."""
+def _dtmf_payload_type(remote: str, answer: str) -> int | None:
+    """The telephone-event payload type we send DTMF with, as `MediaSession` picks it: the
+    far party's, at the clock rate of the send codec (the answer's first); None if none."""
     try:
-        codecs = audio_codecs(remote)
+        codecs = audio_codecs(answer)
         if not codecs:
             return None
         return telephone_events(remote).get(codecs[0].clock_rate)
