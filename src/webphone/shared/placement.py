@@ -160,6 +160,16 @@ class MediaPlacement:
             log.info("could not refresh the member list: %s", exc)
         return self._known
 
+    async def live(self, holder: str) -> str | None:
+        """`holder` if it is a live member now (a taker may have died since it asked), else
+        None: the real then holds the call's media."""
+        members = await self.refresh_members()
+        if any(m.get("member_id") == holder and not m.get("leaving") for m in members):
+            return holder
+        log.warning("member %s asked to hold a call's media but is not in the group (any "
+                    "more): the real holds it", holder)
+        return None
+
     def refresh_soon(self) -> None:
         """`refresh_members` in the background, for a callable policy (a call rang)."""
         if not callable(self.policy):

@@ -251,10 +251,21 @@ class RemoteMedia(EventEmitter):
     async def wait_first_audio(self, timeout: float) -> float:
         """Wait until the holder hears the far party on its current peer connection; returns
         the loop time (here) it did. `MediaError` after `timeout` s, as `MediaSession`'s."""
+        self._check_open()
+        await self._ensure_taken()
         loop = asyncio.get_running_loop()
         started = loop.time()
-        value = await self._call("media.update", {"wait_first_audio": timeout},
-                                 timeout=timeout + self.timeout)
+        # Not through the queue: a wait must not hold back what the call layer does meanwhile
+        # (the far party's re-offer, answered through this media, is what ends the wait).
+        try:
+            value = await self._delegate(self.holder, "media.update",
+                                         self.call_id, {"wait_first_audio": timeout},
+                                         timeout=timeout + self.timeout)
+        except MemberLostError:
+            self._holder_lost()
+            raise
+        except WebPhoneError as exc:
+            raise _remote_error(exc) from None
         after = value.get("after") if isinstance(value, dict) else None
         if isinstance(after, int | float) and not isinstance(after, bool) and after >= 0:
             return started + min(float(after), loop.time() - started)
