@@ -20,6 +20,12 @@ serving its calls until they have all ended (at most `timeout` seconds, default
 `drain_timeout`), then hangs up whatever is left, and only then hands the registration over.
 Calls in progress on a real that *crashes* are lost with it (their media lived there).
 
+Media placement (issue #11): each call's audio lives on one member, its media holder, by the
+`media` policy (`placement.py`): by default the member that answers or places it. The real
+keeps the SIP dialog and relays SDP to the holder (`remote_media.py`); every member answers
+those delegates (`media_host.py`, this class is the `PlaneListener`). A holder that is lost or
+leaves has its calls' media moved to another member (the call layer's `renew_media`).
+
 A promotion that fails, for any reason, gives the role up at once (`promotion_failed` event, an
 ERROR log line, `GroupMember.resign`) so the group promotes another member: never a real that
 cannot register. Options are checked when the object is made (`TypeError`), on every member.
