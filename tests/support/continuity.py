@@ -132,8 +132,9 @@ def marks(members: list[MemberProc]) -> dict[str, int]:
 async def answer_call(members: Members, far: FarParty, user: str, by: str) -> GroupCall:
     """The far party calls `user` (the group); member `by` answers (and so holds the media)."""
     member = members[by][0]
+    since = len(member.events)  # a member answering its second call: not the first again
     calling = asyncio.ensure_future(far.call(user))
-    ringing = await member.wait_event(is_("inbound_call"), 10)
+    ringing = await member.wait_event(is_("inbound_call"), 10, since=since)
     call_id = ringing["call_id"]
     result = await member.command("session", call_id=call_id, name="answer")
     if not result["ok"]:

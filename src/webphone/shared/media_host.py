@@ -205,6 +205,10 @@ class LocalMedia:
 
         return MediaSession(loopback_only=self.loopback_only, stun_servers=self.stun_servers)
 
+    def make(self, record: Mapping[str, Any] | None, session: Any = None) -> MediaSession:
+        """`resume(record)`, or `new(session)` when there is no record."""
+        return self.new(session) if record is None else self.resume(record)
+
     def resume(self, record: Mapping[str, Any]) -> MediaSession:
         """Media continuing `record` (`MediaSession.resume`; MediaError naming a bad field)."""
         from webphone.media import MediaSession
