@@ -45,6 +45,19 @@ def test_taker_holds_what_it_answers_and_the_real_the_rest() -> None:
     assert choose_holder("real", taker="a", real="r", call={}, members=group) == "r"
 
 
+def test_moved_media_goes_to_the_least_loaded_member_other_than_the_real() -> None:
+    """"taker" moving a call's media (no taker; loads given): the member other than the real
+    holding the fewest calls, the first of equals; the real when it is alone."""
+    group = [{"member_id": "r", "role": "real"}, *members("a", "b", "c")]
+    assert choose_holder("taker", taker=None, real="r", call={}, members=group, exclude={"a"},
+                         load={"b": 2, "c": 1}) == "c"
+    assert choose_holder("taker", taker=None, real="r", call={}, members=group,
+                         load={}) == "a"
+    assert choose_holder("taker", taker=None, real="r", call={}, members=group[:2],
+                         exclude={"a"}, load={}) == "r"
+    assert choose_holder("real", taker=None, real="r", call={}, members=group, load={}) == "r"
+
+
 def test_a_callable_policy_sees_the_live_members_and_the_taker() -> None:
     """The callable gets the call (with "taker") and the live, not leaving, members."""
     seen: list[Any] = []

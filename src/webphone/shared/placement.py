@@ -5,7 +5,10 @@ Theory of operation (issue #11 items 1, 3, 5). The real holds every SIP dialog; 
 (`SharedWebPhone(media=...)`):
 
 * ``"taker"`` (default): the member whose `answer()` or `call()` it was (a dummy's action
-  carries ``"holder": <its member id>``); the real for auto-answer and its own calls.
+  carries ``"holder": <its member id>``); the real for auto-answer and its own calls. When the
+  media moves (its holder is lost or leaves), the live member other than the real that holds
+  the fewest calls' media, else the real: media on a dummy keeps a crash of the real cheap
+  (the successor only refreshes the dialog) and the real's cores free for signalling.
 * ``"real"``: always the real (the behaviour before media placement).
 * a callable ``policy(call_info, members) -> member_id`` (e.g. the least loaded); `call_info`
   is the call's snapshot fields plus ``"taker"``, `members` the live members (dicts of
@@ -65,16 +68,24 @@ def check_policy(policy: object) -> None:
 
 
 def choose_holder(policy: Policy, *, taker: str | None, real: str, call: Mapping[str, Any],
-                  members: Iterable[Mapping[str, Any]], exclude: Iterable[str] = ()) -> str:
+                  members: Iterable[Mapping[str, Any]], exclude: Iterable[str] = (),
+                  load: Mapping[str, int] | None = None) -> str:
     """The member id that should hold a call's media (pure). `members` are the group's
-    (`SharedWebPhone.members()` dicts); those in `exclude` or leaving are not candidates."""
+    (`SharedWebPhone.members()` dicts); those in `exclude` or leaving are not candidates.
+    `load` (calls' media held, by member id) is given when the media moves: "taker" then picks
+    the least loaded member other than the real (the first of equals), else the real."""
     gone = set(exclude)
     live = [dict(m) for m in members if m.get("member_id") not in gone and not m.get("leaving")]
     ids = {m.get("member_id") for m in live} | {real}
     if policy == "real":
         return real
     if policy == "taker":
-        return taker if taker is not None and taker not in gone else real
+        if taker is not None and taker not in gone:
+            return taker
+        others = [str(m["member_id"]) for m in live if m.get("member_id") != real]
+        if load is None or not others:
+            return real
+        return min(others, key=lambda member: load.get(member, 0))
     try:
         chosen = policy({**call, "taker": taker}, live)
     except Exception:
@@ -262,7 +273,7 @@ class MediaPlacement:
         me = self._me() or ""
         await self.refresh_members()
         chosen = choose_holder(self.policy, taker=None, real=me, call=call_state(session),
-                               members=self._known, exclude=exclude)
+                               members=self._known, exclude=exclude, load=self._load())
         if chosen in exclude:  # the real itself is leaving: any other live member
             chosen = next((m["member_id"] for m in self._known
                            if m.get("member_id") not in exclude and not m.get("leaving")), me)
@@ -295,6 +306,15 @@ class MediaPlacement:
         if holder == me:
             self._emit("media_moved", session)
         return True
+
+    def _load(self) -> dict[str, int]:
+        """How many calls' media each member holds (the real's own not counted)."""
+        load: dict[str, int] = {}
+        for session in self._sessions():
+            media = getattr(session, "media", None)
+            if isinstance(media, RemoteMedia) and not media.closed:
+                load[media.holder] = load.get(media.holder, 0) + 1
+        return load
 
     async def _new_holder(self, session: Any, record: Mapping[str, Any], candidates: list[str],
                           me: str) -> Any:
