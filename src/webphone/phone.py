@@ -199,7 +199,7 @@ class WebPhone(EventEmitter):
             raise CallError(f"adopt_call(): call {call_id} is already one of this phone's")
         session = adopted_session(self._link, dict(record), gap=gap)
         if media is not None:
-            session._attach_media(media)
+            session.attach_media(media)
         self.call_sessions.append(session)
         self.emit("call_changed", session)
         return session
@@ -210,6 +210,15 @@ class WebPhone(EventEmitter):
             if session.call_id == call_id:
                 return session
         return None
+
+    def resume_media(self, record: Mapping[str, Any]) -> MediaSession:
+        """A `MediaSession` continuing the media of `record` (`MediaSession.continuity()` in
+        another process, e.g. a media holder that died), with this phone's media options;
+        give it to `session.renew_media`. `MediaError` names a bad field of the record."""
+        from .media import MediaSession
+
+        return MediaSession.resume(record, stun_servers=self.sip_info.stun_servers,
+                                   loopback_only=self.loopback_media)
 
     async def _new_media(self, session: BaseCallSession) -> MediaSession:
         if self.media_factory is not None:

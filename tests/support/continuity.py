@@ -47,9 +47,23 @@ if __name__ == "__main__":  # run as a script: `support` is importable from test
 
 from support.group import MemberGroup, MemberProc
 
-__all__ = ["FAR_TONE", "MEMBER_TONES", "FarParty", "GroupCall", "Members", "ToneMeter",
-           "answer_call", "dummies_of", "is_", "marks", "member_tone", "real_of",
-           "spawn_holders"]
+__all__ = [
+    "FAR_TONE",
+    "MEMBER_TONES",
+    "NEEDS_CONTINUITY",
+    "FarParty",
+    "GroupCall",
+    "Members",
+    "ToneMeter",
+    "answer_call",
+    "continuity_available",
+    "dummies_of",
+    "is_",
+    "marks",
+    "member_tone",
+    "real_of",
+    "spawn_holders",
+]
 
 FAR_TONE = 440.0
 MEMBER_TONES = (1000.0, 1200.0, 1400.0, 1600.0, 1800.0)
@@ -57,6 +71,26 @@ FRAME_S = 0.02
 RESUMED_AFTER = 0.1  # s without a tone frame after which the tone "begins" again
 Members = dict[str, tuple[MemberProc, float]]  # name -> (member process, its tone)
 Event = dict[str, Any]
+
+
+def placement_available() -> bool:
+    """Is media placement installed (webphone.shared.media_host, branch place)?"""
+    import importlib.util
+
+    return importlib.util.find_spec("webphone.shared.media_host") is not None
+
+
+def continuity_available() -> bool:
+    """Are media placement and adoption (webphone.shared.adoption, branch adopt) installed:
+    can calls outlive their processes?"""
+    import importlib.util
+
+    return placement_available() and importlib.util.find_spec(
+        "webphone.shared.adoption") is not None
+
+
+NEEDS_PLACEMENT = "needs media placement (webphone.shared.media_host, branch place)"
+NEEDS_CONTINUITY = (f"{NEEDS_PLACEMENT} and adoption (webphone.shared.adoption, branch adopt)")
 
 
 def member_tone(index: int) -> float:
@@ -114,11 +148,16 @@ class GroupCall:
         waits = {asyncio.ensure_future(m.wait_event(is_("holding", self.call_id), timeout,
                                                     since=since[m.name])): m
                  for m in self.alive() if m.name in since}
+        pending = set(waits)
+        errors: list[BaseException] = []
         try:
-            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            task = done.pop()
-            task.result()
-            return waits[task]
+            while pending:  # a member that exits (the one just killed) is no answer
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task.exception() is None:
+                        return waits[task]
+                    errors.append(task.exception())  # type: ignore[arg-type]
+            raise TimeoutError(f"no member took the media of {self.call_id}: {errors}")
         finally:
             for task in waits:
                 task.cancel()

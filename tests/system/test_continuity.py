@@ -15,7 +15,6 @@ SIGKILL IS such a growing gap.
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -25,32 +24,32 @@ import pytest
 
 from support.continuity import (
     FAR_TONE,
+    NEEDS_CONTINUITY,
+    NEEDS_PLACEMENT,
     FarParty,
     GroupCall,
     Members,
     answer_call,
+    continuity_available,
     dummies_of,
     is_,
     marks,
+    placement_available,
     real_of,
     spawn_holders,
 )
 from support.group import MemberGroup, MemberProc
 from support.redis_server import RedisServer
 from support.sandbox_server import SandboxServer
-from webphone import WebPhone
 
 GROUP_USER, FAR_USER = "105", "106"
 #: correctness bounds (see the module docstring), not targets
 SIGNALLING_GAP_BOUND_MS = 1000.0
 MEDIA_GAP_BOUND_MS = 5000.0
 
-_READY = (importlib.util.find_spec("webphone.shared.media_host") is not None
-          and hasattr(WebPhone, "adopt_call"))
 pytestmark = [pytest.mark.system, pytest.mark.timeout(60)]
-GROUPS = pytest.mark.skipif(not _READY, reason="needs media placement (webphone.shared."
-                            "media_host, branch place) and adoption (WebPhone.adopt_call, "
-                            "branch adopt)")
+GROUPS = pytest.mark.skipif(not continuity_available(), reason=NEEDS_CONTINUITY)
+PLACED = pytest.mark.skipif(not placement_available(), reason=NEEDS_PLACEMENT)
 
 async def check(call: GroupCall, since: float, holder: MemberProc, what: str
                 ) -> dict[str, Any]:
@@ -109,7 +108,7 @@ async def far(sandbox_server: SandboxServer, tmp_path: Path) -> AsyncIterator[Fa
         await party.close()
 
 
-@GROUPS
+@PLACED
 async def test_a_dummy_answers_holds_the_media_hears_and_speaks(
     holders: Callable[[list[str]], Any], far: FarParty
 ) -> None:
@@ -173,7 +172,7 @@ async def test_graceful_leave_of_the_signalling_holder(
     assert report["gap_ms"] < SIGNALLING_GAP_BOUND_MS, report
 
 
-@GROUPS
+@PLACED
 @BOTH
 async def test_sigkill_of_the_media_holder(
     holders: Callable[[list[str]], Any], far: FarParty

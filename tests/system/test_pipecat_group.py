@@ -1,10 +1,13 @@
 """examples/pipecat_bot.py as three processes of one SharedWebPhone group on the sandbox: the
-real one serves a call; SIGKILL of it mid-call shows what happens today (before calls can move
-between members, issue #11) and that the successor serves the next call.
+real one serves a call; SIGKILL of it mid-call.
 
-Today: the call's audio and its SIP dialog lived in the killed process. The caller stops
-hearing the bot at once; nobody can end the call for it (no other member has the dialog), so it
-stays up, silent, until the caller hangs up. The successor registers and serves the next call.
+With call continuity (issue #11: media placement and adoption installed) the successor adopts
+the call, takes its media (the dead real held it) and its `serve()` builds a pipeline for it:
+the caller hears the bot again, in the same call, without a BYE (the time is printed).
+
+Without it, the call's audio and its SIP dialog lived in the killed process: the caller stops
+hearing the bot at once; nobody can end the call for it, so it stays up, silent, until the
+caller hangs up; the successor registers and serves the next call.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from support.group import MemberGroup, short_runtime_dir
+from support.continuity import NEEDS_CONTINUITY, continuity_available
+from support.group import MemberGroup, MemberProc, short_runtime_dir
 from support.sandbox_server import SandboxServer
 from support.wait import wait_until
 from webphone import SipInfo, WebPhone
@@ -97,19 +101,72 @@ async def call_and_listen(phone: WebPhone) -> tuple[Any, Ear, asyncio.Task[None]
     return session, ear, asyncio.ensure_future(ear.listen(session.media))
 
 
+CONTINUITY = continuity_available()
+
+
+async def three_bots(bots: BotGroup) -> tuple[MemberProc, list[MemberProc]]:
+    """Three bot processes: the real one and the others."""
+    procs = await bots.spawn_ready(["a", "b", "c"])
+    (real,) = bots.reals()
+    return real, [p for p in procs if p is not real]
+
+
+def caller_phone(sandbox_server: SandboxServer) -> WebPhone:
+    """The caller, a plain WebPhone (`async with`)."""
+    sandbox_server.clear_bindings(CALLER_USER)
+    return WebPhone(SipInfo.from_dict(sandbox_server.sip_info(CALLER_USER)),
+                    instance_id="pipecat-caller", loopback_media=True)
+
+
+@pytest.mark.skipif(not CONTINUITY, reason=NEEDS_CONTINUITY)
+async def test_sigkill_of_the_bot_mid_call_the_caller_hears_the_bot_again(
+    sandbox_server: SandboxServer, bots: BotGroup
+) -> None:
+    """The real bot process (holding the call's SIP and audio) is SIGKILLed mid-greeting: a
+    successor adopts the call and serves it with a new pipeline; the caller, in the same call
+    and without a BYE, hears the bot greet again."""
+    real, others = await three_bots(bots)
+    loop = asyncio.get_running_loop()
+    async with caller_phone(sandbox_server) as caller:
+        byes: list[Any] = []
+        caller.sip_client.on("inbound_message", lambda m: byes.append(m) if getattr(
+            m, "method", None) == "BYE" else None)
+        session, ear, listening = await call_and_listen(caller)
+        greeted = await ear.sound(after=0, timeout=15)
+        await real.wait_event(lambda e: e["event"] == "answered", 5)
+        since = {p.name: len(p.events) for p in others}
+        await wait_until(lambda: ear.last > greeted + 0.5, 5)  # mid-greeting
+        killed = loop.time()
+        real.kill()
+
+        def back() -> float | None:  # a loud frame after >= 0.2 s without one
+            later = [t for t in ear.loud if t > killed]
+            return next((b for a, b in zip([killed, *later], later, strict=False)
+                         if b - a >= 0.2), None)
+
+        again = await wait_until(back, 15, message="the bot's voice to come back")
+        server = [p for p in others if p.last("answered") is not None
+                  and p.events.index(p.last("answered")) >= since[p.name]]
+        print(f"\nafter SIGKILL of the bot's process: the caller hears the bot again "
+              f"{(again - killed) * 1000:.0f} ms later, from {[p.name for p in server]}; "
+              f"call {session.state}, BYEs {len(byes)}")
+        assert server, "no other process served the call"
+        assert session.state == "answered" and not byes
+        await session.hangup()
+        listening.cancel()
+
+
+@pytest.mark.skipif(CONTINUITY, reason="with call continuity the call survives the kill: "
+                    "test_sigkill_of_the_bot_mid_call_the_caller_hears_the_bot_again")
 async def test_sigkill_of_the_bot_mid_call_and_the_successor_serves_the_next_call(
     sandbox_server: SandboxServer, bots: BotGroup
 ) -> None:
     """The real bot process is SIGKILLed mid-call: the caller's audio stops at once and the call
     stays up silent (today, see the module docstring) until the caller hangs up; a dummy becomes
     real, registers, and the caller's next call is answered and greeted by it."""
-    procs = await bots.spawn_ready(["a", "b", "c"])
+    real, others = await three_bots(bots)
     loop = asyncio.get_running_loop()
-    (real,) = bots.reals()
-    others = [p for p in procs if p is not real]
-    sandbox_server.clear_bindings(CALLER_USER)
-    async with WebPhone(SipInfo.from_dict(sandbox_server.sip_info(CALLER_USER)),
-                        instance_id="pipecat-caller", loopback_media=True) as caller:
+    async with caller_phone(sandbox_server) as caller:
         session, ear, listening = await call_and_listen(caller)
         greeted = await ear.sound(after=0, timeout=15)
         await real.wait_event(lambda e: e["event"] == "answered", 5)

@@ -38,6 +38,8 @@ log = logging.getLogger("webphone.call")
 
 #: Version of `continuity_record()`; `WebPhone.adopt_call` refuses any other.
 CALL_RECORD_VERSION = 1
+#: Headers of our INVITE that are not written into a continuity record (digest credentials).
+_CREDENTIALS = ("Authorization", "Proxy-Authorization")
 #: How often a re-INVITE of `renew_media` refused with 491 (glare, RFC 3261 §14.1) is retried.
 GLARE_RETRIES = 2
 
@@ -159,6 +161,11 @@ class MediaMoves(LiveSession):
             # glare: the other end re-INVITEs with an offer of its own, which renews us too
             log.info("call %s: re-offer after the far end moved failed: %s", self.call_id, exc)
 
+    def attach_media(self, media: CallMedia) -> None:
+        """Make `media` this call's media with no signalling: media that already carries the
+        call's negotiated session (an adopted call whose media another member holds on)."""
+        self._attach_media(media)
+
     # -- continuity --------------------------------------------------------------------------
 
     def continuity_record(self) -> dict[str, Any]:
@@ -168,10 +175,15 @@ class MediaMoves(LiveSession):
         answered."""
         self._require("answered", action="continuity_record")
         assert self.core is not None
+        core = self.core.to_dict()
+        invite = self.core.invite.copy()
+        for name in _CREDENTIALS:  # a digest answer of ours must not travel either
+            invite.headers.remove(name)
+        core["invite"] = str(invite)
         return {
             "version": CALL_RECORD_VERSION,
             "direction": self.direction,
-            "core": self.core.to_dict(),
+            "core": core,
             "local_address": str(self.local_address),
             "remote_address": str(self.remote_address),
             "target": getattr(self, "target_uri", None),

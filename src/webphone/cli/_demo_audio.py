@@ -17,10 +17,8 @@ RESUMED_AFTER = 0.1
 
 def continuity_available() -> bool:
     """Can calls outlive the real here (media placement and adoption are installed)?"""
-    from webphone.phone import WebPhone
-
-    return (importlib.util.find_spec("webphone.shared.media_host") is not None
-            and hasattr(WebPhone, "adopt_call"))
+    return all(importlib.util.find_spec(f"webphone.shared.{name}") is not None
+               for name in ("media_host", "adoption"))
 
 
 class AudioWatch:

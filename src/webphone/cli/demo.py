@@ -13,7 +13,7 @@
 5. a second call, served by the new real, answered from a dummy, hung up;
 6. everyone quits (the last member unregisters), the hub exits, every process is reaped.
 
-Without media placement and adoption (webphone.shared.media_host, WebPhone.adopt_call) the
+Without media placement and adoption (webphone.shared.media_host, .adoption) the
 audio lives on the real, and step 3 shows the call dying with it (step 4 is skipped).
 
 The members print JSON lines (see `webphone.cli.phone`); the demo waits for their events with

@@ -150,6 +150,10 @@ class RealCheck(Protocol):
     async def confirm_real(self) -> bool:
         """True if this member is (still) the group's real: asked before every REGISTER."""
 
+    def stalled(self) -> bool:
+        """True while our loop stalled (SIGSTOP, a blocked loop) and the hub has not confirmed
+        our role since: we may have been deposed meanwhile."""
+
 
 class GroupSipClient(SipClient):
     """A SipClient that asks the group before every REGISTER (fencing) and goes silent for good
@@ -166,6 +170,11 @@ class GroupSipClient(SipClient):
         return await super().register(expires)
 
     async def send(self, message: SipRequest | SipResponse) -> None:
+        # Invariant 8: a real that stalled (SIGSTOP past the timeout) may have been replaced
+        # and its dialogs adopted: it sends nothing until the hub confirms it is still the real
+        # (the hub answers in order, so a pending demotion arrives first and fences us).
+        if not self._fenced and self._member.stalled() and not await self._member.confirm_real():
+            self.fence()
         if self._fenced:
             raise TransportError("fenced: another member of the group is the real phone now")
         await super().send(message)

@@ -174,6 +174,15 @@ class MediaHost:
             if self._dropped is not None:
                 self._dropped(call_id, media)
 
+    def hand_over(self, call_id: str) -> MediaSession | None:
+        """This member became the real and adopts the call: its media (if held here and open)
+        leaves the host for the call's own session; delegates no longer reach it."""
+        media = self.sessions.pop(call_id, None)
+        self._locks.pop(call_id, None)
+        if media is None or media.closed:
+            return None
+        return media
+
     async def close_all(self) -> None:
         """Stop every call's media here (the member leaves)."""
         for task in list(self._tasks):

@@ -425,6 +425,11 @@ class GroupMember:
         return Hello(self.member_id, self.pid, self.host, self.group, self.started_at,
                      epoch=self.view.epoch, real=claim and self.view.epoch > 0)
 
+    def stalled(self) -> bool:
+        """True while our loop stalled longer than the heartbeat timeout (SIGSTOP, a blocked
+        loop: F14) and the hub has not confirmed our role since."""
+        return self._stalled()
+
     def _stalled(self) -> bool:
         """True if our loop did not run for longer than the heartbeat timeout (SIGSTOP, a
         blocked loop, suspend: F14) and the hub has not confirmed our role since."""

@@ -50,7 +50,9 @@ from typing import Any
 from webphone._backoff import backoff
 from webphone._events import EventEmitter
 from webphone._options import check_values, keyword_options
+from webphone.call import CallMedia
 from webphone.errors import (
+    GroupProtocolError,
     HubTimeoutError,
     NoRealPhoneError,
     RegistrationError,
@@ -58,6 +60,7 @@ from webphone.errors import (
     WebPhoneError,
 )
 from webphone.phone import WebPhone
+from webphone.shared.adoption import Adopted, Adoption, ContinuityRecords
 from webphone.shared.group import (
     GroupSipClient,
     as_sip_info,
@@ -207,6 +210,10 @@ class SharedWebPhone(EventEmitter):
             emit=self.emit)
         #: a real's snapshots: what they say and when they go out
         self._publisher = StatePublisher(changed=self._on_session_event)
+        #: a real's continuity records, and a new real's takeover of its predecessor's calls
+        self._records = ContinuityRecords(self._publish_continuity)
+        self._adoption = Adoption(records=self._records, media_for=self.media_for,
+                                  emit=self.emit)
         self._warm: dict[str, Any] = {}  # real: call id -> WarmTransfer in progress
         self._role_events: asyncio.Queue[tuple[Role | None, Role, int]] = asyncio.Queue()
         self._role_worker: asyncio.Task[None] | None = None
@@ -566,16 +573,58 @@ class SharedWebPhone(EventEmitter):
                 await phone.dispose()
             return
         self._retry_delays = None
+        adopted = self._adoption.adopt(phone, self._predecessor_calls())
         self._install_real(phone)
         self.member.registered(self.member.epoch)
         self._flush_publish()
         self._settle()
         self.emit("role", "real")
+        if adopted:
+            self._background(self._settle_adopted(phone, adopted))
         if self.preload_media:
             loaded = asyncio.get_running_loop().run_in_executor(None, _preload_media)
             loaded.add_done_callback(lambda _: self.emit("media_ready"))
             self._bg.add(loaded)
             loaded.add_done_callback(self._bg.discard)
+
+    # -- continuity: the calls outlive their real (shared/adoption.py) ------------------------
+
+    def media_for(self, call_id: str, holder: str, record: Mapping[str, Any]
+                  ) -> CallMedia | None:
+        """The media an adopted call goes on with while member `holder` (alive) holds it: the
+        MediaSession this member held as a dummy, or a `RemoteMedia` reaching `holder` (built
+        from the media `record`); None: not there after all, the media is renewed here."""
+        if holder == self.member_id:
+            return self.media_host.hand_over(call_id)
+        session = self._real.find_session(call_id) if self._real is not None else None
+        if session is None:
+            return None
+        return self._placement.adopted(session, holder, record)
+
+    def _predecessor_calls(self) -> dict[str, Any]:
+        """The calls of the continuity state a previous real published (to adopt)."""
+        assert self.member is not None
+        state = self.member.continuity.state
+        if state is None or state.epoch >= self.member.epoch:
+            return {}
+        return state.calls
+
+    async def _settle_adopted(self, phone: WebPhone, adopted: list[Adopted]) -> None:
+        assert self.member is not None
+        try:
+            alive = {m.member_id for m in await self.member.members(self.action_timeout)}
+        except WebPhoneError as exc:  # the hub is away: every holder counts as gone
+            log.warning("adoption: no member list (%s); renewing the media of every call", exc)
+            alive = set()
+        await self._adoption.settle(phone, adopted, self.member.member_id or "", alive)
+
+    def _publish_continuity(self, calls: dict[str, dict[str, Any]]) -> None:
+        if self.member is None:
+            return
+        try:
+            self.member.publish_continuity(calls)
+        except GroupProtocolError as exc:  # too large, not JSON: the calls stay, unprotected
+            log.error("could not publish the continuity state: %s", exc)
 
     def _give_up_real(self, error: Exception) -> None:
         """A promotion failed: leave the real role at once so the group promotes another
@@ -666,6 +715,7 @@ class SharedWebPhone(EventEmitter):
             log.warning("deposed: another member is the group's real phone now")
             self.phone = self._dummy_phone()
             self._publisher.reset()
+            self._records.reset()
         if self.member is not None and self.member.view.snapshots.state is not None:
             self._sync_proxies(self.member.view.snapshots.state)
         if phone is not None:  # `role` was "real" (announced once registered): now it is not
@@ -711,6 +761,7 @@ class SharedWebPhone(EventEmitter):
             self._publisher.cancel()
             return
         self._publisher.flush(self._real.call_sessions, self.member.publish)
+        self._records.flush(self._real.call_sessions, self.member.member_id or "")
 
     async def _tick_loop(self) -> None:
         # a safety net for changes no event announces (mute flags, ended-call retention)
@@ -747,6 +798,7 @@ class SharedWebPhone(EventEmitter):
         self.member.send_result(token, action.action_id, value=jsonable(value), error=error)
 
     async def _execute(self, action: Action) -> Any:
+        await self._adoption.idle()  # actions during a takeover run once it is done
         phone = self._real
         if phone is None:
             raise NoRealPhoneError("this member is no longer the real phone")

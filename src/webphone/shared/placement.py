@@ -162,6 +162,12 @@ class MediaPlacement:
         return RemoteMedia(self._delegate, holder, session.call_id, record=record,
                            on_lost=lambda media: self._holder_gone(session, media))
 
+    def adopted(self, session: Any, holder: str, record: Mapping[str, Any]) -> RemoteMedia:
+        """The media of a call this (new) real adopted, held on by live member `holder`
+        (its continuity `record`: the SDPs negotiated so far); no media.take."""
+        return RemoteMedia(self._delegate, holder, session.call_id, record=record, held=True,
+                           on_lost=lambda media: self._holder_gone(session, media))
+
     async def refresh_members(self) -> list[dict[str, Any]]:
         """Read the group's members again (the callable policy sees them); the last known
         list if the hub does not answer in time."""

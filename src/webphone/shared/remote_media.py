@@ -94,7 +94,9 @@ class RemoteMedia(EventEmitter):
     """A call's media held by member `holder`, driven from the real (module docstring).
 
     `record`: a continuity record the holder resumes from (`MediaSession.resume`), or None
-    for new media. `on_lost(media)` is called once when a delegate finds the holder gone.
+    for new media; `held=True`: the holder holds the media of `record` already (a new real
+    adopting the call), nothing is taken. `on_lost(media)` is called once when a delegate
+    finds the holder gone.
     """
 
     def __init__(
@@ -106,6 +108,7 @@ class RemoteMedia(EventEmitter):
         record: Mapping[str, Any] | None = None,
         timeout: float = DELEGATE_TIMEOUT,
         on_lost: Callable[[RemoteMedia], None] | None = None,
+        held: bool = False,
     ) -> None:
         super().__init__()
         self.holder = holder
@@ -127,6 +130,9 @@ class RemoteMedia(EventEmitter):
         self._queue: asyncio.Queue[_Op] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._taken: asyncio.Future[Any] | None = None
+        if held:  # the holder has the call's media already (an adopted call): no media.take
+            self._taken = asyncio.get_running_loop().create_future()
+            self._taken.set_result(None)
         self._closed = False
         self._lost = False
 

@@ -7,12 +7,13 @@ caller hung up, or the server closes). Then it cleans up: a call the pipeline le
 hung up, a pipeline whose call ended is cancelled. A call over the limit is declined (603 on
 a standard server, RingCentral's decline command there) and logged with the reason.
 
-On a `SharedWebPhone` only the member that holds a call's media serves it. Today that is the
-real member (docs/audio.md, "Audio in a group"): every member may run `serve()`, the real one
-answers, the others see `ProxyCallSession`s and leave them alone; when the real dies, its
-calls end with it and the successor serves the next ones. When calls belong to the group (issue
-#11), `_holds_media` follows the group's media policy and an adopted call gets a pipeline too
-(docs/pipecat.md, "Continuity").
+On a `SharedWebPhone` only the member that holds a call's media serves it: every member may
+run `serve()`; the real one answers a new call (and so holds its media, the default placement),
+the others see `ProxyCallSession`s and leave them alone. When a call's media lands on another
+member (the group's `adopted` / `media_moved` events: the process that served it died, issue
+#11) that member's server builds a fresh pipeline for it, without answering, and the
+conversation goes on from there (docs/pipecat.md, "Continuity"); `user_data` starts empty
+there. A pipeline whose call's media moved away ends without hanging the call up.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ log = logging.getLogger("webphone.pipecat")
 DEFAULT_MAX_CALLS = 4
 #: How long a pipeline may take to wind down once its call ended, in seconds.
 CLEANUP_TIMEOUT = 5.0
+#: The phone's events saying a call's media now lives on this member (issue #11).
+_MEDIA_HERE = ("adopted", "media_moved")
 
 
 class Phone(Protocol):
@@ -66,6 +69,7 @@ class ServedCall:
     transport: WebPhoneTransport
     phone: Any
     user_data: UserData
+    media: Any = None  # the session's media when the pipeline started
     worker: PipelineWorker | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -74,9 +78,17 @@ MakePipeline = Callable[[ServedCall], "PipelineWorker | Awaitable[PipelineWorker
 
 
 def _holds_media(phone: Any, session: Any) -> bool:
-    """Whether this member serves `session`: today the real phone, where the audio lives (a
-    dummy's `ProxyCallSession` has no `media`)."""
+    """Whether this member answers the new call `session`: the real phone (a dummy's
+    `ProxyCallSession` is left to it)."""
     return getattr(phone, "role", "real") == "real" and hasattr(session, "media")
+
+
+def _media_here(session: Any) -> bool:
+    """Whether `session`'s audio is in this process: a `MediaSession`, not a stand-in for
+    media another member holds."""
+    from webphone.media import MediaSession
+
+    return isinstance(getattr(session, "media", None), MediaSession)
 
 
 class CallServer:
@@ -98,6 +110,8 @@ class CallServer:
         self._idle = asyncio.Event()
         self._idle.set()
         phone.on("inbound_call", self._on_inbound_call)
+        for event in _MEDIA_HERE:
+            phone.on(event, self._on_media_here)
 
     def _on_inbound_call(self, session: Any) -> None:
         if self.closed or not _holds_media(self.phone, session):
@@ -110,9 +124,28 @@ class CallServer:
                         session.call_id, session.remote_number, len(self.calls), self.max_calls)
             self._spawn_decline(session)
             return
+        self._start(session)
+
+    def _on_media_here(self, session: Any, *_: Any) -> None:
+        """A call's media now lives here (adopted, or moved here): serve it, even over
+        `max_calls` (it is a call in progress, declining it would end it)."""
+        if self.closed or session.state != "answered" or not _media_here(session):
+            return
+        served = [c for c in self.calls if c.session.call_id == session.call_id]
+        if any(c.media is session.media for c in served):
+            return
+        for old in served:  # its media was renewed: the old pipeline's audio is gone
+            if old.worker is not None and not old.worker.has_finished():
+                task = asyncio.ensure_future(old.worker.cancel(reason="media moved"))
+                task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+        log.info("serving call %s, whose media moved to this member", session.call_id)
+        self._start(session)
+
+    def _start(self, session: Any) -> None:
         user_data = UserData()
         params = self.params.model_copy() if self.params is not None else None
         call = ServedCall(session=session, phone=self.phone, user_data=user_data,
+                          media=getattr(session, "media", None),
                           transport=WebPhoneTransport(session, params, user_data=user_data))
         self.calls.append(call)
         self._idle.clear()
@@ -155,7 +188,8 @@ class CallServer:
         if call.worker is not None and not call.worker.has_finished():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(call.worker.cancel(reason="call served"), CLEANUP_TIMEOUT)
-        if session.state in ("init", "ringing", "answered"):
+        moved = call.media is not None and getattr(session, "media", None) is not call.media
+        if session.state in ("init", "ringing", "answered") and not moved:
             try:
                 await session.hangup()
             except WebPhoneError as exc:
@@ -174,6 +208,8 @@ class CallServer:
         if not self.closed:
             self.closed = True
             self.phone.off("inbound_call", self._on_inbound_call)
+            for event in _MEDIA_HERE:
+                self.phone.off(event, self._on_media_here)
         tasks = [call.task for call in self.calls if call.task is not None]
         for call in list(self.calls):
             if call.worker is not None and not call.worker.has_finished():
