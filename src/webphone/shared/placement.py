@@ -134,6 +134,7 @@ class MediaPlacement:
         self._emit = emit
         self._known: list[dict[str, Any]] = []  # the last member list (for the factory)
         self._moving: dict[str, asyncio.Task[bool]] = {}  # call id -> move under way
+        self._placing: dict[str, int] = {}  # member id -> moves to it under way
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- placing new media -----------------------------------------------------------------------
@@ -229,7 +230,9 @@ class MediaPlacement:
         calls = [s for s in self._sessions()
                  if isinstance(getattr(s, "media", None), RemoteMedia)
                  and s.media.holder == holder and not s.media.closed]
-        results = await asyncio.gather(*(self._move_held(s, exclude={holder}) for s in calls))
+        # the leaving holder closes its media itself once we answer: no close to wait for here
+        results = await asyncio.gather(*(self._move_held(s, exclude={holder}, close_old=False)
+                                         for s in calls))
         return {"moved": [s.call_id for s, ok in zip(calls, results, strict=True) if ok],
                 "ended": [s.call_id for s, ok in zip(calls, results, strict=True) if not ok]}
 
@@ -248,7 +251,7 @@ class MediaPlacement:
         return {"moved": [s.call_id for s, ok in zip(calls, results, strict=True) if ok],
                 "ended": [s.call_id for s, ok in zip(calls, results, strict=True) if not ok]}
 
-    async def _move_held(self, session: Any, exclude: set[str]) -> bool:
+    async def _move_held(self, session: Any, exclude: set[str], close_old: bool = True) -> bool:
         existing = self._moving.get(session.call_id)
         if existing is not None:
             return await asyncio.shield(existing)
@@ -259,7 +262,7 @@ class MediaPlacement:
             log.info("call %s keeps its media: %s", session.call_id, exc)
             return False
         task = self._start_move(session, self._move(session, record, exclude=exclude,
-                                                    why="graceful move"))
+                                                    why="graceful move", close_old=close_old))
         return await asyncio.shield(task)
 
     # -- the move itself -------------------------------------------------------------------------
@@ -273,9 +276,10 @@ class MediaPlacement:
         return task
 
     async def _move(self, session: Any, record: Mapping[str, Any], *, exclude: set[str],
-                    why: str) -> bool:
+                    why: str, close_old: bool = True) -> bool:
         """Give the call's media to a new holder resumed from `record`, then renew the far
-        party's media through the call layer. True if the call goes on."""
+        party's media through the call layer. True if the call goes on. `close_old=False`:
+        the old holder closes the replaced media itself (it is leaving)."""
         me = self._me() or ""
         await self.refresh_members()
         chosen = choose_holder(self.policy, taker=None, real=me, call=call_state(session),
@@ -283,7 +287,16 @@ class MediaPlacement:
         if chosen in exclude:  # the real itself is leaving: any other live member
             chosen = next((m["member_id"] for m in self._known
                            if m.get("member_id") not in exclude and not m.get("leaving")), me)
-        candidates = [chosen] + ([me] if me not in exclude else [])
+        self._placing[chosen] = self._placing.get(chosen, 0) + 1  # moves at once spread out
+        try:
+            return await self._renew(session, record, [chosen] + ([me] if me not in exclude
+                                                               else []), why, close_old)
+        finally:
+            self._placing[chosen] -= 1
+
+    async def _renew(self, session: Any, record: Mapping[str, Any], candidates: list[str],
+                     why: str, close_old: bool) -> bool:
+        me = self._me() or ""
         media = await self._new_holder(session, record, candidates, me)
         if media is None:
             await _end(session, f"{why}: no member could take the call's media over")
@@ -306,7 +319,10 @@ class MediaPlacement:
             return False
         finally:
             if old is not None and old is not media:
-                await _close(old)
+                if close_old:
+                    await _close(old)
+                elif isinstance(old, RemoteMedia):
+                    old.abandon()
         holder = media.holder if isinstance(media, RemoteMedia) else me
         log.info("call %s: media now on %s (%s)", session.call_id, holder, why)
         if holder == me:
@@ -314,8 +330,9 @@ class MediaPlacement:
         return True
 
     def _load(self) -> dict[str, int]:
-        """How many calls' media each member holds (the real's own not counted)."""
-        load: dict[str, int] = {}
+        """How many calls' media each member holds or is taking (the real's own not
+        counted)."""
+        load = {member: n for member, n in self._placing.items() if n}
         for session in self._sessions():
             media = getattr(session, "media", None)
             if isinstance(media, RemoteMedia) and not media.closed:
