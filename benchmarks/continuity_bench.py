@@ -183,22 +183,28 @@ async def leave_run(lab: Lab) -> dict[str, Any]:
 
 
 async def soak(lab: Lab) -> dict[str, Any]:
+    """One call; kills of the signalling holder and of the media holder as planned (a kill of
+    a real that holds the media too counts as "both"); a fresh member after each."""
     signalling, media = _soak_counts()
     total = signalling + media
     media_at = {round(k * total / media) for k in range(media)} if media else set()
     plan = ["media" if i in media_at else "signalling" for i in range(total)]
-    gaps: dict[str, list[float]] = {"signalling": [], "media": []}
+    gaps: dict[str, list[float]] = {"signalling": [], "media": [], "both": []}
     lost = 0
-    async with lab.scene(3, policy="dummy") as (group, members, (far,)):
-        call = await answer_call(members, far, GROUP_USER, dummies_of(members)[0].name)
+    async with lab.scene(4, policy="dummy") as (group, members, (far,)):
+        await real_of(members).command("refresh_members")  # the policy sees every member
+        # the youngest dummy: the oldest is promoted when the real dies
+        call = await answer_call(members, far, GROUP_USER, dummies_of(members)[-1].name)
         started = time.monotonic()
         for kind in plan:
+            if call.holder.role == "real":
+                kind = "both"  # the real holds the media: killing either is killing both
             try:
-                if kind == "signalling" and call.holder.role == "real":
-                    kind = "media"  # the holder is the real: killing it is both at once
-                report = await (kill_media(call) if kind == "media" else kill_signalling(call))
+                report = await (kill_signalling(call) if kind == "signalling"
+                                else kill_media(call))
             except (TimeoutError, RuntimeError) as exc:
-                print(f"  soak: the call did not come back after a {kind} kill: {exc}")
+                print(f"  soak: the call did not come back after a {kind} kill: "
+                      f"{str(exc).splitlines()[0]}")
                 lost = 1
                 break
             gaps[kind].append(report["gap_ms"])
@@ -206,6 +212,7 @@ async def soak(lab: Lab) -> dict[str, Any]:
                 lost = 1
                 break
             await lab.replace(group, members)
+            await real_of(members).command("refresh_members")
         final = await far.report(since=started)
     return {"lost": lost, "gaps": gaps, "byes": final["byes"], "reinvites": final["reinvites"],
             "minutes": (time.monotonic() - started) / 60}
@@ -291,6 +298,7 @@ async def _all(server: SandboxServer, workdir: Path, soak_too: bool) -> list[dic
             **({} if result is None else {
                 "signalling_gaps_ms": _spread(result["gaps"]["signalling"]),
                 "media_gaps_ms": _spread(result["gaps"]["media"]),
+                "both_gaps_ms": _spread(result["gaps"]["both"]),
                 "kills_done": {k: len(v) for k, v in result["gaps"].items()},
                 "byes": result["byes"], "minutes": round(result["minutes"], 1)})))
     return rows
