@@ -5,7 +5,7 @@ holds and reports what it hears); the far party is a `WebPhone` in its own proce
 (tests/support/continuity.py) playing 440 Hz. For every fault: the far party keeps hearing a
 member's tone (the gap is printed: benchmarks/continuity_bench.py measures it), the member that
 holds the media afterwards hears 440 Hz, the far party got no BYE, and every live member shows
-the one call, answered. Over the local hub (sandbox) and Redis.
+the one call, answered. Over the local hub (sandbox) and Redis; the kills also through Kamailio.
 
 The gap bounds asserted here are correctness bounds, far above the targets: "the audio came
 back", not a measurement (a dead call is a gap that grows without end). The last test checks
@@ -78,10 +78,22 @@ async def check(call: GroupCall, since: float, holder: MemberProc, what: str
 
 
 BOTH = pytest.mark.parametrize("holders", ["local", "redis"], indirect=True)
+#: over the local hub and Redis on the sandbox, and over the local hub through Kamailio
+SERVERS = pytest.mark.parametrize(("holders", "server"), [
+    ("local", "sandbox"), ("redis", "sandbox"), ("local", "kamailio")], indirect=True)
 
 
 @pytest.fixture
-async def holders(request: pytest.FixtureRequest, sandbox_server: SandboxServer,
+def server(request: pytest.FixtureRequest, sandbox_server: SandboxServer) -> Any:
+    """The SIP server of the group and the far party: the sandbox (default) or the test
+    Kamailio (parametrized "kamailio": it routes in-dialog requests to the device's new flow)."""
+    if getattr(request, "param", "sandbox") == "kamailio":
+        return request.getfixturevalue("kamailio")
+    return sandbox_server
+
+
+@pytest.fixture
+async def holders(request: pytest.FixtureRequest, server: Any,
                   member_group: Callable[..., MemberGroup]
                   ) -> Callable[[list[str]], Any]:
     """`await holders(names)` -> {name: (member, tone)}: a group on the sandbox over the local
@@ -90,8 +102,8 @@ async def holders(request: pytest.FixtureRequest, sandbox_server: SandboxServer,
     if getattr(request, "param", "local") == "redis":
         redis: RedisServer = request.getfixturevalue("redis_server")
         extra = ("--hub", redis.url)
-    sandbox_server.clear_bindings(GROUP_USER)
-    group = member_group(GROUP_USER, kam=sandbox_server)
+    server.clear_bindings(GROUP_USER)
+    group = member_group(GROUP_USER, kam=server)
 
     async def spawn(names: list[str]) -> Members:
         return await spawn_holders(group, names, *extra)
@@ -100,9 +112,9 @@ async def holders(request: pytest.FixtureRequest, sandbox_server: SandboxServer,
 
 
 @pytest.fixture
-async def far(sandbox_server: SandboxServer, tmp_path: Path) -> AsyncIterator[FarParty]:
-    sandbox_server.clear_bindings(FAR_USER)
-    party = await FarParty.spawn(sandbox_server.sip_info(FAR_USER), tmp_path)
+async def far(server: Any, tmp_path: Path) -> AsyncIterator[FarParty]:
+    server.clear_bindings(FAR_USER)
+    party = await FarParty.spawn(server.sip_info(FAR_USER), tmp_path)
     try:
         yield party
     finally:
@@ -123,7 +135,7 @@ async def test_a_dummy_answers_holds_the_media_hears_and_speaks(
 
 
 @GROUPS
-@BOTH
+@SERVERS
 async def test_sigkill_of_the_signalling_holder(
     holders: Callable[[list[str]], Any], far: FarParty
 ) -> None:
@@ -178,7 +190,7 @@ async def test_graceful_leave_of_the_signalling_holder(
 
 
 @PLACED
-@BOTH
+@SERVERS
 async def test_sigkill_of_the_media_holder(
     holders: Callable[[list[str]], Any], far: FarParty
 ) -> None:
