@@ -100,16 +100,16 @@ def member_tone(index: int) -> float:
     return MEMBER_TONES[index % len(MEMBER_TONES)]
 
 
-async def spawn_holders(group: MemberGroup, names: list[str], *extra: str
-                        ) -> Members:
+async def spawn_holders(group: MemberGroup, names: list[str], *extra: str,
+                        loopback: bool = True) -> Members:
     """Members that play their own tone (`member_tone(i)`) into every call whose media they
-    hold, ICE on 127.0.0.1 (as the sandbox's parties and the far party); once all are ready:
-    {name: (member, tone)}."""
+    hold, ICE on 127.0.0.1 unless `loopback` is False (the sandbox's parties and the far party
+    are loopback-only; a browser is not); once all are ready: {name: (member, tone)}."""
     procs = {}
     for name in names:
         tone = member_tone(len(group.members))
-        procs[name] = (await group.spawn(name, "--tone", str(tone), "--loopback-media", *extra),
-                       tone)
+        options = ["--tone", str(tone), *(["--loopback-media"] if loopback else []), *extra]
+        procs[name] = (await group.spawn(name, *options), tone)
     for member, _ in procs.values():
         ready = await member.ready()
         if ready["event"] == "fatal":
