@@ -26,7 +26,7 @@ from webphone.shared.transports.memory import MemoryTransport
 pytestmark = pytest.mark.timeout(60)
 
 OPTIONS = HubOptions(heartbeat_interval=0.1, heartbeat_timeout=0.8, idle_timeout=5.0)
-FAR_TONE, HOLDER_TONE = 440.0, 1000.0
+FAR_TONE, HOLDER_TONE, NEW_HOLDER_TONE = 440.0, 1000.0, 1400.0
 GROUP_USER, FAR_USER = "103", "104"
 
 
@@ -64,10 +64,10 @@ async def group(sb: Sandbox) -> AsyncIterator[Callable[..., Any]]:
     await transport.aclose()
 
 
-async def both_ways(holder: Any, far_session: Any) -> None:
-    """The holder hears the far party's tone and the far party hears the holder's."""
+async def both_ways(holder: Any, far_session: Any, tone: float = HOLDER_TONE) -> None:
+    """The holder hears the far party's tone and the far party hears the holder's `tone`."""
     assert await heard(holder, lambda t: t == FAR_TONE) == FAR_TONE
-    assert await heard(far_session, lambda t: t == HOLDER_TONE) == HOLDER_TONE
+    assert await heard(far_session, lambda t: t == tone) == tone
 
 
 @contextlib.asynccontextmanager
@@ -160,10 +160,11 @@ def taker_or_a_dummy(call: dict[str, Any], members: list[dict[str, Any]]) -> str
     return next((m["member_id"] for m in members if m["role"] == "dummy"), None)
 
 
-def play_when_moved_here(phone: SharedWebPhone, playing: list[asyncio.Future[Any]]) -> None:
+def play_when_moved_here(phone: SharedWebPhone, playing: list[asyncio.Future[Any]],
+                         tone: float = HOLDER_TONE) -> None:
     """What an application does on ``media_moved``: play its audio into the new media."""
     phone.on("media_moved", lambda session: playing.append(
-        asyncio.ensure_future(session.media.play_tone(HOLDER_TONE, 60))))
+        asyncio.ensure_future(session.media.play_tone(tone, 60))))
 
 
 async def answered_by(dummy: SharedWebPhone, far: WebPhone) -> tuple[Any, Any]:
@@ -184,7 +185,7 @@ async def test_a_crashed_media_holder_is_replaced_by_another_member(
     and never gets a BYE."""
     real, holder, spare = await group(3, media=taker_or_a_dummy)
     playing: list[asyncio.Future[Any]] = []
-    play_when_moved_here(spare, playing)
+    play_when_moved_here(spare, playing, NEW_HOLDER_TONE)
     proxy, out = await answered_by(holder, far)
     try:
         async with talking(proxy, out):
@@ -194,7 +195,7 @@ async def test_a_crashed_media_holder_is_replaced_by_another_member(
             await wait_until(lambda: isinstance(session.media, RemoteMedia)
                              and session.media.holder == spare.member_id, 10)
             (moved,) = [p for p in spare.call_sessions if p.media is not None]
-            await both_ways(moved, out)
+            await both_ways(moved, out, NEW_HOLDER_TONE)
         assert out.state == "answered" and session.state == "answered"  # no BYE either way
     finally:
         for task in playing:
@@ -206,7 +207,7 @@ async def test_a_leaving_holder_moves_its_calls_first(group: Any, far: WebPhone)
     before the dummy closes; the audio goes on both ways, the far party gets no BYE."""
     real, holder = await group(2)
     playing: list[asyncio.Future[Any]] = []
-    play_when_moved_here(real, playing)
+    play_when_moved_here(real, playing, NEW_HOLDER_TONE)
     proxy, out = await answered_by(holder, far)
     try:
         async with talking(proxy, out):
@@ -216,7 +217,52 @@ async def test_a_leaving_holder_moves_its_calls_first(group: Any, far: WebPhone)
             print(f"dispose() of a holder with 1 call: {1000 * (loop.time() - started):.0f} ms")
             (session,) = real.call_sessions
             assert session.media is not None and not isinstance(session.media, RemoteMedia)
-            await both_ways(session, out)
+            await both_ways(session, out, NEW_HOLDER_TONE)
+        assert out.state == "answered" and session.state == "answered"
+    finally:
+        for task in playing:
+            task.cancel()
+
+
+async def test_an_answer_for_a_taker_that_died_leaves_the_media_on_the_real(
+    group: Any, far: WebPhone
+) -> None:
+    """The member named as holder is not in the group when the real answers (it died after
+    asking): the call is answered all the same, its media on the real."""
+    real, dummy = await group(2)
+    ringing = next_inbound(dummy)  # type: ignore[arg-type]
+    out = await far.call(GROUP_USER)
+    proxy: Any = await asyncio.wait_for(ringing, 10)
+    await dummy._request("answer", proxy.call_id, {"holder": "gone-member"})
+    await wait_until(lambda: out.state == "answered", 5, message="answered all the same")
+    (session,) = real.call_sessions
+    assert session.media is not None and not isinstance(session.media, RemoteMedia)
+    async with talking(session, out):
+        pass
+
+
+async def test_a_leaving_real_moves_its_own_media_to_a_member_first(
+    group: Any, far: WebPhone
+) -> None:
+    """A real that leaves without draining first moves the media it holds to a dummy
+    (make-before-break): the dummy hears the far party and is heard, no BYE. The move is
+    checked before the hand-over that `dispose(drain=False)` does next (the successor adopting
+    the dialog afterwards is adoption's test)."""
+    real, dummy = await group(2)
+    playing: list[asyncio.Future[Any]] = []
+    play_when_moved_here(dummy, playing, NEW_HOLDER_TONE)
+    ringing = next_inbound(real)  # type: ignore[arg-type]
+    out = await far.call(GROUP_USER)
+    session: Any = await asyncio.wait_for(ringing, 10)
+    await session.answer()
+    await wait_until(lambda: out.state == "answered", 5)
+    try:
+        async with talking(session, out):
+            await real._move_own_media()  # what dispose(drain=False) does before handing over
+            assert isinstance(session.media, RemoteMedia)
+            assert session.media.holder == dummy.member_id
+            (proxy,) = [p for p in dummy.call_sessions if p.media is not None]
+            await both_ways(proxy, out, NEW_HOLDER_TONE)
         assert out.state == "answered" and session.state == "answered"
     finally:
         for task in playing:

@@ -139,22 +139,18 @@ async def test_sigkill_of_the_bot_mid_call_the_caller_hears_the_bot_again(
         killed = loop.time()
         real.kill()
 
-        def back() -> float | None:  # a loud frame after >= 0.2 s without one
-            later = [t for t in ear.loud if t > killed]
-            return next((b for a, b in zip([killed, *later], later, strict=False)
-                         if b - a >= 0.2), None)
-
-        again = await wait_until(back, 15, message="the bot's voice to come back")
-        # the successor prints "answered" once its pipeline runs: the voice may come first
-        server = await wait_until(lambda: [
-            p for p in others if p.last("answered") is not None
-            and p.events.index(p.last("answered")) >= since[p.name]], 5,
-            message="another process to serve the call")
-        print(f"\nafter SIGKILL of the bot's process: the caller hears the bot again "
-              f"{(again - killed) * 1000:.0f} ms later, from {[p.name for p in server]}; "
-              f"call {session.state}, BYEs {len(byes)}")
-        assert server, "no other process served the call"
+        # the successor's serve() builds a pipeline for the adopted call: its bot greets
+        served = await wait_until(lambda: [(p, e) for p in others for e in p.events[since[p.name]:]
+                                           if e["event"] == "answered"], 15,
+                                  message="another process to serve the call")
+        server, answered = served[0]
+        again = await ear.sound(after=max(answered["t"], killed + 0.2), timeout=10)
+        print(f"\nafter SIGKILL of the bot's process: {server.name} serves the call "
+              f"{(answered['t'] - killed) * 1000:.0f} ms later; the caller hears the bot again "
+              f"{(again - killed) * 1000:.0f} ms after the kill; call {session.state}, BYEs "
+              f"{len(byes)}")
         assert session.state == "answered" and not byes
+        assert answered["call_id"] == session.call_id
         await session.hangup()
         listening.cancel()
 

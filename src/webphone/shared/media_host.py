@@ -74,8 +74,11 @@ class MediaHost:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def serve(self, op: str, call_id: str, args: Mapping[str, Any], reply: Reply) -> None:
-        """Run one delegate in the background (after the call's earlier ones) and `reply`."""
-        lock = self._locks.setdefault(call_id, asyncio.Lock())
+        """Run one delegate in the background (after the call's earlier ones) and `reply`. A
+        bare first-audio wait runs beside them: the offer/answer that ends it must not queue
+        behind it."""
+        waiting = op == "media.update" and set(args) == {"wait_first_audio"}
+        lock = asyncio.Lock() if waiting else self._locks.setdefault(call_id, asyncio.Lock())
         task = asyncio.get_running_loop().create_task(self._serve(lock, op, call_id, args, reply))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -210,6 +213,10 @@ class LocalMedia:
         from webphone.media import MediaSession  # aiortc is heavy: only where media lives
 
         return MediaSession(loopback_only=self.loopback_only, stun_servers=self.stun_servers)
+
+    def make(self, record: Mapping[str, Any] | None, session: Any = None) -> MediaSession:
+        """`resume(record)`, or `new(session)` when there is no record."""
+        return self.new(session) if record is None else self.resume(record)
 
     def resume(self, record: Mapping[str, Any]) -> MediaSession:
         """Media continuing `record` (`MediaSession.resume`; MediaError naming a bad field)."""

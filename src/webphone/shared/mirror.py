@@ -3,7 +3,9 @@ connection, rebuilt from every snapshot, with the events each change means.
 
 `CallMirror` knows nothing of `SharedWebPhone`: it is given the callable that runs an action on
 the real (for its proxies) and the `emit` of the object whose listeners hear ``inbound_call``,
-``outbound_call``, ``call_changed``, ``disconnected`` and ``reconnected``.
+``outbound_call``, ``call_changed``, ``disconnected``, ``reconnected`` and ``media_moved``; and
+`held()`, the media this member holds by call id (`MediaHost.sessions`), which it gives to the
+proxies of those calls (`ProxyCallSession.media`).
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ Emit = Callable[..., None]
 class CallMirror:
     """What a dummy shows: `proxies` by call id and the real's `server` connection state."""
 
-    def __init__(self, *, run: RunAction, emit: Emit, taker: Taker | None = None) -> None:
+    def __init__(self, *, run: RunAction, emit: Emit, taker: Taker | None = None,
+                 held: Callable[[], Mapping[str, Any]] | None = None) -> None:
         self._run = run
         self._emit = emit
         self._taker = taker
+        self._held = held
         self.proxies: dict[str, ProxyCallSession] = {}
         #: the real's SIP connection as the latest snapshot said (`server_state`)
         self.server = server_state(True)
@@ -79,6 +83,29 @@ class CallMirror:
         emits.extend((self._emit, args) for args in server_news)  # the real's own events
         for emit, args in emits:
             emit(*args)
+        self.attach_media()
+
+    def attach_media(self) -> None:
+        """Each proxy of a call whose media this member holds gets it (`held()`):
+        ``media_moved`` on the proxy (the MediaSession) and on the owner (the proxy)."""
+        for call_id, media in (self._held() if self._held is not None else {}).items():
+            proxy = self.proxies.get(call_id)
+            if proxy is not None and proxy.media is not media:
+                proxy.media = media
+                proxy.emit("media_moved", media)
+                self._emit("media_moved", proxy)
+
+    def detach_media(self, call_id: str, media: Any) -> None:
+        """`media` no longer lives here (closed, or moved away)."""
+        proxy = self.proxies.get(call_id)
+        if proxy is not None and proxy.media is media:
+            proxy.media = None
+
+    def relay(self, call_id: str, event: str, *args: Any) -> None:
+        """An event of a call's held media on its proxy (``dtmf`` heard by the holder)."""
+        proxy = self.proxies.get(call_id)
+        if proxy is not None:
+            proxy.emit(event, *args)
 
     async def proxy_for(self, call_id: str, wait: float = 2.0) -> ProxyCallSession:
         """The proxy of `call_id` once a snapshot brought it (at most `wait` s); a disposed

@@ -20,6 +20,12 @@ serving its calls until they have all ended (at most `timeout` seconds, default
 `drain_timeout`), then hangs up whatever is left, and only then hands the registration over.
 Calls in progress on a real that *crashes* are lost with it (their media lived there).
 
+Media placement (issue #11): each call's audio lives on one member, its media holder, by the
+`media` policy (`placement.py`): by default the member that answers or places it. The real
+keeps the SIP dialog and relays SDP to the holder (`remote_media.py`); every member answers
+those delegates (`media_host.py`, this class is the `PlaneListener`). A holder that is lost or
+leaves has its calls' media moved to another member (the call layer's `renew_media`).
+
 A promotion that fails, for any reason, gives the role up at once (`promotion_failed` event, an
 ERROR log line, `GroupMember.resign`) so the group promotes another member: never a real that
 cannot register. Options are checked when the object is made (`TypeError`), on every member.
@@ -184,15 +190,18 @@ class SharedWebPhone(EventEmitter):
         self._real: WebPhone | None = None  # registered real phone
         self._candidate: WebPhone | None = None  # being registered
         #: a dummy's view of the group's calls and of the real's SIP connection
-        self._mirror = CallMirror(run=self._request, emit=self.emit, taker=self._taker_id)
+        self._mirror = CallMirror(run=self._request, emit=self.emit, taker=self._taker_id,
+                                  held=lambda: self.media_host.sessions)
         self.media_policy = media
         #: the media of the calls this member holds (any role), made as WebPhone would
         self._local_media = LocalMedia(
             loopback_only=bool(self._phone_options.get("loopback_media", False)),
             stun_servers=tuple(self.sip_info.stun_servers),
             factory=self._phone_options.get("media_factory"))
-        self.media_host = MediaHost(self._host_media, taken=self._media_taken,
-                                    dropped=self._media_dropped)
+        self.media_host = MediaHost(
+            lambda call_id, record: self._local_media.make(record,
+                                                           self._mirror.proxies.get(call_id)),
+            taken=self._media_taken, dropped=self._mirror.detach_media)
         #: the real's side: where each call's media lives, and moving it
         self._placement = MediaPlacement(
             media, delegate=self._delegate, me=lambda: self.member_id, members=self.members,
@@ -503,34 +512,9 @@ class SharedWebPhone(EventEmitter):
         "real" placement)."""
         return None if self.media_policy == "real" else self.member_id
 
-    def _host_media(self, call_id: str, record: Mapping[str, Any] | None) -> Any:
-        if record is not None:
-            return self._local_media.resume(record)
-        return self._local_media.new(self._mirror.proxies.get(call_id))
-
     def _media_taken(self, call_id: str, media: Any) -> None:
-        def dtmf(digit: str) -> None:
-            proxy = self._mirror.proxies.get(call_id)
-            if proxy is not None:
-                proxy.emit("dtmf", digit)
-
-        media.on("dtmf", dtmf)
-        self._announce_media()
-
-    def _media_dropped(self, call_id: str, media: Any) -> None:
-        proxy = self._mirror.proxies.get(call_id)
-        if proxy is not None and proxy.media is media:
-            proxy.media = None
-
-    def _announce_media(self) -> None:
-        """Each proxy of a call whose media we hold gets it: ``media_moved`` on the proxy
-        (the MediaSession) and on the phone (the proxy)."""
-        for call_id, media in self.media_host.sessions.items():
-            proxy = self._mirror.proxies.get(call_id)
-            if proxy is not None and proxy.media is not media:
-                proxy.media = media
-                proxy.emit("media_moved", media)
-                self.emit("media_moved", proxy)
+        media.on("dtmf", lambda digit: self._mirror.relay(call_id, "dtmf", digit))
+        self._mirror.attach_media()
 
     # -- roles -----------------------------------------------------------------------------------
 
@@ -803,7 +787,6 @@ class SharedWebPhone(EventEmitter):
 
     def _sync_proxies(self, state: Mapping[str, Any]) -> None:
         self._mirror.sync(state)
-        self._announce_media()
 
     # -- actions ---------------------------------------------------------------------------------
 

@@ -5,7 +5,10 @@ Theory of operation (issue #11 items 1, 3, 5). The real holds every SIP dialog; 
 (`SharedWebPhone(media=...)`):
 
 * ``"taker"`` (default): the member whose `answer()` or `call()` it was (a dummy's action
-  carries ``"holder": <its member id>``); the real for auto-answer and its own calls.
+  carries ``"holder": <its member id>``); the real for auto-answer and its own calls. When the
+  media moves (its holder is lost or leaves), the live member other than the real that holds
+  the fewest calls' media, else the real: media on a dummy keeps a crash of the real cheap
+  (the successor only refreshes the dialog) and the real's cores free for signalling.
 * ``"real"``: always the real (the behaviour before media placement).
 * a callable ``policy(call_info, members) -> member_id`` (e.g. the least loaded); `call_info`
   is the call's snapshot fields plus ``"taker"``, `members` the live members (dicts of
@@ -65,16 +68,24 @@ def check_policy(policy: object) -> None:
 
 
 def choose_holder(policy: Policy, *, taker: str | None, real: str, call: Mapping[str, Any],
-                  members: Iterable[Mapping[str, Any]], exclude: Iterable[str] = ()) -> str:
+                  members: Iterable[Mapping[str, Any]], exclude: Iterable[str] = (),
+                  load: Mapping[str, int] | None = None) -> str:
     """The member id that should hold a call's media (pure). `members` are the group's
-    (`SharedWebPhone.members()` dicts); those in `exclude` or leaving are not candidates."""
+    (`SharedWebPhone.members()` dicts); those in `exclude` or leaving are not candidates.
+    `load` (calls' media held, by member id) is given when the media moves: "taker" then picks
+    the least loaded member other than the real (the first of equals), else the real."""
     gone = set(exclude)
     live = [dict(m) for m in members if m.get("member_id") not in gone and not m.get("leaving")]
     ids = {m.get("member_id") for m in live} | {real}
     if policy == "real":
         return real
     if policy == "taker":
-        return taker if taker is not None and taker not in gone else real
+        if taker is not None and taker not in gone:
+            return taker
+        others = [str(m["member_id"]) for m in live if m.get("member_id") != real]
+        if load is None or not others:
+            return real
+        return min(others, key=lambda member: load.get(member, 0))
     try:
         chosen = policy({**call, "taker": taker}, live)
     except Exception:
@@ -123,6 +134,7 @@ class MediaPlacement:
         self._emit = emit
         self._known: list[dict[str, Any]] = []  # the last member list (for the factory)
         self._moving: dict[str, asyncio.Task[bool]] = {}  # call id -> move under way
+        self._placing: dict[str, int] = {}  # member id -> moves to it under way
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- placing new media -----------------------------------------------------------------------
@@ -166,6 +178,16 @@ class MediaPlacement:
             log.info("could not refresh the member list: %s", exc)
         return self._known
 
+    async def live(self, holder: str) -> str | None:
+        """`holder` if it is a live member now (a taker may have died since it asked), else
+        None: the real then holds the call's media."""
+        members = await self.refresh_members()
+        if any(m.get("member_id") == holder and not m.get("leaving") for m in members):
+            return holder
+        log.warning("member %s asked to hold a call's media but is not in the group (any "
+                    "more): the real holds it", holder)
+        return None
+
     def refresh_soon(self) -> None:
         """`refresh_members` in the background, for a callable policy (a call rang)."""
         if not callable(self.policy):
@@ -208,7 +230,9 @@ class MediaPlacement:
         calls = [s for s in self._sessions()
                  if isinstance(getattr(s, "media", None), RemoteMedia)
                  and s.media.holder == holder and not s.media.closed]
-        results = await asyncio.gather(*(self._move_held(s, exclude={holder}) for s in calls))
+        # the leaving holder closes its media itself once we answer: no close to wait for here
+        results = await asyncio.gather(*(self._move_held(s, exclude={holder}, close_old=False)
+                                         for s in calls))
         return {"moved": [s.call_id for s, ok in zip(calls, results, strict=True) if ok],
                 "ended": [s.call_id for s, ok in zip(calls, results, strict=True) if not ok]}
 
@@ -227,7 +251,7 @@ class MediaPlacement:
         return {"moved": [s.call_id for s, ok in zip(calls, results, strict=True) if ok],
                 "ended": [s.call_id for s, ok in zip(calls, results, strict=True) if not ok]}
 
-    async def _move_held(self, session: Any, exclude: set[str]) -> bool:
+    async def _move_held(self, session: Any, exclude: set[str], close_old: bool = True) -> bool:
         existing = self._moving.get(session.call_id)
         if existing is not None:
             return await asyncio.shield(existing)
@@ -238,7 +262,7 @@ class MediaPlacement:
             log.info("call %s keeps its media: %s", session.call_id, exc)
             return False
         task = self._start_move(session, self._move(session, record, exclude=exclude,
-                                                    why="graceful move"))
+                                                    why="graceful move", close_old=close_old))
         return await asyncio.shield(task)
 
     # -- the move itself -------------------------------------------------------------------------
@@ -252,17 +276,27 @@ class MediaPlacement:
         return task
 
     async def _move(self, session: Any, record: Mapping[str, Any], *, exclude: set[str],
-                    why: str) -> bool:
+                    why: str, close_old: bool = True) -> bool:
         """Give the call's media to a new holder resumed from `record`, then renew the far
-        party's media through the call layer. True if the call goes on."""
+        party's media through the call layer. True if the call goes on. `close_old=False`:
+        the old holder closes the replaced media itself (it is leaving)."""
         me = self._me() or ""
         await self.refresh_members()
         chosen = choose_holder(self.policy, taker=None, real=me, call=call_state(session),
-                               members=self._known, exclude=exclude)
+                               members=self._known, exclude=exclude, load=self._load())
         if chosen in exclude:  # the real itself is leaving: any other live member
             chosen = next((m["member_id"] for m in self._known
                            if m.get("member_id") not in exclude and not m.get("leaving")), me)
-        candidates = [chosen] + ([me] if me not in exclude else [])
+        self._placing[chosen] = self._placing.get(chosen, 0) + 1  # moves at once spread out
+        try:
+            return await self._renew(session, record, [chosen] + ([me] if me not in exclude
+                                                               else []), why, close_old)
+        finally:
+            self._placing[chosen] -= 1
+
+    async def _renew(self, session: Any, record: Mapping[str, Any], candidates: list[str],
+                     why: str, close_old: bool) -> bool:
+        me = self._me() or ""
         media = await self._new_holder(session, record, candidates, me)
         if media is None:
             await _end(session, f"{why}: no member could take the call's media over")
@@ -285,12 +319,25 @@ class MediaPlacement:
             return False
         finally:
             if old is not None and old is not media:
-                await _close(old)
+                if close_old:
+                    await _close(old)
+                elif isinstance(old, RemoteMedia):
+                    old.abandon()
         holder = media.holder if isinstance(media, RemoteMedia) else me
         log.info("call %s: media now on %s (%s)", session.call_id, holder, why)
         if holder == me:
             self._emit("media_moved", session)
         return True
+
+    def _load(self) -> dict[str, int]:
+        """How many calls' media each member holds or is taking (the real's own not
+        counted)."""
+        load = {member: n for member, n in self._placing.items() if n}
+        for session in self._sessions():
+            media = getattr(session, "media", None)
+            if isinstance(media, RemoteMedia) and not media.closed:
+                load[media.holder] = load.get(media.holder, 0) + 1
+        return load
 
     async def _new_holder(self, session: Any, record: Mapping[str, Any], candidates: list[str],
                           me: str) -> Any:

@@ -257,10 +257,21 @@ class RemoteMedia(EventEmitter):
     async def wait_first_audio(self, timeout: float) -> float:
         """Wait until the holder hears the far party on its current peer connection; returns
         the loop time (here) it did. `MediaError` after `timeout` s, as `MediaSession`'s."""
+        self._check_open()
+        await self._ensure_taken()
         loop = asyncio.get_running_loop()
         started = loop.time()
-        value = await self._call("media.update", {"wait_first_audio": timeout},
-                                 timeout=timeout + self.timeout)
+        # Not through the queue: a wait must not hold back what the call layer does meanwhile
+        # (the far party's re-offer, answered through this media, is what ends the wait).
+        try:
+            value = await self._delegate(self.holder, "media.update",
+                                         self.call_id, {"wait_first_audio": timeout},
+                                         timeout=timeout + self.timeout)
+        except MemberLostError:
+            self._holder_lost()
+            raise
+        except WebPhoneError as exc:
+            raise _remote_error(exc) from None
         after = value.get("after") if isinstance(value, dict) else None
         if isinstance(after, int | float) and not isinstance(after, bool) and after >= 0:
             return started + min(float(after), loop.time() - started)
@@ -281,7 +292,8 @@ class RemoteMedia(EventEmitter):
         return continuity_record(local_sdp=sdp.local, remote_sdp=sdp.remote,
                                  direction=self._direction, muted=self._muted,
                                  receive_sample_rate=rate,
-                                 dtmf_payload_type=_dtmf_payload_type(sdp.remote))
+                                 dtmf_payload_type=_dtmf_payload_type(
+                                     sdp.remote, sdp.local if sdp.answered_by_us else sdp.remote))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -438,11 +450,11 @@ def _sdp_of(value: Any, op: str, holder: str) -> str:
     return sdp
 
 
-def _dtmf_payload_type(remote: str) -> int | None:
-    """The telephone-event payload type at the clock rate of the send codec (the first codec
-    of the answer), as `MediaSession` picks it; None if there is none."""
+def _dtmf_payload_type(remote: str, answer: str) -> int | None:
+    """The telephone-event payload type we send DTMF with, as `MediaSession` picks it: the
+    far party's, at the clock rate of the send codec (the answer's first); None if none."""
     try:
-        codecs = audio_codecs(remote)
+        codecs = audio_codecs(answer)
         if not codecs:
             return None
         return telephone_events(remote).get(codecs[0].clock_rate)

@@ -28,6 +28,9 @@ class MediaMover(Protocol):
     async def release(self, holder: str) -> dict[str, Any]:
         """Move the media of the calls `holder` holds elsewhere."""
 
+    async def live(self, holder: str) -> str | None:
+        """`holder` if it is in the group now, else None."""
+
 
 async def run_action(phone: WebPhone, warm: MutableMapping[str, Any], action: Action,
                      media: MediaMover | None = None) -> Any:
@@ -37,7 +40,12 @@ async def run_action(phone: WebPhone, warm: MutableMapping[str, Any], action: Ac
     places the media of a dummy's answer() / call() on that dummy ("holder") and runs
     "release_media"."""
     args = action.args
-    taking = media.taking(args.get("holder")) if media is not None else contextlib.nullcontext()
+    taking: AbstractContextManager[None] = contextlib.nullcontext()
+    if media is not None and action.name in ("answer", "call"):
+        # a taker that died since it asked leaves the call's media to the real (the call
+        # stays answerable: its answer would otherwise fail on a dead holder, 488)
+        holder = args.get("holder")
+        taking = media.taking(await media.live(holder) if holder else None)
     if action.name == "release_media":
         if media is None:
             raise CallError("release_media: this phone places no media on other members")
