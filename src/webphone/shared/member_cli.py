@@ -214,7 +214,9 @@ async def main_async(args: argparse.Namespace) -> int:
                             preload_media=not args.no_media, member_id=args.member_id,
                             register_expires=args.register_expires,
                             media_timeout=args.media_timeout,
-                            loopback_media=args.loopback_media, hub=args.hub or "local",
+                            loopback_media=args.loopback_media,
+                            # only when given: a wrapper may bind `hub` (test_redis_group.py)
+                            **({"hub": args.hub} if args.hub else {}),
                             **({"media": _POLICIES.get(args.media, args.media)}
                                if args.media else {}))
     hear = tuple(float(hz) for hz in args.hear.split(",") if hz)
