@@ -55,7 +55,7 @@ def test_the_same_tone_after_silence_is_reported_as_resumed() -> None:
 def test_the_gap_never_exceeds_the_interval_and_frames_are_counted(
     frames: list[tuple[float, float | None]], since: float, length: float
 ) -> None:
-    meter = fed(sorted(frames))
+    meter = fed(sorted(frames, key=lambda frame: frame[0]))
     report = meter.report(since, since + length)
     assert 0 <= report["gap_ms"] <= length * 1000 + 0.05  # rounded to 0.1 ms
     assert report["tone_frames"] == sum(
