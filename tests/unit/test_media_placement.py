@@ -286,3 +286,26 @@ async def test_remote_media_maps_the_holders_errors_and_reports_its_loss_once() 
     assert plane.sent[-1][0] == "media.offer" and media.closed
     with pytest.raises(MediaError, match="closed"):
         await media.create_offer()
+
+
+async def test_a_first_audio_wait_does_not_hold_back_the_next_offer_answer() -> None:
+    """While the real waits for the holder to hear the far party, the far party's re-offer
+    (what ends that wait) is relayed at once: the wait is not in the call's queue."""
+    plane = Plane()
+    heard = asyncio.Event()
+    answer = plane.__call__
+
+    async def call(to: str, op: str, call_id: str, args: dict[str, Any],
+                   timeout: float = 10.0) -> Any:
+        if "wait_first_audio" in args:
+            await heard.wait()
+            return {"after": 0.25}
+        return await answer(to, op, call_id, args, timeout)
+
+    media = RemoteMedia(call, "b", "c1")  # type: ignore[arg-type]
+    await media.take()
+    waiting = asyncio.ensure_future(media.wait_first_audio(1.0))
+    assert await asyncio.wait_for(media.create_answer(SDP_OFFER), 1) == SDP_ANSWER
+    assert not waiting.done()
+    heard.set()
+    assert await waiting > 0

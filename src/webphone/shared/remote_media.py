@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from webphone._events import EventEmitter
@@ -87,7 +87,6 @@ class _Relayed:
     answered_by_us: bool = False  # the last completed exchange: we answered (else offered)
     completed: bool = False  # at least one offer/answer completed
     version: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class RemoteMedia(EventEmitter):
