@@ -222,7 +222,9 @@ def _classes() -> dict[str, type]:
 
 #: public by name but not API: SharedWebPhone's listener hooks called by its GroupMember,
 #: PartyCall.spawn (the party's task helper), AudioStream.put (the media session feeds it)
-_NOT_API = {"SharedWebPhone": {"on_action", "on_released", "on_role", "on_snapshot"},
+#: the callbacks of the group member's listener protocols (MemberListener, PlaneListener)
+_NOT_API = {"SharedWebPhone": {"on_action", "on_released", "on_role", "on_snapshot",
+                               "on_delegate", "on_member_lost", "on_continuity"},
             "PartyCall": {"spawn"}, "AudioStream": {"put"}}
 
 
