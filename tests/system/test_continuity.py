@@ -32,6 +32,7 @@ from support.continuity import (
     answer_call,
     continuity_available,
     dummies_of,
+    far_party,
     is_,
     marks,
     placement_available,
@@ -100,12 +101,8 @@ async def holders(request: pytest.FixtureRequest, sandbox_server: SandboxServer,
 
 @pytest.fixture
 async def far(sandbox_server: SandboxServer, tmp_path: Path) -> AsyncIterator[FarParty]:
-    sandbox_server.clear_bindings(FAR_USER)
-    party = await FarParty.spawn(sandbox_server.sip_info(FAR_USER), tmp_path)
-    try:
+    async with far_party(sandbox_server, FAR_USER, tmp_path) as party:
         yield party
-    finally:
-        await party.close()
 
 
 @PLACED

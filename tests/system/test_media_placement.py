@@ -19,6 +19,7 @@ from support.continuity import (
     FarParty,
     answer_call,
     dummies_of,
+    far_party,
     marks,
     real_of,
     spawn_holders,
@@ -33,12 +34,8 @@ pytestmark = [pytest.mark.system, pytest.mark.timeout(60)]
 
 @pytest.fixture
 async def far(sandbox_server: SandboxServer, tmp_path: Path) -> AsyncIterator[FarParty]:
-    sandbox_server.clear_bindings(FAR_USER)
-    party = await FarParty.spawn(sandbox_server.sip_info(FAR_USER), tmp_path)
-    try:
+    async with far_party(sandbox_server, FAR_USER, tmp_path) as party:
         yield party
-    finally:
-        await party.close()
 
 
 async def test_a_leaving_media_holder_hands_its_call_to_another_member_first(
