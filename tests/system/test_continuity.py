@@ -161,7 +161,7 @@ async def test_graceful_leave_of_the_signalling_holder(
     real, dummy = real_of(members), dummies_of(members)[0]
     call = await answer_call(members, far, GROUP_USER, dummy.name)
     left = time.monotonic()
-    result = await real.command("dispose", timeout=15)
+    result = await real.command("dispose", timeout=15, drain=False)
     assert result["ok"], result
     await far.wait_event(lambda e: is_("sip_in", method="INVITE")(e) and e["t"] > left, 15)
     report = await check(call, left, dummy, f"graceful leave of the signalling holder "

@@ -212,7 +212,7 @@ class SharedWebPhone(EventEmitter):
         self._publisher = StatePublisher(changed=self._on_session_event)
         #: a real's continuity records, and a new real's takeover of its predecessor's calls
         self._records = ContinuityRecords(self._publish_continuity)
-        self._adoption = Adoption(records=self._records, media_for=self.media_for,
+        self._adoption = Adoption(records=self._records, media_for=self._media_for,
                                   emit=self.emit)
         self._warm: dict[str, Any] = {}  # real: call id -> WarmTransfer in progress
         self._role_events: asyncio.Queue[tuple[Role | None, Role, int]] = asyncio.Queue()
@@ -576,12 +576,13 @@ class SharedWebPhone(EventEmitter):
         self._retry_delays = None
         adopted = self._adoption.adopt(phone, self._predecessor_calls())
         self._install_real(phone)
-        self.member.registered(self.member.epoch)
+        if not adopted:
+            self.member.registered(self.member.epoch)
         self._flush_publish()
         self._settle()
         self.emit("role", "real")
         if adopted:
-            self._background(self._settle_adopted(phone, adopted))
+            self._background(self._settle_adopted(phone, adopted, self.member.epoch))
         if self.preload_media:
             loaded = asyncio.get_running_loop().run_in_executor(None, _preload_media)
             loaded.add_done_callback(lambda _: self.emit("media_ready"))
@@ -590,7 +591,7 @@ class SharedWebPhone(EventEmitter):
 
     # -- continuity: the calls outlive their real (shared/adoption.py) ------------------------
 
-    def media_for(self, call_id: str, holder: str, record: Mapping[str, Any]
+    def _media_for(self, call_id: str, holder: str, record: Mapping[str, Any]
                   ) -> CallMedia | None:
         """The media an adopted call goes on with while member `holder` (alive) holds it: the
         MediaSession this member held as a dummy, or a `RemoteMedia` reaching `holder` (built
@@ -610,7 +611,12 @@ class SharedWebPhone(EventEmitter):
             return {}
         return state.calls
 
-    async def _settle_adopted(self, phone: WebPhone, adopted: list[Adopted]) -> None:
+    async def _settle_adopted(self, phone: WebPhone, adopted: list[Adopted], epoch: int
+                              ) -> None:
+        """Step 2 of the takeover; only then does the hub hear we are ready (`registered`):
+        a real handing over keeps its SIP connection until our target refreshes have moved
+        its dialogs (a server may end the dialogs of a connection that closes: the sandbox
+        does), and the group's actions are queued for us until the calls are ours."""
         assert self.member is not None
         try:
             alive = {m.member_id for m in await self.member.members(self.action_timeout)}
@@ -618,6 +624,9 @@ class SharedWebPhone(EventEmitter):
             log.warning("adoption: no member list (%s); renewing the media of every call", exc)
             alive = set()
         await self._adoption.settle(phone, adopted, self.member.member_id or "", alive)
+        if self._still_real(epoch):
+            self.member.registered(epoch)
+        self._flush_publish()
 
     def _publish_continuity(self, calls: dict[str, dict[str, Any]]) -> None:
         if self.member is None:
