@@ -10,12 +10,14 @@ longest stretch without a member's tone (the gap) and the 20 ms frames missing.
   exchange (the real's `refresh()`, same SDP: its round trip and the gap across it);
 * signalling holder SIGKILLed (a dummy holds the media): gap; kill -> the successor's re-INVITE
   at the far party. Target: <= 60 ms, no frame lost beyond jitter;
-* media holder SIGKILLed (`KILLS` per run, a fresh member spawned after each): gap. Target:
-  median <= 500 ms, p95 <= 1 s;
+* media holder SIGKILLed (`KILLS` calls per run, each answered by a dummy that is then killed;
+  the real takes the media; a fresh member after each): gap. Target: median <= 500 ms,
+  p95 <= 1 s;
 * graceful leave of a dummy holding 3 calls: `dispose()` time and calls lost, beside the
   dispose() of a member without calls. Target: <= 500 ms, 0 lost;
 * soak: one long call, `WEBPHONE_SOAK="30,10"` kills of the signalling holder and of the media
-  holder (interleaved, a fresh member after each) -> calls lost (target 0), gaps.
+  holder (interleaved, a fresh member after each; the media kept on dummies while there are
+  any, `member_cli --media dummy`) -> calls lost (target 0), gaps.
 
 min/median/max of `RUNS` runs, the load average with each row. Run:
 ``.venv/bin/python -m benchmarks continuity`` (~4 min; the soak ~2 more).
@@ -75,12 +77,14 @@ class Lab:
         self.names = (f"m{i}" for i in itertools.count(1))
 
     @contextlib.asynccontextmanager
-    async def scene(self, members: int, fars: int = 1
+    async def scene(self, members: int, fars: int = 1, policy: str = "taker"
                     ) -> AsyncIterator[tuple[MemberGroup, Members, list[FarParty]]]:
-        """A group of `members` holders and `fars` far parties; everything killed after."""
+        """A group of `members` holders (media placement `policy`, see `member_cli --media`)
+        and `fars` far parties; everything killed after."""
         runtime_dir = short_runtime_dir()
         self.server.clear_bindings(GROUP_USER)
-        group = MemberGroup(runtime_dir, self.workdir, self.server.sip_info(GROUP_USER))
+        group = MemberGroup(runtime_dir, self.workdir, self.server.sip_info(GROUP_USER),
+                            extra=("--media", policy))
         parties: list[FarParty] = []
         try:
             held = await spawn_holders(group, [next(self.names) for _ in range(members)])
@@ -148,11 +152,14 @@ async def signalling_run(lab: Lab) -> dict[str, Any]:
 
 
 async def media_run(lab: Lab) -> list[dict[str, Any]]:
+    """`KILLS` calls, each answered by a dummy (its media holder), which is then killed (the
+    real takes the media: the default placement); a fresh member after each."""
     async with lab.scene(3) as (group, members, (far,)):
-        call = await answer_call(members, far, GROUP_USER, dummies_of(members)[0].name)
         results = []
         for _ in range(KILLS):
+            call = await answer_call(members, far, GROUP_USER, dummies_of(members)[0].name)
             results.append(await kill_media(call))
+            await far.hangup()
             await lab.replace(group, members)
         return results
 
@@ -182,7 +189,7 @@ async def soak(lab: Lab) -> dict[str, Any]:
     plan = ["media" if i in media_at else "signalling" for i in range(total)]
     gaps: dict[str, list[float]] = {"signalling": [], "media": []}
     lost = 0
-    async with lab.scene(3) as (group, members, (far,)):
+    async with lab.scene(3, policy="dummy") as (group, members, (far,)):
         call = await answer_call(members, far, GROUP_USER, dummies_of(members)[0].name)
         started = time.monotonic()
         for kind in plan:

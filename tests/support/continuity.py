@@ -71,6 +71,7 @@ FAR_TONE = 440.0
 MEMBER_TONES = (1000.0, 1200.0, 1400.0, 1600.0, 1800.0)
 FRAME_S = 0.02
 RESUMED_AFTER = 0.1  # s without a tone frame after which the tone "begins" again
+STEADY_S = 0.6  # s of audio a call has before `answer_call` returns
 Members = dict[str, tuple[MemberProc, float]]  # name -> (member process, its tone)
 Event = dict[str, Any]
 
@@ -137,6 +138,7 @@ class GroupCall:
     members: Members
     far: FarParty
     holder: MemberProc
+    steady: dict[str, Any] = field(default_factory=dict)  # the far party's first STEADY_S
 
     def alive(self) -> list[MemberProc]:
         return [m for m, _ in self.members.values() if _live(m)]
@@ -145,8 +147,8 @@ class GroupCall:
         return self.members[member.name][1]
 
     async def new_holder(self, since: dict[str, int], timeout: float = 15.0) -> MemberProc:
-        """The member that reports holding the call's media after the marks `since` (only
-        the members named there: a member just killed may not look dead yet)."""
+        """The member (of those in `since`) that reports holding the call's media after its
+        mark in `since`."""
         waits = {asyncio.ensure_future(m.wait_event(is_("holding", self.call_id), timeout,
                                                     since=since[m.name])): m
                  for m in self.alive() if m.name in since}
@@ -171,21 +173,28 @@ def marks(members: list[MemberProc]) -> dict[str, int]:
 
 
 async def answer_call(members: Members, far: FarParty, user: str, by: str) -> GroupCall:
-    """The far party calls `user` (the group); member `by` answers (and so holds the media)."""
+    """The far party calls `user` (the group) and member `by` answers; once the member that
+    holds the media (`by` with the default placement; see `GroupCall.holder`) is heard at the
+    far party and hears it."""
     member = members[by][0]
-    since = len(member.events)  # a member answering its second call: not the first again
+    since = marks([m for m, _ in members.values() if _live(m)])
+    began = time.monotonic()
     calling = asyncio.ensure_future(far.call(user))
-    ringing = await member.wait_event(is_("inbound_call"), 10, since=since)
+    ringing = await member.wait_event(is_("inbound_call"), 10, since=since[by])
     call_id = ringing["call_id"]
     result = await member.command("session", call_id=call_id, name="answer")
     if not result["ok"]:
         raise RuntimeError(f"{member.name} could not answer: {result}")
     if await calling != call_id:
         raise RuntimeError(f"the far party answered another call than {call_id}")
-    await member.wait_event(is_("holding", call_id), 10)
-    await far.wait_tone(members[by][1], after=0, timeout=10)
-    await member.wait_event(is_("heard", call_id, hz=FAR_TONE), 10)
-    return GroupCall(call_id=call_id, members=members, far=far, holder=member)
+    call = GroupCall(call_id=call_id, members=members, far=far, holder=member)
+    call.holder = await call.new_holder(since, 10)
+    heard = await far.wait_tone(call.tone(call.holder), after=began, timeout=10)
+    await call.holder.wait_event(is_("heard", call_id, hz=FAR_TONE), 10,
+                                 since=since[call.holder.name])
+    # half a second of audio before anything else happens: a fault's window looks back 0.5 s
+    call.steady = await far.report(since=heard, until=heard + STEADY_S)
+    return call
 
 
 def real_of(members: Members) -> MemberProc:
@@ -233,17 +242,19 @@ class ToneMeter:
         return False
 
     def report(self, since: float, until: float) -> dict[str, Any]:
-        """The longest stretch without an expected tone in [since, until], in ms, the frames
-        missing from it, and the tones heard in it (in order, with when each began)."""
+        """The longest stretch without an expected tone in [since, until], in ms, and when it
+        began; the frames missing from the interval, and the tones heard in it (in order)."""
         inside = [t for t in self.times if since <= t <= until]
         edges = [since, *inside, until]
-        longest = max((b - a for a, b in itertools.pairwise(edges)), default=0.0)
+        longest, gap_from = max(((b - a, a) for a, b in itertools.pairwise(edges)),
+                                default=(0.0, since))
         expected = round((until - since) / self.frame_s)
         heard = [hz for t, hz in self.changes if t < since][-1:]
         heard += [hz for t, hz in self.changes if since <= t <= until]
         tones = [hz for hz, _ in itertools.groupby(heard) if hz is not None]
         return {
             "gap_ms": round(longest * 1000, 1),
+            "gap_from": gap_from,
             "missing_frames": max(0, expected - len(inside)),
             "tone_frames": len(inside),
             "tones": tones,

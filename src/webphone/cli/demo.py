@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._common import EXIT_OK, EXIT_RUNTIME, CliError, error_line
-from ._demo_audio import AudioWatch, continuity_available
+from ._demo_audio import AudioWatch, continuity_available, member_tone
 from ._demo_procs import (
     DemoError,
     Event,
@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 __all__ = ["add_arguments", "run"]
 
 USER = "101"
+STEADY = 0.5  # s of audio the party has heard before a kill (the gap is measured from there)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,6 +80,8 @@ class Demo:
         self.party_calls: list[PartyCall] = []
         self.continuity = continuity_available()
         self.watch: AudioWatch | None = None
+        self.holder: Member | None = None  # the member that answered: it holds the audio
+        self.tones: dict[float, str] = {}  # the tone each member plays into calls it holds
 
     # -- narration -------------------------------------------------------------------------------
 
@@ -175,8 +178,11 @@ class Demo:
         names = [chr(ord("A") + i) for i in range(n)]
         argv = self.member_argv(sip_info_path)
         logs = None if self.args.debug else self.workdir
-        for name in names:
-            self.members.append(Member(name, argv, logs / f"{name}.log" if logs else None))
+        for i, name in enumerate(names):
+            tone = ["--tone", str(member_tone(i))] if self.continuity else []
+            self.tones[member_tone(i)] = name
+            self.members.append(Member(name, [*argv, *tone],
+                                       logs / f"{name}.log" if logs else None))
         first = self.members[0]
         await first.start()
         ready = await first.wait_event(lambda e: e.get("event") == "ready", 20, "ready")
@@ -200,6 +206,13 @@ class Demo:
                  + "; ".join(self.describe_binding(b) for b in bindings))
         if len(bindings) != 1:
             raise DemoError(f"expected 1 binding, the sandbox has {len(bindings)}")
+
+    async def the_real(self, timeout: float = 10.0) -> Member:
+        """The real, once exactly one live member is (a promotion may be under way)."""
+        reals = await poll(lambda: [m for m in self.alive() if m.role == "real"][:1], timeout)
+        if not reals:
+            raise DemoError(f"no real phone within {timeout:g} s")
+        return reals[0]  # type: ignore[no-any-return]
 
     def real(self) -> Member:
         reals = [m for m in self.alive() if m.role == "real"]
@@ -238,18 +251,21 @@ class Demo:
         self.say(f"step 2: the tone party (901) calls {USER}")
         call, call_id = await self.ring_everywhere("the real sent 180 Ringing, dummies see it "
                                                    "through the group")
-        holder = (f"{dummy.name} holds the audio (its own WebRTC session with the party)"
-                  if self.continuity else "holds the audio")
+        holder = (f"{dummy.name} holds the audio (its own WebRTC session with the party; it "
+                  "plays its tone into it)" if self.continuity else "holds the audio")
         self.say(f"step 3: phone {dummy.name}, a DUMMY, answers; the real ({real.name}) does the "
                  f"SIP and {holder}")
-        await self.answer_from(dummy, call, call_id)
         if call.media is not None:
             self.watch = AudioWatch(call.media)
+        await self.answer_from(dummy, call, call_id)
+        self.holder = dummy
         await self.audio_check(call, dummy.name if self.continuity else "the real")
         await self.show_views()
 
     async def audio_check(self, call: PartyCall, sender: str, timeout: float = 3.0) -> None:
         await poll(lambda: call.frames_received or call.state != "answered", timeout)
+        if self.watch is not None and self.continuity:  # half a second of it before a kill
+            await self.watch.flowing(STEADY, timeout)
         if call.frames_received:
             frames = call.frames_received
             self.say(f"audio: the party receives {sender}'s RTP ({frames} "
@@ -308,36 +324,39 @@ class Demo:
         return member, killed_at
 
     async def real_killed_call_lives(self) -> None:
-        real, call, watch = self.real(), self.party_calls[-1], self.watch
-        holder = self.dummies()[-1]
+        real, call, watch, holder = self.real(), self.party_calls[-1], self.watch, self.holder
+        assert holder is not None
         before = self.bindings()
         member, killed_at = await self.promoted_after_kill(real, "the real phone (all the SIP)")
         await self.binding_replaced(member, before)
         if watch is None:
             raise DemoError("the tone party's call has no media to listen to")
-        gap = await watch.gap(killed_at - 0.5, time.monotonic() + 1.5)
+        gap = await watch.gap(killed_at - STEADY, time.monotonic() + 1.5)
         if call.state != "answered" or gap > 1000:
             raise DemoError(f"the call did not survive the real ({call.state}; audio gap "
                             f"{gap:.0f} ms)")
         self.say(f"{member.name} adopted the call (a re-INVITE refreshed the dialog to its "
-                 f"connection); the audio between the party and {holder.name} never stopped: "
-                 f"longest gap {gap:.0f} ms at the tone party around the kill; no BYE")
+                 f"connection); {holder.name}'s tone never stopped at the party: longest gap "
+                 f"{gap:.0f} ms around the kill; no BYE")
         await self.show_views()
 
     async def media_holder_killed(self) -> None:
-        call, watch = self.party_calls[-1], self.watch
-        holder = self.dummies()[-1]
-        assert watch is not None
+        call, watch, holder = self.party_calls[-1], self.watch, self.holder
+        assert watch is not None and holder is not None
+        also = " (now also the real: both at once)" if holder.role == "real" else ""
         self.say(f"step 4b: kill -9 phone {holder.name} (pid {holder.pid}), the call's media "
-                 "holder")
+                 f"holder{also}")
         killed_at = await self.kill(holder)
-        back = await watch.resumed(killed_at, 10)
-        if back is None or call.state != "answered":
-            raise DemoError(f"the audio did not come back within 10 s ({call.state})")
-        gap = await watch.gap(killed_at - 0.5, back + 0.5)
-        self.say(f"the real ({self.real().name}) gave the call's media to a live member (itself: "
-                 f"new media offered in a re-INVITE); the audio came back "
-                 f"{self.ms(back, killed_at)} after the kill: gap {gap:.0f} ms at the tone party")
+        resumed = await watch.resumed(killed_at, 10)
+        if resumed is None or call.state != "answered":
+            raise DemoError(f"the audio did not come back within 10 s (call {call.state})")
+        back, hz = resumed
+        gap = await watch.gap(killed_at - STEADY, back + 0.5)
+        real = await self.the_real()
+        self.say(f"the call's media moved to {self.tones.get(hz, '?')} (chosen by the real, "
+                 f"{real.name}), renewed with a re-INVITE: the party hears "
+                 f"{self.tones.get(hz, '?')}'s tone ({hz:.0f} Hz) {self.ms(back, killed_at)} "
+                 f"after the kill; gap {gap:.0f} ms; no BYE")
         await self.show_views()
 
     async def wait_binding_replaced(self, before: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -353,11 +372,16 @@ class Demo:
         return after
 
     async def second_call(self) -> None:
-        real, dummy = self.real(), self.dummies()[0]
+        real, dummies = self.real(), self.dummies()
         self.say(f"step 5: a second call; the new real ({real.name}) serves it")
         call, call_id = await self.ring_everywhere("the new real rang")
-        self.say(f"phone {dummy.name}, a DUMMY, answers")
-        await self.answer_from(dummy, call, call_id)
+        if self.party_calls[0].state == "answered":  # the first call lives on: end it
+            await self.party_calls[0].hangup()
+            self.say("the tone party hangs up the first call, which is still up")
+        answerer = dummies[0] if dummies else real
+        self.say(f"phone {answerer.name}, " + ("a DUMMY, answers" if dummies else
+                                                "the real (the only member left), answers"))
+        await self.answer_from(answerer, call, call_id)
         await self.show_views()
         marks = self.marks()
         self.say(f"step 6: phone {real.name} (the real) hangs up")
@@ -372,8 +396,9 @@ class Demo:
     async def shut_down(self) -> None:
         real = self.real()
         dummies = self.dummies()
-        self.say(f"step 7: everyone quits: the dummies ({', '.join(m.name for m in dummies)}) "
-                 f"leave, then {real.name}, the last member, unregisters")
+        leave = (f"the dummies ({', '.join(m.name for m in dummies)}) leave, then "
+                 if dummies else "")
+        self.say(f"step 7: everyone quits: {leave}{real.name}, the last member, unregisters")
         codes = await asyncio.gather(*(m.quit(10) for m in dummies))
         codes.append(await real.quit(15))
         if any(code != 0 for code in codes):

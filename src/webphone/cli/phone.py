@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TextIO
 
 from webphone.shared.phone import SharedWebPhone
+from webphone.shared.tone_probe import TonePlayer
 from webphone.shared.transports.base import HubOptions
 
 from ._common import (
@@ -85,6 +86,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     advanced.add_argument("--hub-idle-timeout", type=float, default=10.0, metavar="S",
                           help="a hub started by this phone exits S seconds after its last "
                           "member left (default %(default)s)")
+    advanced.add_argument("--tone", type=float, metavar="HZ",
+                          help="play HZ into every call whose audio this process holds and "
+                          "report what it hears (--json events holding/heard)")
 
 
 def _stdin_reader(loop: asyncio.AbstractEventLoop,
@@ -163,6 +167,9 @@ async def _main(args: argparse.Namespace, emit: Emit, tui: Frontend | None) -> i
         loopback_media=args.loopback_media or is_loopback_server(sip_info),
     )
     app = PhoneApp(shared, emit, drain_timeout=args.drain_timeout)
+    if args.tone is not None:
+        TonePlayer(args.tone, (440.0,), lambda event, **fields: app.emit(event, **fields)
+                   ).attach(shared)
     signals = _Signals(app)
     try:
         await signals.starting(app.start())

@@ -3,7 +3,7 @@
     python -m webphone.shared.member_cli --sip-info sip-info.json [--group G]
         [--runtime-dir DIR] [--heartbeat-interval S] [--heartbeat-timeout S] [--hub-timeout S]
         [--idle-timeout S] [--action-timeout S] [--register-expires S] [--no-media]
-        [--media taker|real] [--tone HZ] [--hear HZ,HZ] [--loopback-media] [--hub URL]
+        [--media taker|real|dummy] [--tone HZ] [--hear HZ,HZ] [--loopback-media] [--hub URL]
 
 It joins the group with a `SharedWebPhone` and prints one JSON object per line on stdout for
 everything that happens; every line has "event" and "t" (time.monotonic(), which is one clock
@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from webphone.shared.phone import SharedWebPhone
+from webphone.shared.tone_probe import TonePlayer, local_media
 from webphone.shared.transports.base import HubOptions
 from webphone.sip import SipRequest
 from webphone.sip_info import SipInfo
@@ -65,65 +66,19 @@ def _out(event: str, **fields: Any) -> None:
     sys.stdout.flush()
 
 
-def _local_media(session: Any) -> Any:
-    """The session's `MediaSession` when this process holds the call's media, else None (a
-    dummy's proxy, or the real's stand-in for media held by another member)."""
-    media = getattr(session, "media", None)
-    module = sys.modules.get("webphone.media")
-    if module is None or not isinstance(media, module.MediaSession) or media.closed:
-        return None
-    return media
+def _dummy_policy(call: dict[str, Any], members: list[dict[str, Any]]) -> str | None:
+    """`--media dummy`: the taker unless it is the real, else the live dummy with the lowest
+    id (None: the real, when no dummy is left). For tests and benchmarks that kill media
+    holders again and again without touching the real."""
+    dummies = sorted(str(m["member_id"]) for m in members if m.get("role") == "dummy")
+    reals = {m["member_id"] for m in members if m.get("role") == "real"}
+    taker = call.get("taker")
+    if taker is not None and taker not in reals:  # the member list may lag behind a new taker
+        return str(taker)
+    return dummies[0] if dummies else None
 
 
-class _Holder:
-    """What `--tone` does: play a tone into every call whose media this member holds, and
-    print the dominant tone of what comes back (per 100 ms) whenever it changes."""
-
-    WINDOW_S = 0.1
-
-    def __init__(self, tone: float | None, hear: tuple[float, ...]) -> None:
-        self.tone = tone
-        self.hear = hear
-        self.held: dict[str, Any] = {}
-        self.hearing: dict[str, float | None] = {}
-        self._tasks: set[asyncio.Future[Any]] = set()
-
-    def check(self, session: Any) -> None:
-        """Start playing and listening when `session`'s media is (newly) held here."""
-        media = _local_media(session)
-        if media is None or self.tone is None or self.held.get(session.call_id) is media:
-            return
-        self.held[session.call_id] = media
-        _out("holding", call_id=session.call_id, tone=self.tone)
-        self.play(session.call_id, media, self.tone)
-        self._listen(session.call_id, media)
-
-    def play(self, call_id: str, media: Any, hz: float) -> None:
-        task = asyncio.ensure_future(media.play_tone(hz, 24 * 3600))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def holds(self) -> dict[str, float | None]:
-        return {call_id: self.hearing.get(call_id) for call_id, media in self.held.items()
-                if not media.closed}
-
-    def _listen(self, call_id: str, media: Any) -> None:
-        from webphone.media import detect_tone
-
-        pcm = bytearray()
-        self.hearing[call_id] = None
-
-        def on_audio(frame: Any) -> None:
-            pcm.extend(frame.pcm)
-            if len(pcm) < int(frame.sample_rate * self.WINDOW_S) * 2:
-                return
-            hz = detect_tone(bytes(pcm), frame.sample_rate, self.hear)
-            pcm.clear()
-            if hz != self.hearing.get(call_id) and media is self.held.get(call_id):
-                self.hearing[call_id] = hz
-                _out("heard", call_id=call_id, hz=hz, at=frame.received_at)
-
-        media.on("audio", on_audio)
+_POLICIES: dict[str, Any] = {"dummy": _dummy_policy}
 
 
 def _session_info(session: Any) -> dict[str, Any]:
@@ -133,7 +88,7 @@ def _session_info(session: Any) -> dict[str, Any]:
 
 
 class _Cli:
-    def __init__(self, shared: SharedWebPhone, holder: _Holder) -> None:
+    def __init__(self, shared: SharedWebPhone, holder: TonePlayer) -> None:
         self.shared = shared
         self.holder = holder
         self.done = asyncio.Event()
@@ -206,10 +161,10 @@ class _Cli:
             self.holder.check(session)
             return value
         if name == "tone":
-            media = _local_media(self._find(cmd["call_id"]))
+            media = local_media(self._find(cmd["call_id"]))
             if media is None:
                 raise LookupError(f"this member does not hold the media of {cmd['call_id']!r}")
-            self.holder.play(cmd["call_id"], media, float(cmd["hz"]))
+            self.holder.play(media, float(cmd["hz"]))
             return None
         if name == "holds":
             return self.holder.holds()
@@ -254,9 +209,12 @@ async def main_async(args: argparse.Namespace) -> int:
                             preload_media=not args.no_media, member_id=args.member_id,
                             register_expires=args.register_expires,
                             loopback_media=args.loopback_media, hub=args.hub or "local",
-                            **({"media": args.media} if args.media else {}))
+                            **({"media": _POLICIES.get(args.media, args.media)}
+                               if args.media else {}))
     hear = tuple(float(hz) for hz in args.hear.split(",") if hz)
-    cli = _Cli(shared, _Holder(args.tone, hear))
+    player = TonePlayer(args.tone, hear, _out)
+    player.attach(shared)
+    cli = _Cli(shared, player)
     try:
         await shared.start()
     except Exception as exc:
@@ -308,8 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--action-timeout", type=float, default=10.0)
     p.add_argument("--register-expires", type=int, default=60)
     p.add_argument("--no-media", action="store_true", help="do not preload media when real")
-    p.add_argument("--media", choices=("taker", "real"),
-                   help="media placement policy (default: SharedWebPhone's)")
+    p.add_argument("--media", choices=("taker", "real", "dummy"),
+                   help="media placement policy (default: SharedWebPhone's); dummy: the taker, "
+                   "else a live dummy, never the real")
     p.add_argument("--tone", type=float, help="play this tone (Hz) into every call whose "
                    "media this member holds, and report what it hears")
     p.add_argument("--loopback-media", action="store_true",
