@@ -267,3 +267,20 @@ async def test_a_leaving_real_moves_its_own_media_to_a_member_first(
     finally:
         for task in playing:
             task.cancel()
+
+
+async def test_a_call_whose_remote_media_goes_silent_ends_by_the_media_timeout(
+    group: Any, far: WebPhone
+) -> None:
+    """The real watches the RTP of media held by a dummy too (the holder's counters): when the
+    far party's audio stops, the call ends after media_timeout with a BYE and the reason."""
+    real, dummy = await group(2, media_timeout=1.0)
+    proxy, out = await answered_by(dummy, far)
+    (session,) = real.call_sessions
+    async with talking(proxy, out):
+        pass
+    await out.media.close()  # the far party's audio stops (its dialog stays)
+    await wait_until(lambda: session.state == "disposed", 5, message="the real ends the call")
+    assert "media timeout" in (session.end_reason or "")
+    await wait_until(lambda: out.state == "disposed", 5, message="the far party gets the BYE")
+    await wait_until(lambda: not dummy.media_host.sessions, 5, message="the holder's media ends")
