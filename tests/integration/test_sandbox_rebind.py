@@ -328,3 +328,35 @@ async def test_a_sigkilled_process_is_lost_not_gone(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_a_clean_close_while_the_device_is_registered_elsewhere_keeps_the_dialog(
+    devices: Callable[..., Awaitable[Device]], sb: Sandbox
+) -> None:
+    """A group hand-over is make-before-break: the successor B registers A's instance, then A
+    closes its WebSocket cleanly (no unregister). A's dialog waits for B's target refresh
+    instead of ending (the device is still there, on another flow: RFC 5626 §4.4)."""
+    a = await devices("101", "dev-x")
+    far = await devices("102", "far")
+    await call(a, far, "102")
+    b = await devices("101", "dev-x")  # registered before A leaves
+    await a.phone.client.dispose(unregister=False)  # a clean close frame, no REGISTER
+    await wait_until(lambda: len(sb.bindings("101")) == 1, 5,
+                     message="the sandbox to drop A's connection")
+    got = await take_over(b, a, far, a.cseq + 100)  # 481 if the close had ended the dialog
+    assert far.dialog is not None
+    assert (await far.phone.next("ACK")).cseq.number == got.cseq.number
+    bye = far.phone.in_dialog(far.dialog, "BYE")
+    assert (await far.phone.client.request(bye)).status_code == 200
+    assert (await b.phone.next("BYE")).call_id == far.dialog.call_id
+
+
+async def test_a_clean_close_of_the_devices_only_flow_ends_the_dialog_at_once(
+    devices: Callable[..., Awaitable[Device]], sb: Sandbox
+) -> None:
+    a = await devices("101", "dev-x")
+    far = await devices("102", "far")
+    await call(a, far, "102")
+    await a.phone.client.dispose(unregister=False)
+    bye = await far.phone.next("BYE", timeout=3)  # well before the 5 s grace
+    assert far.dialog is not None and bye.call_id == far.dialog.call_id

@@ -56,6 +56,8 @@ class FeaturesRouter(BridgeRouter, CallServices, Protocol):
 
     def find_dialog(self, call_id: str, tags: tuple[str | None, str | None]) -> Dialog | None: ...
 
+    def device_registered(self, user: str | None, instance: str) -> bool: ...
+
 
 class Features:
     """In-dialog routing and the server-side call features of one proxy."""
@@ -255,13 +257,20 @@ class Features:
 
     def leg_vanished(self, dialog: Dialog, connection_id: int, *, lost: bool = False) -> None:
         """`connection_id` closed: hang up in the name of its leg (the other gets a BYE).
-        `lost` (no goodbye): a leg whose device has an instance id waits `rebind_grace` for
-        that device to come back on a new connection (`_rebind`) first."""
+        `lost` (no goodbye), or a clean close while the leg's device (its instance id) is
+        registered over another connection: the leg waits `rebind_grace` for that device to
+        carry the dialog on over a new connection (`_rebind`) first."""
         grace = self.proxy.config.rebind_grace
         for leg in dialog.legs:
             if leg.connection != connection_id or leg in dialog.gone:
                 continue
-            if lost and grace > 0 and leg.instance is not None and dialog.link is None:
+            # RFC 5626 §4.4/§5.3: a device is its instance, not one flow. One whose flow closed
+            # cleanly while it is registered over another (a group hand-over, make-before-break:
+            # the successor registered first) is still there: it refreshes the target on the new
+            # flow, so its legs wait like a lost connection's instead of hanging up.
+            away = lost or (leg.instance is not None
+                            and self.proxy.device_registered(leg.user, leg.instance))
+            if away and grace > 0 and leg.instance is not None and dialog.link is None:
                 log.info("dialog %s: %s's connection was lost; waiting %.0f s for its device",
                          dialog.call_id, leg.user, grace)
                 self._orphans[id(leg)] = self.proxy.call_later(

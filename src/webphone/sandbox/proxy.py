@@ -190,6 +190,12 @@ class Proxy:
                 return binding.instance
         return None
 
+    def device_registered(self, user: str | None, instance: str) -> bool:
+        """Whether device `instance` of `user` has a live binding (over any connection)."""
+        if user is None:
+            return False
+        return any(b.instance == instance for b in self.registrar.lookup(user, self.now()))
+
     def connection(self, key: object) -> Connection | None:
         return self.connections.get(key) if isinstance(key, int) else None
 
