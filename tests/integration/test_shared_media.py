@@ -284,3 +284,31 @@ async def test_a_call_whose_remote_media_goes_silent_ends_by_the_media_timeout(
     assert "media timeout" in (session.end_reason or "")
     await wait_until(lambda: out.state == "disposed", 5, message="the far party gets the BYE")
     await wait_until(lambda: not dummy.media_host.sessions, 5, message="the holder's media ends")
+
+
+async def test_a_real_with_a_call_leaves_and_the_call_goes_on(group: Any, far: WebPhone) -> None:
+    """dispose() of the real holding a call's dialog and media: its media moves to the dummy,
+    the dummy becomes the real and adopts the dialog; the far party, without a BYE, hears the
+    new holder and is heard by it."""
+    real, dummy = await group(2)
+    playing: list[asyncio.Future[Any]] = []
+    play_when_moved_here(dummy, playing, NEW_HOLDER_TONE)
+    ringing = next_inbound(real)  # type: ignore[arg-type]
+    out = await far.call(GROUP_USER)
+    session: Any = await asyncio.wait_for(ringing, 10)
+    await session.answer()
+    await wait_until(lambda: out.state == "answered", 5)
+    try:
+        async with talking(session, out):
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await real.dispose()
+            print(f"dispose() of the real with 1 call: {1000 * (loop.time() - started):.0f} ms")
+            assert dummy.role == "real"
+            (adopted,) = dummy.call_sessions
+            await wait_until(lambda: adopted.media is not None, 5, message="media adopted")
+            await both_ways(adopted, out, NEW_HOLDER_TONE)
+        assert out.state == "answered" and adopted.state == "answered"  # no BYE either way
+    finally:
+        for task in playing:
+            task.cancel()
