@@ -154,4 +154,5 @@ async def test_adopt_call_names_the_wrong_field(
                     other.adopt_call({**record, **change})
             assert other.call_sessions == []
         assert "password" not in str(record).lower()
+        assert "authorization:" not in record["core"]["invite"].lower()  # no digest answer
         assert caller.sip_info.password not in str(record)

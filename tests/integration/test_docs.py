@@ -220,9 +220,11 @@ def _classes() -> dict[str, type]:
         MediaSession, AudioFrame, AudioStream, Sandbox, PartyCall)}
 
 
-#: public by name but not API: SharedWebPhone's listener hooks called by its GroupMember,
+#: public by name but not API: SharedWebPhone's listener hooks called by its GroupMember (and
+#: the continuity plane's),
 #: PartyCall.spawn (the party's task helper), AudioStream.put (the media session feeds it)
-_NOT_API = {"SharedWebPhone": {"on_action", "on_released", "on_role", "on_snapshot"},
+_NOT_API = {"SharedWebPhone": {"on_action", "on_released", "on_role", "on_snapshot",
+                                "on_delegate", "on_member_lost", "on_continuity"},
             "PartyCall": {"spawn"}, "AudioStream": {"put"}}
 
 

@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ __all__ = [
     "answer_call",
     "continuity_available",
     "dummies_of",
+    "far_party",
     "is_",
     "marks",
     "member_tone",
@@ -262,6 +264,18 @@ class ToneMeter:
 
 
 # -- the test's handle on the far party --------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def far_party(server: Any, user: str, log_dir: Path) -> AsyncIterator[FarParty]:
+    """A far party process registered as `user` on `server` (its bindings cleared first),
+    killed and reaped afterwards."""
+    server.clear_bindings(user)
+    party = await FarParty.spawn(server.sip_info(user), log_dir)
+    try:
+        yield party
+    finally:
+        await party.close()
 
 
 class FarParty(MemberProc):

@@ -32,6 +32,7 @@ from support.continuity import (
     answer_call,
     continuity_available,
     dummies_of,
+    far_party,
     is_,
     marks,
     placement_available,
@@ -113,12 +114,8 @@ async def holders(request: pytest.FixtureRequest, server: Any,
 
 @pytest.fixture
 async def far(server: Any, tmp_path: Path) -> AsyncIterator[FarParty]:
-    server.clear_bindings(FAR_USER)
-    party = await FarParty.spawn(server.sip_info(FAR_USER), tmp_path)
-    try:
+    async with far_party(server, FAR_USER, tmp_path) as party:
         yield party
-    finally:
-        await party.close()
 
 
 @PLACED

@@ -6,7 +6,8 @@ members-only, versioned, never in a snapshot):
 
     {call_id: {"v": 1, "call": session.continuity_record(),   # dialog, CSeq, SDP, ids, flags
                "holder": member_id,                            # who holds the call's media
-               "media": session.media.continuity()}}           # what a new holder resumes
+               "media": session.media.continuity(),            # what a new holder resumes
+               "real": member_id}}                             # who published it
 
 A new real adopts every record right after it registered (`Adoption`), in two steps:
 
@@ -14,14 +15,14 @@ A new real adopts every record right after it registered (`Adoption`), in two st
    an answered session of its phone (`WebPhone.adopt_call`: our Contact, CSeq 1000 above the old
    real's); while its media is being settled the old record stays published for it;
 2. then the media, per call: the holder is this member (it held the media as a dummy) or a live
-   member: that media goes on (`media_for(call_id, holder, media_record)`, the placement's
-   hook: the MediaSession this member holds, or a `RemoteMedia` reaching the holder; a holder
-   names itself in the record through its media's `holder` attribute), and a target refresh
+   member other than the old real: that media goes on (`media_for(call_id, holder, media)`,
+   the placement's hook: the MediaSession this member holds, or a `RemoteMedia` reaching the
+   holder, which names itself through its media's `holder` attribute), and a target refresh
    (re-INVITE with the same SDP) tells the far party where the dialog is now; the holder is gone
-   (the dead real held the media too, "both at once", or nobody can reach it): new media here
-   (`WebPhone.resume_media(record["media"])`) and `renew_media` (offerless re-INVITE, fallback
-   offer, or BYE with the reason). Then ``adopted`` on the session and ``adopted(session)`` on
-   the phone.
+   (the old real held the media too, "both at once": crashed, or hung and still listed), or
+   nobody can reach it: new media here (`WebPhone.resume_media(record["media"])`) and
+   `renew_media` (offerless re-INVITE, fallback offer, or BYE with the reason). Then
+   ``adopted`` on the session and ``adopted(session)`` on the phone.
 
 The new real tells the hub it is ready (`registered`) only once every call is settled: a real
 handing over keeps its SIP connection until then (a server may end the dialogs of a connection
@@ -74,7 +75,8 @@ def call_record(session: CallSession, me: str) -> dict[str, Any] | None:
         return None
     holder = getattr(media, "holder", None)
     return {"v": RECORD_VERSION, "call": session.continuity_record(),
-            "holder": holder if isinstance(holder, str) else me, "media": media_record}
+            "holder": holder if isinstance(holder, str) else me, "media": media_record,
+            "real": me}
 
 
 class ContinuityRecords:
@@ -153,8 +155,10 @@ class Adoption:
     async def _settle_one(self, phone: WebPhone, session: CallSession, entry: dict[str, Any],
                           me: str, alive: Collection[str]) -> None:
         holder = entry["holder"]
-        media = self._media_for(session.call_id, holder, entry["media"]) if (
-            holder == me or holder in alive) else None
+        # The real that published the record is gone, crashed or hung (else we would not
+        # adopt), even if a hung one is still listed: media it held is gone with it.
+        gone = holder != me and (holder == entry.get("real") or holder not in alive)
+        media = None if gone else self._media_for(session.call_id, holder, entry["media"])
         try:
             if media is not None:
                 session.attach_media(media)

@@ -1,0 +1,158 @@
+"""A call outlives the real that held both its dialog and its media (issue #11 item 4, "both at
+once", what a plain single process is), and a deposed real stays silent in the dialogs its
+successor adopted (invariant 8). Real processes: `member_cli --tone` members on the sandbox, the
+far party a `WebPhone` in its own process (tests/support/continuity.py); audio by frequency at
+both ends.
+
+The successor adopts the dialog from the continuity state (CSeq +1000, its own Contact) and,
+the media holder being dead, renews the media (offerless re-INVITE, answer in the ACK; the
+webphone far party re-offers on its new endpoint)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.continuity import (
+    FAR_TONE,
+    FarParty,
+    GroupCall,
+    answer_call,
+    continuity_available,
+    dummies_of,
+    is_,
+    real_of,
+    spawn_holders,
+)
+from support.group import MemberGroup, MemberProc
+from support.sandbox_server import SandboxServer
+
+GROUP_USER, FAR_USER = "107", "108"
+
+pytestmark = [pytest.mark.system, pytest.mark.timeout(60),
+              pytest.mark.skipif(not continuity_available(), reason="needs media placement")]
+
+
+@pytest.fixture
+async def far(sandbox_server: SandboxServer, tmp_path: Path) -> AsyncIterator[FarParty]:
+    sandbox_server.clear_bindings(FAR_USER)
+    party = await FarParty.spawn(sandbox_server.sip_info(FAR_USER), tmp_path)
+    try:
+        yield party
+    finally:
+        await party.close()
+
+
+async def call_on_the_real(sandbox_server: SandboxServer, member_group: Callable[..., MemberGroup],
+                           far: FarParty) -> tuple[GroupCall, MemberProc, MemberProc]:
+    """Members a and b; the far party calls the group and the real answers (it holds the
+    dialog and the media). Returns the call, the real and the dummy."""
+    sandbox_server.clear_bindings(GROUP_USER)
+    members = await spawn_holders(member_group(GROUP_USER, kam=sandbox_server), ["a", "b"])
+    real, (dummy,) = real_of(members), dummies_of(members)
+    call = await answer_call(members, far, GROUP_USER, real.name)
+    return call, real, dummy
+
+
+async def taken_over(call: GroupCall, successor: MemberProc, since: float, mark: int
+                     ) -> dict[str, Any]:
+    """The successor adopted the call and holds its media: the far party hears its tone, it
+    hears the far party's, the far party got no BYE, the successor shows the call answered.
+    Returns the far party's report from `since`."""
+    await successor.wait_event(is_("adopted", call.call_id), 15, since=mark)
+    await call.far.wait_tone(call.tone(successor), after=since, timeout=10)
+    await successor.wait_event(is_("heard", call.call_id, hz=FAR_TONE), 10, since=mark)
+    report = await call.far.report(since=since)
+    assert report["byes"] == 0 and report["state"] == "answered", report
+    assert report["current"] == call.tone(successor), report
+    state = (await successor.command("state"))["value"]
+    assert state["role"] == "real"
+    assert [(c["call_id"], c["state"]) for c in state["calls"]] == [(call.call_id, "answered")]
+    return report
+
+
+async def test_sigkill_of_the_real_holding_dialog_and_media(
+    sandbox_server: SandboxServer, member_group: Callable[..., MemberGroup], far: FarParty
+) -> None:
+    """SIGKILL of the real that held both: the dummy is promoted, adopts the dialog, renews the
+    media; the call goes on (tones both ways), the far party never gets a BYE."""
+    call, real, dummy = await call_on_the_real(sandbox_server, member_group, far)
+    mark, killed = len(dummy.events), time.monotonic()
+    real.kill()
+    report = await taken_over(call, dummy, killed, mark)
+    heard = await far.wait_tone(call.tone(dummy), after=killed, timeout=1)
+    print(f"\nSIGKILL of the real holding both: the far party hears the successor "
+          f"{(heard - killed) * 1000:.0f} ms after the kill; {report}")
+
+
+async def test_deposed_real_stays_silent_in_the_adopted_dialog(
+    sandbox_server: SandboxServer, member_group: Callable[..., MemberGroup], far: FarParty
+) -> None:
+    """SIGSTOP of the real holding both, past the heartbeat timeout: the dummy takes the call
+    over; on SIGCONT the old real learns it was deposed and sends nothing more in the dialog
+    (the sandbox receives no message of the call on its connection), the call goes on."""
+    call, real, dummy = await call_on_the_real(sandbox_server, member_group, far)
+    sandbox = sandbox_server.sandbox
+    assert sandbox is not None
+    (old_connection,) = {r.connection for r in sandbox.messages_of(GROUP_USER)
+                         if r.direction == "out" and r.message.call_id == call.call_id}
+    mark, stopped = len(dummy.events), time.monotonic()
+    real.stop()
+    before = await taken_over(call, dummy, stopped, mark)
+    woke = len(real.events)
+    real.cont()
+    await real.wait_event(is_("role", role="dummy"), 10, since=woke)
+    await real.wait_event(is_("call_state", call.call_id, state="disposed"), 10, since=woke)
+    after = await far.report(since=stopped)
+    assert after["byes"] == 0 and after["reinvites"] == before["reinvites"], (before, after)
+    assert after["current"] == call.tone(dummy), after
+    spoke = [r.first_line for r in sandbox.messages_of(GROUP_USER)
+             if r.connection == old_connection and r.direction == "in" and r.time > stopped
+             and r.message.call_id == call.call_id]
+    assert spoke == [], spoke
+
+
+@pytest.fixture
+def party_sandbox() -> Iterator[SandboxServer]:
+    """A sandbox of this test's own, with its parties (900 echo, 901 tone...)."""
+    server = SandboxServer(parties=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_sigkill_of_the_real_calling_a_sandbox_party(
+    party_sandbox: SandboxServer, member_group: Callable[..., MemberGroup]
+) -> None:
+    """The real calls the sandbox's echo party (900: an aiortc far party that never re-offers)
+    and holds dialog and media; SIGKILL: the successor's offerless re-INVITE is not followed
+    (the party offers from its connection to the dead process), so after `fallback_after` its
+    fresh offer brings the audio back: the successor hears its own tone echoed (the party
+    hears it, and it hears the party), no BYE reached the party."""
+    members = await spawn_holders(member_group(GROUP_USER, kam=party_sandbox), ["a", "b"],
+                                  "--hear", "1000,1200")
+    real, (dummy,) = real_of(members), dummies_of(members)
+    tone = {name: hz for name, (_, hz) in members.items()}
+    placed = await real.command("call", callee="900")
+    assert placed["ok"], placed
+    call_id = placed["value"]["call_id"]
+    await real.wait_event(is_("heard", call_id, hz=tone[real.name]), 10)
+    mark, killed = len(dummy.events), time.monotonic()
+    real.kill()
+    await dummy.wait_event(is_("adopted", call_id), 15, since=mark)
+    echoed = await dummy.wait_event(is_("heard", call_id, hz=tone[dummy.name]), 10, since=mark)
+    print(f"\nSIGKILL of the real calling the echo party: the successor hears itself echoed "
+          f"{(echoed['t'] - killed) * 1000:.0f} ms after the kill")
+    state = (await dummy.command("state"))["value"]
+    assert [(c["call_id"], c["state"]) for c in state["calls"]] == [(call_id, "answered")]
+    sandbox = party_sandbox.sandbox
+    assert sandbox is not None
+    seen = [r.first_line for r in sandbox.messages if r.message.call_id == call_id]
+    assert any(line.startswith("INVITE sip:900") for line in seen), seen  # the record works
+    assert not [line for line in seen if line.startswith("BYE")], seen
