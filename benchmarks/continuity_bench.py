@@ -16,8 +16,10 @@ longest stretch without a member's tone (the gap) and the 20 ms frames missing.
 * graceful leave of a dummy holding 3 calls: `dispose()` time and calls lost, beside the
   dispose() of a member without calls. Target: <= 500 ms, 0 lost;
 * soak: one long call, `WEBPHONE_SOAK="30,10"` kills of the signalling holder and of the media
-  holder (interleaved, a fresh member after each; the media kept on dummies while there are
-  any, `member_cli --media dummy`) -> calls lost (target 0), gaps.
+  holder (interleaved: a media kill, then three of the real; a fresh member after each) ->
+  calls lost (target 0), gaps. Six members, the media on the youngest dummy (`member_cli
+  --media dummy`): a promotion takes the oldest dummy, so the holder is not promoted (which
+  would make the next kill of the real a kill of both) before the next media kill.
 
 min/median/max of `RUNS` runs, the load average with each row. Run:
 ``.venv/bin/python -m benchmarks continuity`` (~4 min; the soak ~2 more).
@@ -184,14 +186,15 @@ async def leave_run(lab: Lab) -> dict[str, Any]:
 
 async def soak(lab: Lab) -> dict[str, Any]:
     """One call; kills of the signalling holder and of the media holder as planned (a kill of
-    a real that holds the media too counts as "both"); a fresh member after each."""
+    a real that holds the media too counts as "both"); a fresh member after each. Six
+    members: see the module docstring."""
     signalling, media = _soak_counts()
     total = signalling + media
     media_at = {round(k * total / media) for k in range(media)} if media else set()
     plan = ["media" if i in media_at else "signalling" for i in range(total)]
     gaps: dict[str, list[float]] = {"signalling": [], "media": [], "both": []}
     lost = 0
-    async with lab.scene(4, policy="dummy") as (group, members, (far,)):
+    async with lab.scene(6, policy="dummy") as (group, members, (far,)):
         await real_of(members).command("refresh_members")  # the policy sees every member
         # the youngest dummy: the oldest is promoted when the real dies
         call = await answer_call(members, far, GROUP_USER, dummies_of(members)[-1].name)
