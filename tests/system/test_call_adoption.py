@@ -49,11 +49,12 @@ async def far(sandbox_server: SandboxServer, tmp_path: Path) -> AsyncIterator[Fa
 
 
 async def call_on_the_real(sandbox_server: SandboxServer, member_group: Callable[..., MemberGroup],
-                           far: FarParty) -> tuple[GroupCall, MemberProc, MemberProc]:
-    """Members a and b; the far party calls the group and the real answers (it holds the
-    dialog and the media). Returns the call, the real and the dummy."""
+                           far: FarParty, *extra: str) -> tuple[GroupCall, MemberProc, MemberProc]:
+    """Members a and b (member_cli options `extra`); the far party calls the group and the
+    real answers (it holds the dialog and the media). Returns the call, the real, the dummy."""
     sandbox_server.clear_bindings(GROUP_USER)
-    members = await spawn_holders(member_group(GROUP_USER, kam=sandbox_server), ["a", "b"])
+    members = await spawn_holders(member_group(GROUP_USER, kam=sandbox_server), ["a", "b"],
+                                  *extra)
     real, (dummy,) = real_of(members), dummies_of(members)
     call = await answer_call(members, far, GROUP_USER, real.name)
     return call, real, dummy
@@ -110,8 +111,10 @@ async def test_deposed_real_stays_silent_in_the_adopted_dialog(
 ) -> None:
     """SIGSTOP of the real holding both, past the heartbeat timeout: the dummy takes the call
     over; on SIGCONT the old real learns it was deposed and sends nothing more in the dialog
-    (the sandbox receives no message of the call on its connection), the call goes on."""
-    call, real, dummy = await call_on_the_real(sandbox_server, member_group, far)
+    (the sandbox receives no message of the call on its connection), the call goes on. Its
+    media timeout (1 s) is long past when it wakes: the BYE it would send is fenced."""
+    call, real, dummy = await call_on_the_real(sandbox_server, member_group, far,
+                                               "--media-timeout", "1")
     sandbox = sandbox_server.sandbox
     assert sandbox is not None
     (old_connection,) = {r.connection for r in sandbox.messages_of(GROUP_USER)

@@ -213,6 +213,7 @@ async def main_async(args: argparse.Namespace) -> int:
                             hub_timeout=args.hub_timeout, action_timeout=args.action_timeout,
                             preload_media=not args.no_media, member_id=args.member_id,
                             register_expires=args.register_expires,
+                            media_timeout=args.media_timeout,
                             loopback_media=args.loopback_media, hub=args.hub or "local",
                             **({"media": _POLICIES.get(args.media, args.media)}
                                if args.media else {}))
@@ -270,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--idle-timeout", type=float, default=10.0)
     p.add_argument("--action-timeout", type=float, default=10.0)
     p.add_argument("--register-expires", type=int, default=60)
+    p.add_argument("--media-timeout", type=float, default=30.0,
+                   help="end an answered call after this many seconds without audio")
     p.add_argument("--no-media", action="store_true", help="do not preload media when real")
     p.add_argument("--media", choices=("taker", "real", "dummy"),
                    help="media placement policy (default: SharedWebPhone's); dummy: the taker, "
