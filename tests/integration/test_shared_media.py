@@ -167,9 +167,33 @@ def play_when_moved_here(phone: SharedWebPhone, playing: list[asyncio.Future[Any
         asyncio.ensure_future(session.media.play_tone(tone, 60))))
 
 
-async def answered_by(dummy: SharedWebPhone, far: WebPhone) -> tuple[Any, Any]:
-    """The far party calls the group and `dummy` answers: (its proxy, the far session)."""
-    ringing = next_inbound(dummy)  # type: ignore[arg-type]
+@contextlib.asynccontextmanager
+async def moving_call(answerer: SharedWebPhone, new_holder: SharedWebPhone, far: WebPhone
+                      ) -> AsyncIterator[tuple[Any, Any]]:
+    """A call `answerer` answers, both ends talking (checked) while the block runs: (its
+    session, the far session). `new_holder` plays NEW_HOLDER_TONE once the media moves to it."""
+    playing: list[asyncio.Future[Any]] = []
+    play_when_moved_here(new_holder, playing, NEW_HOLDER_TONE)
+    session, out = await answered_by(answerer, far)
+    try:
+        async with talking(session, out):
+            yield session, out
+    finally:
+        for task in playing:
+            task.cancel()
+
+
+async def timed(what: str, coro: Any) -> None:
+    """Await `coro` and print how long it took (a figure for the report, never asserted)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await coro
+    print(f"{what}: {1000 * (loop.time() - started):.0f} ms")
+
+
+async def answered_by(member: SharedWebPhone, far: WebPhone) -> tuple[Any, Any]:
+    """The far party calls the group and `member` answers: (its session, the far session)."""
+    ringing = next_inbound(member)  # type: ignore[arg-type]
     out = await far.call(GROUP_USER)
     proxy: Any = await asyncio.wait_for(ringing, 10)
     await proxy.answer()
@@ -184,44 +208,27 @@ async def test_a_crashed_media_holder_is_replaced_by_another_member(
     (the policy), which resumes the media; the far party hears the new holder and is heard,
     and never gets a BYE."""
     real, holder, spare = await group(3, media=taker_or_a_dummy)
-    playing: list[asyncio.Future[Any]] = []
-    play_when_moved_here(spare, playing, NEW_HOLDER_TONE)
-    proxy, out = await answered_by(holder, far)
-    try:
-        async with talking(proxy, out):
-            holder._crash()
-            await wait_until(lambda: spare.media_host.sessions, 10, message="spare takes over")
-            (session,) = real.call_sessions
-            await wait_until(lambda: isinstance(session.media, RemoteMedia)
-                             and session.media.holder == spare.member_id, 10)
-            (moved,) = [p for p in spare.call_sessions if p.media is not None]
-            await both_ways(moved, out, NEW_HOLDER_TONE)
-        assert out.state == "answered" and session.state == "answered"  # no BYE either way
-    finally:
-        for task in playing:
-            task.cancel()
+    async with moving_call(holder, spare, far) as (_, out):
+        holder._crash()
+        await wait_until(lambda: spare.media_host.sessions, 10, message="spare takes over")
+        (session,) = real.call_sessions
+        await wait_until(lambda: isinstance(session.media, RemoteMedia)
+                         and session.media.holder == spare.member_id, 10)
+        (moved,) = [p for p in spare.call_sessions if p.media is not None]
+        await both_ways(moved, out, NEW_HOLDER_TONE)
+    assert out.state == "answered" and session.state == "answered"  # no BYE either way
 
 
 async def test_a_leaving_holder_moves_its_calls_first(group: Any, far: WebPhone) -> None:
     """dispose() of a dummy holder: the real moves the media of its calls (here to itself)
     before the dummy closes; the audio goes on both ways, the far party gets no BYE."""
     real, holder = await group(2)
-    playing: list[asyncio.Future[Any]] = []
-    play_when_moved_here(real, playing, NEW_HOLDER_TONE)
-    proxy, out = await answered_by(holder, far)
-    try:
-        async with talking(proxy, out):
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            await holder.dispose()
-            print(f"dispose() of a holder with 1 call: {1000 * (loop.time() - started):.0f} ms")
-            (session,) = real.call_sessions
-            assert session.media is not None and not isinstance(session.media, RemoteMedia)
-            await both_ways(session, out, NEW_HOLDER_TONE)
-        assert out.state == "answered" and session.state == "answered"
-    finally:
-        for task in playing:
-            task.cancel()
+    async with moving_call(holder, real, far) as (_, out):
+        await timed("dispose() of a holder with 1 call", holder.dispose())
+        (session,) = real.call_sessions
+        assert session.media is not None and not isinstance(session.media, RemoteMedia)
+        await both_ways(session, out, NEW_HOLDER_TONE)
+    assert out.state == "answered" and session.state == "answered"
 
 
 async def test_an_answer_for_a_taker_that_died_leaves_the_media_on_the_real(
@@ -246,24 +253,43 @@ async def test_a_leaving_real_moves_its_own_media_to_a_member_first(
 ) -> None:
     """A real that leaves without draining first moves the media it holds to a dummy
     (make-before-break): the dummy hears the far party and is heard, no BYE. The move is
-    checked before the hand-over that `dispose(drain=False)` does next (the successor adopting
-    the dialog afterwards is adoption's test)."""
+    checked before the hand-over that `dispose()` does next (the next test: the whole leave)."""
     real, dummy = await group(2)
-    playing: list[asyncio.Future[Any]] = []
-    play_when_moved_here(dummy, playing, NEW_HOLDER_TONE)
-    ringing = next_inbound(real)  # type: ignore[arg-type]
-    out = await far.call(GROUP_USER)
-    session: Any = await asyncio.wait_for(ringing, 10)
-    await session.answer()
-    await wait_until(lambda: out.state == "answered", 5)
-    try:
-        async with talking(session, out):
-            await real._move_own_media()  # what dispose(drain=False) does before handing over
-            assert isinstance(session.media, RemoteMedia)
-            assert session.media.holder == dummy.member_id
-            (proxy,) = [p for p in dummy.call_sessions if p.media is not None]
-            await both_ways(proxy, out, NEW_HOLDER_TONE)
-        assert out.state == "answered" and session.state == "answered"
-    finally:
-        for task in playing:
-            task.cancel()
+    async with moving_call(real, dummy, far) as (session, out):
+        await real._move_own_media()  # what dispose() does before handing over
+        assert isinstance(session.media, RemoteMedia)
+        assert session.media.holder == dummy.member_id
+        (proxy,) = [p for p in dummy.call_sessions if p.media is not None]
+        await both_ways(proxy, out, NEW_HOLDER_TONE)
+    assert out.state == "answered" and session.state == "answered"
+
+
+async def test_a_call_whose_remote_media_goes_silent_ends_by_the_media_timeout(
+    group: Any, far: WebPhone
+) -> None:
+    """The real watches the RTP of media held by a dummy too (the holder's counters): when the
+    far party's audio stops, the call ends after media_timeout with a BYE and the reason."""
+    real, dummy = await group(2, media_timeout=1.0)
+    proxy, out = await answered_by(dummy, far)
+    (session,) = real.call_sessions
+    async with talking(proxy, out):
+        pass
+    await out.media.close()  # the far party's audio stops (its dialog stays)
+    await wait_until(lambda: session.state == "disposed", 5, message="the real ends the call")
+    assert "media timeout" in (session.end_reason or "")
+    await wait_until(lambda: out.state == "disposed", 5, message="the far party gets the BYE")
+    await wait_until(lambda: not dummy.media_host.sessions, 5, message="the holder's media ends")
+
+
+async def test_a_real_with_a_call_leaves_and_the_call_goes_on(group: Any, far: WebPhone) -> None:
+    """dispose() of the real holding a call's dialog and media: its media moves to the dummy,
+    the dummy becomes the real and adopts the dialog; the far party, without a BYE, hears the
+    new holder and is heard by it."""
+    real, dummy = await group(2)
+    async with moving_call(real, dummy, far) as (_, out):
+        await timed("dispose() of the real with 1 call", real.dispose())
+        assert dummy.role == "real"
+        (adopted,) = dummy.call_sessions
+        await wait_until(lambda: adopted.media is not None, 5, message="media adopted")
+        await both_ways(adopted, out, NEW_HOLDER_TONE)
+    assert out.state == "answered" and adopted.state == "answered"  # no BYE either way

@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ __all__ = [
     "FAR_TONE",
     "MEMBER_TONES",
     "NEEDS_CONTINUITY",
+    "NEEDS_PLACEMENT",
     "FarParty",
     "GroupCall",
     "Members",
@@ -58,11 +60,14 @@ __all__ = [
     "answer_call",
     "continuity_available",
     "dummies_of",
+    "far_party",
     "is_",
     "marks",
     "member_tone",
+    "placement_available",
     "real_of",
     "spawn_holders",
+    "tone_in_wav",
 ]
 
 FAR_TONE = 440.0
@@ -210,6 +215,27 @@ def _live(member: MemberProc) -> bool:
     return member.proc is not None and member.proc.returncode is None and not member.stopped
 
 
+def tone_in_wav(path: Path, start: float, end: float,
+                tones: Iterable[float] = (440.0, 1000.0, 1400.0)) -> float | None:
+    """The dominant tone among `tones` in [start, end) s of a WAV (mono mix; a negative
+    `start`/`end` counts from the end): what a recording peer (baresip's dump) heard."""
+    import array
+    import wave
+
+    from webphone.media import detect_tone
+
+    with wave.open(str(path)) as wav:
+        rate, channels, length = wav.getframerate(), wav.getnchannels(), wav.getnframes()
+        first = int(start * rate) % length if start < 0 else int(start * rate)
+        last = length + int(end * rate) if end < 0 else int(end * rate)
+        wav.setpos(max(0, first))
+        raw = wav.readframes(max(0, last - first))
+    samples = array.array("h", raw)
+    mono = array.array("h", (sum(samples[i:i + channels]) // channels
+                             for i in range(0, len(samples) - channels + 1, channels)))
+    return detect_tone(mono.tobytes(), rate, tuple(tones))
+
+
 # -- the meter (pure: frames and their times in, a report out) --------------------------------
 
 
@@ -262,6 +288,18 @@ class ToneMeter:
 
 
 # -- the test's handle on the far party --------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def far_party(server: Any, user: str, log_dir: Path) -> AsyncIterator[FarParty]:
+    """A far party process registered as `user` on `server` (its bindings cleared first),
+    killed and reaped afterwards."""
+    server.clear_bindings(user)
+    party = await FarParty.spawn(server.sip_info(user), log_dir)
+    try:
+        yield party
+    finally:
+        await party.close()
 
 
 class FarParty(MemberProc):

@@ -16,14 +16,16 @@ SIGKILL IS such a growing gap.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from support.baresip import Baresip
 from support.continuity import (
     FAR_TONE,
+    MEMBER_TONES,
     NEEDS_CONTINUITY,
     NEEDS_PLACEMENT,
     FarParty,
@@ -32,15 +34,19 @@ from support.continuity import (
     answer_call,
     continuity_available,
     dummies_of,
+    far_party,
     is_,
     marks,
     placement_available,
     real_of,
     spawn_holders,
+    tone_in_wav,
 )
 from support.group import MemberGroup, MemberProc
+from support.kamailio import Kamailio
 from support.redis_server import RedisServer
 from support.sandbox_server import SandboxServer
+from support.wait import wait_until
 
 GROUP_USER, FAR_USER = "105", "106"
 #: correctness bounds (see the module docstring), not targets
@@ -113,12 +119,8 @@ async def holders(request: pytest.FixtureRequest, server: Any,
 
 @pytest.fixture
 async def far(server: Any, tmp_path: Path) -> AsyncIterator[FarParty]:
-    server.clear_bindings(FAR_USER)
-    party = await FarParty.spawn(server.sip_info(FAR_USER), tmp_path)
-    try:
+    async with far_party(server, FAR_USER, tmp_path) as party:
         yield party
-    finally:
-        await party.close()
 
 
 @PLACED
@@ -242,3 +244,57 @@ async def test_the_real_holds_the_media_and_the_meter_sees_the_group_die(
     report = await far.report(since=killed - 0.5, until=killed + 1.0)
     print(f"after SIGKILL of every member: {report}")
     assert report["gap_ms"] >= 900
+
+
+@GROUPS
+@pytest.mark.kamailio
+@pytest.mark.baresip
+async def test_baresip_keeps_its_call_when_the_real_dies_and_hears_the_holder(
+    kamailio: Kamailio, member_group: Callable[..., MemberGroup],
+    baresip: Callable[..., Awaitable[Baresip]], tmp_path: Path
+) -> None:
+    """baresip 1.0 through Kamailio as the far party (UDP, ICE, DTLS-SRTP): a dummy answers and
+    holds the audio, the real is SIGKILLed, the successor's target refresh is accepted: no BYE,
+    the dummy hears baresip's 440 Hz after the kill and baresip's recording ends with the
+    dummy's tone. (A media holder's death cannot be survived with baresip 1.0: it follows no
+    new media endpoint, docs/dtls-roles.md; the call then ends with a BYE and the reason.)"""
+    kamailio.clear_bindings(GROUP_USER)
+    members = await spawn_holders(member_group(GROUP_USER), ["a", "b", "c"], loopback=False)
+    record = tmp_path / "heard"
+    record.mkdir()
+    bob = await baresip("bob", ice=True, record_dir=record)
+    dummy, real = dummies_of(members)[-1], real_of(members)
+    since = marks([m for m, _ in members.values()])
+    await bob.dial(f"sip:{GROUP_USER}@{kamailio.domain}")
+    ringing = await dummy.wait_event(is_("inbound_call"), 10, since=since[dummy.name])
+    call_id = ringing["call_id"]
+    assert (await dummy.command("session", call_id=call_id, name="answer"))["ok"]
+    await bob.wait_event("CALL_ESTABLISHED", timeout=10)
+    await dummy.wait_event(is_("heard", call_id, hz=FAR_TONE), 10, since=since[dummy.name])
+    (dump,) = record.glob("dump-*-dec.wav")
+    began, size = time.monotonic(), dump.stat().st_size  # its rate (written at the end)
+    await wait_until(lambda: dump.stat().st_size >= size + 8000, 10, message="a recording")
+    per_second = (dump.stat().st_size - size) / (time.monotonic() - began)
+    mark = len(dummy.events)
+    killed = time.monotonic()
+    real.kill()
+    adopted = await wait_until(lambda: [m for m, _ in members.values() if m is not real and
+                                        m.last("adopted") is not None], 15,
+                               message="a successor adopting the call")
+    # a second and more of baresip's recording after the adoption (48 kHz, 16-bit stereo)
+    # a second and more of baresip's recording after the adoption
+    size = dump.stat().st_size
+    await wait_until(lambda: dump.stat().st_size >= size + per_second * 1.3, 10,
+                     message="baresip's recording to go on")
+    holds = (await dummy.command("holds"))["value"]
+    assert holds.get(call_id) == FAR_TONE, holds
+    assert not [e for e in dummy.events[mark:] if e["event"] == "heard"], "the audio changed"
+    assert "CALL_CLOSED" not in [e.get("type") for e in bob.events]
+    await bob.hangup()
+    await bob.wait_event("CALL_CLOSED", timeout=10)
+    tone = members[dummy.name][1]
+    assert tone_in_wav(dump, -1.2, -0.2, MEMBER_TONES) == tone, "baresip's end"
+    print(f"\nbaresip through Kamailio: the real SIGKILLed, {adopted[0].name} adopted the call; "
+          f"it went on with {dummy.name}'s audio ({time.monotonic() - killed:.1f} s checked), "
+          "no BYE")
+

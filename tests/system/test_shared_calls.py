@@ -104,7 +104,7 @@ async def test_graceful_leave_drains_the_call_then_hands_over(
     # the real leaves while the call is up: it keeps serving the call (drain) ...
     marks = {p.name: len(p.events) for p in dummies}
     assert real.proc is not None and real.proc.stdin is not None
-    real.proc.stdin.write(b'{"id": 99, "cmd": "dispose", "timeout": 30}\n')
+    real.proc.stdin.write(b'{"id": 99, "cmd": "dispose", "timeout": 30, "drain": true}\n')
     await real.proc.stdin.drain()
     state = (await dummies[1].command("state"))["value"]
     assert [c["state"] for c in state["calls"]] == ["answered"]

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from support.wait import wait_until
 from webphone.errors import GroupProtocolError, MemberLostError, WebPhoneError
 from webphone.media.errors import DtmfNotAvailableError, MediaError
 from webphone.shared import SharedWebPhone
@@ -224,6 +225,7 @@ class Plane:
     def __init__(self) -> None:
         self.sent: list[tuple[str, dict[str, Any]]] = []
         self.fail: dict[str, BaseException] = {}
+        self.counters = {"frames_received": 0, "dtmf_received": 0}
 
     async def __call__(self, to: str, op: str, call_id: str, args: dict[str, Any],
                        timeout: float = 10.0) -> Any:
@@ -231,6 +233,8 @@ class Plane:
         await asyncio.sleep(0)
         if op in self.fail:
             raise self.fail[op]
+        if args.get("counters"):
+            return dict(self.counters)
         return {"media.offer": {"sdp": SDP_OFFER}, "media.answer": {"sdp": SDP_ANSWER}}.get(
             op, {})
 
@@ -286,3 +290,48 @@ async def test_remote_media_maps_the_holders_errors_and_reports_its_loss_once() 
     assert plane.sent[-1][0] == "media.offer" and media.closed
     with pytest.raises(MediaError, match="closed"):
         await media.create_offer()
+
+
+async def test_a_first_audio_wait_does_not_hold_back_the_next_offer_answer() -> None:
+    """While the real waits for the holder to hear the far party, the far party's re-offer
+    (what ends that wait) is relayed at once: the wait is not in the call's queue."""
+    plane = Plane()
+    heard = asyncio.Event()
+    answer = plane.__call__
+
+    async def call(to: str, op: str, call_id: str, args: dict[str, Any],
+                   timeout: float = 10.0) -> Any:
+        if "wait_first_audio" in args:
+            await heard.wait()
+            return {"after": 0.25}
+        return await answer(to, op, call_id, args, timeout)
+
+    media = RemoteMedia(call, "b", "c1")  # type: ignore[arg-type]
+    await media.take()
+    waiting = asyncio.ensure_future(media.wait_first_audio(1.0))
+    assert await asyncio.wait_for(media.create_answer(SDP_OFFER), 1) == SDP_ANSWER
+    assert not waiting.done()
+    heard.set()
+    assert await waiting > 0
+
+
+async def test_remote_media_reports_the_holders_counters_a_read_late() -> None:
+    """stats: the holder's receive counters as last reported; each read asks for a new report
+    (one at a time), so the call layer's RTP inactivity check works for remote media."""
+    plane = Plane()
+    media = RemoteMedia(plane, "b", "c1")
+    assert media.stats is None and plane.sent == []  # nothing taken: nothing asked
+    await media.take()
+    plane.counters = {"frames_received": 50, "dtmf_received": 1}
+    await wait_until(lambda: media.stats is not None, 2)
+    assert media.stats is not None
+    assert (media.stats.frames_received, media.stats.dtmf_received) == (50, 1)
+    plane.counters = {"frames_received": 75, "dtmf_received": 1}
+    await wait_until(lambda: media.stats is not None and media.stats.frames_received == 75, 2)
+    asks = [a for op, a in plane.sent if a.get("counters")]
+    assert asks and all(a == {"counters": True} for a in asks)
+    plane.counters = {"frames_received": -1, "dtmf_received": 1}  # a bad report changes nothing
+    # one report at a time: once two more were asked for, the first of them was applied
+    await wait_until(lambda: media.stats is not None and len(
+        [a for _, a in plane.sent if a.get("counters")]) > len(asks) + 1, 2)
+    assert media.stats is not None and media.stats.frames_received == 75

@@ -151,8 +151,10 @@ class Demo:
         from webphone.sandbox import Sandbox
 
         n = self.args.members
+        after = ("its calls survive it, and the death of the process holding their audio"
+                 if self.continuity else "a dummy takes over")
         print(f"webphone demo: {n} phone processes of one extension share ONE registration; "
-              "the real one is killed; a dummy takes over.", flush=True)
+              f"the real one is killed; {after}.", flush=True)
         self.say(f"step 1: a sandbox SIP server (in this process) and {n} phone processes of "
                  f"extension {USER} (`webphone phone --json`), one group")
         self.sandbox = Sandbox(generate=2)
@@ -353,10 +355,12 @@ class Demo:
         back, hz = resumed
         gap = await watch.gap(killed_at - STEADY, back + 0.5)
         real = await self.the_real()
-        self.say(f"the call's media moved to {self.tones.get(hz, '?')} (chosen by the real, "
-                 f"{real.name}), renewed with a re-INVITE: the party hears "
-                 f"{self.tones.get(hz, '?')}'s tone ({hz:.0f} Hz) {self.ms(back, killed_at)} "
-                 f"after the kill; gap {gap:.0f} ms; no BYE")
+        taker = self.tones.get(hz, "?")
+        who = (f"the new real, {taker}, took the call's media" if taker == real.name else
+               f"the real ({real.name}) gave the call's media to {taker}")
+        self.say(f"{who} and renewed it with a re-INVITE: the party hears {taker}'s tone "
+                 f"({hz:.0f} Hz) {self.ms(back, killed_at)} after the kill; gap {gap:.0f} ms; "
+                 "no BYE")
         await self.show_views()
 
     async def wait_binding_replaced(self, before: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -136,7 +136,7 @@ class PhoneApp:
             self.emit("notice", message=f"waiting up to {self.drain_timeout:g} s for "
                       f"{len(live)} call(s) to end before handing over; quit again to hang up now")
         try:
-            await self.shared.dispose(timeout=self.drain_timeout)
+            await self.shared.dispose(timeout=self.drain_timeout, drain=True)
         except Exception as exc:  # leave anyway; the exit code says it went wrong
             self.exit_code = EXIT_RUNTIME
             self.emit("notice", message=f"leaving the group failed: {type(exc).__name__}: {exc}")

@@ -13,8 +13,9 @@ media.offer         {"renew": bool, "ice_restart": bool,           {"sdp": offer
                     "direction": str | None}
 media.answer        {"offer": sdp}                                 {"sdp": answer}
 media.apply_answer  {"answer": sdp}                                {}
-media.update        {"direction"?, "muted"?, "dtmf"?: {"digits",   {} or {"after": s}
-                    "duration", "gap"}, "wait_first_audio"?: s}
+media.update        {"direction"?, "muted"?, "dtmf"?: {"digits",   {}, {"after": s}, or
+                    "duration", "gap"}, "wait_first_audio"?: s,    {"frames_received": n,
+                    "counters"?: true}                             "dtmf_received": n}
 media.close         {}                                             {}
 =================== ============================================== ===========================
 
@@ -52,7 +53,7 @@ Reply = Callable[["dict[str, Any] | None", "BaseException | None"], object]
 Notify = Callable[[str, "MediaSession"], None]
 
 _DTMF = re.compile(r"[0-9A-Da-d*#,]{1,64}")
-_UPDATES = ("direction", "muted", "dtmf", "wait_first_audio")
+_UPDATES = ("direction", "muted", "dtmf", "wait_first_audio", "counters")
 #: the longest first-audio wait the real may ask for (its renew fallback waits ~1 s)
 MAX_FIRST_AUDIO_WAIT = 60.0
 
@@ -75,9 +76,9 @@ class MediaHost:
 
     def serve(self, op: str, call_id: str, args: Mapping[str, Any], reply: Reply) -> None:
         """Run one delegate in the background (after the call's earlier ones) and `reply`. A
-        bare first-audio wait runs beside them: the offer/answer that ends it must not queue
-        behind it."""
-        waiting = op == "media.update" and set(args) == {"wait_first_audio"}
+        bare first-audio wait or counters report runs beside them: the offer/answer that ends
+        the wait must not queue behind it, nor a report behind an offer."""
+        waiting = op == "media.update" and set(args) in ({"wait_first_audio"}, {"counters"})
         lock = asyncio.Lock() if waiting else self._locks.setdefault(call_id, asyncio.Lock())
         task = asyncio.get_running_loop().create_task(self._serve(lock, op, call_id, args, reply))
         self._tasks.add(task)
@@ -154,6 +155,10 @@ class MediaHost:
         if "dtmf" in args:
             digits, duration, gap = _dtmf(args["dtmf"])
             await media.send_dtmf(digits, duration=duration, gap=gap)
+        if _flag(args, op, "counters"):  # the real's RTP inactivity check reads them
+            stats = media.stats
+            return {"frames_received": stats.frames_received,
+                    "dtmf_received": stats.dtmf_received}
         if "wait_first_audio" in args:
             wait = _seconds(args["wait_first_audio"], f"{op}.args.wait_first_audio",
                             MAX_FIRST_AUDIO_WAIT)

@@ -32,8 +32,8 @@ Commands, one JSON object per line on stdin (an "id" is echoed in the result):
     {"id": 3, "cmd": "members"}                             -> value: [member, ...]
     {"id": 6, "cmd": "action", "name": "hold", "call_id": "x", "args": {}}  raw group action
     {"id": 4, "cmd": "state"}                               -> role, epoch, calls, hub_pid
-    {"id": 5, "cmd": "dispose", "timeout": 10, "drain": false}  -> leaves (drain: default true;
-                                                            false moves calls), then exits 0
+    {"id": 5, "cmd": "dispose", "timeout": 10, "drain": false} -> leaves (a real with calls
+                                                    moves them, or drains them), then exits 0
     {"id": 7, "cmd": "tone", "call_id": "x", "hz": 1000}      play a tone into a call it holds
     {"id": 8, "cmd": "holds"}            -> {call_id: tone heard now} of the calls it holds
     {"id": 9, "cmd": "refresh_members"}  -> the real's media placement re-reads the members (a
@@ -185,7 +185,7 @@ class _Cli:
                     "registered": bool(getattr(shared.phone.sip_client, "registered", False)),
                     "aiortc_loaded": "aiortc" in sys.modules}
         if name == "dispose":
-            await shared.dispose(timeout=cmd.get("timeout"), drain=cmd.get("drain", True))
+            await shared.dispose(timeout=cmd.get("timeout"), drain=bool(cmd.get("drain")))
             self.done.set()
             return None
         raise ValueError(f"unknown command {name!r}")

@@ -15,10 +15,10 @@ registers first and only then loads media code. A deposed real that wakes up lea
 epoch, fences its SIP client (no REGISTER refresh, no unregister, no SIP at all) and becomes a
 dummy. Before every REGISTER the real confirms with the hub that it is still the real.
 
-Calls when the real leaves gracefully: the **drain** policy. `dispose()` on the real keeps
+Calls when the real leaves gracefully: `dispose()` moves the media the real holds to another
+member, hands over, and the successor adopts the calls; with `drain=True` the real keeps
 serving its calls until they have all ended (at most `timeout` seconds, default
 `drain_timeout`), then hangs up whatever is left, and only then hands the registration over.
-Calls in progress on a real that *crashes* are lost with it (their media lived there).
 
 Media placement (issue #11): each call's audio lives on one member, its media holder, by the
 `media` policy (`placement.py`): by default the member that answers or places it. The real
@@ -123,7 +123,7 @@ class SharedWebPhone(EventEmitter):
       may be silent before it is replaced.
     * `action_timeout` (10 s): how long a dummy's action waits for a ready real before
       `NoRealPhoneError`.
-    * `drain_timeout` (60 s): default bound of `dispose()` on a real with calls.
+    * `drain_timeout` (60 s): default bound of `dispose(drain=True)` on a real with calls.
     * `media`: where each call's audio lives (`webphone.shared.placement`): "taker" (default:
       the member that answers or places the call; a dummy that does holds it, and its
       `ProxyCallSession.media` is the call's `MediaSession`), "real", or a callable
@@ -317,14 +317,15 @@ class SharedWebPhone(EventEmitter):
         infos = await self.member.members(timeout)
         return [member_dict(m, me=self.member.member_id) for m in infos]
 
-    async def dispose(self, timeout: float | None = None, *, drain: bool = True) -> None:
+    async def dispose(self, timeout: float | None = None, *, drain: bool = False) -> None:
         """Leave the group. A dummy leaves at once; one that holds calls' media first asks
-        the real to move it to another member (make-before-break). The real, with `drain`,
-        keeps serving its calls until they end (at most `timeout` s, default `drain_timeout`)
-        and hangs up the rest; without, it moves the media it holds to another member and
-        its calls go on under the successor. Then it hands over make-before-break: a
-        successor registers first, and this member closes its SIP connection without
-        unregistering; the last member of the group unregisters."""
+        the real to move it to another member (make-before-break). The real moves the media
+        it holds to another member and hands over: its calls go on under the successor,
+        which adopts them (issue #11 item 5); with `drain=True` it keeps serving its calls
+        until they end instead (at most `timeout` s, default `drain_timeout`) and hangs up
+        the rest. The hand-over is make-before-break: a successor registers first, and this
+        member closes its SIP connection without unregistering; the last member of the group
+        unregisters (its calls end)."""
         if self._disposed:
             return
         self._disposed = True

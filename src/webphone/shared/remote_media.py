@@ -31,8 +31,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from webphone._events import EventEmitter
 from webphone.errors import MemberLostError, WebPhoneError
@@ -46,6 +46,9 @@ from webphone.sip.sdp import (
     reverse_direction,
     telephone_events,
 )
+
+if TYPE_CHECKING:
+    from webphone.media import MediaStats
 
 __all__ = ["DELEGATE_TIMEOUT", "DelegateFn", "RemoteMedia", "media_error"]
 
@@ -87,7 +90,6 @@ class _Relayed:
     answered_by_us: bool = False  # the last completed exchange: we answered (else offered)
     completed: bool = False  # at least one offer/answer completed
     version: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class RemoteMedia(EventEmitter):
@@ -135,6 +137,8 @@ class RemoteMedia(EventEmitter):
             self._taken.set_result(None)
         self._closed = False
         self._lost = False
+        self._stats: MediaStats | None = None  # the holder's last counters report
+        self._report: asyncio.Future[None] | None = None  # a report under way
 
     def __repr__(self) -> str:
         return f"<RemoteMedia {self.call_id} on {self.holder}{' closed' if self._closed else ''}>"
@@ -190,9 +194,28 @@ class RemoteMedia(EventEmitter):
         return self._muted
 
     @property
-    def stats(self) -> None:
-        """None: the counters live on the holder (the call layer's RTP check skips them)."""
-        return None
+    def stats(self) -> MediaStats | None:
+        """The holder's receive counters (`frames_received`, `dtmf_received`) as it last
+        reported them; None before the first report. Each read asks for a fresh report in
+        the background, so a reader that polls (the call layer's RTP inactivity check) sees
+        them one poll late: a call whose remote media went silent still ends."""
+        if not (self._closed or self._lost) and self._taken is not None \
+                and self._taken.done() and self._report is None:
+            self._report = asyncio.ensure_future(self._poll_stats())
+        return self._stats
+
+    async def _poll_stats(self) -> None:
+        try:
+            value = await self._delegate(self.holder, "media.update", self.call_id,
+                                         {"counters": True}, timeout=self.timeout)
+        except MemberLostError:
+            self._holder_lost()
+        except WebPhoneError as exc:  # a slow or refusing holder: the next read asks again
+            log.info("no counters from %s for %s: %s", self.holder, self.call_id, exc)
+        else:
+            self._stats = _stats_of(value, self._stats)
+        finally:
+            self._report = None
 
     # -- offer / answer ----------------------------------------------------------------------
 
@@ -415,6 +438,27 @@ class RemoteMedia(EventEmitter):
         self._sdp.local = sdp
         with contextlib.suppress(SdpError):
             self._sdp.version = parse_origin(sdp).version
+
+
+def _stats_of(value: Any, stats: MediaStats | None) -> MediaStats | None:
+    """The counters of a ``media.update {"counters": true}`` answer in `stats` (made on the
+    first report: `MediaStats` lives in the media stack, loaded where calls are)."""
+    if not isinstance(value, dict):
+        return stats
+    frames, dtmf = _count(value.get("frames_received")), _count(value.get("dtmf_received"))
+    if frames is None or dtmf is None:
+        return stats
+    if stats is None:
+        from webphone.media import MediaStats
+
+        stats = MediaStats()
+    stats.frames_received, stats.dtmf_received = frames, dtmf
+    return stats
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 \
+        else None
 
 
 def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
