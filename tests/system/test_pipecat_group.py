@@ -145,8 +145,13 @@ async def test_sigkill_of_the_bot_mid_call_the_caller_hears_the_bot_again(
                          if b - a >= 0.2), None)
 
         again = await wait_until(back, 15, message="the bot's voice to come back")
-        server = [p for p in others if p.last("answered") is not None
-                  and p.events.index(p.last("answered")) >= since[p.name]]
+
+        def serving() -> list[MemberProc]:
+            return [p for p in others if p.last("answered") is not None
+                    and p.events.index(p.last("answered")) >= since[p.name]]
+
+        # the server's "answered" line may come a little after the caller hears it
+        server = await wait_until(serving, 5, message="the process serving the call")
         print(f"\nafter SIGKILL of the bot's process: the caller hears the bot again "
               f"{(again - killed) * 1000:.0f} ms later, from {[p.name for p in server]}; "
               f"call {session.state}, BYEs {len(byes)}")
