@@ -80,5 +80,18 @@ async def test_the_mirror_turns_snapshots_into_proxies_and_events() -> None:
     assert (await mirror.proxy_for("never-seen", wait=0.01)).state == "disposed"
 
 
+async def test_the_mirror_says_which_calls_the_real_ended() -> None:
+    """`ended(call_id)` (the holder closes the call's media) when a snapshot says the call is
+    over, never for a call that is only missing from one snapshot (a promotion's)."""
+    ended: list[str] = []
+    mirror = CallMirror(run=_never, emit=lambda *args: None, ended=ended.append)
+    call = {"id": "c4", "direction": "inbound", "state": "answered"}
+    mirror.sync({"calls": [call, {**call, "id": "c5"}]})
+    mirror.sync({"calls": [call]})  # c5 missing: disposed in the view, media kept
+    assert ended == []
+    mirror.sync({"calls": [{**call, "state": "disposed"}]})
+    assert ended == ["c4"]
+
+
 async def _never(name: str, call_id: str | None, args: dict[str, Any]) -> Any:
     raise AssertionError("no action in this test")

@@ -215,7 +215,8 @@ async def main_async(args: argparse.Namespace) -> int:
                             register_expires=args.register_expires,
                             media_timeout=args.media_timeout,
                             loopback_media=args.loopback_media,
-                            # only when given: a wrapper may bind `hub` (test_redis_group.py)
+                            # only when given: a wrapper may bind hub= (tests/system/
+                            # test_redis_group.py does), and an explicit "local" would win
                             **({"hub": args.hub} if args.hub else {}),
                             **({"media": _POLICIES.get(args.media, args.media)}
                                if args.media else {}))

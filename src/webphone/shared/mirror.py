@@ -5,7 +5,9 @@ connection, rebuilt from every snapshot, with the events each change means.
 the real (for its proxies) and the `emit` of the object whose listeners hear ``inbound_call``,
 ``outbound_call``, ``call_changed``, ``disconnected``, ``reconnected`` and ``media_moved``; and
 `held()`, the media this member holds by call id (`MediaHost.sessions`), which it gives to the
-proxies of those calls (`ProxyCallSession.media`).
+proxies of those calls (`ProxyCallSession.media`), and `ended(call_id)`, told when the real
+reports a call ended (the media held here for it is closed, should the real's own
+``media.close`` not have come).
 """
 
 from __future__ import annotations
@@ -34,11 +36,13 @@ class CallMirror:
     """What a dummy shows: `proxies` by call id and the real's `server` connection state."""
 
     def __init__(self, *, run: RunAction, emit: Emit, taker: Taker | None = None,
-                 held: Callable[[], Mapping[str, Any]] | None = None) -> None:
+                 held: Callable[[], Mapping[str, Any]] | None = None,
+                 ended: Callable[[str], None] | None = None) -> None:
         self._run = run
         self._emit = emit
         self._taker = taker
         self._held = held
+        self._ended = ended
         self.proxies: dict[str, ProxyCallSession] = {}
         #: the real's SIP connection as the latest snapshot said (`server_state`)
         self.server = server_state(True)
@@ -72,6 +76,10 @@ class CallMirror:
             emits.extend((proxy.emit, (event,)) for event in events)
             if events:
                 emits.append((self._emit, ("call_changed", proxy)))
+            if self._ended is not None and any(e in FINAL_STATES for e in events):
+                # the real says the call ended (a call merely missing from one snapshot, as
+                # during a promotion, is not enough): media held here for it goes too
+                emits.append((self._ended, (call_id,)))
         for call_id in [c for c in self.proxies if c not in seen]:
             proxy = self.proxies.pop(call_id)
             if proxy.state not in FINAL_STATES:

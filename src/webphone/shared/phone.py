@@ -190,8 +190,10 @@ class SharedWebPhone(EventEmitter):
         self._real: WebPhone | None = None  # registered real phone
         self._candidate: WebPhone | None = None  # being registered
         #: a dummy's view of the group's calls and of the real's SIP connection
-        self._mirror = CallMirror(run=self._request, emit=self.emit, taker=self._taker_id,
-                                  held=lambda: self.media_host.sessions)
+        self._mirror = CallMirror(
+            run=self._request, emit=self.emit, taker=self._taker_id,
+            held=lambda: self.media_host.sessions,
+            ended=lambda call_id: self._background(self.media_host.close(call_id)))
         self.media_policy = media
         #: the media of the calls this member holds (any role), made as WebPhone would
         self._local_media = LocalMedia(
