@@ -15,12 +15,18 @@ longest stretch without a member's tone (the gap) and the 20 ms frames missing.
   p95 <= 1 s;
 * graceful leave of a dummy holding 3 calls: `dispose()` time and calls lost, beside the
   dispose() of a member without calls. Target: <= 500 ms, 0 lost;
+* capacity: calls with clean audio (every call's worst gap <= 100 ms, <= 5 % of its frames
+  missing over 2 s) for a group of 1, 2 and 4 member processes, calls added two at a time
+  (answered by the members in turn) up to the 12 test users; each call's far end is a
+  process of its own on the same machine;
 * soak: one long call, `WEBPHONE_SOAK="30,10"` kills of the signalling holder and of the media
-  holder (interleaved, a fresh member after each; the media kept on dummies while there are
-  any, `member_cli --media dummy`) -> calls lost (target 0), gaps.
+  holder (interleaved: a media kill, then three of the real; a fresh member after each) ->
+  calls lost (target 0), gaps. Six members, the media on the youngest dummy (`member_cli
+  --media dummy`): a promotion takes the oldest dummy, so the holder is not promoted (which
+  would make the next kill of the real a kill of both) before the next media kill.
 
 min/median/max of `RUNS` runs, the load average with each row. Run:
-``.venv/bin/python -m benchmarks continuity`` (~4 min; the soak ~2 more).
+``.venv/bin/python -m benchmarks continuity`` (~7 min; the soak ~1 more).
 """
 
 from __future__ import annotations
@@ -183,22 +189,29 @@ async def leave_run(lab: Lab) -> dict[str, Any]:
 
 
 async def soak(lab: Lab) -> dict[str, Any]:
+    """One call; kills of the signalling holder and of the media holder as planned (a kill of
+    a real that holds the media too counts as "both"); a fresh member after each. Six
+    members: see the module docstring."""
     signalling, media = _soak_counts()
     total = signalling + media
     media_at = {round(k * total / media) for k in range(media)} if media else set()
     plan = ["media" if i in media_at else "signalling" for i in range(total)]
-    gaps: dict[str, list[float]] = {"signalling": [], "media": []}
+    gaps: dict[str, list[float]] = {"signalling": [], "media": [], "both": []}
     lost = 0
-    async with lab.scene(3, policy="dummy") as (group, members, (far,)):
-        call = await answer_call(members, far, GROUP_USER, dummies_of(members)[0].name)
+    async with lab.scene(6, policy="dummy") as (group, members, (far,)):
+        await real_of(members).command("refresh_members")  # the policy sees every member
+        # the youngest dummy: the oldest is promoted when the real dies
+        call = await answer_call(members, far, GROUP_USER, dummies_of(members)[-1].name)
         started = time.monotonic()
         for kind in plan:
+            if call.holder.role == "real":
+                kind = "both"  # the real holds the media: killing either is killing both
             try:
-                if kind == "signalling" and call.holder.role == "real":
-                    kind = "media"  # the holder is the real: killing it is both at once
-                report = await (kill_media(call) if kind == "media" else kill_signalling(call))
+                report = await (kill_signalling(call) if kind == "signalling"
+                                else kill_media(call))
             except (TimeoutError, RuntimeError) as exc:
-                print(f"  soak: the call did not come back after a {kind} kill: {exc}")
+                print(f"  soak: the call did not come back after a {kind} kill: "
+                      f"{str(exc).splitlines()[0]}")
                 lost = 1
                 break
             gaps[kind].append(report["gap_ms"])
@@ -206,9 +219,50 @@ async def soak(lab: Lab) -> dict[str, Any]:
                 lost = 1
                 break
             await lab.replace(group, members)
+            await real_of(members).command("refresh_members")
         final = await far.report(since=started)
     return {"lost": lost, "gaps": gaps, "byes": final["byes"], "reinvites": final["reinvites"],
             "minutes": (time.monotonic() - started) / 60}
+
+
+CAPACITY_USERS = ("101", "102", "103", "104", "106", "107", "108", "109", "110", "alice", "bob",
+                  "carol")
+CLEAN_GAP_MS = 100.0  # a call's audio is clean with no longer gap over the window ...
+CLEAN_MISSING = 0.05  # ... and at most this share of its frames missing
+CAPACITY_STEP = 2
+
+
+async def capacity(lab: Lab, members: int) -> dict[str, Any]:
+    """Calls added `CAPACITY_STEP` at a time (each a far party process of its own, answered by
+    the members in turn, so each holds its share) until one call's audio over a 2 s window is
+    not clean; returns the last count at which every call was clean."""
+    clean, calls, parties = 0, [], []
+    async with lab.scene(members, fars=0) as (_, held, _):
+        names = list(held)
+        try:
+            for user in CAPACITY_USERS:
+                lab.server.clear_bindings(user)
+                far = await FarParty.spawn(lab.server.sip_info(user), lab.workdir,
+                                           name=f"cap{user}")
+                parties.append(far)
+                by = names[len(calls) % len(names)]
+                calls.append(await answer_call(held, far, GROUP_USER, by))
+                if len(calls) % CAPACITY_STEP:
+                    continue
+                start = time.monotonic()
+                reports = await asyncio.gather(*(c.far.report(since=start, until=start + 2.0)
+                                                 for c in calls))
+                worst = max(r["gap_ms"] for r in reports)
+                missing = max(r["missing_frames"] for r in reports) / 100  # of 100 frames
+                print(f"    {members} member(s), {len(calls)} calls: worst gap {worst:.0f} ms, "
+                      f"worst missing {missing:.0%} (load {os.getloadavg()[0]:.1f})", flush=True)
+                if worst > CLEAN_GAP_MS or missing > CLEAN_MISSING:
+                    break
+                clean = len(calls)
+        finally:
+            for far in parties:
+                await far.close()
+    return {"clean_calls": clean, "tried": len(calls)}
 
 
 # -- rows ------------------------------------------------------------------------------------
@@ -281,6 +335,15 @@ async def _all(server: SandboxServer, workdir: Path, soak_too: bool) -> list[dic
         "<= 500 ms, 0 lost", len(leaves) == RUNS and max(times) <= 500 and lost == 0,
         runs_ms=_spread(times), calls_lost=lost,
         gaps_ms=[g for r in leaves for g in r["gaps_ms"]]))
+    caps = {n: await _attempt(capacity(lab, n)) for n in (1, 2, 4)}
+    counts = {n: (c or {}).get("clean_calls") for n, c in caps.items()}
+    rows.append(_row(
+        "calls with clean audio: group of 1 / 2 / 4 member processes", None if counts[4] is None
+        else float(counts[4]), "calls", "a group of 1", None if counts[1] is None
+        else float(counts[1]), "grows with members until the cores are used",
+        None if None in counts.values() else counts[4] > counts[1],  # type: ignore[operator]
+        clean_calls=counts, max_tried=len(CAPACITY_USERS),
+        note="each call's far end is a process of its own on the same 2 cores"))
     if soak_too:
         result = await _attempt(soak(lab))
         signalling, media_kills = _soak_counts()
@@ -291,6 +354,7 @@ async def _all(server: SandboxServer, workdir: Path, soak_too: bool) -> list[dic
             **({} if result is None else {
                 "signalling_gaps_ms": _spread(result["gaps"]["signalling"]),
                 "media_gaps_ms": _spread(result["gaps"]["media"]),
+                "both_gaps_ms": _spread(result["gaps"]["both"]),
                 "kills_done": {k: len(v) for k, v in result["gaps"].items()},
                 "byes": result["byes"], "minutes": round(result["minutes"], 1)})))
     return rows

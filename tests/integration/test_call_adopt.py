@@ -116,8 +116,10 @@ async def test_adopted_call_goes_on_with_a_refresh(
             adopted = successor.adopt_call(record, media)
             assert adopted.state == "answered" and adopted.call_id == out.call_id
             assert adopted.media is media and adopted.direction == "outbound"
+            assert adopted.session_timer is None  # the RFC 4028 timer did not travel ...
             response = await adopted.refresh()
             assert response.is_success
+            assert adopted.session_timer is not None  # ... the refresh's 2xx sets it again
             assert response.cseq.number > old_cseq + 900
             assert await heard(inc, tone_is(OLD)) == OLD
             assert await heard(adopted, tone_is(FAR)) == FAR

@@ -5,13 +5,11 @@ Issue #11 item 6. Real servers; audio checked by frequency at both ends."""
 
 from __future__ import annotations
 
-import array
 import asyncio
 import json
 import signal
 import sys
 import time
-import wave
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -19,29 +17,17 @@ import pytest
 
 from support.baresip import Baresip
 from support.calls import connect, heard, phones
+from support.continuity import tone_in_wav
 from support.kamailio import Kamailio
 from support.ports import free_tcp_port
 from support.procs import ManagedProcess
 from support.wait import wait_tcp_async
 from webphone import SipInfo, WebPhone
-from webphone.media.tone import detect_tone
 
 pytestmark = pytest.mark.timeout(90)
 
 AUSINE = 440.0  # baresip's audio source (tests/support/baresip.py)
 TONE = 1000.0  # what our phone plays
-
-
-def tone_in_wav(path: Path, start: float, end: float) -> float | None:
-    """The dominant tone among 440/1000/1400 Hz in [start, end) s of a WAV (mono mix)."""
-    with wave.open(str(path)) as wav:
-        rate, channels = wav.getframerate(), wav.getnchannels()
-        wav.setpos(int(start * rate))
-        raw = wav.readframes(int((end - start) * rate))
-    samples = array.array("h", raw)
-    mono = array.array("h", (sum(samples[i:i + channels]) // channels
-                             for i in range(0, len(samples) - channels + 1, channels)))
-    return detect_tone(mono.tobytes(), rate, (440.0, 1000.0, 1400.0))
 
 
 def kill_and_restart(server: Kamailio | ManagedProcess) -> None:

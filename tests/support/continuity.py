@@ -52,6 +52,7 @@ __all__ = [
     "FAR_TONE",
     "MEMBER_TONES",
     "NEEDS_CONTINUITY",
+    "NEEDS_PLACEMENT",
     "FarParty",
     "GroupCall",
     "Members",
@@ -63,8 +64,10 @@ __all__ = [
     "is_",
     "marks",
     "member_tone",
+    "placement_available",
     "real_of",
     "spawn_holders",
+    "tone_in_wav",
 ]
 
 FAR_TONE = 440.0
@@ -102,16 +105,16 @@ def member_tone(index: int) -> float:
     return MEMBER_TONES[index % len(MEMBER_TONES)]
 
 
-async def spawn_holders(group: MemberGroup, names: list[str], *extra: str
-                        ) -> Members:
+async def spawn_holders(group: MemberGroup, names: list[str], *extra: str,
+                        loopback: bool = True) -> Members:
     """Members that play their own tone (`member_tone(i)`) into every call whose media they
-    hold, ICE on 127.0.0.1 (as the sandbox's parties and the far party); once all are ready:
-    {name: (member, tone)}."""
+    hold, ICE on 127.0.0.1 unless `loopback` is False (the sandbox's parties and the far party
+    are loopback-only; a browser is not); once all are ready: {name: (member, tone)}."""
     procs = {}
     for name in names:
         tone = member_tone(len(group.members))
-        procs[name] = (await group.spawn(name, "--tone", str(tone), "--loopback-media", *extra),
-                       tone)
+        options = ["--tone", str(tone), *(["--loopback-media"] if loopback else []), *extra]
+        procs[name] = (await group.spawn(name, *options), tone)
     for member, _ in procs.values():
         ready = await member.ready()
         if ready["event"] == "fatal":
@@ -210,6 +213,27 @@ def dummies_of(members: Members) -> list[MemberProc]:
 
 def _live(member: MemberProc) -> bool:
     return member.proc is not None and member.proc.returncode is None and not member.stopped
+
+
+def tone_in_wav(path: Path, start: float, end: float,
+                tones: Iterable[float] = (440.0, 1000.0, 1400.0)) -> float | None:
+    """The dominant tone among `tones` in [start, end) s of a WAV (mono mix; a negative
+    `start`/`end` counts from the end): what a recording peer (baresip's dump) heard."""
+    import array
+    import wave
+
+    from webphone.media import detect_tone
+
+    with wave.open(str(path)) as wav:
+        rate, channels, length = wav.getframerate(), wav.getnchannels(), wav.getnframes()
+        first = int(start * rate) % length if start < 0 else int(start * rate)
+        last = length + int(end * rate) if end < 0 else int(end * rate)
+        wav.setpos(max(0, first))
+        raw = wav.readframes(max(0, last - first))
+    samples = array.array("h", raw)
+    mono = array.array("h", (sum(samples[i:i + channels]) // channels
+                             for i in range(0, len(samples) - channels + 1, channels)))
+    return detect_tone(mono.tobytes(), rate, tuple(tones))
 
 
 # -- the meter (pure: frames and their times in, a report out) --------------------------------

@@ -10,6 +10,7 @@ webphone far party re-offers on its new endpoint)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -48,14 +49,30 @@ async def far(sandbox_server: SandboxServer, tmp_path: Path) -> AsyncIterator[Fa
 
 
 async def call_on_the_real(sandbox_server: SandboxServer, member_group: Callable[..., MemberGroup],
-                           far: FarParty) -> tuple[GroupCall, MemberProc, MemberProc]:
-    """Members a and b; the far party calls the group and the real answers (it holds the
-    dialog and the media). Returns the call, the real and the dummy."""
+                           far: FarParty, *extra: str) -> tuple[GroupCall, MemberProc, MemberProc]:
+    """Members a and b (member_cli options `extra`); the far party calls the group and the
+    real answers (it holds the dialog and the media). Returns the call, the real, the dummy."""
     sandbox_server.clear_bindings(GROUP_USER)
-    members = await spawn_holders(member_group(GROUP_USER, kam=sandbox_server), ["a", "b"])
+    members = await spawn_holders(member_group(GROUP_USER, kam=sandbox_server), ["a", "b"],
+                                  *extra)
     real, (dummy,) = real_of(members), dummies_of(members)
     call = await answer_call(members, far, GROUP_USER, real.name)
     return call, real, dummy
+
+
+async def first_to(members: list[MemberProc], predicate: Callable[[dict[str, Any]], bool],
+                   since: dict[str, int], timeout: float = 15.0) -> MemberProc:
+    """The first of `members` to print an event matching `predicate` after `since`."""
+    waits = {asyncio.ensure_future(m.wait_event(predicate, timeout, since=since[m.name])): m
+             for m in members}
+    try:
+        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        task = done.pop()
+        task.result()
+        return waits[task]
+    finally:
+        for task in waits:
+            task.cancel()
 
 
 async def taken_over(call: GroupCall, successor: MemberProc, since: float, mark: int
@@ -94,8 +111,10 @@ async def test_deposed_real_stays_silent_in_the_adopted_dialog(
 ) -> None:
     """SIGSTOP of the real holding both, past the heartbeat timeout: the dummy takes the call
     over; on SIGCONT the old real learns it was deposed and sends nothing more in the dialog
-    (the sandbox receives no message of the call on its connection), the call goes on."""
-    call, real, dummy = await call_on_the_real(sandbox_server, member_group, far)
+    (the sandbox receives no message of the call on its connection), the call goes on. Its
+    media timeout (1 s) is long past when it wakes: the BYE it would send is fenced."""
+    call, real, dummy = await call_on_the_real(sandbox_server, member_group, far,
+                                               "--media-timeout", "1")
     sandbox = sandbox_server.sandbox
     assert sandbox is not None
     (old_connection,) = {r.connection for r in sandbox.messages_of(GROUP_USER)
@@ -156,3 +175,28 @@ async def test_sigkill_of_the_real_calling_a_sandbox_party(
     seen = [r.first_line for r in sandbox.messages if r.message.call_id == call_id]
     assert any(line.startswith("INVITE sip:900") for line in seen), seen  # the record works
     assert not [line for line in seen if line.startswith("BYE")], seen
+
+
+async def test_an_action_during_the_takeover_runs_once_it_is_done(
+    sandbox_server: SandboxServer, member_group: Callable[..., MemberGroup], far: FarParty
+) -> None:
+    """A dummy hangs up while the successor is still adopting the call (the real holding both
+    was just SIGKILLed): the action waits for the takeover and then ends the adopted call with
+    a BYE to the far party; it is neither lost nor refused."""
+    sandbox_server.clear_bindings(GROUP_USER)
+    members = await spawn_holders(member_group(GROUP_USER, kam=sandbox_server), ["a", "b", "c"])
+    real = real_of(members)
+    call = await answer_call(members, far, GROUP_USER, real.name)
+    others = [m for m in call.alive() if m is not real]
+    marks_ = {m.name: len(m.events) for m in others}
+    real.kill()
+    promoted = await first_to(others, is_("role", role="real"), marks_)
+    (dummy,) = [m for m in others if m is not promoted]
+    result = await dummy.command("session", call_id=call.call_id, name="hangup")
+    assert result["ok"], result
+    await far.wait_event(is_("call_state", state="disposed"), 10)
+    adopted = await promoted.wait_event(is_("adopted", call.call_id), 1,
+                                        since=marks_[promoted.name])
+    assert adopted["t"] <= result["t"]  # the hangup ran once the call was taken over
+    report = await far.report(since=time.monotonic() - 5)
+    assert report["byes"] == 1 and report["end_reason"] == "remote hung up", report

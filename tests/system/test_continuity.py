@@ -5,7 +5,7 @@ holds and reports what it hears); the far party is a `WebPhone` in its own proce
 (tests/support/continuity.py) playing 440 Hz. For every fault: the far party keeps hearing a
 member's tone (the gap is printed: benchmarks/continuity_bench.py measures it), the member that
 holds the media afterwards hears 440 Hz, the far party got no BYE, and every live member shows
-the one call, answered. Over the local hub (sandbox) and Redis.
+the one call, answered. Over the local hub (sandbox) and Redis; the kills also through Kamailio.
 
 The gap bounds asserted here are correctness bounds, far above the targets: "the audio came
 back", not a measurement (a dead call is a gap that grows without end). The last test checks
@@ -16,14 +16,16 @@ SIGKILL IS such a growing gap.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from support.baresip import Baresip
 from support.continuity import (
     FAR_TONE,
+    MEMBER_TONES,
     NEEDS_CONTINUITY,
     NEEDS_PLACEMENT,
     FarParty,
@@ -38,10 +40,13 @@ from support.continuity import (
     placement_available,
     real_of,
     spawn_holders,
+    tone_in_wav,
 )
 from support.group import MemberGroup, MemberProc
+from support.kamailio import Kamailio
 from support.redis_server import RedisServer
 from support.sandbox_server import SandboxServer
+from support.wait import wait_until
 
 GROUP_USER, FAR_USER = "105", "106"
 #: correctness bounds (see the module docstring), not targets
@@ -79,10 +84,22 @@ async def check(call: GroupCall, since: float, holder: MemberProc, what: str
 
 
 BOTH = pytest.mark.parametrize("holders", ["local", "redis"], indirect=True)
+#: over the local hub and Redis on the sandbox, and over the local hub through Kamailio
+SERVERS = pytest.mark.parametrize(("holders", "server"), [
+    ("local", "sandbox"), ("redis", "sandbox"), ("local", "kamailio")], indirect=True)
 
 
 @pytest.fixture
-async def holders(request: pytest.FixtureRequest, sandbox_server: SandboxServer,
+def server(request: pytest.FixtureRequest, sandbox_server: SandboxServer) -> Any:
+    """The SIP server of the group and the far party: the sandbox (default) or the test
+    Kamailio (parametrized "kamailio": it routes in-dialog requests to the device's new flow)."""
+    if getattr(request, "param", "sandbox") == "kamailio":
+        return request.getfixturevalue("kamailio")
+    return sandbox_server
+
+
+@pytest.fixture
+async def holders(request: pytest.FixtureRequest, server: Any,
                   member_group: Callable[..., MemberGroup]
                   ) -> Callable[[list[str]], Any]:
     """`await holders(names)` -> {name: (member, tone)}: a group on the sandbox over the local
@@ -91,8 +108,8 @@ async def holders(request: pytest.FixtureRequest, sandbox_server: SandboxServer,
     if getattr(request, "param", "local") == "redis":
         redis: RedisServer = request.getfixturevalue("redis_server")
         extra = ("--hub", redis.url)
-    sandbox_server.clear_bindings(GROUP_USER)
-    group = member_group(GROUP_USER, kam=sandbox_server)
+    server.clear_bindings(GROUP_USER)
+    group = member_group(GROUP_USER, kam=server)
 
     async def spawn(names: list[str]) -> Members:
         return await spawn_holders(group, names, *extra)
@@ -101,8 +118,8 @@ async def holders(request: pytest.FixtureRequest, sandbox_server: SandboxServer,
 
 
 @pytest.fixture
-async def far(sandbox_server: SandboxServer, tmp_path: Path) -> AsyncIterator[FarParty]:
-    async with far_party(sandbox_server, FAR_USER, tmp_path) as party:
+async def far(server: Any, tmp_path: Path) -> AsyncIterator[FarParty]:
+    async with far_party(server, FAR_USER, tmp_path) as party:
         yield party
 
 
@@ -120,7 +137,7 @@ async def test_a_dummy_answers_holds_the_media_hears_and_speaks(
 
 
 @GROUPS
-@BOTH
+@SERVERS
 async def test_sigkill_of_the_signalling_holder(
     holders: Callable[[list[str]], Any], far: FarParty
 ) -> None:
@@ -175,7 +192,7 @@ async def test_graceful_leave_of_the_signalling_holder(
 
 
 @PLACED
-@BOTH
+@SERVERS
 async def test_sigkill_of_the_media_holder(
     holders: Callable[[list[str]], Any], far: FarParty
 ) -> None:
@@ -227,3 +244,57 @@ async def test_the_real_holds_the_media_and_the_meter_sees_the_group_die(
     report = await far.report(since=killed - 0.5, until=killed + 1.0)
     print(f"after SIGKILL of every member: {report}")
     assert report["gap_ms"] >= 900
+
+
+@GROUPS
+@pytest.mark.kamailio
+@pytest.mark.baresip
+async def test_baresip_keeps_its_call_when_the_real_dies_and_hears_the_holder(
+    kamailio: Kamailio, member_group: Callable[..., MemberGroup],
+    baresip: Callable[..., Awaitable[Baresip]], tmp_path: Path
+) -> None:
+    """baresip 1.0 through Kamailio as the far party (UDP, ICE, DTLS-SRTP): a dummy answers and
+    holds the audio, the real is SIGKILLed, the successor's target refresh is accepted: no BYE,
+    the dummy hears baresip's 440 Hz after the kill and baresip's recording ends with the
+    dummy's tone. (A media holder's death cannot be survived with baresip 1.0: it follows no
+    new media endpoint, docs/dtls-roles.md; the call then ends with a BYE and the reason.)"""
+    kamailio.clear_bindings(GROUP_USER)
+    members = await spawn_holders(member_group(GROUP_USER), ["a", "b", "c"], loopback=False)
+    record = tmp_path / "heard"
+    record.mkdir()
+    bob = await baresip("bob", ice=True, record_dir=record)
+    dummy, real = dummies_of(members)[-1], real_of(members)
+    since = marks([m for m, _ in members.values()])
+    await bob.dial(f"sip:{GROUP_USER}@{kamailio.domain}")
+    ringing = await dummy.wait_event(is_("inbound_call"), 10, since=since[dummy.name])
+    call_id = ringing["call_id"]
+    assert (await dummy.command("session", call_id=call_id, name="answer"))["ok"]
+    await bob.wait_event("CALL_ESTABLISHED", timeout=10)
+    await dummy.wait_event(is_("heard", call_id, hz=FAR_TONE), 10, since=since[dummy.name])
+    (dump,) = record.glob("dump-*-dec.wav")
+    began, size = time.monotonic(), dump.stat().st_size  # its rate (written at the end)
+    await wait_until(lambda: dump.stat().st_size >= size + 8000, 10, message="a recording")
+    per_second = (dump.stat().st_size - size) / (time.monotonic() - began)
+    mark = len(dummy.events)
+    killed = time.monotonic()
+    real.kill()
+    adopted = await wait_until(lambda: [m for m, _ in members.values() if m is not real and
+                                        m.last("adopted") is not None], 15,
+                               message="a successor adopting the call")
+    # a second and more of baresip's recording after the adoption (48 kHz, 16-bit stereo)
+    # a second and more of baresip's recording after the adoption
+    size = dump.stat().st_size
+    await wait_until(lambda: dump.stat().st_size >= size + per_second * 1.3, 10,
+                     message="baresip's recording to go on")
+    holds = (await dummy.command("holds"))["value"]
+    assert holds.get(call_id) == FAR_TONE, holds
+    assert not [e for e in dummy.events[mark:] if e["event"] == "heard"], "the audio changed"
+    assert "CALL_CLOSED" not in [e.get("type") for e in bob.events]
+    await bob.hangup()
+    await bob.wait_event("CALL_CLOSED", timeout=10)
+    tone = members[dummy.name][1]
+    assert tone_in_wav(dump, -1.2, -0.2, MEMBER_TONES) == tone, "baresip's end"
+    print(f"\nbaresip through Kamailio: the real SIGKILLed, {adopted[0].name} adopted the call; "
+          f"it went on with {dummy.name}'s audio ({time.monotonic() - killed:.1f} s checked), "
+          "no BYE")
+

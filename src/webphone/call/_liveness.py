@@ -213,6 +213,11 @@ class LiveSession(CallActions):
 
     def _timer_refreshed_by_response(self, response: SipResponse) -> None:
         if self._session_timer is None:
+            # A re-INVITE's 2xx may set the timer too (RFC 4028 §7.2): an adopted call, whose
+            # timer did not travel with it, gets it back with its first refresh.
+            self._timer_from_response(response)
+            if self._session_timer is not None and self.state == "answered":
+                self._arm_session_timer()
             return
         timer = st.from_response(response, self._now())
         self._session_timer = timer or self._session_timer.refreshed(self._now())

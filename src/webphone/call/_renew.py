@@ -63,8 +63,6 @@ class MediaMoves(LiveSession):
         self._require("answered", action="renew_media")
         old = self.media
         self._attach_media(media)
-        if old is not None and old is not media:
-            self._spawn(_close_quietly(old, self.call_id))
         try:
             heard = await self._renew_offerless(media, fallback_after)
             if not heard:
@@ -72,6 +70,12 @@ class MediaMoves(LiveSession):
         except RenewFailed as exc:
             await self._give_up(str(exc))
             raise RenewFailed(f"renew_media(): {exc}; the call ended") from exc
+        finally:
+            # Make-before-break: media that still plays (a holder moving gracefully) goes on
+            # until the new media is negotiated; a DTLS close_notify from it earlier makes a
+            # far aiortc drop its connection while it offers (~1 s more).
+            if old is not None and old is not media:
+                self._spawn(_close_quietly(old, self.call_id))
         if self.state != "answered":
             raise RenewFailed(f"renew_media(): the call ended meanwhile ({self.end_reason})")
         self.phone.session_changed(self)

@@ -36,6 +36,8 @@ Commands, one JSON object per line on stdin (an "id" is echoed in the result):
                                                     moves them, or drains them), then exits 0
     {"id": 7, "cmd": "tone", "call_id": "x", "hz": 1000}      play a tone into a call it holds
     {"id": 8, "cmd": "holds"}            -> {call_id: tone heard now} of the calls it holds
+    {"id": 9, "cmd": "refresh_members"}  -> the real's media placement re-reads the members (a
+                                            callable policy sees members that joined since)
 
 `--tone HZ` makes a member a test media holder: whenever it holds a call's media (it answered
 the call as its holder, the media moved to it, it adopted the call) it plays HZ into it and
@@ -67,15 +69,16 @@ def _out(event: str, **fields: Any) -> None:
 
 
 def _dummy_policy(call: dict[str, Any], members: list[dict[str, Any]]) -> str | None:
-    """`--media dummy`: the taker unless it is the real, else the live dummy with the lowest
-    id (None: the real, when no dummy is left). For tests and benchmarks that kill media
-    holders again and again without touching the real."""
-    dummies = sorted(str(m["member_id"]) for m in members if m.get("role") == "dummy")
+    """`--media dummy`: the taker unless it is the real, else the youngest live dummy (the
+    oldest is the next real: a holder there would make the real's loss a loss of both); None
+    (the real) when no dummy is left. For tests and benchmarks that kill media holders again
+    and again without touching the real."""
+    dummies = [str(m["member_id"]) for m in members if m.get("role") == "dummy"]  # oldest 1st
     reals = {m["member_id"] for m in members if m.get("role") == "real"}
     taker = call.get("taker")
     if taker is not None and taker not in reals:  # the member list may lag behind a new taker
         return str(taker)
-    return dummies[0] if dummies else None
+    return dummies[-1] if dummies else None
 
 
 _POLICIES: dict[str, Any] = {"dummy": _dummy_policy}
@@ -168,6 +171,8 @@ class _Cli:
             return None
         if name == "holds":
             return self.holder.holds()
+        if name == "refresh_members":  # the real's placement reads the member list again
+            return len(await shared._placement.refresh_members())
         if name == "action":  # a raw group action, forwarded to the real even from the real
             return await shared._request(cmd["name"], cmd.get("call_id"), cmd.get("args", {}))
         if name == "members":
@@ -208,6 +213,7 @@ async def main_async(args: argparse.Namespace) -> int:
                             hub_timeout=args.hub_timeout, action_timeout=args.action_timeout,
                             preload_media=not args.no_media, member_id=args.member_id,
                             register_expires=args.register_expires,
+                            media_timeout=args.media_timeout,
                             loopback_media=args.loopback_media,
                             # only when given: a wrapper may bind hub= (tests/system/
                             # test_redis_group.py does), and an explicit "local" would win
@@ -268,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--idle-timeout", type=float, default=10.0)
     p.add_argument("--action-timeout", type=float, default=10.0)
     p.add_argument("--register-expires", type=int, default=60)
+    p.add_argument("--media-timeout", type=float, default=30.0,
+                   help="end an answered call after this many seconds without audio")
     p.add_argument("--no-media", action="store_true", help="do not preload media when real")
     p.add_argument("--media", choices=("taker", "real", "dummy"),
                    help="media placement policy (default: SharedWebPhone's); dummy: the taker, "
