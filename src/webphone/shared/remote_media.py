@@ -428,8 +428,9 @@ class RemoteMedia(EventEmitter):
             log.warning("media update of %s on %s failed: %s", self.call_id, self.holder, exc)
 
     def _stop(self) -> None:
-        if self._worker is not None and self._worker is not asyncio.current_task():
-            self._worker.cancel()
+        for task in (self._worker, self._report):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
         queue, self._queue = self._queue, None
         while queue is not None and not queue.empty():
             item = queue.get_nowait()
