@@ -3,9 +3,9 @@
 The environment has none of the developer's variables: PATH, a HOME and XDG_RUNTIME_DIR of its
 own, TMPDIR pointing at a directory of this test (so every path the demo creates, and so every
 process it starts, can be recognised afterwards). The demo must tell the whole story (a dummy
-answers, the real is killed, a dummy is promoted and registers; with continuity the call and its
-audio survive, then the media holder is killed and the audio comes back; a second call is
-served), exit 0, and leave no process behind: none running, no zombie.
+answers, the real is killed, a dummy is promoted and registers, the call and its audio survive,
+then the media holder is killed and the audio comes back; a second call is served), exit 0,
+and leave no process behind: none running, no zombie.
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from webphone.cli._demo_audio import continuity_available
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(60)]
 
@@ -114,23 +112,17 @@ def test_the_demo_tells_the_whole_story_and_leaves_no_process(
                          r"the kill", out)
     assert promoted, out
     assert f"the sandbox has 1 registration for 101, now {promoted.group(1)}'s" in out
-    if continuity_available():  # the call outlives the real, then its media holder
-        assert re.search(r"adopted the call .* tone never stopped at the party: longest gap "
-                         r"\d+ ms", out), out
-        assert re.search(r"step 4b: kill -9 phone [BC] \(pid \d+\), the call's media holder",
-                         out), out
-        assert re.search(r"the party hears [A-C]'s tone \(\d+ Hz\) \d+ ms after the kill; "
-                         r"gap \d+ ms; no BYE", out), out
-        # two of the three were killed: the last one, the real, serves the second call
-        last = re.search(r"step 5: a second call; the new real \(([BC])\) serves it", out)
-        assert last, out
-        assert f"phone {last.group(1)}, the real (the only member left), answers" in out
-    else:
-        assert "the call died with A" in out
-        # the second call is served by the new real and answered from the other member
-        assert f"step 5: a second call; the new real ({promoted.group(1)}) serves it" in out
-        other = "B" if promoted.group(1) == "C" else "C"
-        assert f"phone {other}, a DUMMY, answers" in out
+    # the call outlives the real, then its media holder
+    assert re.search(r"adopted the call .* tone never stopped at the party: longest gap "
+                     r"\d+ ms", out), out
+    assert re.search(r"step 4b: kill -9 phone [BC] \(pid \d+\), the call's media holder",
+                     out), out
+    assert re.search(r"the party hears [A-C]'s tone \(\d+ Hz\) \d+ ms after the kill; "
+                     r"gap \d+ ms; no BYE", out), out
+    # two of the three were killed: the last one, the real, serves the second call
+    last = re.search(r"step 5: a second call; the new real \(([BC])\) serves it", out)
+    assert last, out
+    assert f"phone {last.group(1)}, the real (the only member left), answers" in out
     assert "ended: the party got the BYE" in out
     assert "all phones exited 0; the sandbox has 0 registration(s) for 101" in out
     assert "the group hub exited by itself (exit 0)" in out

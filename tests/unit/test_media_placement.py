@@ -6,6 +6,8 @@ stand-in here (the integration tests use aiortc: tests/integration/test_shared_m
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,7 +20,9 @@ from webphone.media.errors import DtmfNotAvailableError, MediaError
 from webphone.shared import SharedWebPhone
 from webphone.shared.media_host import MediaHost
 from webphone.shared.placement import check_policy, choose_holder
+from webphone.shared.protocol import Action
 from webphone.shared.remote_media import RemoteMedia
+from webphone.shared.runner import run_action
 
 SDP_OFFER = ("v=0\r\no=- 42 7 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
              "m=audio 9 UDP/TLS/RTP/SAVPF 111 126\r\na=rtpmap:111 opus/48000/2\r\n"
@@ -335,3 +339,49 @@ async def test_remote_media_reports_the_holders_counters_a_read_late() -> None:
     await wait_until(lambda: media.stats is not None and len(
         [a for _, a in plane.sent if a.get("counters")]) > len(asks) + 1, 2)
     assert media.stats is not None and media.stats.frames_received == 75
+
+
+async def test_a_session_action_during_a_media_move_runs_once_the_move_is_done() -> None:
+    """The runner waits for the call's media move before it runs the dummy's action (item 7:
+    actions during a takeover queue); "answer" and "call" name their taker if it is live."""
+    moved, waiting = asyncio.Event(), asyncio.Event()
+    ran: list[str] = []
+
+    class Mover:
+        def taking(self, holder: str | None) -> Any:
+            ran.append(f"taking {holder}")
+            return contextlib.nullcontext()
+
+        async def release(self, holder: str) -> dict[str, Any]:
+            return {}
+
+        async def live(self, holder: str) -> str | None:
+            return holder if holder == "alive" else None
+
+        async def settled(self, call_id: str) -> None:
+            waiting.set()
+            await moved.wait()
+            ran.append(f"settled {call_id}")
+
+    class Session:
+        call_id = "c1"
+
+        async def hold(self) -> None:
+            ran.append("hold")
+
+        async def answer(self) -> None:
+            ran.append("answer")
+
+    phone = SimpleNamespace(call_sessions=[Session()])
+    holding = asyncio.ensure_future(run_action(
+        phone, {}, Action("a1", "hold", "c1", {}, 5), Mover()))  # type: ignore[arg-type]
+    await asyncio.wait_for(waiting.wait(), 1)  # the runner waits for the move ...
+    assert ran == [] and not holding.done()  # ... and has run nothing yet
+    moved.set()
+    await holding
+    assert ran == ["settled c1", "hold"]
+    ran.clear()
+    for holder in ("alive", "dead"):
+        await run_action(phone, {}, Action("a2", "answer", "c1", {"holder": holder}, 5),  # type: ignore[arg-type]
+                         Mover())
+    assert ran == ["taking alive", "settled c1", "answer", "taking None", "settled c1", "answer"]

@@ -4,14 +4,13 @@ the call's audio afterwards (split from `demo.py`, which tells the story)."""
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 from collections import Counter
 from typing import Any
 
 from ._demo_procs import poll
 
-__all__ = ["AudioWatch", "continuity_available", "member_tone"]
+__all__ = ["AudioWatch", "member_tone"]
 
 #: no member tone for this long, then one: the audio "came back"
 RESUMED_AFTER = 0.1
@@ -21,12 +20,6 @@ TONES = (1000.0, 1200.0, 1400.0, 1600.0, 1800.0)
 def member_tone(index: int) -> float:
     """The tone the index-th member of the demo plays into the calls whose audio it holds."""
     return TONES[index % len(TONES)]
-
-
-def continuity_available() -> bool:
-    """Can calls outlive the real here (media placement and adoption are installed)?"""
-    return all(importlib.util.find_spec(f"webphone.shared.{name}") is not None
-               for name in ("media_host", "adoption"))
 
 
 class AudioWatch:

@@ -3,18 +3,16 @@
 1. a sandbox (in this process) and N phone processes of extension 101 (`webphone phone --json`,
    one group: the first becomes the real phone and starts the group hub, the others dummies);
    the sandbox shows ONE binding for the N processes;
-2. the tone party calls 101: every member sees it ring; a dummy answers (the real does the SIP
-   and the audio); every member's view is shown;
+2. the tone party calls 101: every member sees it ring; a dummy answers (the real does the SIP,
+   the dummy holds the audio and plays its tone, `webphone phone --tone`); every member's view
+   is shown;
 3. the real process is SIGKILLed: the oldest dummy is promoted and registers again (the binding
    is replaced, still one) and adopts the call: the dummy that answered holds its audio, which
    never stops (the longest gap at the tone party is printed);
 4. the media holder is SIGKILLed: the real gives the call's media to a live member (itself here),
    which renews it with a re-INVITE; the audio comes back (the gap is printed);
-5. a second call, served by the new real, answered from a dummy, hung up;
+5. a second call, served by the new real (the last member left), hung up;
 6. everyone quits (the last member unregisters), the hub exits, every process is reaped.
-
-Without media placement and adoption (webphone.shared.media_host, .adoption) the
-audio lives on the real, and step 3 shows the call dying with it (step 4 is skipped).
 
 The members print JSON lines (see `webphone.cli.phone`); the demo waits for their events with
 deadlines, never with sleeps. Exit 0 when the story went as told, 1 otherwise (with the tails of
@@ -37,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._common import EXIT_OK, EXIT_RUNTIME, CliError, error_line
-from ._demo_audio import AudioWatch, continuity_available, member_tone
+from ._demo_audio import AudioWatch, member_tone
 from ._demo_procs import (
     DemoError,
     Event,
@@ -78,7 +76,6 @@ class Demo:
         self.members: list[Member] = []
         self.hub_pids: set[int] = set()
         self.party_calls: list[PartyCall] = []
-        self.continuity = continuity_available()
         self.watch: AudioWatch | None = None
         self.holder: Member | None = None  # the member that answered: it holds the audio
         self.tones: dict[float, str] = {}  # the tone each member plays into calls it holds
@@ -151,10 +148,9 @@ class Demo:
         from webphone.sandbox import Sandbox
 
         n = self.args.members
-        after = ("its calls survive it, and the death of the process holding their audio"
-                 if self.continuity else "a dummy takes over")
         print(f"webphone demo: {n} phone processes of one extension share ONE registration; "
-              f"the real one is killed; {after}.", flush=True)
+              "the real one is killed; its calls survive it, and the death of the process "
+              "holding their audio.", flush=True)
         self.say(f"step 1: a sandbox SIP server (in this process) and {n} phone processes of "
                  f"extension {USER} (`webphone phone --json`), one group")
         self.sandbox = Sandbox(generate=2)
@@ -168,11 +164,8 @@ class Demo:
         self.runtime_dir.mkdir(mode=0o700)
         await self.start_members(n, sip_info_path)
         await self.first_call()
-        if self.continuity:
-            await self.real_killed_call_lives()
-            await self.media_holder_killed()
-        else:
-            await self.kill_the_real()
+        await self.real_killed_call_lives()
+        await self.media_holder_killed()
         await self.second_call()
         await self.shut_down()
 
@@ -181,9 +174,8 @@ class Demo:
         argv = self.member_argv(sip_info_path)
         logs = None if self.args.debug else self.workdir
         for i, name in enumerate(names):
-            tone = ["--tone", str(member_tone(i))] if self.continuity else []
             self.tones[member_tone(i)] = name
-            self.members.append(Member(name, [*argv, *tone],
+            self.members.append(Member(name, [*argv, "--tone", str(member_tone(i))],
                                        logs / f"{name}.log" if logs else None))
         first = self.members[0]
         await first.start()
@@ -254,19 +246,19 @@ class Demo:
         call, call_id = await self.ring_everywhere("the real sent 180 Ringing, dummies see it "
                                                    "through the group")
         holder = (f"{dummy.name} holds the audio (its own WebRTC session with the party; it "
-                  "plays its tone into it)" if self.continuity else "holds the audio")
+                  "plays its tone into it)")
         self.say(f"step 3: phone {dummy.name}, a DUMMY, answers; the real ({real.name}) does the "
                  f"SIP and {holder}")
         if call.media is not None:
             self.watch = AudioWatch(call.media)
         await self.answer_from(dummy, call, call_id)
         self.holder = dummy
-        await self.audio_check(call, dummy.name if self.continuity else "the real")
+        await self.audio_check(call, dummy.name)
         await self.show_views()
 
     async def audio_check(self, call: PartyCall, sender: str, timeout: float = 3.0) -> None:
         await poll(lambda: call.frames_received or call.state != "answered", timeout)
-        if self.watch is not None and self.continuity:  # half a second of it before a kill
+        if self.watch is not None:  # half a second of it before a kill
             await self.watch.flowing(STEADY, timeout)
         if call.frames_received:
             frames = call.frames_received
@@ -274,25 +266,6 @@ class Demo:
                      f"frame{'s' if frames != 1 else ''} so far); its tone flows the other way")
         else:
             self.say(f"audio: not connected within {timeout:g} s (signalling is unaffected)")
-
-    async def kill_the_real(self) -> None:
-        real = self.real()
-        call = self.party_calls[-1]
-        before = self.bindings()
-        marks = self.marks()
-        member, _ = await self.promoted_after_kill(real, "the real phone")
-        await self.binding_replaced(member, before)
-        await self.wait_all(is_call(call.call_id, "disposed"), "the call to end", self.alive(),
-                            start=marks)
-        self.say(f"the call died with {real.name} (its SIP dialog and its media lived in that "
-                 "process): every member shows it ended")
-        if call.state == "ended":
-            self.say(f"the tone party's side ended too: {call.reason or 'ended'} (the sandbox "
-                     f"noticed {real.name}'s WebSocket close)")
-        else:
-            await call.hangup()
-            self.say("the tone party got no BYE from the dead process; it hangs up on its side")
-        await self.show_views()
 
     async def binding_replaced(self, member: Member, before: list[dict[str, Any]]) -> None:
         after = await self.wait_binding_replaced(before)
@@ -445,11 +418,9 @@ async def _main(args: argparse.Namespace) -> int:
             if not ok and not args.debug:
                 _print_log_tails(workdir)
             shutil.rmtree(workdir, ignore_errors=True)
-    story = ("the real killed and the call kept its audio, the media holder killed and the "
-             "audio came back" if demo.continuity else "the real killed, a dummy promoted and "
-             "re-registered")
-    demo.say(f"done in {time.monotonic() - demo.t0:.1f} s: answered from a dummy, {story}, a "
-             "second call served; no process left")
+    demo.say(f"done in {time.monotonic() - demo.t0:.1f} s: answered from a dummy, the real "
+             "killed and the call kept its audio, the media holder killed and the audio came "
+             "back, a second call served; no process left")
     return EXIT_OK
 
 

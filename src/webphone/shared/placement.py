@@ -361,11 +361,11 @@ class MediaPlacement:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def settle(self, timeout: float) -> None:
-        """Wait (at most `timeout` s) for the moves under way."""
-        moving = set(self._moving.values())
-        if moving:
-            await asyncio.wait(moving, timeout=timeout)
+    async def settled(self, call_id: str) -> None:
+        """Return once no move of `call_id`'s media is under way (its outcome either way)."""
+        task = self._moving.get(call_id)
+        if task is not None:
+            await asyncio.wait({task})
 
     def abandon_remote(self) -> None:
         """Forget every holder without telling it (this member stops being the real: the

@@ -13,12 +13,14 @@ Order. Every operation, sync or async, goes through one queue per call and reach
 in the order the call layer made it (a `set_direction` before a `create_offer` is applied
 before the offer is made). Sync ones (`set_direction`, `mute`) return at once; their failure is
 logged. The first operation is always ``media.take`` (the holder creates its session; from a
-continuity record when the media moves to it).
+continuity record when the media moves to it). Reads go beside the queue: a first-audio wait
+(the far party's re-offer that ends it must not queue behind it) and the counters report.
 
 What it keeps. The SDPs it relayed (ours from the holder, the far party's to it), the direction
 and mute: `continuity()` builds the media record (`webphone.media.continuity`) from them, so
-the call's media can be resumed elsewhere when the holder dies. `stats` is None: RTP
-inactivity is the holder's to see, and the holder's own loss is seen by the plane
+the call's media can be resumed elsewhere when the holder dies. `stats` are the holder's
+receive counters as last reported (each read asks for a new report), so the call layer's RTP
+inactivity check covers remote media too; the holder's own loss is seen by the plane
 (`on_member_lost`).
 
 A holder that is gone (`MemberLostError` from a delegate) is reported once through `on_lost`;
@@ -426,8 +428,9 @@ class RemoteMedia(EventEmitter):
             log.warning("media update of %s on %s failed: %s", self.call_id, self.holder, exc)
 
     def _stop(self) -> None:
-        if self._worker is not None and self._worker is not asyncio.current_task():
-            self._worker.cancel()
+        for task in (self._worker, self._report):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
         queue, self._queue = self._queue, None
         while queue is not None and not queue.empty():
             item = queue.get_nowait()

@@ -31,6 +31,9 @@ class MediaMover(Protocol):
     async def live(self, holder: str) -> str | None:
         """`holder` if it is in the group now, else None."""
 
+    async def settled(self, call_id: str) -> None:
+        """Return once no move of `call_id`'s media is under way."""
+
 
 async def run_action(phone: WebPhone, warm: MutableMapping[str, Any], action: Action,
                      media: MediaMover | None = None) -> Any:
@@ -65,6 +68,8 @@ async def run_action(phone: WebPhone, warm: MutableMapping[str, Any], action: Ac
         else:
             await transfer.cancel()
         return None
+    if media is not None:
+        await media.settled(call_id)  # an action during a media move runs once it is done
     session: Any = next((s for s in phone.call_sessions if s.call_id == call_id), None)
     if session is None:
         raise CallError(f"{action.name}: no call {call_id!r} on the real phone")
