@@ -10,7 +10,13 @@ import pytest
 
 from webphone.errors import SipParseError
 from webphone.media.errors import MediaError
-from webphone.shared.adoption import RECORD_VERSION, ContinuityRecords, _entry, call_record
+from webphone.shared.adoption import (
+    RECORD_VERSION,
+    Adoption,
+    ContinuityRecords,
+    _entry,
+    call_record,
+)
 
 
 @dataclass
@@ -87,3 +93,27 @@ def test_a_bad_record_is_refused_by_field(record: object, message: str) -> None:
     """A new real refuses a record it cannot adopt, naming the call and the field."""
     with pytest.raises(SipParseError, match=f"continuity record 'c9' {message}"):
         _entry("c9", record)
+
+
+class Phone:
+    """What `Adoption.adopt` uses of a WebPhone: `adopt_call` (the dialog moves on by 1000)."""
+
+    def adopt_call(self, record: dict[str, Any]) -> Session:
+        if record.get("bad"):
+            raise SipParseError("call record field 'core' is broken")
+        return Session(record["id"], cseq=record["cseq"] + 1000)
+
+
+async def test_a_call_being_adopted_stays_published_with_the_dialog_as_adopted() -> None:
+    """Step 1 of a takeover: the records of the calls being adopted are published with the
+    dialog's CSeq moved on (a successor of ours, should we die before the media is settled,
+    moves it on again instead of repeating our re-INVITE's CSeq); a bad record is left out."""
+    sent: list[dict[str, Any]] = []
+    records = ContinuityRecords(sent.append)
+    adoption = Adoption(records=records, media_for=lambda *_: None, emit=lambda *_: None)
+    old = {"v": 1, "call": {"id": "c1", "cseq": 7}, "holder": "m0", "media": {}, "real": "m0"}
+    bad = {**old, "call": {"bad": True}}
+    adopted = adoption.adopt(Phone(), {"c1": old, "c2": bad})  # type: ignore[arg-type]
+    assert [session.call_id for session, _ in adopted] == ["c1"]
+    records.flush([session for session, _ in adopted], "m1")  # type: ignore[misc]
+    assert sent[-1]["c1"] == {**old, "call": {"version": 1, "cseq": 1007}}

@@ -13,7 +13,8 @@ A new real adopts every record right after it registered (`Adoption`), in two st
 
 1. at once, before its first snapshot (so no member ever sees the calls end): each call becomes
    an answered session of its phone (`WebPhone.adopt_call`: our Contact, CSeq 1000 above the old
-   real's); while its media is being settled the old record stays published for it;
+   real's); while its media is being settled its record stays published with the dialog as
+   adopted (the CSeq moved on: a successor of ours adds its own gap above it);
 2. then the media, per call: the holder is this member (it held the media as a dummy) or a live
    member other than the old real: that media goes on (`media_for(call_id, holder, media)`,
    the placement's hook: the MediaSession this member holds, or a `RemoteMedia` reaching the
@@ -83,7 +84,8 @@ class ContinuityRecords:
     """What the real publishes: the records of its answered calls, sent when they changed.
 
     `pending` holds the records of calls being adopted (their media not settled yet): they
-    are published as they came, so a real that dies during a takeover loses no call."""
+    stay published (with the dialog as adopted), so a real that dies during a takeover loses
+    no call."""
 
     def __init__(self, publish: Callable[[dict[str, dict[str, Any]]], None]) -> None:
         self._publish = publish
@@ -135,7 +137,10 @@ class Adoption:
             except (SipParseError, CallError) as exc:
                 log.error("cannot adopt call %s: %s", call_id, exc)
                 continue
-            self._records.pending[call_id] = record
+            # Published until the media is settled: the dialog as adopted (CSeq `gap` above
+            # the old real's), so that a successor of ours, should we die meanwhile, moves it
+            # on again instead of repeating our re-INVITE's CSeq (the far party: 500).
+            self._records.pending[call_id] = {**entry, "call": session.continuity_record()}
             adopted.append((session, entry))
         if adopted:
             self._idle.clear()

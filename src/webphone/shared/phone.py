@@ -98,6 +98,10 @@ log = logging.getLogger("webphone.shared.phone")
 #: `auto_answer`, the group's instance id and fenced SIP client): never webphone_options
 _FIXED_OPTIONS = ("sip_info", "instance_id", "debug", "sip_client", "auto_answer")
 #: phone events relayed by a real SharedWebPhone
+#: how long a deposed real with calls keeps its (fenced) SIP connection for a successor to
+#: register and adopt them (seconds): a promotion takes the heartbeat timeout (3 s) at most
+#: plus a REGISTER; after that the calls are the successor's problem or lost anyway
+SUCCESSION_WAIT = 5.0
 _RELAYED = ("registered", "unregistered", "disconnected", "reconnected", "registration_failed",
             "binding_conflict", "inbound_message", "outbound_message", "rc_message")
 
@@ -216,6 +220,8 @@ class SharedWebPhone(EventEmitter):
         self._records = ContinuityRecords(self._publish_continuity)
         self._adoption = Adoption(records=self._records, media_for=self._media_for,
                                   emit=self.emit)
+        self._continuity_news = asyncio.Event()
+        self._reign = 0  # the epoch at which this member last became the real
         self._warm: dict[str, Any] = {}  # real: call id -> WarmTransfer in progress
         self._role_events: asyncio.Queue[tuple[Role | None, Role, int]] = asyncio.Queue()
         self._role_worker: asyncio.Task[None] | None = None
@@ -502,7 +508,31 @@ class SharedWebPhone(EventEmitter):
 
     def on_continuity(self, state: Continuity) -> None:
         """A newer continuity state (every member but the real). Adoption reads
-        `member.continuity.state` when this member is promoted; nothing to do before."""
+        `member.continuity.state` when this member is promoted; a deposed real waits for
+        its successor's (`_until_succeeded`)."""
+        self._continuity_news.set()
+
+    async def _until_succeeded(self, phone: WebPhone) -> None:
+        """(deposed, fenced: it sends nothing) Keep the SIP connection of a real with answered
+        calls until a successor published the continuity state of a later reign (it registered
+        and adopted them), at most `SUCCESSION_WAIT` s: a server may end the dialogs of a
+        device whose only connection closes (the sandbox does), which would lose the calls
+        when a real steps down (a Redis lease it could not renew) before its successor came."""
+        member = self.member
+        reign = self._reign
+        if (member is None or self._disposed  # leaving: released once the successor settled
+                or not any(s.state == "answered" for s in phone.call_sessions)):
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SUCCESSION_WAIT
+        while (state := member.continuity.state) is None or state.epoch <= reign:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                log.info("no successor took the calls over within %g s", SUCCESSION_WAIT)
+                return
+            self._continuity_news.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._continuity_news.wait(), remaining)
 
     async def _delegate(self, to: str, op: str, call_id: str, args: dict[str, Any],
                         timeout: float = 10.0) -> Any:
@@ -576,6 +606,7 @@ class SharedWebPhone(EventEmitter):
                 await phone.dispose()
             return
         self._retry_delays = None
+        self._reign = self.member.epoch
         adopted = self._adoption.adopt(phone, self._predecessor_calls())
         self._install_real(phone)
         if not adopted:
@@ -717,6 +748,9 @@ class SharedWebPhone(EventEmitter):
     async def _become_dummy(self) -> None:
         phone, self._real = self._real, None
         candidate, self._candidate = self._candidate, None
+        if phone is not None:
+            phone.sip_client.fence()
+            await self._until_succeeded(phone)
         for p in (phone, candidate):
             if p is None:
                 continue
