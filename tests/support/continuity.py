@@ -47,6 +47,7 @@ if __name__ == "__main__":  # run as a script: `support` is importable from test
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from support.group import MemberGroup, MemberProc
+from support.wait import wait_until
 
 __all__ = [
     "FAR_TONE",
@@ -121,6 +122,9 @@ async def spawn_holders(group: MemberGroup, names: list[str], *extra: str,
             raise RuntimeError(f"{member.name} failed to start: {ready}\n{member.log_tail()}")
         if ready.get("hub_pid"):
             group.hubs_seen.add(int(ready["hub_pid"]))
+    # over Redis a member may say "ready" as a dummy just before the lease makes one the real
+    await wait_until(lambda: len([m for m in group.members if _live(m) and m.role == "real"])
+                     == 1, 10, message="one real member")
     return procs
 
 
