@@ -119,7 +119,8 @@ class Frame:
 
     def fields_obj(self) -> dict[str, Any]:
         """The fields as plain JSON values, without the envelope (used for nesting)."""
-        return {name: _plain(getattr(self, name)) for name in _field_names(type(self))[0]}
+        values = self.__dict__
+        return {name: _plain(values[name]) for name in _field_names(type(self))[0]}
 
     def to_obj(self) -> dict[str, Any]:
         """The whole frame as a JSON object, with "v" and "type"."""
@@ -139,7 +140,13 @@ class Frame:
         return cls(**_kwargs(cls, obj, where))
 
 
+#: field values that go to JSON as they are (the hot path of every frame's encoding)
+_AS_IS = frozenset({str, int, float, bool, type(None), dict, list})
+
+
 def _plain(value: object) -> Any:
+    if type(value) in _AS_IS:
+        return value
     if isinstance(value, Frame | MemberInfo | ErrorInfo):
         return value.fields_obj()
     if isinstance(value, tuple):
