@@ -35,7 +35,8 @@ async def test_actions_go_direct_and_one_in_flight_when_the_real_dies_ends_inter
 ) -> None:
     """With the hub stopped an action still gets the real's own answer (it went direct); an
     action queued on the direct link of a real that is then SIGKILLed ends in exactly one
-    outcome, ActionInterruptedError, and the next real answers the next action."""
+    outcome, ActionInterruptedError, and the next real answers the next action (and serves
+    its own direct link, the dead real's socket file removed)."""
     group = member_group("109", heartbeat_timeout=1.5,
                          extra=("--action-timeout", "5.0", "--no-media"))
     procs = await group.spawn_ready(["a", "b", "c"])
@@ -78,3 +79,6 @@ async def test_actions_go_direct_and_one_in_flight_when_the_real_dies_ends_inter
     results = [e for e in caller.events[since[caller.name]:]
                if e["event"] == "result" and e.get("id") == outcome["id"]]
     assert len(results) == 1, results
+    # the successor serves its own direct link and removed the dead real's socket file
+    await wait_until(lambda: len(list(group.runtime_dir.glob("*.act"))) == 1, 5, interval=0.02,
+                     message="one direct action socket in the runtime directory")

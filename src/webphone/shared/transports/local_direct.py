@@ -76,10 +76,19 @@ MAX_DIRECT_PENDING = 256
 
 
 def direct_path(runtime_dir: Path, group: str, member_id: str) -> Path:
-    """The socket the real `member_id` of `group` serves direct actions on (name hashed, the
-    same length as the hub's socket, so `local.group_paths`'s length check covers it)."""
-    digest = hashlib.sha256(f"{group}\0{member_id}".encode()).hexdigest()[:24]
-    return runtime_dir / f"{digest}.act"
+    """The socket the real `member_id` of `group` serves direct actions on: the group's hash,
+    then the member's (a name no longer than the hub's socket, so `local.group_paths`'s length
+    check covers it; the group part lets a new real remove the files of earlier ones)."""
+    member = _sha(group + "\0" + member_id)[:7]
+    return runtime_dir / f"{_group_stem(group)}-{member}.act"
+
+
+def _group_stem(group: str) -> str:
+    return _sha(group)[:16]
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class DirectActions:
@@ -206,8 +215,11 @@ class DirectActions:
         assert self._member_id is not None
         path = direct_path(self.runtime_dir, self.group, self._member_id)
         self._serving = (path, self.epoch)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()  # ours (our member id): a leftover of an earlier reign
+        # at most one real serves: any file of the group is ours from an earlier reign, or
+        # left by a real that crashed (its dummies then fall back to the hub until we serve)
+        for old in self.runtime_dir.glob(f"{_group_stem(self.group)}-*.act"):
+            with contextlib.suppress(FileNotFoundError):
+                old.unlink()
         task = self._loop.create_task(self._serve(path, self.epoch))
         task.add_done_callback(_log_failure)
 
