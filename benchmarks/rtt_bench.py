@@ -13,7 +13,9 @@ Local (one host, a hub process, a real member process registered on a real Kamai
   and phone code; what separates this floor from the echo is Python and asyncio.
 
 Redis (a local redis-server, the real in its own process): the action round trip beside a raw
-redis-py asyncio PING from this process (target <= 5x).
+redis-py asyncio PING from this process (target <= 5x), and its floor: raw stream entries from
+us through Redis to a process that answers each one through Redis (XADD + blocking XREAD on
+each side, as the transport does), with no frames, scripts or member code.
 
 Each run measures `ROUNDS` round trips after `WARMUP`; a row gives the median of the three run
 medians and, in "detail", each run's median, baseline, ratio and the load average at its start.
@@ -210,6 +212,75 @@ async def ping_rtts(url: str, rounds: int) -> list[float]:
         await client.aclose()
 
 
+async def _serve_redis_echo(url: str, prefix: str) -> None:
+    """The far end of the Redis floor: each request entry read (blocking XREAD) is answered by
+    an entry on the reply stream, as a real answers an action."""
+    from redis.asyncio import Redis
+
+    blk, cmd = Redis.from_url(url, protocol=2), Redis.from_url(url, protocol=2)
+    last = "$"
+    while True:
+        resp = await blk.xread({f"{prefix}:req": last}, count=32, block=0)
+        for _stream, entries in resp:
+            for entry_id, fields in entries:
+                last = entry_id
+                await cmd.xadd(f"{prefix}:rep", {"d": fields[b"d"]}, maxlen=1000)
+
+
+async def redis_floor_rtts(url: str, rounds: int) -> list[float]:
+    """Round trips us -> Redis -> a process -> Redis -> us with raw stream entries (XADD, and a
+    blocking XREAD on each side, separate connections as the transport has): the path an
+    action takes over Redis, without frames, scripts or the member."""
+    from redis.asyncio import Redis
+
+    from webphone.shared.protocol import Action
+
+    prefix = f"webphone:{{rtt-floor-{os.getpid()}}}"
+    server = subprocess.Popen([sys.executable, "-m", "benchmarks.rtt_bench", "--redis-echo", url,
+                               prefix], cwd=ROOT, stdin=subprocess.DEVNULL)
+    cmd, blk = Redis.from_url(url, protocol=2), Redis.from_url(url, protocol=2)
+    loop = asyncio.get_running_loop()
+    waiting: list[asyncio.Future[None]] = []
+
+    async def reader() -> None:
+        last = "$"
+        while True:
+            resp = await blk.xread({f"{prefix}:rep": last}, count=32, block=0)
+            for _stream, entries in resp:
+                for entry_id, _fields in entries:
+                    last = entry_id
+                    if waiting:
+                        waiting.pop(0).set_result(None)
+
+    task = loop.create_task(reader())
+    payload = Action("a1", "hold", NO_CALL, {}, 10.0).to_json()
+    try:
+        while True:  # until the far end reads (it subscribes from "$")
+            future = loop.create_future()
+            waiting.append(future)
+            await cmd.xadd(f"{prefix}:req", {"d": payload}, maxlen=1000)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(future), 0.2)
+                break
+            waiting.clear()
+
+        async def one() -> None:
+            future = loop.create_future()
+            waiting.append(future)
+            await cmd.xadd(f"{prefix}:req", {"d": payload}, maxlen=1000)
+            await future
+
+        return await _times(one, rounds)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        stop(server)
+        await cmd.delete(f"{prefix}:req", f"{prefix}:rep")
+        await cmd.aclose()
+        await blk.aclose()
+
+
 async def bench_redis(kam: Any, user: str, url: str) -> list[dict[str, Any]]:
     from benchmarks.redis_bench import _members, _old_enough
     from support.group import short_runtime_dir
@@ -229,18 +300,25 @@ async def bench_redis(kam: Any, user: str, url: str) -> list[dict[str, Any]]:
         for run in range(RUNS):
             load = _load()
             ping = await ping_rtts(url, ROUNDS)
+            floor = await redis_floor_rtts(url, ROUNDS)
             action = await _times(lambda: _action(phone), ROUNDS)
             runs.append({"load": load, "ping": statistics.median(ping),
+                         "floor": statistics.median(floor),
                          "redis": statistics.median(action), "redis_p95": _q95(action)})
             print(f"   run {run + 1}: action via Redis {ms(runs[-1]['redis'])} ms; PING "
-                  f"{ms(runs[-1]['ping'])} ms; load {load}", flush=True)
+                  f"{ms(runs[-1]['ping'])} ms; raw stream floor {ms(runs[-1]['floor'])} ms; "
+                  f"load {load}", flush=True)
     finally:
         if phone is not None:
             await phone.dispose()
         await group.close()
         shutil.rmtree(runtime_dir, ignore_errors=True)
     return [_row("action round trip via Redis (median of 3 run medians)", runs, "redis",
-                 "raw redis-py PING from this process", "ping", 5.0)]
+                 "raw redis-py PING from this process", "ping", 5.0),
+            _row("Redis floor: raw stream entries us -> Redis -> a process -> Redis -> us", runs,
+                 "floor", "raw redis-py PING from this process", "ping", None),
+            _row("action round trip via Redis vs its raw stream floor", runs, "redis",
+                 "raw stream floor (same run)", "floor", None)]
 
 
 # -- rows -------------------------------------------------------------------------------------
@@ -313,6 +391,9 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--frame-echo":
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_serve_frame_echo(sys.argv[2]))
+    elif len(sys.argv) == 4 and sys.argv[1] == "--redis-echo":
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_serve_redis_echo(sys.argv[2], sys.argv[3]))
     else:
         from benchmarks.__main__ import print_table
 
