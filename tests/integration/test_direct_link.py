@@ -17,6 +17,7 @@ from webphone.shared.protocol import (
     ActionResult,
     Frame,
     Hello,
+    Leave,
     Registered,
     Role,
     RoleChange,
@@ -136,3 +137,15 @@ async def test_the_real_gone_or_replaced_ends_what_is_in_flight_interrupted_once
     dummy.direct.from_hub(RoleChange("dummy", 2, "r2"))
     assert not dummy.send(Action("a2", "hold", "c", {}, 5.0))  # through the hub
     assert len(dummy.results()) == 1
+
+
+async def test_a_real_that_leaves_closes_its_links_and_actions_go_through_the_hub(
+    pair: tuple[Side, Side],
+) -> None:
+    """A leaving real (handing over) serves nothing more: its dummies' links close, and their
+    next actions go through the hub (queued there until the successor is ready)."""
+    real, dummy = pair
+    assert not real.direct.to_hub(Leave())
+    await wait_until(lambda: dummy.direct._client is None, 5, interval=0.01)
+    assert not dummy.send(Action("a1", "hold", "c", {}, 5.0))
+    assert real.actions() == [] and dummy.results() == []

@@ -119,6 +119,7 @@ class DirectActions:
         self._server: asyncio.AbstractServer | None = None
         self._serving: tuple[Path, int] | None = None
         self._ids = itertools.count(1)
+        self._conns: set[_RealSide] = set()  # dummies' connections we accepted
         self._running: dict[str, tuple[_RealSide, str]] = {}  # our id -> (connection, its id)
         self._snapshot: Snapshot | None = None
         # the dummy's side
@@ -242,7 +243,8 @@ class DirectActions:
         if serving is not None:
             with contextlib.suppress(FileNotFoundError):
                 serving[0].unlink()
-        for conn, _ in set(self._running.values()):
+        conns, self._conns = self._conns, set()
+        for conn in conns:
             conn.close()  # its dummy ends what is in flight ActionInterruptedError
         self._running.clear()
 
@@ -274,8 +276,16 @@ class DirectActions:
         conn.send(*frames)
         return True
 
+    def accepted(self, conn: _RealSide) -> None:
+        """A dummy connected (from the same user)."""
+        if self._server is None:
+            conn.close()  # no longer serving
+        else:
+            self._conns.add(conn)
+
     def connection_lost(self, conn: _RealSide) -> None:
         """A dummy's connection ended: results of its actions have nobody to go to."""
+        self._conns.discard(conn)
         for ours in [k for k, (c, _) in self._running.items() if c is conn]:
             del self._running[ours]
 
@@ -361,7 +371,8 @@ class _RealSide(FramedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.same_user()
+        if self.same_user():
+            self.owner.accepted(self)
 
     def frame_bytes(self, data: bytes) -> None:
         frame = self.decoded(data, "on a direct action link")
