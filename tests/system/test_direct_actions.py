@@ -18,16 +18,17 @@ from support.wait import wait_until
 pytestmark = [pytest.mark.system, pytest.mark.kamailio]
 
 
-def queued_on_direct_links(pid: int) -> int:
-    """Bytes waiting unread on the direct action connections process `pid` accepted (`ss`)."""
+def direct_links(pid: int) -> list[int]:
+    """The unread bytes of each direct action connection process `pid` accepted (`ss`)."""
     out = subprocess.run(["ss", "-xpn"], capture_output=True, text=True, check=True).stdout
-    total = 0
-    for line in out.splitlines():
-        fields = line.split()
-        if (len(fields) > 4 and fields[1] == "ESTAB" and fields[4].endswith(".act")
-                and f"pid={pid}," in line):
-            total += int(fields[2])
-    return total
+    return [int(fields[2]) for line in out.splitlines() if (fields := line.split())
+            and len(fields) > 4 and fields[1] == "ESTAB" and fields[4].endswith(".act")
+            and f"pid={pid}," in line]
+
+
+def queued_on_direct_links(pid: int) -> int:
+    """Bytes waiting unread on the direct action connections process `pid` accepted."""
+    return sum(direct_links(pid))
 
 
 async def test_actions_go_direct_and_one_in_flight_when_the_real_dies_ends_interrupted(
@@ -82,3 +83,37 @@ async def test_actions_go_direct_and_one_in_flight_when_the_real_dies_ends_inter
     # the successor serves its own direct link and removed the dead real's socket file
     await wait_until(lambda: len(list(group.runtime_dir.glob("*.act"))) == 1, 5, interval=0.02,
                      message="one direct action socket in the runtime directory")
+
+
+async def test_a_deposed_real_never_runs_what_waited_on_its_direct_link(
+    member_group: Callable[..., MemberGroup],
+) -> None:
+    """A real SIGSTOPped with a "call" queued on its direct link is replaced; the caller gets
+    ActionInterruptedError once; when the old real wakes up (SIGCONT) it does not place the
+    call (it has not heard from the hub for the whole stop: it refuses), nor does anyone."""
+    group = member_group("110", heartbeat_timeout=1.5,
+                         extra=("--action-timeout", "5.0", "--no-media"))
+    procs = await group.spawn_ready(["a", "b", "c"])
+    real = group.reals()[0]
+    await real.wait_event(lambda e: e["event"] == "registered", 10)
+    caller = [p for p in procs if p is not real][-1]
+    first = await caller.command("action", name="hold", call_id="x")
+    assert first["error"] == "CallError", first
+    await wait_until(lambda: direct_links(real.pid), 5, interval=0.01,
+                     message="the caller's direct link to the real is open")
+
+    since = {p.name: len(p.events) for p in procs}
+    real.stop()
+    task = asyncio.ensure_future(caller.command("action", name="call", args={"callee": "102"}))
+    await wait_until(lambda: queued_on_direct_links(real.pid) > 0, 5, interval=0.01,
+                     message="the call is queued on the stopped real's direct link")
+    outcome = await task
+    assert outcome["ok"] is False and outcome["error"] == "ActionInterruptedError", outcome
+
+    real.cont()
+    await real.wait_event(lambda e: e["event"] == "role" and e["role"] == "dummy", 10,
+                          since=since[real.name])
+    await real.command("state")  # answered after everything it read on waking up
+    placed = [(p.name, e) for p in procs for e in p.events[since[p.name]:]
+              if e["event"] == "outbound_call"]
+    assert placed == []
