@@ -38,7 +38,7 @@ class Side:
         self.to_member: list[Frame] = []
         self.to_hub: list[Frame] = []
         self.direct = DirectActions(runtime_dir, GROUP, self.to_member.append,
-                                    self.to_hub.append)
+                                    self.to_hub.append, heartbeat_timeout=10 * INTERVAL)
         hello = Hello(member_id, os.getpid(), "host", GROUP, 1.0)
         assert not self.direct.to_hub(hello)
 

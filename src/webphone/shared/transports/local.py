@@ -336,7 +336,8 @@ class LocalTransport(GroupTransport):
         )
         if direct_group is not None:
             protocol.direct = DirectActions(self.runtime_dir, direct_group, on_frame,
-                                            protocol.send)
+                                            protocol.send,
+                                            heartbeat_timeout=self.options.heartbeat_timeout)
         try:
             pid, uid, _ = peer_cred(transport.get_extra_info("socket"))
         except OSError as exc:

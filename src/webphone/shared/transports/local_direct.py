@@ -19,9 +19,11 @@ The real's side (`DirectActions` while its member is the real):
   left nor was released;
 * it hands a direct action to its member (under an id of its own) only if, at that moment, it
   still serves at the epoch the dummy was introduced at and has heard from the hub within two
-  heartbeat intervals (the hub echoes every heartbeat: silence means we stalled or the hub is
-  gone). This is the fence `GroupMember.confirm_real` applies before a REGISTER. Otherwise it
-  answers `REFUSED`: the action did not run, and the dummy sends it through the hub;
+  heartbeat intervals and half the heartbeat timeout (the hub echoes every heartbeat: silence
+  means we stalled or the hub is gone; the hub deposes a real only after a full timeout of
+  silence, or when its connection or its leave told it, which this link sees first). This is
+  the fence `GroupMember.confirm_real` applies before a REGISTER. Otherwise it answers
+  `REFUSED`: the action did not run, and the dummy sends it through the hub;
 * before a result it writes the newest snapshot its member published, if that connection has
   not had it: a caller sees the new state before the result, as through the hub.
 
@@ -99,7 +101,7 @@ class DirectActions:
     (sent it direct), False when the link sends it to the hub as usual."""
 
     def __init__(self, runtime_dir: Path, group: str, deliver: Callable[[Frame], None],
-                 hub_send: Callable[[Frame], object]) -> None:
+                 hub_send: Callable[[Frame], object], *, heartbeat_timeout: float) -> None:
         self._loop = asyncio.get_running_loop()
         self.runtime_dir = runtime_dir
         self.group = group
@@ -112,6 +114,7 @@ class DirectActions:
         self.real_id: str | None = None
         self._member_id: str | None = None
         self._interval = 0.5
+        self._timeout = heartbeat_timeout
         self._heard = 0.0
         self._registered = 0
         self._gone = False  # left or released: never real again on this link
@@ -203,8 +206,11 @@ class DirectActions:
                 and self._member_id is not None)
 
     def _fresh(self) -> bool:
-        """Heard from the hub within two heartbeat intervals (see the module docstring)."""
-        return self._loop.time() - self._heard <= 2 * self._interval
+        """Heard from the hub within two heartbeat intervals (see the module docstring), and
+        within half the heartbeat timeout: a real stalled long enough to be deposed is never
+        fresh when it wakes up, however the two are configured."""
+        limit = min(2 * self._interval, self._timeout / 2)
+        return self._loop.time() - self._heard <= limit
 
     def _target(self) -> tuple[str | None, int]:
         return (self.real_id, self.epoch) if self.role == "dummy" else (None, 0)
