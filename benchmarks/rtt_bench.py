@@ -9,8 +9,10 @@ Local (one host, a hub process, a real member process registered on a real Kamai
   round trip <= 3x its median);
 * floor: the same one hop with what any Python real must do per action: decode and check the
   `action` frame, run it in a task, encode the `action_result`, decode it on our side and wake
-  the awaiting task (`--frame-echo`). What separates the action from this floor is the member
-  and phone code; what separates this floor from the echo is Python and asyncio.
+  the awaiting task (`--frame-echo`); and the same hop with raw bytes answered from a task
+  (`--task-echo`). What separates the action from the floor is the member and phone code;
+  the floor from the task echo, the frames' encoding and checks; the task echo from the raw
+  echo, asyncio's task and future.
 
 Redis (a local redis-server, the real in its own process): the action round trip beside a raw
 redis-py asyncio PING from this process (target <= 5x), and its floor: raw stream entries from
@@ -80,7 +82,10 @@ async def _action(phone: Any) -> None:
 
 
 class _FrameEcho(asyncio.Protocol):
-    """Decode each `action` frame, answer it from a task with an `action_result` error."""
+    """Decode each `action` frame, answer it from a task with an `action_result` error (with
+    `frames` False: answer the bytes as they are, from a task: the cost of the task alone)."""
+
+    frames = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport: asyncio.Transport = transport  # type: ignore[assignment]
@@ -94,38 +99,46 @@ class _FrameEcho(asyncio.Protocol):
             (n,) = HEADER.unpack_from(self.buf)
             if len(self.buf) < 4 + n:
                 return
-            frame = decode_frame(bytes(self.buf[4:4 + n]))
+            payload = bytes(self.buf[4:4 + n])
             del self.buf[:4 + n]
+            frame = decode_frame(payload) if self.frames else payload
             asyncio.get_running_loop().create_task(self._answer(frame))
 
     async def _answer(self, frame: Any) -> None:
         from webphone.shared.protocol import ActionResult, ErrorInfo
 
+        if not self.frames:
+            self.transport.write(HEADER.pack(len(frame)) + frame)
+            return
         result = ActionResult(frame.action_id, 1, False, None, ErrorInfo(
             "CallError", f"{frame.name}: no call {frame.call_id!r} on the real phone"))
         data = result.to_json()
         self.transport.write(HEADER.pack(len(data)) + data)
 
 
-async def _serve_frame_echo(path: str) -> None:
+async def _serve_frame_echo(path: str, frames: bool) -> None:
+    _FrameEcho.frames = frames
     server = await asyncio.get_running_loop().create_unix_server(_FrameEcho, path)
     async with server:
         await server.serve_forever()
 
 
-async def frame_floor_rtts(rounds: int) -> list[float]:
-    """Round trips of encoded action frames to a `_FrameEcho` process (see the docstring)."""
+async def frame_floor_rtts(rounds: int, frames: bool = True) -> list[float]:
+    """Round trips of encoded action frames to a `_FrameEcho` process (see the docstring);
+    `frames` False: raw bytes of the same size, answered from a task, not decoded."""
     from webphone.shared.protocol import Action, decode_frame
 
     tmp = Path(tempfile.mkdtemp(prefix="wpr-"))
     path = str(tmp / "frames.sock")
-    server = subprocess.Popen([sys.executable, "-m", "benchmarks.rtt_bench", "--frame-echo", path],
+    server = subprocess.Popen([sys.executable, "-m", "benchmarks.rtt_bench",
+                               "--frame-echo" if frames else "--task-echo", path],
                               cwd=ROOT, stdin=subprocess.DEVNULL)
     loop = asyncio.get_running_loop()
     waiting: list[asyncio.Future[Any]] = []
+    raw = b"x" * _action_size()
 
     def on_frame(payload: bytes) -> None:
-        waiting.pop(0).set_result(decode_frame(payload))
+        waiting.pop(0).set_result(decode_frame(payload) if frames else payload)
 
     try:
         await wait_socket(path)
@@ -135,7 +148,8 @@ async def frame_floor_rtts(rounds: int) -> list[float]:
         async def one() -> None:
             future = loop.create_future()
             waiting.append(future)
-            conn.send(Action(f"a{next(ids)}", "hold", NO_CALL, {}, 10.0).to_json())
+            conn.send(Action(f"a{next(ids)}", "hold", NO_CALL, {}, 10.0).to_json()
+                      if frames else raw)
             await future
 
         return await _times(one, rounds)
@@ -171,15 +185,18 @@ async def bench_local(kam: Any, user: str) -> list[dict[str, Any]]:
             load = _load()
             echo = (await echo_rtts(size, ROUNDS + WARMUP))[WARMUP:]
             floor = await frame_floor_rtts(ROUNDS)
+            tasked = await frame_floor_rtts(ROUNDS, frames=False)
             direct_t = await _times(lambda: _action(phones[0]), ROUNDS)
             hub_t = await _times(lambda: _action(phones[1]), ROUNDS)
             runs.append({"load": load, "echo": statistics.median(echo),
-                         "floor": statistics.median(floor), "direct": statistics.median(direct_t),
+                         "floor": statistics.median(floor), "task": statistics.median(tasked),
+                         "direct": statistics.median(direct_t),
                          "hub": statistics.median(hub_t),
                          "direct_p95": _q95(direct_t)})
             r = runs[-1]
             print(f"   run {run + 1}: action direct {ms(r['direct'])} ms, via hub {ms(r['hub'])}"
-                  f" ms; echo {ms(r['echo'])} ms, one-hop frame floor {ms(r['floor'])} ms; "
+                  f" ms; echo {ms(r['echo'])} ms, echo from a task {ms(r['task'])} ms, "
+                  f"one-hop frame floor {ms(r['floor'])} ms; "
                   f"load {load}", flush=True)
     finally:
         for phone in phones:
@@ -190,6 +207,8 @@ async def bench_local(kam: Any, user: str) -> list[dict[str, Any]]:
         _row("action round trip, local, direct link (median of 3 run medians)", runs, "direct",
              "raw Unix-socket echo to a process", "echo", 3.0),
         _row("action round trip, local, through the hub", runs, "hub",
+             "raw Unix-socket echo to a process", "echo", None),
+        _row("one hop: bytes answered from a task (no frames)", runs, "task",
              "raw Unix-socket echo to a process", "echo", None),
         _row("one-hop floor: action frames decoded, run in a task, answered", runs, "floor",
              "raw Unix-socket echo to a process", "echo", None),
@@ -388,9 +407,9 @@ def run() -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--frame-echo":
+    if len(sys.argv) == 3 and sys.argv[1] in ("--frame-echo", "--task-echo"):
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_serve_frame_echo(sys.argv[2]))
+            asyncio.run(_serve_frame_echo(sys.argv[2], sys.argv[1] == "--frame-echo"))
     elif len(sys.argv) == 4 and sys.argv[1] == "--redis-echo":
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_serve_redis_echo(sys.argv[2], sys.argv[3]))
