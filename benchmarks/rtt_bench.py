@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -236,11 +237,12 @@ async def _serve_redis_echo(url: str, prefix: str) -> None:
     an entry on the reply stream, as a real answers an action."""
     from redis.asyncio import Redis
 
-    blk, cmd = Redis.from_url(url, protocol=2), Redis.from_url(url, protocol=2)
-    last = "$"
+    blk, cmd = (Redis.from_url(url, protocol=2, socket_timeout=5.0),
+                Redis.from_url(url, protocol=2, socket_timeout=5.0))
+    last = "0-0"  # the streams are new: every request is answered, however late we start
     while True:
-        resp = await blk.xread({f"{prefix}:req": last}, count=32, block=0)
-        for _stream, entries in resp:
+        resp = await blk.xread({f"{prefix}:req": last}, count=32, block=1000)
+        for _stream, entries in resp or []:
             for entry_id, fields in entries:
                 last = entry_id
                 await cmd.xadd(f"{prefix}:rep", {"d": fields[b"d"]}, maxlen=1000)
@@ -254,18 +256,19 @@ async def redis_floor_rtts(url: str, rounds: int) -> list[float]:
 
     from webphone.shared.protocol import Action
 
-    prefix = f"webphone:{{rtt-floor-{os.getpid()}}}"
+    prefix = f"webphone:{{rtt-floor-{secrets.token_hex(6)}}}"
     server = subprocess.Popen([sys.executable, "-m", "benchmarks.rtt_bench", "--redis-echo", url,
                                prefix], cwd=ROOT, stdin=subprocess.DEVNULL)
-    cmd, blk = Redis.from_url(url, protocol=2), Redis.from_url(url, protocol=2)
+    cmd, blk = (Redis.from_url(url, protocol=2, socket_timeout=5.0),
+                Redis.from_url(url, protocol=2, socket_timeout=5.0))
     loop = asyncio.get_running_loop()
     waiting: list[asyncio.Future[None]] = []
 
     async def reader() -> None:
-        last = "$"
+        last = "0-0"
         while True:
-            resp = await blk.xread({f"{prefix}:rep": last}, count=32, block=0)
-            for _stream, entries in resp:
+            resp = await blk.xread({f"{prefix}:rep": last}, count=32, block=1000)
+            for _stream, entries in resp or []:
                 for entry_id, _fields in entries:
                     last = entry_id
                     if waiting:
@@ -274,26 +277,16 @@ async def redis_floor_rtts(url: str, rounds: int) -> list[float]:
     task = loop.create_task(reader())
     payload = Action("a1", "hold", NO_CALL, {}, 10.0).to_json()
     try:
-        while True:  # until the far end reads (it subscribes from "$")
+        async def one() -> None:  # the first waits for the far end to start (warm-up)
             future = loop.create_future()
             waiting.append(future)
             await cmd.xadd(f"{prefix}:req", {"d": payload}, maxlen=1000)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(future), 0.2)
-                break
-            waiting.clear()
-
-        async def one() -> None:
-            future = loop.create_future()
-            waiting.append(future)
-            await cmd.xadd(f"{prefix}:req", {"d": payload}, maxlen=1000)
-            await future
+            await asyncio.wait_for(future, 30.0)
 
         return await _times(one, rounds)
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        task.cancel()  # redis-py may swallow a cancellation inside a read: bounded wait
+        await asyncio.wait({task}, timeout=2.0)
         stop(server)
         await cmd.delete(f"{prefix}:req", f"{prefix}:rep")
         await cmd.aclose()
