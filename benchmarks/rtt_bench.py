@@ -253,6 +253,7 @@ async def redis_floor_rtts(url: str, rounds: int) -> list[float]:
     blocking XREAD on each side, separate connections as the transport has): the path an
     action takes over Redis, without frames, scripts or the member."""
     from redis.asyncio import Redis
+    from redis.exceptions import RedisError
 
     from webphone.shared.protocol import Action
 
@@ -267,7 +268,10 @@ async def redis_floor_rtts(url: str, rounds: int) -> list[float]:
     async def reader() -> None:
         last = "0-0"
         while True:
-            resp = await blk.xread({f"{prefix}:rep": last}, count=32, block=1000)
+            try:
+                resp = await blk.xread({f"{prefix}:rep": last}, count=32, block=1000)
+            except RedisError:  # closed at the end of the run
+                return
             for _stream, entries in resp or []:
                 for entry_id, _fields in entries:
                     last = entry_id
