@@ -3,9 +3,11 @@
 * crash failover: SIGKILL of the real member process -> its successor's REGISTER answered 200
   (a real Kamailio), vs a bare REGISTER exchange (connect + REGISTER with digest) with the same
   server from a warm process. Targets: median <= bare + 25 ms, p95 < 100 ms.
-* action round trip dummy -> hub -> real -> hub -> dummy (a `SharedWebPhone` dummy in this
-  process, a real member process, the hub process) vs a raw asyncio Unix-socket echo of the same
-  size. Target: median <= 3x the echo.
+* action round trip dummy -> real -> dummy (a `SharedWebPhone` dummy in this process, a real
+  member process, the hub process; since issue 15 the action takes the direct link the hub
+  introduces, `transports/local_direct.py`) vs a raw asyncio Unix-socket echo of the same size.
+  Target: median <= 3x the echo. `rtt_bench.py` has the 3-run figures, the path through the
+  hub, and the one-hop floor of any Python real.
 * snapshot fan-out to 10/100/1000 members through the hub process vs a dumb relay process that
   writes the same bytes to the same connections. Target: p99 <= 2x the raw writes (100, 1000).
 * a dummy process: RSS and the import time of `webphone.shared`, vs a bare interpreter running

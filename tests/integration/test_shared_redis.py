@@ -295,6 +295,71 @@ async def test_an_action_queued_while_no_real_is_ready_runs_once_when_one_is(
     assert len(la.actions) == 1
 
 
+
+async def test_an_action_for_a_ready_real_is_claimed_by_enqueue_and_interrupted_once_on_a_crash(
+    group: Group,
+) -> None:
+    """With a ready real, ENQUEUE claims the action for it (the real runs it on reading it, no
+    CLAIM round trip); a crash of that real before answering ends it ActionInterruptedError,
+    once, and it never runs on the successor."""
+    a, la = await group.join("a")
+    await wait_until(lambda: la.role == "real" and la.registered_at, 5)
+    b, lb = await group.join("b")
+    _, lc = await group.join("c")
+    la.hold_actions = True
+    pending = asyncio.ensure_future(b.request("park", "c1", {}, timeout=5.0))
+    await wait_until(lambda: la.held, 5, message="the real received the action")
+    keys = GroupKeys.for_group(group.name)
+    async with Redis.from_url(group.url) as redis:
+        entries = await redis.xrange(keys.actions)
+    assert [f[b"c"] for _, f in entries] == [b"a"], entries  # claimed for a, at enqueue
+    a.abort()  # a crash: nothing sent
+    with pytest.raises(ActionInterruptedError):
+        await pending
+    successor = await wait_until(
+        lambda: next((x for x in (lb, lc) if x.role == "real" and x.registered_at), None), 5)
+    assert await b.request("hold", "c1", {}, timeout=5.0) == {"ran": "hold", "by": successor.name}
+    assert [x.name for x in (*lb.actions, *lc.actions)] == ["hold"]  # never ran again
+
+
+async def test_enqueue_claims_only_for_a_ready_real_and_result_removes_the_entry(
+    shared_redis: RedisServer,
+) -> None:
+    """ENQUEUE with claim=1: queued while the real is not ready, claimed at its epoch once it
+    is (CLAIM then refuses it: never twice); RESULT with the entry id deletes the entry."""
+    keys = GroupKeys.for_group(f"enq-{uuid.uuid4().hex[:6]}")
+    client = Redis.from_url(shared_redis.url)
+    run = {name: client.register_script(text) for name, text in SCRIPTS.items()}
+    base = keys.base()
+    try:
+        out = await run["acquire"](keys=base, args=["a", 0, 0, 1, 5000])
+        epoch = int(out[2])
+        reply = keys.reply("0" * 12)
+        frame = Action("x", "hold", "c1", {}, 5.0).to_json()
+
+        async def enqueue(gid: str) -> bytes:
+            result: bytes = await run["enqueue"](keys=[*base, keys.act(gid), reply],
+                                                 args=[gid, 5000, frame, "1"])
+            return result
+
+        assert await enqueue(f"{'0' * 12}.q") == b"ok"  # not ready: queued
+        assert await run["ready"](keys=base, args=["a", epoch]) == b"ok"
+        gid = f"{'0' * 12}.c"
+        assert await enqueue(gid) == f"claimed:{epoch}".encode()
+        assert await enqueue(gid) == b"dup"
+        act = keys.act(gid)
+        assert await client.hmget(act, "state", "epoch") == [b"claimed", str(epoch).encode()]
+        assert await run["claim"](keys=[*base, act, reply], args=["a", epoch, gid, "0-1"]) \
+            == b"claimed"
+        (entry_id, fields), = [e for e in await client.xrange(keys.actions) if b"c" in e[1]]
+        assert (fields[b"c"], fields[b"n"]) == (b"a", str(epoch).encode())
+        assert await run["result"](keys=[*base, act, reply],
+                                   args=["a", epoch, gid, b"{}", entry_id]) == b"ok"
+        assert [e for e in await client.xrange(keys.actions) if b"c" in e[1]] == []
+        assert await client.hget(act, "state") == b"done"
+    finally:
+        await client.aclose()
+
 # -- snapshots -------------------------------------------------------------------------------
 
 

@@ -119,7 +119,8 @@ class Frame:
 
     def fields_obj(self) -> dict[str, Any]:
         """The fields as plain JSON values, without the envelope (used for nesting)."""
-        return {name: _plain(getattr(self, name)) for name in _field_names(type(self))[0]}
+        values = self.__dict__
+        return {name: _plain(values[name]) for name in _field_names(type(self))[0]}
 
     def to_obj(self) -> dict[str, Any]:
         """The whole frame as a JSON object, with "v" and "type"."""
@@ -129,9 +130,7 @@ class Frame:
         """Compact UTF-8 JSON. Cached: a fan-out of one frame to many members encodes it once."""
         cached: bytes | None = self.__dict__.get("_json")
         if cached is None:
-            cached = json.dumps(
-                self.to_obj(), separators=(",", ":"), ensure_ascii=False, allow_nan=False
-            ).encode()
+            cached = _ENCODER.encode(self.to_obj()).encode()
             object.__setattr__(self, "_json", cached)
         return cached
 
@@ -141,7 +140,13 @@ class Frame:
         return cls(**_kwargs(cls, obj, where))
 
 
+#: field values that go to JSON as they are (the hot path of every frame's encoding)
+_AS_IS = frozenset({str, int, float, bool, type(None), dict, list})
+
+
 def _plain(value: object) -> Any:
+    if type(value) in _AS_IS:
+        return value
     if isinstance(value, Frame | MemberInfo | ErrorInfo):
         return value.fields_obj()
     if isinstance(value, tuple):
@@ -597,16 +602,24 @@ HUB_FRAMES: frozenset[type[Frame]] = frozenset(
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            fail("frame", f"duplicate key {key[:40]!r}")
-        obj[key] = value
+    obj = dict(pairs)  # built in C; a key seen twice leaves it shorter than the pairs
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                fail("frame", f"duplicate key {key[:40]!r}")
+            seen.add(key)
     return obj
 
 
 def _no_constants(name: str) -> NoReturn:
     fail("frame", f"{name} is not valid JSON")
+
+
+# One encoder and one decoder for every frame: `json.dumps`/`json.loads` with options build a
+# new one per call, which was a tenth of the cost of an action's hop (benchmarks/rtt_bench.py).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
 
 
 def decode_frame(data: bytes | str) -> Frame:
@@ -620,7 +633,7 @@ def decode_frame(data: bytes | str) -> Frame:
     if len(data) > MAX_FRAME_BYTES:
         fail("frame", f"{len(data)} bytes, more than MAX_FRAME_BYTES ({MAX_FRAME_BYTES})")
     try:
-        obj = json.loads(data, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
+        obj = _DECODER.decode(data.decode())
     except GroupProtocolError:
         raise
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError

@@ -14,8 +14,7 @@ Both ends check the peer's credentials (SO_PEERCRED): the hub drops a connection
 uid, a member refuses a hub run by another uid.
 
 Wire: every frame is a 4-byte big-endian length, then that many bytes of the frame's JSON
-(`protocol.Frame.to_json`). A length above `protocol.MAX_FRAME_BYTES` is a protocol error and
-closes the connection.
+(`framing.py`).
 
 Starting the hub: a member that finds no socket (or a stale one: connection refused) takes the
 group's lock (`flock`) and, if it got it, spawns ``python -m webphone.shared.hub`` with
@@ -39,26 +38,21 @@ import hashlib
 import logging
 import os
 import signal
-import socket
 import stat
-import struct
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import NamedTuple, Protocol, cast
+from typing import NamedTuple, Protocol
 
 from webphone._backoff import backoff
-from webphone.errors import GroupProtocolError
 from webphone.shared.protocol import (
     HUB_FRAMES,
-    MAX_FRAME_BYTES,
     Frame,
     MemberInfo,
     Members,
     MembersQuery,
-    decode_frame,
 )
 from webphone.shared.transports.base import (
     FrameHandler,
@@ -69,6 +63,8 @@ from webphone.shared.transports.base import (
     HubOptions,
     LostHandler,
 )
+from webphone.shared.transports.framing import FramedProtocol, peer_cred
+from webphone.shared.transports.local_direct import DirectActions
 
 __all__ = [
     "GroupPaths",
@@ -83,7 +79,6 @@ __all__ = [
 
 log = logging.getLogger("webphone.shared.local")
 
-_HEADER = struct.Struct(">I")
 _MAX_UNIX_PATH = 107
 _SPAWN_INTERVAL = 1.0  # seconds between two spawns by one member (the hub needs ~0.2 s to start)
 
@@ -152,101 +147,6 @@ def group_paths(runtime_dir: Path, group: str) -> GroupPaths:
     return paths
 
 
-def _wire(frame: Frame) -> bytes:
-    wire: bytes | None = frame.__dict__.get("_wire")
-    if wire is None:
-        data = frame.to_json()
-        wire = _HEADER.pack(len(data)) + data
-        frame.__dict__["_wire"] = wire  # a frozen dataclass: cached like Frame.to_json does
-    return wire
-
-
-def _peer_cred(sock: socket.socket) -> tuple[int, int, int]:
-    """(pid, uid, gid) of the other end of a Unix socket."""
-    data = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, gid = struct.unpack("3i", data)
-    return pid, uid, gid
-
-
-# -- framing ------------------------------------------------------------------------------------
-
-
-class FramedProtocol(asyncio.Protocol):
-    """Length-prefixed frames over a stream; subclasses handle `frame_bytes` and `lost`."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self._buf = bytearray()
-        self._done = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        buf = self._buf
-        buf += data
-        pos = 0
-        size = len(buf)
-        while not self._done and size - pos >= 4:
-            (length,) = _HEADER.unpack_from(buf, pos)
-            if length > MAX_FRAME_BYTES:
-                self.protocol_error(f"frame of {length} bytes, more than {MAX_FRAME_BYTES}")
-                return
-            end = pos + 4 + length
-            if end > size:
-                break
-            payload = bytes(buf[pos + 4:end])
-            pos = end
-            self.frame_bytes(payload)
-        if pos:
-            del buf[:pos]
-
-    def write_frame(self, data: bytes) -> None:
-        """Queue one encoded frame (never blocks)."""
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(_HEADER.pack(len(data)) + data)
-
-    def send(self, *frames: Frame) -> bool:
-        """Queue frames with one write; a frame's wire bytes (length + JSON) are computed once
-        per frame object (a snapshot fanned out to N members is encoded once). False when they
-        cannot reach the peer: the connection had failed (a write to a dead peer fails at once
-        with EPIPE and closes the transport) or was closing."""
-        if self.transport is None or self.transport.is_closing():
-            return False
-        wires = [_wire(frame) for frame in frames]
-        self.transport.write(wires[0] if len(wires) == 1 else b"".join(wires))
-        return not self.transport.is_closing()
-
-    def buffered(self) -> int:
-        """Bytes written and not yet taken by the kernel."""
-        return self.transport.get_write_buffer_size() if self.transport else 0
-
-    def close(self) -> None:
-        """Close after flushing."""
-        if self.transport is not None:
-            self.transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self._done:
-            self._done = True
-            self.lost(f"connection lost: {exc}" if exc else "connection closed")
-
-    def protocol_error(self, reason: str) -> None:
-        """Stop reading and close; the peer sent something that is not a frame."""
-        log.warning("closing connection: %s", reason)
-        self._done = True
-        if self.transport is not None:
-            self.transport.abort()
-        self.lost(reason)
-
-    def frame_bytes(self, data: bytes) -> None:
-        raise NotImplementedError
-
-    def lost(self, reason: str) -> None:
-        raise NotImplementedError
-
-
 # -- hub side -----------------------------------------------------------------------------------
 
 
@@ -258,17 +158,8 @@ class _HubSide(FramedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        sock = transport.get_extra_info("socket")
-        try:
-            _, uid, _ = _peer_cred(sock)
-        except OSError:
-            uid = -1
-        if uid != os.geteuid():
-            log.warning("refusing a connection from uid %d", uid)
-            self._done = True
-            cast(asyncio.Transport, transport).abort()
-            return
-        self.conn = self.hub.open(self)
+        if self.same_user():
+            self.conn = self.hub.open(self)
 
     def frame_bytes(self, data: bytes) -> None:
         if self.conn is not None:
@@ -333,19 +224,22 @@ class _MemberSide(FramedProtocol):
         self.on_frame = on_frame
         self.on_lost = on_lost
         self.closed_here = False
+        self.direct: DirectActions | None = None  # the direct action path, if enabled
 
     def frame_bytes(self, data: bytes) -> None:
-        try:
-            frame = decode_frame(data)
-        except GroupProtocolError as exc:
-            self.protocol_error(f"malformed frame from the hub: {exc}")
+        frame = self.decoded(data, "from the hub")
+        if frame is None:
             return
         if type(frame) not in HUB_FRAMES:
             self.protocol_error(f"the hub sent a {frame.TYPE!r} frame")
             return
+        if self.direct is not None:
+            self.direct.from_hub(frame)
         self.on_frame(frame)
 
     def lost(self, reason: str) -> None:
+        if self.direct is not None:
+            self.direct.close()
         if not self.closed_here:
             self.on_lost(reason)
 
@@ -360,9 +254,13 @@ class LocalLink(GroupLink):
     def send(self, frame: Frame) -> None:
         if self.closed:
             raise GroupLinkClosed("the link to the group hub is closed")
-        self._protocol.send(frame)
+        direct = self._protocol.direct
+        if direct is None or not direct.to_hub(frame):
+            self._protocol.send(frame)
 
     def close(self) -> None:
+        if self._protocol.direct is not None:
+            self._protocol.direct.close()
         self._protocol.closed_here = True
         self._protocol._done = True
         self._protocol.close()
@@ -377,7 +275,9 @@ class LocalTransport(GroupTransport):
     """Members on this host, one hub process per group (see the module docstring).
 
     `runtime_dir` defaults to `default_runtime_dir()`; `spawn=False` never starts a hub (connect
-    fails while none runs); `connect_timeout` bounds one `connect()` including a hub start.
+    fails while none runs); `connect_timeout` bounds one `connect()` including a hub start;
+    `direct_actions=False` sends every action through the hub (`local_direct.py` says why and
+    how they go direct otherwise).
     """
 
     name = "local"
@@ -390,12 +290,14 @@ class LocalTransport(GroupTransport):
         spawn: bool = True,
         connect_timeout: float = 5.0,
         hub_log_level: str = "INFO",
+        direct_actions: bool = True,
     ) -> None:
         super().__init__(options)
         self.runtime_dir = Path(runtime_dir) if runtime_dir is not None else default_runtime_dir()
         self.spawn = spawn
         self.connect_timeout = connect_timeout
         self.hub_log_level = hub_log_level
+        self.direct_actions = direct_actions
         self._last_spawn = -_SPAWN_INTERVAL
         self.spawned: list[subprocess.Popen[bytes]] = []
 
@@ -412,7 +314,8 @@ class LocalTransport(GroupTransport):
         delays = backoff(first=0.002, initial=0.004, cap=0.05)
         while True:
             try:
-                return await self._open(paths.socket, on_frame, on_lost)
+                return await self._open(paths.socket, on_frame, on_lost,
+                                        group if self.direct_actions else None)
             except (FileNotFoundError, ConnectionRefusedError) as exc:
                 if not self.spawn:
                     raise
@@ -425,13 +328,18 @@ class LocalTransport(GroupTransport):
                 raise error
             await asyncio.sleep(delay)  # backoff while the hub starts, not synchronisation
 
-    async def _open(self, path: Path, on_frame: FrameHandler, on_lost: LostHandler) -> LocalLink:
+    async def _open(self, path: Path, on_frame: FrameHandler, on_lost: LostHandler,
+                    direct_group: str | None = None) -> LocalLink:
         loop = asyncio.get_running_loop()
         transport, protocol = await loop.create_unix_connection(
             lambda: _MemberSide(on_frame, on_lost), path=str(path)
         )
+        if direct_group is not None:
+            protocol.direct = DirectActions(self.runtime_dir, direct_group, on_frame,
+                                            protocol.send,
+                                            heartbeat_timeout=self.options.heartbeat_timeout)
         try:
-            pid, uid, _ = _peer_cred(transport.get_extra_info("socket"))
+            pid, uid, _ = peer_cred(transport.get_extra_info("socket"))
         except OSError as exc:
             transport.abort()
             raise ConnectionRefusedError(errno.ECONNREFUSED, f"no peer credentials: {exc}") from exc

@@ -391,7 +391,7 @@ class RedisLink(GroupLink):
         self._snap_version = (0, 0)
         self._calls: dict[str, _Call] = {}  # gid -> call
         self._used_ids: deque[str] = deque(maxlen=1024)
-        self._claimed: dict[str, str] = {}  # gid -> caller's inbox key
+        self._claimed: dict[str, tuple[str, str]] = {}  # gid -> (caller's inbox, entry id)
         self._claiming: dict[str, str] = {}  # claims sent but not settled (gid -> inbox)
         self._interrupting: set[str] = set()  # gids with an INTERRUPT queued
         self._no_acquire_before = 0.0  # a real that stepped down lets the others try first
@@ -1212,12 +1212,19 @@ class RedisLink(GroupLink):
         entry = frame.to_obj()  # already checked; the real checks it again when it reads it
         entry["action_id"] = gid
         timeout_ms = max(1, int(frame.timeout * 1000))
-        await self._run("enqueue", [self.keys.act(gid), self.reply_key],
-                        [gid, timeout_ms, json.dumps(entry, separators=(",", ":"))])
+        # Claimed for a ready real by ENQUEUE itself (it runs it as soon as it reads it), unless
+        # claims must wait for the replicas (`_claim_acked`): then the real claims it.
+        claim = "1" if self._t.replica_acks <= 0 else "0"
+        out = text(await self._run("enqueue", [self.keys.act(gid), self.reply_key],
+                                   [gid, timeout_ms, json.dumps(entry, separators=(",", ":")),
+                                    claim]))
         self._used_ids.append(frame.action_id)
         call = _Call(frame.action_id)
         call.deadline = self._loop.call_later(frame.timeout, self._queue, _Op("expire", gid))
         self._calls[gid] = call
+        if out.startswith("claimed:"):
+            self._accepted(gid, int(out.split(":", 1)[1]))
+            self._check_calls(self.epoch)  # the lease may have moved on while we waited
 
     async def _expire(self, gid: str) -> None:
         call = self._calls.get(gid)
@@ -1301,8 +1308,30 @@ class RedisLink(GroupLink):
             for _stream, entries in streams(resp):
                 for entry_id, fields in entries:
                     last = text(entry_id)
-                    if not await self._claim(last, fields):
+                    if b"c" in fields:
+                        await self._claimed_for(last, fields)
+                    elif not await self._claim(last, fields):
                         return
+
+    async def _claimed_for(self, entry_id: str, fields: dict[Any, Any]) -> None:
+        """An entry ENQUEUE claimed for the ready real of its epoch: run it if that is us, now
+        (the claim is what CLAIM would have written); else it is not ours to run, ever: its
+        caller's INTERRUPT decides (ActionInterruptedError once that epoch is over)."""
+        assert self._holder is not None
+        gid, reply = text(fields.get(b"g", b"")), text(fields.get(b"r", b""))
+        epoch = self._holder.epoch
+        mine = (text(fields.get(b"c", b"")) == self._hello_id()
+                and text(fields.get(b"n", b"")) == str(epoch)
+                and self._holder.valid(self._loop.time()))
+        action = self._decode(fields.get(b"a", b""), Action) if mine else None
+        if not mine or not is_gid(gid) or not self.keys.is_reply(reply):
+            await self._cmd_client().xdel(self.keys.actions, entry_id)
+        elif not isinstance(action, Action) or action.action_id != gid:
+            await self._post(gid, reply, ActionResult(gid, epoch, False, None, ErrorInfo(
+                "GroupProtocolError", "the action entry in Redis was malformed")), entry_id)
+        else:
+            self._claimed[gid] = (reply, entry_id)
+            self._deliver(action)
 
     async def _claim(self, entry_id: str, fields: dict[Any, Any]) -> bool:
         assert self._hello is not None and self._holder is not None
@@ -1328,7 +1357,7 @@ class RedisLink(GroupLink):
             await self._post(gid, reply, ActionResult(gid, epoch, False, None, ErrorInfo(
                 "GroupProtocolError", "the action entry in Redis was malformed")))
             return True
-        self._claimed[gid] = reply
+        self._claimed[gid] = (reply, entry_id)
         self._deliver(action)
         return True
 
@@ -1355,15 +1384,16 @@ class RedisLink(GroupLink):
         return True
 
     async def _post_result(self, frame: ActionResult) -> None:
-        reply = self._claimed.pop(frame.action_id, None)
-        if reply is None:
+        claimed = self._claimed.pop(frame.action_id, None)
+        if claimed is None:
             return
-        await self._post(frame.action_id, reply, frame)
+        await self._post(frame.action_id, claimed[0], frame, claimed[1])
 
-    async def _post(self, gid: str, reply: str, frame: ActionResult) -> None:
+    async def _post(self, gid: str, reply: str, frame: ActionResult, entry_id: str = "") -> None:
         assert self._hello is not None
-        result = text(await self._run("result", [self.keys.act(gid), reply], [
-            self._hello.member_id, frame.epoch, gid, frame.to_json()]))
+        args = [self._hello.member_id, frame.epoch, gid, frame.to_json()]
+        result = text(await self._run("result", [self.keys.act(gid), reply],
+                                      [*args, entry_id] if entry_id else args))
         if result != "ok":
             log.info("result of %s not delivered (%s): the caller gets "
                      "ActionInterruptedError", gid, result)

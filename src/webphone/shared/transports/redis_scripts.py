@@ -329,12 +329,25 @@ event('snapshot', e, ARGV[4], ARGV[3])
 return 'ok'
 """
 
-# KEYS[8] act, KEYS[9] caller's inbox; ARGV: gid, timeout_ms, action frame
+# KEYS[8] act, KEYS[9] caller's inbox; ARGV: gid, timeout_ms, action frame[, claim]
+# claim = '1': if a real is ready, the action is claimed for it here (what CLAIM would do when it
+# reads the entry), so that it runs the action as soon as it reads it: one round trip less
+# on the real's side. Returns 'dup', 'ok' (queued) or 'claimed:<epoch>'.
 _ENQUEUE = """
 local now = now_ms()
 if redis.call('EXISTS', KEYS[8]) == 1 then return 'dup' end
-redis.call('HSET', KEYS[8], 'state', 'queued', 'deadline', now + tonumber(ARGV[2]),
-           'reply', KEYS[9])
+local l = lease_get()
+local deadline = now + tonumber(ARGV[2])
+if ARGV[4] == '1' and l and l.ready == '1' and l.state == 'real' then
+  redis.call('HSET', KEYS[8], 'state', 'claimed', 'epoch', l.epoch, 'deadline', deadline,
+             'reply', KEYS[9])
+  redis.call('PEXPIRE', KEYS[8], ACT_RETENTION)
+  redis.call('XADD', KEYS[7], 'MAXLEN', '~', 10000, '*', 'g', ARGV[1], 'r', KEYS[9],
+             'a', ARGV[3], 'c', l.holder, 'n', tostring(l.epoch))
+  redis.call('PEXPIRE', KEYS[7], GROUP_TTL)
+  return 'claimed:' .. tostring(l.epoch)
+end
+redis.call('HSET', KEYS[8], 'state', 'queued', 'deadline', deadline, 'reply', KEYS[9])
 redis.call('PEXPIRE', KEYS[8], tonumber(ARGV[2]) + ACT_RETENTION)
 redis.call('XADD', KEYS[7], 'MAXLEN', '~', 10000, '*', 'g', ARGV[1], 'r', KEYS[9], 'a', ARGV[3])
 redis.call('PEXPIRE', KEYS[7], GROUP_TTL)
@@ -361,8 +374,10 @@ redis.call('PEXPIRE', KEYS[8], ACT_RETENTION)
 return 'ok'
 """
 
-# KEYS[8] act, KEYS[9] caller's inbox; ARGV: member, epoch, gid, result frame
+# KEYS[8] act, KEYS[9] caller's inbox; ARGV: member, epoch, gid, result frame[, stream entry id]
+# (the entry of an action claimed by ENQUEUE is deleted here: nobody else needs it)
 _RESULT = """
+if ARGV[5] then redis.call('XDEL', KEYS[7], ARGV[5]) end
 local l = lease_get()
 if not is_holder(l, ARGV[1], ARGV[2]) then return 'fenced' end
 local a = redis.call('HMGET', KEYS[8], 'state', 'epoch', 'reply')
