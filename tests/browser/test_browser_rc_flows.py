@@ -139,11 +139,13 @@ async def test_browser_calls_a_group_and_a_dummy_answers(
             proxy = await asyncio.wait_for(ringing, 10)
             await proxy.answer()
             await tab.api("waitState", cid, ["answered"])
-            held = next(s for s in real.call_sessions if s.state == "answered")
-            assert held.media is not None  # media lives on the real (for now)
-            await held.media.wait_connected(10)
-            async with tone_on(held):
-                await hears(held, BROWSER_HZ)
+            # the dummy that answered holds the call's audio (media="taker"); the real keeps
+            # the dialog and relays the SDP
+            assert all(s.media is not proxy.media for s in real.call_sessions)
+            assert proxy.media is not None
+            await proxy.media.wait_connected(10)
+            async with tone_on(proxy):
+                await hears(proxy, BROWSER_HZ)
                 await tab.api("hears", cid, PYTHON_HZ)
             await proxy.hangup()
             await tab.api("waitState", cid, ["ended"])
