@@ -2,10 +2,11 @@
 
 Every process creates a `SharedWebPhone` with the same sipInfo. They form a *group* (by default
 named after the extension, ``authorizationId@domain``). One member is the *real* phone: it holds
-the group's only registration, owns every SIP transaction and all media, and publishes the state
-of its calls. Every other member is a *dummy*: it shows the same `call_sessions` (proxy objects
-built from the real's snapshots) with the same events, and its actions (`call()`, `answer()`,
-`hangup()`...) run on the real and return the real's result or raise its error.
+the group's only registration, owns every SIP dialog, and publishes the state of its calls
+(each call's audio lives on its media holder, below). Every other member is a *dummy*: it
+shows the same `call_sessions` (proxy objects built from the real's snapshots) with the same
+events, and its actions (`call()`, `answer()`, `hangup()`...) run on the real and return the
+real's result or raise its error.
 
 Failover. A real that crashes is replaced at once (the hub sees its connection close); one that
 hangs is replaced after `heartbeat_timeout` (3 s by default); one that leaves hands over
@@ -25,15 +26,19 @@ Media placement (issue #11): each call's audio lives on one member, its media ho
 keeps the SIP dialog and relays SDP to the holder (`remote_media.py`); every member answers
 those delegates (`media_host.py`, this class is the `PlaneListener`). A holder that is lost or
 leaves has its calls' media moved to another member (the call layer's `renew_media`).
+Calls survive the real too: it publishes each answered call's continuity record to the members,
+and a new real adopts them right after registering (`adoption.py`): target refresh with the
+holder's SDP unchanged, or new media when the holder died with the old real.
 
 A promotion that fails, for any reason, gives the role up at once (`promotion_failed` event, an
 ERROR log line, `GroupMember.resign`) so the group promotes another member: never a real that
 cannot register. Options are checked when the object is made (`TypeError`), on every member.
 
 Layout: a dummy's view lives in `mirror.py`, what a real publishes in `publisher.py`, running an
-action on the real in `runner.py`, options checks in `webphone._options`. What stays here (~680
-lines, longer than most modules) is one object's life cycle: role switching, promotion, drain and
-hand-over share its state and its tasks.
+action on the real in `runner.py`, options checks in `webphone._options`. What stays here (~880
+lines, longer than most modules; the next split should move the leaving paths out) is one
+object's life cycle: role switching, promotion, adoption, moves, drain and hand-over share its
+state and its tasks.
 """
 
 from __future__ import annotations
