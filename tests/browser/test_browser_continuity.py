@@ -19,9 +19,7 @@ from scenario import browser_phone
 
 from support.continuity import (
     FAR_TONE,
-    NEEDS_CONTINUITY,
     GroupCall,
-    continuity_available,
     dummies_of,
     is_,
     marks,
@@ -32,8 +30,7 @@ from support.group import MemberGroup, short_runtime_dir
 from support.kamailio import Kamailio
 
 pytestmark = [pytest.mark.browser, pytest.mark.system, pytest.mark.kamailio,
-              pytest.mark.timeout(120),
-              pytest.mark.skipif(not continuity_available(), reason=NEEDS_CONTINUITY)]
+              pytest.mark.timeout(120)]
 
 GROUP_USER, FAR_USER = "107", "108"
 

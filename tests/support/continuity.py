@@ -52,20 +52,16 @@ from support.wait import wait_until
 __all__ = [
     "FAR_TONE",
     "MEMBER_TONES",
-    "NEEDS_CONTINUITY",
-    "NEEDS_PLACEMENT",
     "FarParty",
     "GroupCall",
     "Members",
     "ToneMeter",
     "answer_call",
-    "continuity_available",
     "dummies_of",
     "far_party",
     "is_",
     "marks",
     "member_tone",
-    "placement_available",
     "real_of",
     "spawn_holders",
     "tone_in_wav",
@@ -78,26 +74,6 @@ RESUMED_AFTER = 0.1  # s without a tone frame after which the tone "begins" agai
 STEADY_S = 0.6  # s of audio a call has before `answer_call` returns
 Members = dict[str, tuple[MemberProc, float]]  # name -> (member process, its tone)
 Event = dict[str, Any]
-
-
-def placement_available() -> bool:
-    """Is media placement installed (webphone.shared.media_host, branch place)?"""
-    import importlib.util
-
-    return importlib.util.find_spec("webphone.shared.media_host") is not None
-
-
-def continuity_available() -> bool:
-    """Are media placement and adoption (webphone.shared.adoption, branch adopt) installed:
-    can calls outlive their processes?"""
-    import importlib.util
-
-    return placement_available() and importlib.util.find_spec(
-        "webphone.shared.adoption") is not None
-
-
-NEEDS_PLACEMENT = "needs media placement (webphone.shared.media_host, branch place)"
-NEEDS_CONTINUITY = (f"{NEEDS_PLACEMENT} and adoption (webphone.shared.adoption, branch adopt)")
 
 
 def member_tone(index: int) -> float:

@@ -23,8 +23,8 @@ from support.continuity import (
     FarParty,
     GroupCall,
     answer_call,
-    continuity_available,
     dummies_of,
+    far_party,
     is_,
     real_of,
     spawn_holders,
@@ -34,18 +34,13 @@ from support.sandbox_server import SandboxServer
 
 GROUP_USER, FAR_USER = "107", "108"
 
-pytestmark = [pytest.mark.system, pytest.mark.timeout(60),
-              pytest.mark.skipif(not continuity_available(), reason="needs media placement")]
+pytestmark = [pytest.mark.system, pytest.mark.timeout(60)]
 
 
 @pytest.fixture
 async def far(sandbox_server: SandboxServer, tmp_path: Path) -> AsyncIterator[FarParty]:
-    sandbox_server.clear_bindings(FAR_USER)
-    party = await FarParty.spawn(sandbox_server.sip_info(FAR_USER), tmp_path)
-    try:
+    async with far_party(sandbox_server, FAR_USER, tmp_path) as party:
         yield party
-    finally:
-        await party.close()
 
 
 async def call_on_the_real(sandbox_server: SandboxServer, member_group: Callable[..., MemberGroup],

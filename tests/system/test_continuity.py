@@ -26,18 +26,14 @@ from support.baresip import Baresip
 from support.continuity import (
     FAR_TONE,
     MEMBER_TONES,
-    NEEDS_CONTINUITY,
-    NEEDS_PLACEMENT,
     FarParty,
     GroupCall,
     Members,
     answer_call,
-    continuity_available,
     dummies_of,
     far_party,
     is_,
     marks,
-    placement_available,
     real_of,
     spawn_holders,
     tone_in_wav,
@@ -54,8 +50,6 @@ SIGNALLING_GAP_BOUND_MS = 1000.0
 MEDIA_GAP_BOUND_MS = 5000.0
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(60)]
-GROUPS = pytest.mark.skipif(not continuity_available(), reason=NEEDS_CONTINUITY)
-PLACED = pytest.mark.skipif(not placement_available(), reason=NEEDS_PLACEMENT)
 
 async def check(call: GroupCall, since: float, holder: MemberProc, what: str
                 ) -> dict[str, Any]:
@@ -123,48 +117,52 @@ async def far(server: Any, tmp_path: Path) -> AsyncIterator[FarParty]:
         yield party
 
 
-@PLACED
-async def test_a_dummy_answers_holds_the_media_hears_and_speaks(
-    holders: Callable[[list[str]], Any], far: FarParty
-) -> None:
-    members = await holders(["a", "b", "c"])
-    dummy = dummies_of(members)[0]
-    call = await answer_call(members, far, GROUP_USER, dummy.name)
-    assert call.holder is dummy, f"{call.holder.name} holds the media, not {dummy.name}"
-    report = await check(call, time.monotonic() + 0.5, dummy, "a dummy holds the media")
-    assert report["reinvites"] == 0
-    assert call.call_id not in (await real_of(members).command("holds"))["value"]
-
-
-@GROUPS
-@SERVERS
-async def test_sigkill_of_the_signalling_holder(
-    holders: Callable[[list[str]], Any], far: FarParty
-) -> None:
+async def a_call_a_dummy_holds(holders: Callable[[list[str]], Any], far: FarParty
+                               ) -> tuple[MemberProc, MemberProc, GroupCall]:
+    """Members a, b, c; the far party calls the group and a dummy answers, holding the media:
+    (the real, that dummy, the call)."""
     members = await holders(["a", "b", "c"])
     real, dummy = real_of(members), dummies_of(members)[0]
     call = await answer_call(members, far, GROUP_USER, dummy.name)
     assert call.holder is dummy, f"{call.holder.name} holds the media, not {dummy.name}"
+    return real, dummy, call
+
+
+async def reinvited_after(far: FarParty, since: float) -> None:
+    """Until the far party receives a re-INVITE sent after `since` (the successor's)."""
+    await far.wait_event(lambda e: is_("sip_in", method="INVITE")(e) and e["t"] > since, 15)
+
+
+async def test_a_dummy_answers_holds_the_media_hears_and_speaks(
+    holders: Callable[[list[str]], Any], far: FarParty
+) -> None:
+    real, dummy, call = await a_call_a_dummy_holds(holders, far)
+    report = await check(call, time.monotonic() + 0.5, dummy, "a dummy holds the media")
+    assert report["reinvites"] == 0
+    assert call.call_id not in (await real.command("holds"))["value"]
+
+
+@SERVERS
+async def test_sigkill_of_the_signalling_holder(
+    holders: Callable[[list[str]], Any], far: FarParty
+) -> None:
+    real, dummy, call = await a_call_a_dummy_holds(holders, far)
     killed = time.monotonic()
     real.kill()
-    await far.wait_event(lambda e: is_("sip_in", method="INVITE")(e) and e["t"] > killed, 15)
+    await reinvited_after(far, killed)
     report = await check(call, killed, dummy, "SIGKILL of the signalling holder")
     assert report["gap_ms"] < SIGNALLING_GAP_BOUND_MS, report
 
 
-@GROUPS
 async def test_sigstop_of_the_signalling_holder_past_the_timeout(
     holders: Callable[[list[str]], Any], far: FarParty
 ) -> None:
     """The hung real is replaced; on SIGCONT it stands down and stays silent in the adopted
     dialog (fencing): no BYE, no second re-INVITE at the far party."""
-    members = await holders(["a", "b", "c"])
-    real, dummy = real_of(members), dummies_of(members)[0]
-    call = await answer_call(members, far, GROUP_USER, dummy.name)
-    assert call.holder is dummy, f"{call.holder.name} holds the media, not {dummy.name}"
+    real, dummy, call = await a_call_a_dummy_holds(holders, far)
     stopped = time.monotonic()
     real.stop()
-    await far.wait_event(lambda e: is_("sip_in", method="INVITE")(e) and e["t"] > stopped, 15)
+    await reinvited_after(far, stopped)
     report = await check(call, stopped, dummy, "SIGSTOP of the signalling holder")
     mark = len(real.events)
     real.cont()
@@ -174,32 +172,24 @@ async def test_sigstop_of_the_signalling_holder_past_the_timeout(
     assert report["gap_ms"] < SIGNALLING_GAP_BOUND_MS, report
 
 
-@GROUPS
 async def test_graceful_leave_of_the_signalling_holder(
     holders: Callable[[list[str]], Any], far: FarParty
 ) -> None:
-    members = await holders(["a", "b", "c"])
-    real, dummy = real_of(members), dummies_of(members)[0]
-    call = await answer_call(members, far, GROUP_USER, dummy.name)
-    assert call.holder is dummy, f"{call.holder.name} holds the media, not {dummy.name}"
+    real, dummy, call = await a_call_a_dummy_holds(holders, far)
     left = time.monotonic()
     result = await real.command("dispose", timeout=15, drain=False)
     assert result["ok"], result
-    await far.wait_event(lambda e: is_("sip_in", method="INVITE")(e) and e["t"] > left, 15)
+    await reinvited_after(far, left)
     report = await check(call, left, dummy, f"graceful leave of the signalling holder "
                               f"(dispose() {result['t'] - left:.2f} s)")
     assert report["gap_ms"] < SIGNALLING_GAP_BOUND_MS, report
 
 
-@PLACED
 @SERVERS
 async def test_sigkill_of_the_media_holder(
     holders: Callable[[list[str]], Any], far: FarParty
 ) -> None:
-    members = await holders(["a", "b", "c"])
-    dummy = dummies_of(members)[0]
-    call = await answer_call(members, far, GROUP_USER, dummy.name)
-    assert call.holder is dummy, f"{call.holder.name} holds the media, not {dummy.name}"
+    _, dummy, call = await a_call_a_dummy_holds(holders, far)
     since = marks([m for m in call.alive() if m is not dummy])
     killed = time.monotonic()
     dummy.kill()
@@ -209,7 +199,6 @@ async def test_sigkill_of_the_media_holder(
     assert report["gap_ms"] < MEDIA_GAP_BOUND_MS, report
 
 
-@GROUPS
 @BOTH
 async def test_sigkill_of_a_real_that_held_both(
     holders: Callable[[list[str]], Any], far: FarParty
@@ -246,7 +235,6 @@ async def test_the_real_holds_the_media_and_the_meter_sees_the_group_die(
     assert report["gap_ms"] >= 900
 
 
-@GROUPS
 @pytest.mark.kamailio
 @pytest.mark.baresip
 async def test_baresip_keeps_its_call_when_the_real_dies_and_hears_the_holder(
