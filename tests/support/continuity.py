@@ -64,6 +64,7 @@ __all__ = [
     "member_tone",
     "real_of",
     "spawn_holders",
+    "survived",
     "tone_in_wav",
 ]
 
@@ -469,3 +470,29 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+async def survived(call: GroupCall, since: float, holder: MemberProc, what: str
+                ) -> dict[str, Any]:
+    """After a fault at `since`: the far party hears the holder's tone and no BYE, the holder
+    hears 440 Hz, every live member shows the one call (the holder becomes `call.holder`);
+    returns the far party's report (printed) over [since - 0.5 s, now + 1 s]."""
+    tone = call.tone(holder)
+    heard = await call.far.wait_tone(tone, after=since, timeout=10) if (
+        tone != call.tone(call.holder)) else since
+    report = await call.far.report(since=since - 0.5, until=max(time.monotonic(), heard)
+                                   + 1.0)
+    print(f"\n{what}: gap {report['gap_ms']:.0f} ms (from {report['gap_from'] - since:+.3f} s), "
+          f"{report['missing_frames']} frames "
+          f"missing, tones {report['tones']}, re-INVITEs {report['reinvites']}, BYEs "
+          f"{report['byes']}")
+    assert report["byes"] == 0 and report["state"] == "answered", report
+    assert report["current"] == tone, report
+    holds = (await holder.command("holds"))["value"]
+    assert holds.get(call.call_id) == FAR_TONE, (holder.name, holds)
+    for m in call.alive():
+        calls = (await m.command("state"))["value"]["calls"]
+        assert [(c["call_id"], c["state"]) for c in calls] == [
+            (call.call_id, "answered")], (m.name, calls)
+    call.holder = holder
+    return report

@@ -36,6 +36,7 @@ from support.continuity import (
     marks,
     real_of,
     spawn_holders,
+    survived,
     tone_in_wav,
 )
 from support.group import MemberGroup, MemberProc
@@ -50,32 +51,6 @@ SIGNALLING_GAP_BOUND_MS = 1000.0
 MEDIA_GAP_BOUND_MS = 5000.0
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(60)]
-
-async def check(call: GroupCall, since: float, holder: MemberProc, what: str
-                ) -> dict[str, Any]:
-    """After a fault at `since`: the far party hears the holder's tone and no BYE, the holder
-    hears 440 Hz, every live member shows the one call; returns the far party's report
-    (printed) over [since - 0.5 s, now + 1 s]."""
-    tone = call.tone(holder)
-    heard = await call.far.wait_tone(tone, after=since, timeout=10) if (
-        tone != call.tone(call.holder)) else since
-    report = await call.far.report(since=since - 0.5, until=max(time.monotonic(), heard)
-                                   + 1.0)
-    print(f"\n{what}: gap {report['gap_ms']:.0f} ms (from {report['gap_from'] - since:+.3f} s), "
-          f"{report['missing_frames']} frames "
-          f"missing, tones {report['tones']}, re-INVITEs {report['reinvites']}, BYEs "
-          f"{report['byes']}")
-    assert report["byes"] == 0 and report["state"] == "answered", report
-    assert report["current"] == tone, report
-    holds = (await holder.command("holds"))["value"]
-    assert holds.get(call.call_id) == FAR_TONE, (holder.name, holds)
-    for m in call.alive():
-        calls = (await m.command("state"))["value"]["calls"]
-        assert [(c["call_id"], c["state"]) for c in calls] == [
-            (call.call_id, "answered")], (m.name, calls)
-    call.holder = holder
-    return report
-
 
 BOTH = pytest.mark.parametrize("holders", ["local", "redis"], indirect=True)
 #: over the local hub and Redis on the sandbox, and over the local hub through Kamailio
@@ -137,7 +112,7 @@ async def test_a_dummy_answers_holds_the_media_hears_and_speaks(
     holders: Callable[[list[str]], Any], far: FarParty
 ) -> None:
     real, dummy, call = await a_call_a_dummy_holds(holders, far)
-    report = await check(call, time.monotonic() + 0.5, dummy, "a dummy holds the media")
+    report = await survived(call, time.monotonic() + 0.5, dummy, "a dummy holds the media")
     assert report["reinvites"] == 0
     assert call.call_id not in (await real.command("holds"))["value"]
 
@@ -150,7 +125,7 @@ async def test_sigkill_of_the_signalling_holder(
     killed = time.monotonic()
     real.kill()
     await reinvited_after(far, killed)
-    report = await check(call, killed, dummy, "SIGKILL of the signalling holder")
+    report = await survived(call, killed, dummy, "SIGKILL of the signalling holder")
     assert report["gap_ms"] < SIGNALLING_GAP_BOUND_MS, report
 
 
@@ -163,11 +138,12 @@ async def test_sigstop_of_the_signalling_holder_past_the_timeout(
     stopped = time.monotonic()
     real.stop()
     await reinvited_after(far, stopped)
-    report = await check(call, stopped, dummy, "SIGSTOP of the signalling holder")
+    report = await survived(call, stopped, dummy, "SIGSTOP of the signalling holder")
     mark = len(real.events)
     real.cont()
     await real.wait_event(is_("role", role="dummy"), 10, since=mark)
-    after = await check(call, time.monotonic() + 0.5, dummy, "after SIGCONT of the deposed real")
+    after = await survived(call, time.monotonic() + 0.5, dummy,
+                           "after SIGCONT of the deposed real")
     assert after["reinvites"] == report["reinvites"], "the deposed real spoke in the dialog"
     assert report["gap_ms"] < SIGNALLING_GAP_BOUND_MS, report
 
@@ -180,7 +156,7 @@ async def test_graceful_leave_of_the_signalling_holder(
     result = await real.command("dispose", timeout=15, drain=False)
     assert result["ok"], result
     await reinvited_after(far, left)
-    report = await check(call, left, dummy, f"graceful leave of the signalling holder "
+    report = await survived(call, left, dummy, f"graceful leave of the signalling holder "
                               f"(dispose() {result['t'] - left:.2f} s)")
     assert report["gap_ms"] < SIGNALLING_GAP_BOUND_MS, report
 
@@ -195,7 +171,8 @@ async def test_sigkill_of_the_media_holder(
     dummy.kill()
     holder = await call.new_holder(since)
     assert holder is not dummy
-    report = await check(call, killed, holder, f"SIGKILL of the media holder (now {holder.name})")
+    report = await survived(call, killed, holder,
+                            f"SIGKILL of the media holder (now {holder.name})")
     assert report["gap_ms"] < MEDIA_GAP_BOUND_MS, report
 
 
@@ -210,7 +187,7 @@ async def test_sigkill_of_a_real_that_held_both(
     killed = time.monotonic()
     real.kill()
     holder = await call.new_holder(since)
-    report = await check(call, killed, holder, f"SIGKILL of the real holding both (media now "
+    report = await survived(call, killed, holder, f"SIGKILL of the real holding both (media now "
                               f"on {holder.name})")
     assert report["gap_ms"] < MEDIA_GAP_BOUND_MS, report
 
@@ -225,7 +202,7 @@ async def test_the_real_holds_the_media_and_the_meter_sees_the_group_die(
     members = await holders(["a", "b"])
     real = real_of(members)
     call = await answer_call(members, far, GROUP_USER, real.name)
-    report = await check(call, time.monotonic() + 0.5, real, "the real holds the media")
+    report = await survived(call, time.monotonic() + 0.5, real, "the real holds the media")
     assert report["tones"] == [members[real.name][1]] and report["reinvites"] == 0
     killed = time.monotonic()
     for member, _ in members.values():  # nobody is left to take the call over

@@ -8,14 +8,27 @@ import asyncio
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from support.group import MemberGroup, hub_pids
+from support.continuity import (
+    answer_call,
+    dummies_of,
+    far_party,
+    real_of,
+    spawn_holders,
+    survived,
+)
+from support.group import MemberGroup, MemberProc, hub_pids
+from support.kamailio import Kamailio
 from support.wait import wait_until
 
 pytestmark = [pytest.mark.system, pytest.mark.kamailio]
+
+FAR_USER = "106"
 
 
 def direct_links(pid: int) -> list[int]:
@@ -32,18 +45,29 @@ def queued_on_direct_links(pid: int) -> int:
 
 
 async def test_actions_go_direct_and_one_in_flight_when_the_real_dies_ends_interrupted(
-    member_group: Callable[..., MemberGroup],
+    member_group: Callable[..., MemberGroup], kamailio: Kamailio, tmp_path: Path,
 ) -> None:
     """With the hub stopped an action still gets the real's own answer (it went direct); an
     action queued on the direct link of a real that is then SIGKILLed ends in exactly one
     outcome, ActionInterruptedError, and the next real answers the next action (and serves
-    its own direct link, the dead real's socket file removed)."""
-    group = member_group("109", heartbeat_timeout=1.5,
-                         extra=("--action-timeout", "5.0", "--no-media"))
-    procs = await group.spawn_ready(["a", "b", "c"])
-    real = group.reals()[0]
+    its own direct link, the dead real's socket file removed). A call is in progress
+    throughout, its media on the caller: it survives, tones checked at both ends."""
+    group = member_group("109", heartbeat_timeout=1.5, extra=("--action-timeout", "5.0"))
+    members = await spawn_holders(group, ["a", "b", "c"])
+    procs = [member for member, _ in members.values()]
+    real = real_of(members)
     await real.wait_event(lambda e: e["event"] == "registered", 10)
-    caller = [p for p in procs if p is not real][-1]
+    caller = dummies_of(members)[-1]
+    async with far_party(kamailio, FAR_USER, tmp_path) as far:
+        call = await answer_call(members, far, "109", caller.name)
+        stopped = await _direct_then_interrupted(group, procs, real, caller)
+        await survived(call, stopped, caller,
+                       "the real SIGSTOPped, then SIGKILLed with an action on its direct link")
+
+
+async def _direct_then_interrupted(group: MemberGroup, procs: list[MemberProc],
+                                   real: MemberProc, caller: MemberProc) -> float:
+    """Steps 1-3 of the test above; returns when the real was stopped."""
 
     # 1. the first action goes through the hub and opens the direct link; once it is open, an
     #    action is answered by the real even while the hub is stopped
@@ -59,6 +83,7 @@ async def test_actions_go_direct_and_one_in_flight_when_the_real_dies_ends_inter
 
     # 2. an action waits on the direct link of a stopped real, which is then SIGKILLed
     since = {p.name: len(p.events) for p in procs if p is not real}
+    stopped = time.monotonic()
     real.stop()
     task = asyncio.ensure_future(caller.command("action", name="hold", call_id="x"))
     await wait_until(lambda: queued_on_direct_links(real.pid) > 0, 5, interval=0.01,
@@ -83,6 +108,7 @@ async def test_actions_go_direct_and_one_in_flight_when_the_real_dies_ends_inter
     # the successor serves its own direct link and removed the dead real's socket file
     await wait_until(lambda: len(list(group.runtime_dir.glob("*.act"))) == 1, 5, interval=0.02,
                      message="one direct action socket in the runtime directory")
+    return stopped
 
 
 async def test_a_deposed_real_never_runs_what_waited_on_its_direct_link(
