@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import json
 import math
@@ -54,6 +55,64 @@ def _load() -> float:
 
 def _triple(values: list[float]) -> list[float]:
     return [round(min(values), 2), round(statistics.median(values), 2), round(max(values), 2)]
+
+
+class GcPauses:
+    """The CPU time of each garbage collection in this process, by generation (`gc.callbacks`):
+    CPU, not wall time, so a busy machine that deschedules us does not inflate it."""
+
+    def __init__(self) -> None:
+        self.pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.thread_time()
+        else:
+            self.pauses[info["generation"]].append(1000 * (time.thread_time() - self._started))
+
+    def clear(self) -> None:
+        for pauses in self.pauses.values():
+            pauses.clear()
+
+    def report(self) -> dict[str, list[float]]:
+        """{"gen2": [collections, max ms, total ms], ...} since the last `clear()`."""
+        return {f"gen{g}": [len(p), round(max(p, default=0.0), 1), round(sum(p), 1)]
+                for g, p in self.pauses.items()}
+
+
+def udp_drops() -> int:
+    """Datagrams the kernel dropped on this process's UDP sockets (receive buffer full): the
+    "drops" column of /proc/net/udp(6) for the socket inodes among our file descriptors."""
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                link = os.readlink(f"/proc/self/fd/{fd}")
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+    drops = 0
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        with contextlib.suppress(OSError), open(table) as rows:
+            for row in itertools.islice(rows, 1, None):
+                fields = row.split()
+                if len(fields) > 12 and fields[9] in inodes:
+                    drops += int(fields[12])
+    return drops
+
+
+def tune_gc() -> bool:
+    """`webphone.media.tune_for_realtime()` when MEDIA_BENCH_GC is not "default" and the code
+    under test has it (main's code of an older session, run as "before", may not)."""
+    if os.environ.get("MEDIA_BENCH_GC") == "default":
+        return False
+    try:
+        from webphone.media.realtime import tune_for_realtime
+    except ImportError:
+        return False
+    tune_for_realtime()
+    return True
 
 
 # -- far party (a process of its own) ---------------------------------------------------------
@@ -88,7 +147,8 @@ def _encoded_cycle(codec: str) -> list[bytes]:
 
 
 def _paced_track(make: Callable[[int], Any]) -> Any:
-    """An aiortc audio track handing out `make(n)` (frame or packet n) every 20 ms."""
+    """An aiortc audio track handing out `make(n)` (frame or packet n) every 20 ms; `late` is
+    the worst lateness (s) of a frame since it was last reset."""
     from aiortc.mediastreams import MediaStreamTrack
 
     class Paced(MediaStreamTrack):  # type: ignore[misc]
@@ -98,6 +158,7 @@ def _paced_track(make: Callable[[int], Any]) -> Any:
             super().__init__()
             self.n = 0
             self.start: float | None = None
+            self.late = 0.0
 
         async def recv(self) -> Any:
             now = time.monotonic()
@@ -106,6 +167,8 @@ def _paced_track(make: Callable[[int], Any]) -> Any:
             wait = self.start + self.n * FRAME - now
             if wait > 0:
                 await asyncio.sleep(wait)
+            else:
+                self.late = max(self.late, -wait)
             self.n += 1
             return make(self.n - 1)
 
@@ -141,22 +204,32 @@ async def _far_serve(mode: str) -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     calls: list[dict[str, Any]] = []
     pcs: list[Any] = []
+    tracks: list[Any] = []
     cycles: dict[str, list[bytes]] = {}
+    pauses = GcPauses()
     cpu0 = time.process_time()
     wall0 = time.monotonic()
     while line := await reader.readline():
         request = json.loads(line)
         if request.get("op") == "mark":
+            tune_gc()
+            pauses.clear()
             cpu0, wall0 = time.process_time(), time.monotonic()
             for call in calls:
                 call.update(packets=0, gap=0.0, last=None)
+            for track in tracks:
+                track.late = 0.0
             print(json.dumps({"ok": True}), flush=True)
             continue
         if request.get("op") == "report":
             cpu = time.process_time() - cpu0
             wall = time.monotonic() - wall0
-            print(json.dumps({"cpu_share": cpu / wall, "calls": [
-                {"packets": c["packets"], "gap": c["gap"]} for c in calls]}), flush=True)
+            print(json.dumps({
+                "cpu_share": cpu / wall, "gc": pauses.report(),
+                "send_late_ms": 1000 * max((t.late for t in tracks), default=0.0),
+                "udp_drops": udp_drops(),
+                "calls": [{"packets": c["packets"], "gap": c["gap"]} for c in calls],
+            }), flush=True)
             continue
         codec = request["codec"]
         pc = RTCPeerConnection()
@@ -170,7 +243,8 @@ async def _far_serve(mode: str) -> None:
         else:
             if codec not in cycles:
                 cycles[codec] = _encoded_cycle(codec)
-            pc.addTrack(_replay_track(codec, cycles[codec]))
+            tracks.append(_replay_track(codec, cycles[codec]))
+            pc.addTrack(tracks[-1])
         await pc.setRemoteDescription(RTCSessionDescription(request["sdp"], "offer"))
         with loopback_only():
             await pc.setLocalDescription(await pc.createAnswer())
@@ -360,15 +434,20 @@ async def phone_process(impl: str, codec: str, calls: int, seconds: float) -> di
             await call.answer(reply["sdp"])
         # ICE + DTLS of every call, then 1 s of frames: outside the measured window
         await asyncio.wait_for(asyncio.gather(*(call.connected() for call in made)), 60)
+        tuned = tune_gc()
         await asyncio.sleep(1.0)
         for far in fars:
             await far.ask({"op": "mark"})
         for call in made:
             call.arrivals.clear()
+        pauses = GcPauses()
+        drops0 = udp_drops()
         sent0 = [call.frames_sent() for call in made]
         cpu0, wall0 = time.process_time(), time.monotonic()
         await asyncio.sleep(seconds)
         cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+        gc_pauses = pauses.report()
+        drops = udp_drops() - drops0
         trouble: dict[str, float] = {}
         for call in made:
             for name, value in call.trouble().items():
@@ -403,6 +482,12 @@ async def phone_process(impl: str, codec: str, calls: int, seconds: float) -> di
         "worst_received": worst_received,
         "worst_gap_ms": 1000 * worst_gap,
         "far_cpu_share_max": max(r["cpu_share"] for r in reports),
+        "far_send_late_ms_max": max(r["send_late_ms"] for r in reports),
+        "far_gc_ms_max": max(max(p[1] for p in r["gc"].values()) for r in reports),
+        "far_udp_drops": sum(r["udp_drops"] for r in reports),
+        "udp_drops": drops,
+        "gc_tuned": tuned,
+        "gc": gc_pauses,
         "worst_call": trouble,
         "not_connected": failed,
     }
@@ -682,6 +767,10 @@ def bench_clean(codec: str, calls: int) -> list[dict[str, Any]]:
                  worst_gap_ms=[round(r["worst_gap_ms"], 1) for r in results],
                  phone_cpu_share=[round(r["cpu_share"], 2) for r in results],
                  far_cpu_share_max=[round(r["far_cpu_share_max"], 2) for r in results],
+                 far_send_late_ms_max=[round(r["far_send_late_ms_max"], 1) for r in results],
+                 far_gc_ms_max=[r["far_gc_ms_max"] for r in results],
+                 phone_gc=[r["gc"] for r in results], gc_tuned=[r["gc_tuned"] for r in results],
+                 udp_drops=[[r["udp_drops"], r["far_udp_drops"]] for r in results],
                  worst_call=[r.get("worst_call") for r in results],
                  not_connected=[r.get("not_connected") for r in results])]
 

@@ -30,6 +30,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TextIO
 
+from webphone.media.realtime import tune_for_realtime
 from webphone.shared.phone import SharedWebPhone
 from webphone.shared.tone_probe import TonePlayer
 from webphone.shared.transports.base import HubOptions
@@ -178,6 +179,9 @@ async def _main(args: argparse.Namespace, emit: Emit, tui: Frontend | None) -> i
             emit({"event": "fatal", "t": time.monotonic(), "error": type(exc).__name__,
                   "message": " ".join(str(exc).split()), "exit_code": exit_code_for(exc)})
         raise
+    # this program carries calls: full collections of everything alive now would pause their
+    # 20 ms audio frames (webphone.media.realtime says why and what it costs)
+    tune_for_realtime()
     try:
         if tui is not None:
             await tui(app)

@@ -12,6 +12,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .errors import DtmfNotAvailableError, MediaError
+from .realtime import restore as restore_gc
+from .realtime import tune_for_realtime
 from .tone import detect_tone, rms, sine_wave, tone_levels
 
 if TYPE_CHECKING:
@@ -27,9 +29,11 @@ __all__ = [
     "MediaStats",
     "detect_tone",
     "ice_servers",
+    "restore_gc",
     "rms",
     "sine_wave",
     "tone_levels",
+    "tune_for_realtime",
 ]
 
 _LAZY = {
