@@ -13,8 +13,9 @@ from importlib.metadata import version
 import pytest
 
 from support.sandbox_server import sandbox_users
+from support.tones import heard
 from webphone import SipInfo, WebPhone
-from webphone.media import AudioStream, MediaSession, detect_tone
+from webphone.media import MediaSession, detect_tone
 from webphone.media.audio import PcmConverter
 from webphone.media.codec import InlineDecoder, InlineEncoder
 from webphone.media.tone import sine_chunks, sine_wave
@@ -91,14 +92,6 @@ async def connect(a: MediaSession, b: MediaSession) -> None:
     answer = await b.create_answer(await a.create_offer())
     await a.apply_answer(answer)
     await asyncio.gather(a.wait_connected(5), b.wait_connected(5))
-
-
-async def heard(stream: AudioStream, freq: float, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while True:
-            pcm = b"".join([(await anext(stream)).pcm for _ in range(10)])
-            if detect_tone(pcm, RATE, CANDIDATES) == freq:
-                return
 
 
 async def played_and_heard(a: MediaSession, b: MediaSession, freq: float) -> None:

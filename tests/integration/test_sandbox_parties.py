@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 
 from support.sandbox_server import DialogView, ScriptedPhone, sandbox_users
+from support.tones import heard, playing
 from support.wait import wait_until
-from webphone.media import AudioStream, MediaSession, detect_tone
+from webphone.media import MediaSession
 from webphone.sandbox import Sandbox
 from webphone.sandbox.cli import main as cli_main
 from webphone.sip import SipRequest
@@ -21,7 +21,6 @@ from webphone.sip.transaction import new_tag
 pytestmark = pytest.mark.timeout(60)
 
 RATE = 16000
-CANDIDATES = [440, 700, 1000, 1500]
 
 
 @pytest.fixture
@@ -42,29 +41,6 @@ async def media() -> AsyncIterator[MediaSession]:
     session = MediaSession(loopback_only=True, receive_sample_rate=RATE)
     yield session
     await session.close()
-
-
-async def heard(stream: AudioStream, freq: float, timeout: float = 5.0) -> float:
-    """Seconds until `freq` dominates a 200 ms window of `stream`."""
-    started = time.perf_counter()
-    async with asyncio.timeout(timeout):
-        while True:
-            pcm = b""
-            for _ in range(10):
-                pcm += (await anext(stream)).pcm
-            if detect_tone(pcm, RATE, CANDIDATES) == freq:
-                return time.perf_counter() - started
-
-
-@contextlib.asynccontextmanager
-async def playing(media: MediaSession, freq: float) -> AsyncIterator[None]:
-    task = asyncio.ensure_future(media.play_tone(freq, 30.0))
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def call_party(phone: ScriptedPhone, media: MediaSession, number: str) -> DialogView:

@@ -4,6 +4,9 @@ conversion, bounded streams of received audio, WAV recording. Imports av and aio
 Outgoing: one `OutgoingAudioTrack` per call is what aiortc's sender pulls, 20 ms frames of
 48 kHz mono s16 in real time. It plays whatever a `Playback` wrote into its small buffer and
 silence otherwise (also while muted), so RTP keeps flowing and the timestamps stay continuous.
+A *live* source (audio produced in real time elsewhere: a call's received audio, a stream)
+instead sets the pace: each 20 ms frame leaves as soon as it is complete, and the track keeps
+at most `LIVE_BACKLOG` of it, so the source's latency never grows (see `write_live`).
 Once the send codec is known it encodes inline (`webphone.media.codec`) and hands aiortc the
 encoded packet; until then, and for codecs without an inline encoder, aiortc encodes the frame.
 
@@ -110,6 +113,10 @@ class PcmConverter:
 
 #: How far an outgoing track may fall behind real time before it stops catching up.
 MAX_LAG = 0.1
+#: Live sources: how long past a frame's time the track waits for it before sending silence.
+LIVE_STALL = 0.02
+#: Live sources: the most audio that may wait in the track (older audio is dropped).
+LIVE_BACKLOG = 2 * FRAME_BYTES
 
 
 class OutgoingAudioTrack(MediaStreamTrack):
@@ -118,6 +125,8 @@ class OutgoingAudioTrack(MediaStreamTrack):
     Plays the bytes in its buffer (`write`), silence when the buffer is empty or while muted.
     The buffer holds at most `buffer_ms` of audio: `write` waits for room, which paces a source
     that produces faster than real time (files, tones) without holding it all in memory.
+
+    While `live` is set the source paces the track instead of the clock (`write_live`).
     """
 
     kind = "audio"
@@ -138,10 +147,25 @@ class OutgoingAudioTrack(MediaStreamTrack):
         self.frames_late = 0  # handed out more than a frame later than their time
         self.frames_skipped = 0  # never sent: the track fell > MAX_LAG behind and skipped ahead
         self.max_lag = 0.0  # the worst lateness seen (seconds)
+        self._live = False
+        self.live_dropped = 0  # frames of live audio dropped: more than LIVE_BACKLOG waited
+        self._flowing = False  # live audio went out in the last frame (no stall since)
+        self._last_sent = 0.0
+        self._waiter: asyncio.Future[None] | None = None
 
     @property
     def buffered(self) -> int:
         return len(self._buffer)
+
+    @property
+    def live(self) -> bool:
+        """Whether a live source sets the pace (`write_live`) rather than the clock."""
+        return self._live
+
+    @live.setter
+    def live(self, on: bool) -> None:
+        self._live, self._flowing = on, False
+        self._wake()
 
     async def write(self, pcm: bytes, still_wanted: Any = None) -> bool:
         """Append 48 kHz mono s16; waits while the buffer is full. Returns False (without
@@ -157,6 +181,31 @@ class OutgoingAudioTrack(MediaStreamTrack):
         self._empty.clear()
         return True
 
+    def write_live(self, pcm: bytes) -> None:
+        """Append 48 kHz mono s16 of a live source; never waits.
+
+        Whole frames leave as soon as they are complete (`recv` waits for them rather than for
+        its clock), so the delay between the source and the network is the source's own. The
+        first chunk after a stall is aligned to a frame boundary with silence before it (a
+        resampler's first chunk is short: without that, every frame would wait for the next
+        chunk). Beyond `LIVE_BACKLOG` the oldest whole frames are dropped (`live_dropped`):
+        a source that bursts after a stall (a jitter buffer catching up) cannot add latency.
+        """
+        if not self._flowing and len(pcm) % FRAME_BYTES:
+            pcm = _SILENCE[: FRAME_BYTES - len(pcm) % FRAME_BYTES] + pcm
+        self._flowing = True
+        self._buffer += pcm
+        excess = -(-(len(self._buffer) - LIVE_BACKLOG) // FRAME_BYTES)
+        if excess > 0:
+            del self._buffer[: excess * FRAME_BYTES]
+            self.live_dropped += excess
+        self._empty.clear()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
     async def drained(self) -> None:
         """Wait until everything written has been handed to the sender."""
         await self._empty.wait()
@@ -166,6 +215,7 @@ class OutgoingAudioTrack(MediaStreamTrack):
         self._buffer.clear()
         self._room.set()
         self._empty.set()
+        self._wake()
 
     async def recv(self) -> Any:
         if self.readyState != "live":
@@ -175,11 +225,15 @@ class OutgoingAudioTrack(MediaStreamTrack):
             self._start = now
         else:
             self._pts += FRAME_SAMPLES
-            wait = self._start + self._pts / SEND_RATE - now
-            if wait > 0:
-                await asyncio.sleep(wait)
+            if self.live:
+                await self._live_turn(now)
             else:
-                self._late(-wait, now)
+                self._last_sent = self._start + self._pts / SEND_RATE
+                wait = self._last_sent - now
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                else:
+                    self._late(-wait, now)
         chunk = self._next_chunk()
         if self.encoder is not None:
             packet = self.encoder.encode(chunk, self._pts)
@@ -193,6 +247,30 @@ class OutgoingAudioTrack(MediaStreamTrack):
         frame.time_base = _TIME_BASE
         self.frames_sent += 1
         return frame
+
+    async def _live_turn(self, now: float) -> None:
+        """Wait for a whole frame of the live source, at most until `LIVE_STALL` past the frame's
+        time (then silence goes out, at the clock's pace until the source writes again). The
+        clock follows: when the source ends, the track goes on 20 ms after its last frame."""
+        deadline = self._last_sent + FRAME_SAMPLES / SEND_RATE
+        if self._flowing:
+            deadline += LIVE_STALL
+        loop = asyncio.get_running_loop()
+        while len(self._buffer) < FRAME_BYTES and self._live and self.readyState == "live":
+            if deadline <= now:
+                break
+            self._waiter = loop.create_future()
+            timer = loop.call_later(deadline - now, self._wake)
+            try:
+                await self._waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+            now = time.monotonic()
+        if len(self._buffer) < FRAME_BYTES:
+            self._flowing = False
+        self._last_sent = now
+        self._start = now - self._pts / SEND_RATE
 
     def _late(self, lag: float, now: float) -> None:
         self.max_lag = max(self.max_lag, lag)
@@ -246,14 +324,19 @@ class Playback:
         """Interrupt the current source (its `play` returns False) and drop buffered audio."""
         self._generation += 1
         self._active = False
+        self._track.live = False
         self._track.clear()
 
     def close(self) -> None:
         self.closed = True
         self.stop()
 
-    async def play(self, chunks: AsyncIterable[bytes] | Iterable[bytes]) -> bool:
-        """Play 48 kHz mono s16 chunks; True when played to the end, False if interrupted."""
+    async def play(
+        self, chunks: AsyncIterable[bytes] | Iterable[bytes], live: bool = False
+    ) -> bool:
+        """Play 48 kHz mono s16 chunks; True when played to the end, False if interrupted.
+        `live`: an async source producing in real time, which sets the pace (each frame is
+        sent once complete, at most `LIVE_BACKLOG` waits: `OutgoingAudioTrack.write_live`)."""
         self.stop()
         generation = self._generation
 
@@ -261,8 +344,14 @@ class Playback:
             return generation == self._generation and not self.closed
 
         self._active = True
+        self._track.live = live
         try:
-            if isinstance(chunks, AsyncIterable):
+            if live and isinstance(chunks, AsyncIterable):
+                async for chunk in chunks:
+                    if not current():
+                        return False
+                    self._track.write_live(chunk)
+            elif isinstance(chunks, AsyncIterable):
                 async for chunk in chunks:
                     if not await self._track.write(chunk, current):
                         return False
@@ -276,6 +365,7 @@ class Playback:
         finally:
             if generation == self._generation:
                 self._active = False
+                self._track.live = False
 
 
 async def converted(

@@ -131,6 +131,7 @@ class MediaStats:
     frames_received: int = 0  # decoded from the far end (a lost packet counts: as silence)
     frames_discarded: int = 0  # received, then thrown away (no consumer, or on hold)
     frames_dropped: int = 0  # outgoing frames skipped: the track fell behind real time
+    frames_trimmed: int = 0  # live audio dropped unsent: it came in a burst (latency kept)
     frames_late: int = 0  # received after their slot in the jitter buffer: dropped
     frames_lost: int = 0  # never received (played as 20 ms of silence)
     send_lag_max_ms: float = 0.0  # the worst lateness of an outgoing frame
@@ -327,6 +328,7 @@ class MediaSession(EventEmitter):
         self._stats.dtmf_sent = self._rtp.counters.dtmf_sent
         self._stats.dtmf_received = self._rtp.counters.dtmf_received
         self._stats.frames_dropped = self._track.frames_skipped
+        self._stats.frames_trimmed = self._track.live_dropped
         self._stats.send_lag_max_ms = round(1000 * self._track.max_lag, 1)
         received = self._receiver.counters
         self._stats.frames_late = received.late
@@ -504,14 +506,21 @@ class MediaSession(EventEmitter):
             raise MediaError(f"cannot play {path}: {exc}") from exc
 
     async def play_pcm(
-        self, source: AsyncIterable[bytes], sample_rate: int, channels: int = 1
+        self, source: AsyncIterable[bytes], sample_rate: int, channels: int = 1,
+        live: bool = False,
     ) -> bool:
         """Play s16le PCM chunks from an async iterator (any chunk size, `sample_rate` Hz,
-        mono or stereo), resampled as needed; True when the source ended and was played."""
+        mono or stereo), resampled as needed; True when the source ended and was played.
+
+        `live=True` for a source that produces in real time (another call's received audio,
+        a stream): it then sets the pace, each 20 ms frame is sent as soon as it is complete,
+        and at most 40 ms of it waits (older audio is dropped), so its latency stays what it
+        was. The default paces the source: `source` may produce faster than real time (files,
+        synthesized speech) and waits while ~200 ms are buffered."""
         self._check_open()
         if channels not in (1, 2) or sample_rate <= 0:
             raise MediaError(f"unsupported PCM: {sample_rate} Hz, {channels} channels")
-        return await self._playback.play(converted(source, sample_rate, channels))
+        return await self._playback.play(converted(source, sample_rate, channels), live=live)
 
     def stop_playback(self) -> None:
         """Interrupt what is playing (its play_* call returns False)."""

@@ -319,7 +319,10 @@ class Party:
                 if not await media.play_tone(self.tone_hz, 3600.0):
                     break
         elif self.kind == "echo":
-            await media.play_pcm(_pcm(media.received_audio(max_frames=25)), 16000)
+            # At the send rate (no resampling either way) and live: each frame goes back as
+            # soon as it is decoded, never behind a growing backlog.
+            await media.play_pcm(_pcm(media.received_audio(max_frames=25)),
+                                 media.receive_sample_rate, live=True)
         elif self.kind == "voicemail":
             message = VoicemailMessage(call.remote, call.call_id)
             self.voicemails.append(message)
@@ -329,7 +332,8 @@ class Party:
     def _new_media(self) -> MediaSession:
         from webphone.media import MediaSession
 
-        return MediaSession(loopback_only=True, receive_sample_rate=16000)
+        rate = 48000 if self.kind == "echo" else 16000  # the echo sends back what it decodes
+        return MediaSession(loopback_only=True, receive_sample_rate=rate)
 
     # -- calling out ------------------------------------------------------------------------
 
