@@ -31,6 +31,7 @@ from typing import Any
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from .clock import SendClock, send_clock
 from .codec import InlineEncoder
 from .tone import sine_chunks
 
@@ -152,6 +153,8 @@ class OutgoingAudioTrack(MediaStreamTrack):
         self._flowing = False  # live audio went out in the last frame (no stall since)
         self._last_sent = 0.0
         self._waiter: asyncio.Future[None] | None = None
+        self._clock: SendClock | None = None  # the send clock of the loop pulling this track
+        self._on_grid = False  # the frame times are on that clock's ticks
 
     @property
     def buffered(self) -> int:
@@ -228,12 +231,7 @@ class OutgoingAudioTrack(MediaStreamTrack):
             if self.live:
                 await self._live_turn(now)
             else:
-                self._last_sent = self._start + self._pts / SEND_RATE
-                wait = self._last_sent - now
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                else:
-                    self._late(-wait, now)
+                await self._clock_turn(self._start, now)
         chunk = self._next_chunk()
         if self.encoder is not None:
             packet = self.encoder.encode(chunk, self._pts)
@@ -271,6 +269,24 @@ class OutgoingAudioTrack(MediaStreamTrack):
             self._flowing = False
         self._last_sent = now
         self._start = now - self._pts / SEND_RATE
+        self._on_grid = False
+
+    async def _clock_turn(self, start: float, now: float) -> None:
+        """Wait for the next frame's time on the loop's send clock (`webphone.media.clock`: one
+        timer for every call of the process). Joining the clock's grid (first frame, after live
+        audio or after skipping ahead) shifts the track's phase once, later by < 20 ms."""
+        due = start + self._pts / SEND_RATE
+        clock = self._clock
+        if clock is None or not self._on_grid:
+            clock = self._clock = send_clock()
+            due = clock.tick_at_or_after(due)
+            self._start = due - self._pts / SEND_RATE
+            self._on_grid = True
+        self._last_sent = due
+        if due > now:
+            await clock.wait(due)
+        else:
+            self._late(now - due, now)
 
     def _late(self, lag: float, now: float) -> None:
         self.max_lag = max(self.max_lag, lag)
@@ -281,6 +297,7 @@ class OutgoingAudioTrack(MediaStreamTrack):
             # on from now instead of sending the missed time as a burst.
             self.frames_skipped += int(lag * SEND_RATE) // FRAME_SAMPLES
             self._start = now - self._pts / SEND_RATE
+            self._on_grid = False
 
     def _next_chunk(self) -> bytes:
         if self.muted or not self._buffer:
