@@ -21,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-import weakref
+
+from ._per_loop import PerLoop
 
 __all__ = ["FRAME", "SendClock", "send_clock"]
 
@@ -68,15 +69,9 @@ class SendClock:
             self._arm(min(self._waiting))
 
 
-_CLOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SendClock] = (
-    weakref.WeakKeyDictionary()
-)
+_CLOCKS: PerLoop[SendClock] = PerLoop(lambda loop: SendClock(loop, random.uniform(0.0, FRAME)))
 
 
 def send_clock() -> SendClock:
     """The send clock of the running event loop (created on first use, random phase)."""
-    loop = asyncio.get_running_loop()
-    found = _CLOCKS.get(loop)
-    if found is None:
-        found = _CLOCKS[loop] = SendClock(loop, random.uniform(0.0, FRAME))
-    return found
+    return _CLOCKS.get()

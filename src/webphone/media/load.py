@@ -20,6 +20,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ._per_loop import PerLoop
+
 __all__ = ["LoadMonitor", "Probe", "monitor"]
 
 
@@ -87,15 +89,9 @@ class LoadMonitor:
             self._sessions[session] = (dropped, late, told)
 
 
-_MONITORS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoadMonitor] = (
-    weakref.WeakKeyDictionary()
-)
+_MONITORS: PerLoop[LoadMonitor] = PerLoop(lambda loop: LoadMonitor())
 
 
 def monitor() -> LoadMonitor:
     """The monitor of the running event loop (created on first use)."""
-    loop = asyncio.get_running_loop()
-    found = _MONITORS.get(loop)
-    if found is None:
-        found = _MONITORS[loop] = LoadMonitor()
-    return found
+    return _MONITORS.get()
