@@ -81,3 +81,28 @@ async def test_tracks_of_one_loop_send_on_shared_ticks_in_real_time() -> None:
     assert elapsed >= 14 * FRAME - 0.002
     for track in tracks:
         track.close()
+
+
+async def _pull(track: OutgoingAudioTrack, frames: int, stall_after: int = -1,
+                stall: float = 0.0) -> None:
+    for n in range(frames):
+        await track.recv()
+        if n == stall_after:
+            time.sleep(stall)  # the event loop itself stalls: what the counters must show
+
+
+async def test_a_stalled_loop_shows_in_the_tracks_counters() -> None:
+    track = OutgoingAudioTrack()
+    await _pull(track, 6, stall_after=2, stall=0.06)
+    assert track.max_lag >= 0.035  # the tick after the stall came ~40 ms late
+    assert track.frames_late >= 1
+    assert track.frames_skipped == 0  # < MAX_LAG: late frames are sent, not skipped
+    track.close()
+
+
+async def test_a_long_stall_skips_ahead_and_counts_what_it_skipped() -> None:
+    track = OutgoingAudioTrack()
+    await _pull(track, 6, stall_after=2, stall=0.2)
+    assert track.frames_skipped >= 5  # ~180 ms behind: never sent, counted as dropped
+    assert track.max_lag >= 0.15
+    track.close()

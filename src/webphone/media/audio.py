@@ -285,7 +285,8 @@ class OutgoingAudioTrack(MediaStreamTrack):
         self._last_sent = due
         if due > now:
             await clock.wait(due)
-        else:
+            now = time.monotonic()  # the tick itself may come late (a stalled loop)
+        if now - due > 0:
             self._late(now - due, now)
 
     def _late(self, lag: float, now: float) -> None:
