@@ -8,8 +8,13 @@
 * clean calls per process: N calls for `--seconds`; a call is clean when >= 99.5 % of its frames
   arrived at the far end and back from it, with no gap > 60 ms (far end: between RTP packets;
   phone: between decoded frames). The far parties replay pre-encoded packets and only count what
-  they receive, spread over processes of <= 10 calls; each reports its CPU share, so the table
-  shows that they were not the bottleneck.
+  they receive, spread over processes of <= 10 calls; each reports its CPU share, the worst
+  lateness of its own paced sending and its longest GC pause, so the table shows that they
+  were not the bottleneck. Both sides call `webphone.media.tune_for_realtime()` once the calls
+  are up, before the window (MEDIA_BENCH_GC=default: no tuning, the "before"); each run also
+  reports the phone's worst event-loop lag in the window (a 50 ms timer), its GC collections
+  (count, max and total ms of CPU per generation), the
+  kernel's UDP drops on either side's sockets, and CPU per frame moved.
 * round trip through the sandbox echo party (900): a `WebPhone` calls 900 on a sandbox process,
   plays 1000 Hz bursts after silence; the time from the burst's start to the first received
   20 ms frame whose dominant frequency is 1000 Hz. Baseline: raw aiortc against a raw aiortc
@@ -80,6 +85,15 @@ class GcPauses:
         """{"gen2": [collections, max ms, total ms], ...} since the last `clear()`."""
         return {f"gen{g}": [len(p), round(max(p, default=0.0), 1), round(sum(p), 1)]
                 for g, p in self.pauses.items()}
+
+
+async def _loop_lag(worst: list[float], period: float = 0.05) -> None:
+    """Keep `worst[0]` at the worst lateness (s) of a `period` timer in this loop."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + period
+        await asyncio.sleep(period)
+        worst[0] = max(worst[0], loop.time() - due)
 
 
 def udp_drops() -> int:
@@ -211,8 +225,10 @@ async def _far_serve(mode: str) -> None:
     wall0 = time.monotonic()
     while line := await reader.readline():
         request = json.loads(line)
+        if request.get("op") == "tune":  # before the settling second: its pause stays out
+            print(json.dumps({"tuned": tune_gc()}), flush=True)
+            continue
         if request.get("op") == "mark":
-            tune_gc()
             pauses.clear()
             cpu0, wall0 = time.process_time(), time.monotonic()
             for call in calls:
@@ -435,6 +451,8 @@ async def phone_process(impl: str, codec: str, calls: int, seconds: float) -> di
         # ICE + DTLS of every call, then 1 s of frames: outside the measured window
         await asyncio.wait_for(asyncio.gather(*(call.connected() for call in made)), 60)
         tuned = tune_gc()
+        for far in fars:
+            await far.ask({"op": "tune"})
         await asyncio.sleep(1.0)
         for far in fars:
             await far.ask({"op": "mark"})
@@ -443,9 +461,12 @@ async def phone_process(impl: str, codec: str, calls: int, seconds: float) -> di
         pauses = GcPauses()
         drops0 = udp_drops()
         sent0 = [call.frames_sent() for call in made]
+        lag = [0.0]
+        sampler = asyncio.ensure_future(_loop_lag(lag))
         cpu0, wall0 = time.process_time(), time.monotonic()
         await asyncio.sleep(seconds)
         cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+        sampler.cancel()
         gc_pauses = pauses.report()
         drops = udp_drops() - drops0
         moved = sum(call.frames_sent() - s0 + len(call.arrivals)
@@ -490,6 +511,7 @@ async def phone_process(impl: str, codec: str, calls: int, seconds: float) -> di
         "far_gc_ms_max": max(max(p[1] for p in r["gc"].values()) for r in reports),
         "far_udp_drops": sum(r["udp_drops"] for r in reports),
         "udp_drops": drops,
+        "loop_lag_max_ms": 1000 * lag[0],
         "gc_tuned": tuned,
         "gc": gc_pauses,
         "worst_call": trouble,
@@ -770,6 +792,8 @@ def bench_clean(codec: str, calls: int) -> list[dict[str, Any]]:
                  worst_received=[round(r["worst_received"], 4) for r in results],
                  worst_gap_ms=[round(r["worst_gap_ms"], 1) for r in results],
                  phone_cpu_share=[round(r["cpu_share"], 2) for r in results],
+                 cpu_us_per_frame=[round(r["cpu_us_per_frame"], 1) for r in results],
+                 phone_loop_lag_max_ms=[round(r["loop_lag_max_ms"], 1) for r in results],
                  far_cpu_share_max=[round(r["far_cpu_share_max"], 2) for r in results],
                  far_send_late_ms_max=[round(r["far_send_late_ms_max"], 1) for r in results],
                  far_gc_ms_max=[r["far_gc_ms_max"] for r in results],
