@@ -15,6 +15,8 @@
   reports the phone's worst event-loop lag in the window (a 50 ms timer), its GC collections
   (count, max and total ms of CPU per generation), the
   kernel's UDP drops on either side's sockets, and CPU per frame moved.
+* send pacing: 40 outgoing tracks paced by the loop's one send clock, beside a timer per track
+  (how each call paced itself before), CPU per call-second of the pacing alone.
 * round trip through the sandbox echo party (900): a `WebPhone` calls 900 on a sandbox process,
   plays 1000 Hz bursts after silence; the time from the burst's start to the first received
   20 ms frame whose dominant frequency is 1000 Hz. Baseline: raw aiortc against a raw aiortc
@@ -562,6 +564,43 @@ def codec_cost(codec: str, frames: int = 500) -> float:
     return 1000 * (time.process_time() - t0) / (frames * FRAME)
 
 
+# -- send pacing: one clock per process vs a timer per call ------------------------------------
+
+
+async def send_pacing(tracks: int, seconds: float, shared: bool) -> float:
+    """ms of CPU per call-second to pace `tracks` outgoing tracks (no encoding, no network):
+    webphone's `OutgoingAudioTrack`s on the loop's send clock, or (`shared` False, the way
+    before) a timer per track at its own phase."""
+    from webphone.media.audio import OutgoingAudioTrack
+
+    async def pull(track: Any) -> None:
+        with contextlib.suppress(Exception):
+            while True:
+                await track.recv()
+
+    async def own_timer(phase: float) -> None:
+        loop = asyncio.get_running_loop()
+        start, n = loop.time() + phase, 0
+        while True:
+            n += 1
+            wait = start + n * FRAME - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+
+    made = [OutgoingAudioTrack() for _ in range(tracks)] if shared else []
+    tasks = ([asyncio.ensure_future(pull(t)) for t in made] if shared else
+             [asyncio.ensure_future(own_timer(i * FRAME / tracks)) for i in range(tracks)])
+    await asyncio.sleep(0.5)
+    cpu0 = time.process_time()
+    await asyncio.sleep(seconds)
+    cpu = time.process_time() - cpu0
+    for task in tasks:
+        task.cancel()
+    for track in made:
+        track.close()
+    return 1000 * cpu / (tracks * seconds)
+
+
 # -- round trip through the echo party -------------------------------------------------------
 
 
@@ -803,6 +842,18 @@ def bench_clean(codec: str, calls: int) -> list[dict[str, Any]]:
                  not_connected=[r.get("not_connected") for r in results])]
 
 
+def bench_send_pacing(tracks: int = 40, seconds: float = 5.0) -> list[dict[str, Any]]:
+    ours, before, loads = [], [], []
+    for _ in range(RUNS):
+        loads.append(_load())
+        ours.append(asyncio.run(send_pacing(tracks, seconds, shared=True)))
+        before.append(asyncio.run(send_pacing(tracks, seconds, shared=False)))
+    return [_row(f"send pacing of {tracks} calls (no codec, no network)", ours, "ms",
+                 "a timer per call (before)", before, "< baseline",
+                 statistics.median(ours) < statistics.median(before), loadavg=loads,
+                 seconds=seconds)]
+
+
 def bench_round_trip() -> list[dict[str, Any]]:
     ours, raw, loads = [], [], []
     for _ in range(RUNS):
@@ -828,7 +879,7 @@ def bench_registrations(count: int = 500) -> list[dict[str, Any]]:
 
 def run() -> list[dict[str, Any]]:
     """Every media benchmark; rows for benchmarks/__main__."""
-    only = os.environ.get("MEDIA_BENCH_ONLY", "cpu,clean,rtt,reg").split(",")
+    only = os.environ.get("MEDIA_BENCH_ONLY", "cpu,clean,pacing,rtt,reg").split(",")
     rows: list[dict[str, Any]] = []
     if "cpu" in only:
         rows += bench_cpu("opus", 10, 35)
@@ -836,6 +887,8 @@ def run() -> list[dict[str, Any]]:
     if "clean" in only:
         for codec, calls in (("opus", 10), ("opus", 25), ("PCMU", 15), ("PCMU", 40)):
             rows += bench_clean(codec, calls)
+    if "pacing" in only:
+        rows += bench_send_pacing()
     if "rtt" in only:
         rows += bench_round_trip()
     if "reg" in only:
