@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from importlib.metadata import version
 
+import av
 import pytest
 
 from support.sandbox_server import sandbox_users
@@ -17,7 +18,7 @@ from support.tones import heard
 from webphone import SipInfo, WebPhone
 from webphone.media import MediaSession, detect_tone
 from webphone.media.audio import PcmConverter
-from webphone.media.codec import InlineDecoder, InlineEncoder
+from webphone.media.codec import FrameResampler, InlineDecoder, InlineEncoder
 from webphone.media.tone import sine_chunks, sine_wave
 from webphone.sandbox import Sandbox
 
@@ -69,6 +70,35 @@ def test_inline_codecs_carry_a_tone_to_any_receive_rate(codec: str, rate: int) -
     assert detect_tone(pcm[-2 * rate // 5:], rate, CANDIDATES) == 1000
     assert isinstance(decoder.decode(b""), bytes)  # an empty payload: no exception
     assert len(decoder.silence()) == 2 * rate // 50
+
+
+@pytest.mark.parametrize(("layout", "rate_in", "rate_out"), [
+    ("mono", 48000, 16000), ("mono", 48000, 8000), ("stereo", 48000, 16000),
+    ("mono", 8000, 16000), ("mono", 8000, 48000), ("mono", 16000, 48000),
+])
+def test_the_frame_resampler_gives_one_frame_per_frame_and_keeps_the_tone(
+    layout: str, rate_in: int, rate_out: int
+) -> None:
+    """Pins what `FrameResampler` relies on: FFmpeg's graph holds nothing back after the one
+    pull per frame (else every frame would wait for the next one)."""
+    resampler = FrameResampler(rate_out)
+    channels = 2 if layout == "stereo" else 1
+    mono = sine_wave(1000, 0.02, rate_in, 0.4)
+    pcm = mono if channels == 1 else b"".join(mono[i:i + 2] * 2 for i in range(0, len(mono), 2))
+    out = b""
+    for n in range(50):
+        frame = av.AudioFrame(format="s16", layout=layout, samples=rate_in // 50)
+        frame.planes[0].update(pcm)
+        frame.sample_rate = rate_in
+        converted = resampler.resample(frame)
+        assert converted is not None or n == 0
+        if converted is not None:
+            assert (converted.sample_rate, converted.layout.name) == (rate_out, "mono")
+            out += bytes(converted.planes[0])[:2 * converted.samples]
+        with pytest.raises(BlockingIOError):  # nothing left behind in the graph
+            resampler._graph.pull()
+    assert 50 * rate_out // 50 - rate_out // 50 <= len(out) // 2 <= 50 * rate_out // 50
+    assert detect_tone(out[-2 * rate_out // 5:], rate_out, CANDIDATES) == 1000
 
 
 def test_the_native_resampler_converts_chunk_by_chunk_keeping_the_tone() -> None:

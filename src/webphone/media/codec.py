@@ -22,7 +22,7 @@ from typing import Any, Literal, cast
 
 import av
 
-__all__ = ["INLINE_CODECS", "InlineDecoder", "InlineEncoder"]
+__all__ = ["INLINE_CODECS", "FrameResampler", "InlineDecoder", "InlineEncoder"]
 
 #: codec name (lower case) -> (libavcodec encoder/decoder, sample rate of the codec)
 INLINE_CODECS: dict[str, tuple[str, int]] = {
@@ -51,6 +51,47 @@ def _context(name: str, mode: Literal["r", "w"]) -> tuple[str, Any]:
 def _pcm(frame: Any) -> bytes:
     size = frame.samples * 2 * len(frame.layout.channels)
     return bytes(frame.planes[0])[:size]
+
+
+class FrameResampler:
+    """libswresample (PyAV's filter graph) for a stream of frames: mono s16 at `rate` out.
+
+    `av.AudioResampler.resample` pulls from its graph until the graph says EAGAIN, which PyAV
+    raises as an exception: ~12 us of the ~35 us one 20 ms frame costs, on every frame. Here
+    each frame in is one push and one pull: the graph (abuffer -> aformat -> abuffersink, the
+    resampler FFmpeg inserts converts frame by frame) gives at most one frame per frame pushed,
+    shorter at first while its filter fills (tests/integration/test_media_inline.py pins it).
+    A new input format (rate, layout) starts a new graph.
+    """
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._graph: Any = None
+        self._key: tuple[str, str, int] | None = None
+
+    def resample(self, frame: Any) -> Any | None:
+        """`frame` converted (an `av.AudioFrame`), or None while the filter still fills."""
+        key = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if key != self._key:
+            self._graph, self._key = self._new_graph(*key), key
+        frame.pts = None
+        self._graph.push(frame)
+        try:
+            return self._graph.pull()
+        except BlockingIOError:  # av's EAGAIN: nothing out for this frame
+            return None
+
+    def _new_graph(self, sample_format: str, layout: str, rate: int) -> Any:
+        graph = av.filter.Graph()
+        source = graph.add("abuffer", sample_rate=str(rate), sample_fmt=sample_format,
+                           channel_layout=layout)
+        convert = graph.add("aformat", sample_rates=str(self.rate), sample_fmts="s16",
+                            channel_layouts="mono")
+        sink = graph.add("abuffersink")
+        source.link_to(convert)
+        convert.link_to(sink)
+        graph.configure()
+        return graph
 
 
 class InlineEncoder:
@@ -100,8 +141,7 @@ class InlineDecoder:
     def __init__(self, name: str, rate: int) -> None:
         self.name, self._context = _context(name, "r")
         self.rate = rate
-        self._resampler: Any = None
-        self._key: tuple[str, str, int] | None = None
+        self._resampler = FrameResampler(rate)
         self._silence = bytes(2 * rate // 50)
 
     def decode(self, payload: bytes) -> bytes:
@@ -112,16 +152,11 @@ class InlineDecoder:
             return b""
         out = b""
         for frame in frames:
-            key = (frame.format.name, frame.layout.name, frame.sample_rate)
-            if key == ("s16", "mono", self.rate):
+            if (frame.format.name, frame.layout.name, frame.sample_rate) != ("s16", "mono",
+                                                                               self.rate):
+                frame = self._resampler.resample(frame)
+            if frame is not None:
                 out += _pcm(frame)
-                continue
-            if key != self._key:
-                self._resampler = av.AudioResampler(format="s16", layout="mono", rate=self.rate)
-                self._key = key
-            frame.pts = None
-            for each in self._resampler.resample(frame):
-                out += _pcm(each)
         return out
 
     def silence(self) -> bytes:
