@@ -106,27 +106,24 @@ class InlineEncoder:
             self._context.bit_rate = OPUS_BITRATE
             self._context.options = {"application": "voip"}
         self._time_base = fractions.Fraction(1, clock_rate)
-        self._resampler: Any = (
-            None if rate == SOURCE_RATE
-            else av.AudioResampler(format="s16", layout="mono", rate=rate)
-        )
+        self._resampler = None if rate == SOURCE_RATE else FrameResampler(rate)
         self._frame_pts = 0
 
     def encode(self, pcm: bytes, pts: int) -> Any | None:
         """One 20 ms chunk (960 samples at 48 kHz) whose first sample is number `pts` of the
         stream (48 kHz) -> an `av.Packet` stamped in the codec's RTP clock, or None while the
         codec still buffers (these codecs do not)."""
-        frame = av.AudioFrame(format="s16", layout="mono", samples=len(pcm) // 2)
+        frame: Any = av.AudioFrame(format="s16", layout="mono", samples=len(pcm) // 2)
         frame.planes[0].update(pcm)
         frame.sample_rate = SOURCE_RATE
         frame.time_base = _SOURCE_TIME_BASE
         frame.pts = self._frame_pts
         self._frame_pts += frame.samples
-        frames = [frame] if self._resampler is None else self._resampler.resample(frame)
+        if self._resampler is not None:  # G.711: 48 kHz -> 8 kHz, one push + one pull
+            frame = self._resampler.resample(frame)
         data = b""
-        for each in frames:
-            for packet in self._context.encode(each):
-                data += bytes(packet)
+        for packet in self._context.encode(frame) if frame is not None else ():
+            data += bytes(packet)
         if not data:
             return None
         packet = av.Packet(data)
