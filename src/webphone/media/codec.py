@@ -121,12 +121,11 @@ class InlineEncoder:
         self._frame_pts += frame.samples
         if self._resampler is not None:  # G.711: 48 kHz -> 8 kHz, one push + one pull
             frame = self._resampler.resample(frame)
-        data = b""
-        for packet in self._context.encode(frame) if frame is not None else ():
-            data += bytes(packet)
-        if not data:
+        packets = self._context.encode(frame) if frame is not None else []
+        if not packets:
             return None
-        packet = av.Packet(data)
+        # one packet per 20 ms (both codecs): hand it on as it is, no copy into a new one
+        packet = packets[0] if len(packets) == 1 else av.Packet(b"".join(map(bytes, packets)))
         packet.pts = pts * self.clock_rate // SOURCE_RATE
         packet.time_base = self._time_base
         return packet
