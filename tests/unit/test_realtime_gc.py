@@ -87,6 +87,16 @@ def test_restore_puts_back_the_hosts_thresholds_after_repeated_tuning() -> None:
     assert gc.get_freeze_count() == 0
 
 
+def test_restore_without_tuning_leaves_a_hosts_own_freeze() -> None:
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        restore_gc()
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+
+
 def test_a_bad_interval_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="full_every must be >= 1"):
         tune_for_realtime(full_every=0)

@@ -71,9 +71,11 @@ def tune_for_realtime(full_every: int = FULL_EVERY) -> GcTuning:
 
 
 def restore() -> None:
-    """Undo `tune_for_realtime()`: unfreeze and put back the host's thresholds."""
+    """Undo `tune_for_realtime()`: unfreeze and put back the host's thresholds. Nothing
+    happens when it was not tuned (a host's own `gc.freeze()` stays as it is)."""
     global _original
+    if _original is None:
+        return
     gc.unfreeze()
-    if _original is not None:
-        gc.set_threshold(*_original)
-        _original = None
+    gc.set_threshold(*_original)
+    _original = None
