@@ -106,10 +106,7 @@ class InlineEncoder:
             self._context.bit_rate = OPUS_BITRATE
             self._context.options = {"application": "voip"}
         self._time_base = fractions.Fraction(1, clock_rate)
-        self._resampler: Any = (
-            None if rate == SOURCE_RATE
-            else av.AudioResampler(format="s16", layout="mono", rate=rate)
-        )
+        self._resampler = None if rate == SOURCE_RATE else FrameResampler(rate)
         self._frame_pts = 0
 
     def encode(self, pcm: bytes, pts: int) -> Any | None:
@@ -122,10 +119,10 @@ class InlineEncoder:
         frame.time_base = _SOURCE_TIME_BASE
         frame.pts = self._frame_pts
         self._frame_pts += frame.samples
-        frames = [frame] if self._resampler is None else self._resampler.resample(frame)
+        converted = frame if self._resampler is None else self._resampler.resample(frame)
         data = b""
-        for each in frames:
-            for packet in self._context.encode(each):
+        if converted is not None:
+            for packet in self._context.encode(converted):
                 data += bytes(packet)
         if not data:
             return None
