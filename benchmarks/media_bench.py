@@ -38,6 +38,7 @@ import itertools
 import json
 import math
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -641,7 +642,11 @@ async def _bursts(play: Callable[[], Any], frames: list[tuple[float, bytes]], ra
 
     times = []
     for _ in range(bursts):
-        await asyncio.sleep(0.6)  # the echo of the last burst is over
+        # the echo of the last burst is over; then a random point of the 20 ms send clock:
+        # the last detection happened on a received frame, so a fixed pause would start every
+        # burst at the same phase of the clock (measured: always 11-23 ms before the next
+        # tick, where a talker starting at a random moment waits 10 ms on average)
+        await asyncio.sleep(0.6 + random.uniform(0, FRAME))
         seen = len(frames)
         t0 = time.monotonic()
         task = asyncio.ensure_future(play())
