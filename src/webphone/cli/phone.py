@@ -180,8 +180,10 @@ async def _main(args: argparse.Namespace, emit: Emit, tui: Frontend | None) -> i
                   "message": " ".join(str(exc).split()), "exit_code": exit_code_for(exc)})
         raise
     # this program carries calls: full collections of everything alive now would pause their
-    # 20 ms audio frames (webphone.media.realtime says why and what it costs)
+    # 20 ms audio frames (webphone.media.realtime says why and what it costs); again once a
+    # real has loaded aiortc (~21 000 objects of its modules, never garbage)
     tune_for_realtime()
+    shared.on("media_ready", _retune)
     try:
         if tui is not None:
             await tui(app)
@@ -194,6 +196,11 @@ async def _main(args: argparse.Namespace, emit: Emit, tui: Frontend | None) -> i
         if not app.done.is_set():
             await app.close()
     return app.exit_code
+
+
+def _retune() -> None:
+    """The real loaded aiortc (~21 000 objects of its modules): freeze them too."""
+    tune_for_realtime()
 
 
 class _Signals:
