@@ -355,6 +355,8 @@ class Playback:
         """Play 48 kHz mono s16 chunks; True when played to the end, False if interrupted.
         `live`: an async source producing in real time, which sets the pace (each frame is
         sent once complete, at most `LIVE_BACKLOG` waits: `OutgoingAudioTrack.write_live`)."""
+        if live and not isinstance(chunks, AsyncIterable):
+            raise TypeError("live playback needs an async iterator that produces in real time")
         self.stop()
         generation = self._generation
 
