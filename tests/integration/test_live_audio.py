@@ -17,7 +17,7 @@ import pytest
 from support.tones import heard, playing
 from support.wait import wait_until
 from webphone.media import AudioStream, MediaSession
-from webphone.media.audio import FRAME_BYTES, LIVE_BACKLOG, OutgoingAudioTrack
+from webphone.media.audio import FRAME_BYTES, LIVE_BACKLOG, OutgoingAudioTrack, Playback
 from webphone.media.tone import sine_wave
 
 pytestmark = pytest.mark.timeout(60)
@@ -87,6 +87,13 @@ async def test_a_stalled_source_gets_silence_then_is_aligned_again() -> None:
     short = tone(700)[:FRAME_BYTES // 2]
     track.write_live(short)  # the source is back: aligned again, sent at once
     assert pcm_of(step(track.recv())) == bytes(FRAME_BYTES // 2) + short
+
+
+async def test_a_live_source_must_be_async() -> None:
+    track = await started_track(live=False)
+    with pytest.raises(TypeError, match="async iterator"):
+        await Playback(track).play([tone(1000)], live=True)
+    assert not track.live and not track.buffered
 
 
 async def test_ending_live_returns_to_the_clock_and_close_wakes_a_waiter() -> None:

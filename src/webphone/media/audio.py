@@ -193,6 +193,9 @@ class OutgoingAudioTrack(MediaStreamTrack):
         resampler's first chunk is short: without that, every frame would wait for the next
         chunk). Beyond `LIVE_BACKLOG` the oldest whole frames are dropped (`live_dropped`):
         a source that bursts after a stall (a jitter buffer catching up) cannot add latency.
+        Chunks of whole 20 ms frames (a call's received audio at 48 kHz) leave at once; a
+        source whose chunks drift against the frames (e.g. resampled from 44.1 kHz) may have
+        part of a frame wait for its next chunk, up to 20 ms more.
         """
         if not self._flowing and len(pcm) % FRAME_BYTES:
             pcm = _SILENCE[: FRAME_BYTES - len(pcm) % FRAME_BYTES] + pcm
@@ -355,6 +358,8 @@ class Playback:
         """Play 48 kHz mono s16 chunks; True when played to the end, False if interrupted.
         `live`: an async source producing in real time, which sets the pace (each frame is
         sent once complete, at most `LIVE_BACKLOG` waits: `OutgoingAudioTrack.write_live`)."""
+        if live and not isinstance(chunks, AsyncIterable):
+            raise TypeError("live playback needs an async iterator that produces in real time")
         self.stop()
         generation = self._generation
 
