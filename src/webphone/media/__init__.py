@@ -17,7 +17,7 @@ from .realtime import tune_for_realtime
 from .tone import detect_tone, rms, sine_wave, tone_levels
 
 if TYPE_CHECKING:
-    from .audio import AudioFrame, AudioStream
+    from .received import AudioFrame, AudioStream
     from .session import MediaSession, MediaStats, ice_servers
 
 __all__ = [
@@ -37,8 +37,8 @@ __all__ = [
 ]
 
 _LAZY = {
-    "AudioFrame": "audio",
-    "AudioStream": "audio",
+    "AudioFrame": "received",
+    "AudioStream": "received",
     "MediaSession": "session",
     "MediaStats": "session",
     "ice_servers": "session",

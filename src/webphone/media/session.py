@@ -64,12 +64,9 @@ from ._interop import (
 from ._remote_filter import ignore_remote_outside
 from .audio import (
     SEND_RATE,
-    AudioFrame,
-    AudioStream,
     OutgoingAudioTrack,
     PcmConverter,
     Playback,
-    WavRecorder,
     converted,
     tone_source,
     wav_chunks,
@@ -80,6 +77,7 @@ from .dtmf import RtpHeader
 from .errors import MediaError
 from .load import Probe, monitor
 from .receive import AudioReceiver
+from .received import AudioFrame, AudioStream, WavRecorder
 from .rtp import RtpPath
 
 log = logging.getLogger("webphone.media")
