@@ -12,7 +12,8 @@
   lateness of its own paced sending and its longest GC pause, so the table shows that they
   were not the bottleneck. Both sides call `webphone.media.tune_for_realtime()` once the calls
   are up, before the window (MEDIA_BENCH_GC=default: no tuning, the "before"); each run also
-  reports the phone's worst event-loop lag in the window (a 50 ms timer), its GC collections
+  reports the phone's worst event-loop lag in the window (a 50 ms timer), how often the kernel
+  preempted it (involuntary context switches: the machine, not our code), its GC collections
   (count, max and total ms of CPU per generation), the
   kernel's UDP drops on either side's sockets, and CPU per frame moved.
 * send pacing: 40 outgoing tracks paced by the loop's one send clock, beside a timer per track
@@ -117,6 +118,19 @@ def udp_drops() -> int:
                 if len(fields) > 12 and fields[9] in inodes:
                     drops += int(fields[12])
     return drops
+
+
+def preemptions() -> int:
+    """Involuntary context switches of this process so far (/proc/self/status: the kernel
+    took the CPU from a runnable thread of ours; a loaded machine's stalls show here)."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/status") as status:
+                for line in status:
+                    if line.startswith("nonvoluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+    return total
 
 
 def tune_gc() -> bool:
@@ -462,7 +476,7 @@ async def phone_process(impl: str, codec: str, calls: int, seconds: float) -> di
         for call in made:
             call.arrivals.clear()
         pauses = GcPauses()
-        drops0 = udp_drops()
+        drops0, preempted0 = udp_drops(), preemptions()
         sent0 = [call.frames_sent() for call in made]
         lag = [0.0]
         sampler = asyncio.ensure_future(_loop_lag(lag))
@@ -471,7 +485,7 @@ async def phone_process(impl: str, codec: str, calls: int, seconds: float) -> di
         cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
         sampler.cancel()
         gc_pauses = pauses.report()
-        drops = udp_drops() - drops0
+        drops, preempted = udp_drops() - drops0, preemptions() - preempted0
         moved = sum(call.frames_sent() - s0 + len(call.arrivals)
                     for call, s0 in zip(made, sent0, strict=True))
         trouble: dict[str, float] = {}
@@ -515,6 +529,7 @@ async def phone_process(impl: str, codec: str, calls: int, seconds: float) -> di
         "far_udp_drops": sum(r["udp_drops"] for r in reports),
         "udp_drops": drops,
         "loop_lag_max_ms": 1000 * lag[0],
+        "preempted": preempted,
         "gc_tuned": tuned,
         "gc": gc_pauses,
         "worst_call": trouble,
@@ -838,6 +853,7 @@ def bench_clean(codec: str, calls: int) -> list[dict[str, Any]]:
                  phone_cpu_share=[round(r["cpu_share"], 2) for r in results],
                  cpu_us_per_frame=[round(r["cpu_us_per_frame"], 1) for r in results],
                  phone_loop_lag_max_ms=[round(r["loop_lag_max_ms"], 1) for r in results],
+                 phone_preempted=[r["preempted"] for r in results],
                  far_cpu_share_max=[round(r["far_cpu_share_max"], 2) for r in results],
                  far_send_late_ms_max=[round(r["far_send_late_ms_max"], 1) for r in results],
                  far_gc_ms_max=[r["far_gc_ms_max"] for r in results],
