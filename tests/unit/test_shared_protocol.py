@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from typing import Any
 
@@ -84,6 +85,23 @@ def test_every_frame_round_trips(frame: Frame) -> None:
     assert obj["v"] == 1 and obj["type"] == frame.TYPE
     assert decode_frame(data) == frame
     assert decode_frame(data.decode()) == frame
+
+
+@pytest.mark.parametrize("frame", EXAMPLES, ids=lambda f: f.TYPE)
+def test_the_encoding_is_the_stdlib_encoders_and_omitted_defaults_decode_as_built(
+        frame: Frame) -> None:
+    # to_json skips json.JSONEncoder's Python layers and decoding skips the dataclass __init__:
+    # the same bytes and the same frames as the plain paths
+    plain = json.dumps(frame.to_obj(), separators=(",", ":"), ensure_ascii=False,
+                       allow_nan=False).encode()
+    assert frame.to_json() == plain
+    obj = frame.to_obj()
+    defaults = {f.name: f.default for f in dataclasses.fields(frame)
+                if f.default is not dataclasses.MISSING}
+    trimmed = {k: v for k, v in obj.items() if k not in defaults or defaults[k] != v}
+    decoded = decode_frame(json.dumps(trimmed))
+    assert decoded == frame and type(decoded) is type(frame)
+    assert vars(decoded).keys() >= {f.name for f in dataclasses.fields(frame)}
 
 
 def test_every_frame_type_has_an_example_and_a_direction() -> None:

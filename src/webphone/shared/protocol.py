@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import MISSING, dataclass, fields
-from typing import Any, ClassVar, Literal, NoReturn
+from typing import Any, ClassVar, Literal, NamedTuple, NoReturn, TypeVar
 
 from webphone.errors import GroupProtocolError
 from webphone.shared.actions import check_action, check_delegate
@@ -117,6 +117,9 @@ class Frame:
 
     TYPE: ClassVar[str] = ""
 
+    def __post_init__(self) -> None:
+        """Check the fields (a frame without fields has nothing to check)."""
+
     def fields_obj(self) -> dict[str, Any]:
         """The fields as plain JSON values, without the envelope (used for nesting)."""
         values = self.__dict__
@@ -130,14 +133,14 @@ class Frame:
         """Compact UTF-8 JSON. Cached: a fan-out of one frame to many members encodes it once."""
         cached: bytes | None = self.__dict__.get("_json")
         if cached is None:
-            cached = _ENCODER.encode(self.to_obj()).encode()
+            cached = _encode(self.to_obj())
             object.__setattr__(self, "_json", cached)
         return cached
 
     @classmethod
     def from_obj(cls, obj: dict[str, Any], where: str) -> Frame:
         """Build from a decoded JSON object (without envelope); checks the key set."""
-        return cls(**_kwargs(cls, obj, where))
+        return _build(cls, obj, where)
 
 
 #: field values that go to JSON as they are (the hot path of every frame's encoding)
@@ -154,31 +157,59 @@ def _plain(value: object) -> Any:
     return value
 
 
-_FIELD_NAMES: dict[type, tuple[tuple[str, ...], frozenset[str], tuple[str, ...]]] = {}
+class _Fields(NamedTuple):
+    names: tuple[str, ...]  # in declaration order
+    known: frozenset[str]
+    required: tuple[str, ...]
+    defaults: dict[str, Any]  # of the optional ones
 
 
-def _field_names(cls: type) -> tuple[tuple[str, ...], frozenset[str], tuple[str, ...]]:
-    """(field names in order, the same as a set, the required ones) of dataclass `cls`,
-    computed once per class (`dataclasses.fields` is slow on the hot path of every frame)."""
-    known = _FIELD_NAMES.get(cls)
+_FIELDS: dict[type, _Fields] = {}
+
+
+def _field_names(cls: type) -> _Fields:
+    """The fields of dataclass `cls`, computed once per class (`dataclasses.fields` is slow on
+    the hot path of every frame). The protocol's dataclasses have no default factories."""
+    known = _FIELDS.get(cls)
     if known is None:
+        assert all(f.default_factory is MISSING for f in fields(cls)), cls
         names = tuple(f.name for f in fields(cls))
-        required = tuple(f.name for f in fields(cls)
-                         if f.default is MISSING and f.default_factory is MISSING)
-        known = _FIELD_NAMES[cls] = (names, frozenset(names), required)
+        known = _FIELDS[cls] = _Fields(
+            names, frozenset(names), tuple(f.name for f in fields(cls) if f.default is MISSING),
+            {f.name: f.default for f in fields(cls) if f.default is not MISSING})
     return known
 
 
 def _kwargs(cls: type, obj: dict[str, Any], where: str) -> dict[str, Any]:
     """Check that `obj` has exactly the fields of dataclass `cls` (optional ones may be absent)."""
-    _, names, required = _field_names(cls)
-    for key in obj:
-        if key not in names:
-            fail(where, f"unknown field {key[:40]!r}")
-    for name in required:
-        if name not in obj:
-            fail(f"{where}.{name}", "missing")
-    return dict(obj)
+    info = _field_names(cls)
+    if not info.known.issuperset(obj):
+        for key in obj:
+            if key not in info.known:
+                fail(where, f"unknown field {key[:40]!r}")
+    if len(obj) != len(info.names):
+        for name in info.required:
+            if name not in obj:
+                fail(f"{where}.{name}", "missing")
+    return obj
+
+
+_T = TypeVar("_T")
+
+
+def _build(cls: type[_T], obj: dict[str, Any], where: str) -> _T:
+    """An instance of the frozen dataclass `cls` from the decoded JSON object `obj` (checked:
+    the key set here, the values by `__post_init__`, as the generated `__init__` would). Built
+    without that `__init__`: it sets each field through `object.__setattr__` (frozen), which
+    was more than half of decoding a small frame."""
+    _kwargs(cls, obj, where)
+    inst = object.__new__(cls)
+    values = inst.__dict__
+    if len(obj) != len(_FIELDS[cls].names):
+        values.update(_FIELDS[cls].defaults)
+    values.update(obj)
+    inst.__post_init__()  # type: ignore[attr-defined]
+    return inst
 
 
 @dataclass(frozen=True)
@@ -209,7 +240,7 @@ class MemberInfo:
         """Build from a decoded JSON object."""
         if not isinstance(obj, dict):
             fail(where, f"expected an object, got {kind(obj)}")
-        return cls(**_kwargs(cls, obj, where))
+        return _build(cls, obj, where)
 
 
 @dataclass(frozen=True)
@@ -619,6 +650,21 @@ def _no_constants(name: str) -> NoReturn:
 # One encoder and one decoder for every frame: `json.dumps`/`json.loads` with options build a
 # new one per call, which was a tenth of the cost of an action's hop (benchmarks/rtt_bench.py).
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_C_ENCODER = getattr(json.encoder, "c_make_encoder", None)
+
+
+def _encode(obj: dict[str, Any]) -> bytes:
+    """`obj` as compact UTF-8 JSON, as `_ENCODER.encode` gives it, without its Python layers
+    (encode -> iterencode -> building the C encoder): a third of encoding a small frame. The C
+    encoder is built per call with its own circular-reference markers (a failed encoding
+    leaves its markers behind)."""
+    if _C_ENCODER is None:
+        return _ENCODER.encode(obj).encode()
+    encoder = _C_ENCODER({}, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",",
+                         False, False, False)
+    return "".join(encoder(obj, 0)).encode()
+
+
 _DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
 
 
