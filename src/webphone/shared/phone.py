@@ -66,6 +66,7 @@ from webphone.errors import (
 )
 from webphone.phone import WebPhone
 from webphone.shared.adoption import Adopted, Adoption, ContinuityRecords
+from webphone.shared.eager import start_eagerly
 from webphone.shared.group import (
     GroupSipClient,
     as_sip_info,
@@ -489,7 +490,8 @@ class SharedWebPhone(EventEmitter):
             self._sync_proxies(snapshot.state)
 
     def on_action(self, action: Action, token: LinkToken) -> None:
-        task = asyncio.create_task(self._run_action(action, token))
+        # eagerly: an action that completes without waiting answers before this returns
+        task = start_eagerly(self._run_action(action, token))
         self._action_tasks.add(task)
         task.add_done_callback(self._action_tasks.discard)
 
