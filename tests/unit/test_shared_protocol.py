@@ -317,3 +317,43 @@ def test_random_json_objects_either_decode_or_raise_group_protocol_error(value: 
 def test_any_json_result_value_round_trips(value: Any) -> None:
     frame = ActionResult("a", 1, True, value)
     assert decode_frame(frame.to_json()) == frame
+
+
+def plain_json(frame: Frame) -> bytes:
+    """The generic encoding: what json.dumps makes of the frame's object."""
+    return json.dumps(frame.to_obj(), separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode()
+
+
+texts = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=30)
+
+
+@given(json_values, texts, texts, st.integers(0, 2**53 - 1), st.booleans())
+def test_a_result_is_written_out_as_the_generic_encoding(value: Any, action_id: str,
+                                                         message: str, epoch: int,
+                                                         ok: bool) -> None:
+    error = None if ok else ErrorInfo("Some_Error.x", message)
+    frame = ActionResult(action_id, epoch, ok, value if ok else None, error)
+    assert frame.to_json() == plain_json(frame)
+    assert decode_frame(frame.to_json()) == frame
+
+
+@given(texts, st.sampled_from(sorted(SESSION_ACTIONS)), texts,
+       st.one_of(st.integers(0, 3600), st.floats(0.0, 3600.0)), st.data())
+def test_an_action_is_written_out_as_the_generic_encoding(action_id: str, name: str,
+                                                          call_id: str, timeout: float,
+                                                          data: st.DataObject) -> None:
+    args: dict[str, Any] = {}
+    if name == "reply":
+        args = {"message": data.draw(st.dictionaries(st.text(max_size=8), json_values,
+                                                     max_size=3))}
+    elif name in ("forward", "transfer", "warm_transfer", "flip"):
+        args = {"target": call_id}
+    elif name == "send_dtmf":
+        args = {"digits": "12#", "duration": 0.25}
+    frames = [Action(action_id, name, call_id, args, timeout),
+              Action(action_id, "call", None, {"callee": call_id, "headers": {"X-A": call_id}},
+                     timeout)]
+    for frame in frames:
+        assert frame.to_json() == plain_json(frame)
+        assert decode_frame(frame.to_json()) == frame

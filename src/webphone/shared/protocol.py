@@ -22,7 +22,8 @@ above a 100-call snapshot, far below what would let one member stall the hub), i
 `MAX_ID_CHARS`, strings in synced state at most `MAX_STATE_STRING` characters and never multi-line
 (SIP messages and SDP are multi-line and larger: the state carries derived fields, not dumps).
 The continuity plane's frames may carry SDP (`schema.MAX_SDP_CHARS` per string). This module is
-longer than most (~630 lines) because every frame of the wire is declared here, in one place.
+longer than most (~750 lines) because every frame of the wire is declared here, in one place
+(with the written-out encodings of the two frames of every action round trip).
 
 The module is longer than ~500 lines because every frame of the wire protocol, with its
 validation, is declared here in one place (frames are the contract between processes).
@@ -31,6 +32,8 @@ validation, is declared here in one place (frames are the contract between proce
 from __future__ import annotations
 
 import json
+import json.scanner
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, fields
 from typing import Any, ClassVar, Literal, NamedTuple, NoReturn, TypeVar
 
@@ -133,9 +136,12 @@ class Frame:
         """Compact UTF-8 JSON. Cached: a fan-out of one frame to many members encodes it once."""
         cached: bytes | None = self.__dict__.get("_json")
         if cached is None:
-            cached = _encode(self.to_obj())
+            cached = self._encoded()
             object.__setattr__(self, "_json", cached)
         return cached
+
+    def _encoded(self) -> bytes:
+        return _encode(self.to_obj())
 
     @classmethod
     def from_obj(cls, obj: dict[str, Any], where: str) -> Frame:
@@ -413,6 +419,14 @@ class Action(Frame):
         check_action(self.name, self.call_id, self.args)
         check_number(self.timeout, "action.timeout", 0.0, MAX_TIMEOUT)
 
+    def _encoded(self) -> bytes:
+        # the frame of every action round trip, written out: the bytes of the generic path
+        # (tests/unit/test_shared_protocol.py compares them) for a third of its cost
+        call_id = "null" if self.call_id is None else _text(self.call_id)
+        return (f'{{"v":{PROTOCOL_VERSION},"type":"action","action_id":{_text(self.action_id)},'
+                f'"name":{_text(self.name)},"call_id":{call_id},"args":{_json(self.args)},'
+                f'"timeout":{_number(self.timeout)}}}').encode()
+
 
 @dataclass(frozen=True)
 class ActionAccepted(Frame):
@@ -449,6 +463,16 @@ class ActionResult(Frame):
             fail("action_result.error", f"expected an object or null, got {kind(self.error)}")
         if self.ok == (self.error is not None):
             fail("action_result.error", "required exactly when ok is false")
+
+    def _encoded(self) -> bytes:
+        # written out, as Action's
+        error = self.error
+        err = "null" if error is None else (
+            f'{{"type":{_text(error.type)},"message":{_text(error.message)}}}')
+        return (f'{{"v":{PROTOCOL_VERSION},"type":"action_result",'
+                f'"action_id":{_text(self.action_id)},"epoch":{int.__repr__(self.epoch)},'
+                f'"ok":{"true" if self.ok else "false"},"value":{_json(self.value)},'
+                f'"error":{err}}}').encode()
 
 
 @dataclass(frozen=True)
@@ -651,21 +675,48 @@ def _no_constants(name: str) -> NoReturn:
 # new one per call, which was a tenth of the cost of an action's hop (benchmarks/rtt_bench.py).
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _C_ENCODER = getattr(json.encoder, "c_make_encoder", None)
+_text: Callable[[str], str] = json.encoder.encode_basestring  # a JSON string (C), not ASCII-only
 
 
 def _encode(obj: dict[str, Any]) -> bytes:
-    """`obj` as compact UTF-8 JSON, as `_ENCODER.encode` gives it, without its Python layers
+    """`obj` as compact UTF-8 JSON, as `_ENCODER.encode` gives it."""
+    return _json(obj).encode()
+
+
+def _json(value: object) -> str:
+    """`value` as compact JSON text, as `_ENCODER.encode` gives it, without its Python layers
     (encode -> iterencode -> building the C encoder): a third of encoding a small frame. The C
     encoder is built per call with its own circular-reference markers (a failed encoding
     leaves its markers behind)."""
+    if value is None:
+        return "null"
     if _C_ENCODER is None:
-        return _ENCODER.encode(obj).encode()
-    encoder = _C_ENCODER({}, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",",
-                         False, False, False)
-    return "".join(encoder(obj, 0)).encode()
+        return _ENCODER.encode(value)
+    if not value and isinstance(value, dict):
+        return "{}"
+    encoder = _C_ENCODER({}, _ENCODER.default, _text, None, ":", ",", False, False, False)
+    return "".join(encoder(value, 0))
+
+
+def _number(value: float) -> str:
+    """A checked (finite, not bool) number as the JSON encoder writes it."""
+    return float.__repr__(value) if isinstance(value, float) else int.__repr__(value)
 
 
 _DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
+# what _DECODER.decode runs, with its options (typeshed wants a scanner as the duck-typed context)
+_SCAN = json.scanner.make_scanner(_DECODER)  # type: ignore[arg-type]
+
+
+def _parse(text: str) -> Any:
+    """`_DECODER.decode(text)`; a text that is one JSON value from its first character to its
+    last (every frame we write) goes to the C scanner directly, without `decode`'s two
+    whitespace matches around it."""
+    try:
+        obj, end = _SCAN(text, 0)
+    except StopIteration:  # not a value at index 0: decode says what is wrong
+        return _DECODER.decode(text)
+    return obj if end == len(text) else _DECODER.decode(text)
 
 
 def decode_frame(data: bytes | str) -> Frame:
@@ -679,7 +730,7 @@ def decode_frame(data: bytes | str) -> Frame:
     if len(data) > MAX_FRAME_BYTES:
         fail("frame", f"{len(data)} bytes, more than MAX_FRAME_BYTES ({MAX_FRAME_BYTES})")
     try:
-        obj = _DECODER.decode(data.decode())
+        obj = _parse(data.decode())
     except GroupProtocolError:
         raise
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
