@@ -25,6 +25,8 @@ _HEADER = struct.Struct(">I")
 #: the receive buffer's first size (per connection: a hub holds one per member); a larger
 #: frame grows it, up to `MAX_FRAME_BYTES`
 _INITIAL_BUFFER = 16 * 1024
+#: a buffer grown larger than this (for a large snapshot) is dropped once it is empty
+_KEPT_BUFFER = 64 * 1024
 
 
 def wire(frame: Frame) -> bytes:
@@ -96,6 +98,8 @@ class FramedProtocol(asyncio.BufferedProtocol):
             buf = self._buf  # frame_bytes may have closed the connection, never regrown it
         if pos == self._end:
             self._start = self._end = 0  # all consumed: the next read starts at the front
+            if len(self._buf) > _KEPT_BUFFER:
+                self._buf = bytearray(_INITIAL_BUFFER)  # a large frame passed: not kept for life
 
     def data_received(self, data: bytes) -> None:
         """`data` arrived (bytes from elsewhere than the transport's reads: tests, relays)."""
