@@ -41,6 +41,7 @@ from webphone.shared.protocol import (
     check_state,
     decode_frame,
 )
+from webphone.shared.schema import check_text
 
 CALL = {"id": "abc@host", "direction": "inbound", "state": "ringing", "remote_number": "+1650",
         "remote_name": "Ann", "held": False, "muted": True, "created_at": 1.5, "ended_at": None,
@@ -357,3 +358,17 @@ def test_an_action_is_written_out_as_the_generic_encoding(action_id: str, name: 
     for frame in frames:
         assert frame.to_json() == plain_json(frame)
         assert decode_frame(frame.to_json()) == frame
+
+
+@given(st.text(max_size=40), st.booleans())
+def test_check_text_refuses_exactly_the_control_characters(text: str, lines: bool) -> None:
+    # the C fast path for printable ASCII must agree with the rule (newlines and tabs only with
+    # lines=True), whatever the characters
+    allowed = set("\t\n") if lines else set()
+    control = any((ord(c) < 0x20 or c == "\x7f") and c not in allowed for c in text)
+    try:
+        check_text(text, "f", 100, empty=True, lines=lines)
+    except GroupProtocolError as exc:
+        assert control and "control characters" in str(exc)
+    else:
+        assert not control
