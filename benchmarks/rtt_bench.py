@@ -12,7 +12,11 @@ Local (one host, a hub process, a real member process registered on a real Kamai
   the awaiting task (`--frame-echo`); and the same hop with raw bytes answered from a task
   (`--task-echo`). What separates the action from the floor is the member and phone code;
   the floor from the task echo, the frames' encoding and checks; the task echo from the raw
-  echo, asyncio's task and future.
+  echo, asyncio's task and future. (The real starts an action eagerly, `shared/eager.py`: one
+  that completes without waiting, as this one does, costs no task turn, so the action may
+  come in under this floor.)
+* the CPU of each process per direct round trip (this dummy's `process_time`, the real's
+  /proc ticks): less sensitive to a busy machine than the wall-clock round trip.
 
 Redis (a local redis-server, the real in its own process): the action round trip beside a raw
 redis-py asyncio PING from this process (target <= 5x), and its floor: raw stream entries from
@@ -56,6 +60,13 @@ def _action_size() -> int:
     from webphone.shared.protocol import Action
 
     return len(Action("a123", "hold", NO_CALL, {}, 10.0).to_json())
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (/proc: clock ticks)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _load() -> float:
@@ -187,18 +198,22 @@ async def bench_local(kam: Any, user: str) -> list[dict[str, Any]]:
             echo = (await echo_rtts(size, ROUNDS + WARMUP))[WARMUP:]
             floor = await frame_floor_rtts(ROUNDS)
             tasked = await frame_floor_rtts(ROUNDS, frames=False)
+            cpu0 = (time.process_time(), _cpu_seconds(real.pid))
             direct_t = await _times(lambda: _action(phones[0]), ROUNDS)
+            cpu1 = (time.process_time(), _cpu_seconds(real.pid))
             hub_t = await _times(lambda: _action(phones[1]), ROUNDS)
+            n = ROUNDS + WARMUP
             runs.append({"load": load, "echo": statistics.median(echo),
                          "floor": statistics.median(floor), "task": statistics.median(tasked),
                          "direct": statistics.median(direct_t),
                          "hub": statistics.median(hub_t),
-                         "direct_p95": _q95(direct_t)})
+                         "direct_p95": _q95(direct_t),
+                         "cpu_dummy": (cpu1[0] - cpu0[0]) / n, "cpu_real": (cpu1[1] - cpu0[1]) / n})
             r = runs[-1]
             print(f"   run {run + 1}: action direct {ms(r['direct'])} ms, via hub {ms(r['hub'])}"
                   f" ms; echo {ms(r['echo'])} ms, echo from a task {ms(r['task'])} ms, "
-                  f"one-hop frame floor {ms(r['floor'])} ms; "
-                  f"load {load}", flush=True)
+                  f"one-hop frame floor {ms(r['floor'])} ms; CPU per direct action: dummy "
+                  f"{ms(r['cpu_dummy'])} ms, real {ms(r['cpu_real'])} ms; load {load}", flush=True)
     finally:
         for phone in phones:
             await phone.dispose()
@@ -215,6 +230,10 @@ async def bench_local(kam: Any, user: str) -> list[dict[str, Any]]:
              "raw Unix-socket echo to a process", "echo", None),
         _row("action round trip, local, direct link vs its one-hop floor", runs, "direct",
              "one-hop frame floor (same run)", "floor", None),
+        _row("CPU per direct action round trip: the real's process", runs, "cpu_real",
+             "raw Unix-socket echo to a process (wall)", "echo", None),
+        _row("CPU per direct action round trip: the dummy's process (this one)", runs,
+             "cpu_dummy", "raw Unix-socket echo to a process (wall)", "echo", None),
     ]
 
 

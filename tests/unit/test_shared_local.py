@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from webphone.shared.hub import Hub
 from webphone.shared.protocol import (
@@ -124,6 +126,30 @@ def test_frames_split_and_joined_across_reads() -> None:
     assert p.frames == [b"one", b"", b"three" * 1000]
     p.data_received(framed(b"a") + framed(b"b"))
     assert p.frames[-2:] == [b"a", b"b"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(max_size=300) | st.builds(lambda n, b: bytes([b]) * n,
+                                                     st.integers(0, 150_000),
+                                                     st.integers(0, 255)), max_size=8),
+       st.data())
+def test_frames_come_out_whole_whatever_the_reads_into_the_buffer(
+        payloads: list[bytes], data: st.DataObject) -> None:
+    # the transport's reads: get_buffer, the kernel fills part of it, buffer_updated; frames
+    # larger than the first buffer make it grow (and it is dropped once empty), a partial one
+    # is moved to the front
+    p = Collect()
+    stream = memoryview(b"".join(framed(x) for x in payloads))
+    while stream:
+        room = p.get_buffer(-1)
+        assert len(room) > 0
+        n = min(len(room), len(stream), data.draw(st.integers(1, 70_000)))
+        room[:n] = stream[:n]
+        del room  # asyncio drops its view before the next read
+        p.buffer_updated(n)
+        stream = stream[n:]
+    assert p.frames == payloads and p.lost_reasons == []
+    assert len(p.get_buffer(-1)) <= 64 * 1024  # nothing buffered: no large buffer kept
 
 
 def test_an_oversized_length_is_a_protocol_error() -> None:

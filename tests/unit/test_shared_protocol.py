@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from typing import Any
 
@@ -40,6 +41,7 @@ from webphone.shared.protocol import (
     check_state,
     decode_frame,
 )
+from webphone.shared.schema import check_text
 
 CALL = {"id": "abc@host", "direction": "inbound", "state": "ringing", "remote_number": "+1650",
         "remote_name": "Ann", "held": False, "muted": True, "created_at": 1.5, "ended_at": None,
@@ -84,6 +86,23 @@ def test_every_frame_round_trips(frame: Frame) -> None:
     assert obj["v"] == 1 and obj["type"] == frame.TYPE
     assert decode_frame(data) == frame
     assert decode_frame(data.decode()) == frame
+
+
+@pytest.mark.parametrize("frame", EXAMPLES, ids=lambda f: f.TYPE)
+def test_the_encoding_is_the_stdlib_encoders_and_omitted_defaults_decode_as_built(
+        frame: Frame) -> None:
+    # to_json skips json.JSONEncoder's Python layers and decoding skips the dataclass __init__:
+    # the same bytes and the same frames as the plain paths
+    plain = json.dumps(frame.to_obj(), separators=(",", ":"), ensure_ascii=False,
+                       allow_nan=False).encode()
+    assert frame.to_json() == plain
+    obj = frame.to_obj()
+    defaults = {f.name: f.default for f in dataclasses.fields(frame)
+                if f.default is not dataclasses.MISSING}
+    trimmed = {k: v for k, v in obj.items() if k not in defaults or defaults[k] != v}
+    decoded = decode_frame(json.dumps(trimmed))
+    assert decoded == frame and type(decoded) is type(frame)
+    assert vars(decoded).keys() >= {f.name for f in dataclasses.fields(frame)}
 
 
 def test_every_frame_type_has_an_example_and_a_direction() -> None:
@@ -299,3 +318,57 @@ def test_random_json_objects_either_decode_or_raise_group_protocol_error(value: 
 def test_any_json_result_value_round_trips(value: Any) -> None:
     frame = ActionResult("a", 1, True, value)
     assert decode_frame(frame.to_json()) == frame
+
+
+def plain_json(frame: Frame) -> bytes:
+    """The generic encoding: what json.dumps makes of the frame's object."""
+    return json.dumps(frame.to_obj(), separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode()
+
+
+texts = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=30)
+
+
+@given(json_values, texts, texts, st.integers(0, 2**53 - 1), st.booleans())
+def test_a_result_is_written_out_as_the_generic_encoding(value: Any, action_id: str,
+                                                         message: str, epoch: int,
+                                                         ok: bool) -> None:
+    error = None if ok else ErrorInfo("Some_Error.x", message)
+    frame = ActionResult(action_id, epoch, ok, value if ok else None, error)
+    assert frame.to_json() == plain_json(frame)
+    assert decode_frame(frame.to_json()) == frame
+
+
+@given(texts, st.sampled_from(sorted(SESSION_ACTIONS)), texts,
+       st.one_of(st.integers(0, 3600), st.floats(0.0, 3600.0)), st.data())
+def test_an_action_is_written_out_as_the_generic_encoding(action_id: str, name: str,
+                                                          call_id: str, timeout: float,
+                                                          data: st.DataObject) -> None:
+    args: dict[str, Any] = {}
+    if name == "reply":
+        args = {"message": data.draw(st.dictionaries(st.text(max_size=8), json_values,
+                                                     max_size=3))}
+    elif name in ("forward", "transfer", "warm_transfer", "flip"):
+        args = {"target": call_id}
+    elif name == "send_dtmf":
+        args = {"digits": "12#", "duration": 0.25}
+    frames = [Action(action_id, name, call_id, args, timeout),
+              Action(action_id, "call", None, {"callee": call_id, "headers": {"X-A": call_id}},
+                     timeout)]
+    for frame in frames:
+        assert frame.to_json() == plain_json(frame)
+        assert decode_frame(frame.to_json()) == frame
+
+
+@given(st.text(max_size=40), st.booleans())
+def test_check_text_refuses_exactly_the_control_characters(text: str, lines: bool) -> None:
+    # the C fast path for printable ASCII must agree with the rule (newlines and tabs only with
+    # lines=True), whatever the characters
+    allowed = set("\t\n") if lines else set()
+    control = any((ord(c) < 0x20 or c == "\x7f") and c not in allowed for c in text)
+    try:
+        check_text(text, "f", 100, empty=True, lines=lines)
+    except GroupProtocolError as exc:
+        assert control and "control characters" in str(exc)
+    else:
+        assert not control

@@ -76,7 +76,7 @@ from webphone.shared.group import (
     member_dict,
 )
 from webphone.shared.media_host import LocalMedia, MediaHost
-from webphone.shared.member import GroupMember, LinkToken, error_info
+from webphone.shared.member import GroupMember, LinkToken
 from webphone.shared.mirror import CallMirror
 from webphone.shared.placement import MediaPlacement, Policy, check_policy
 from webphone.shared.protocol import Action, Continuity, Delegate, Released, Role, Snapshot
@@ -85,11 +85,10 @@ from webphone.shared.proxy import (
     ProxyCallSession,
     ProxyWarmTransfer,
     call_id_of,
-    jsonable,
     server_state,
 )
 from webphone.shared.publisher import StatePublisher
-from webphone.shared.runner import run_action
+from webphone.shared.runner import ActionRunner
 from webphone.shared.transports.base import GroupTransport, HubOptions
 from webphone.sip_client import DummySipClient, SipClient
 from webphone.sip_info import SipInfo
@@ -230,7 +229,9 @@ class SharedWebPhone(EventEmitter):
         self._warm: dict[str, Any] = {}  # real: call id -> WarmTransfer in progress
         self._role_events: asyncio.Queue[tuple[Role | None, Role, int]] = asyncio.Queue()
         self._role_worker: asyncio.Task[None] | None = None
-        self._action_tasks: set[asyncio.Task[None]] = set()
+        self._actions = ActionRunner(phone=lambda: self._real, idle=self._adoption.idle,
+                                     publish=self._publish_pending, warm=self._warm,
+                                     media=self._placement)
         self._bg: set[asyncio.Future[Any]] = set()
         self._calls_changed = asyncio.Event()
         self._settled: asyncio.Future[BaseException | None] | None = None
@@ -415,8 +416,8 @@ class SharedWebPhone(EventEmitter):
 
     async def _hand_over(self) -> None:
         assert self.member is not None
-        if self._action_tasks:  # let accepted actions finish before we stop running any
-            await asyncio.wait(set(self._action_tasks), timeout=5.0)
+        if self._actions.tasks:  # let accepted actions finish before we stop running any
+            await asyncio.wait(set(self._actions.tasks), timeout=5.0)
         self._flush_publish()
         released = await self.member.leave(self.hub_options.handover_timeout + 5.0)
         if released is None:
@@ -453,7 +454,7 @@ class SharedWebPhone(EventEmitter):
         if self.member is not None:
             await self.member.close()  # after the unregister: nobody is promoted before
         await self.phone.dispose()
-        for task in list(self._action_tasks):
+        for task in list(self._actions.tasks):
             task.cancel()
         if self.transport is not None and isinstance(self.hub, str) and self.hub != "memory":
             await self.transport.aclose()  # ours alone: let closed links leave (Redis)
@@ -463,7 +464,7 @@ class SharedWebPhone(EventEmitter):
         self._disposed = True
         if self.member is not None:
             self.member.abort()
-        for task in (self._role_worker, self._tick, *self._action_tasks):
+        for task in (self._role_worker, self._tick, *self._actions.tasks):
             if task is not None:
                 task.cancel()
         self._placement.cancel()
@@ -489,9 +490,8 @@ class SharedWebPhone(EventEmitter):
             self._sync_proxies(snapshot.state)
 
     def on_action(self, action: Action, token: LinkToken) -> None:
-        task = asyncio.create_task(self._run_action(action, token))
-        self._action_tasks.add(task)
-        task.add_done_callback(self._action_tasks.discard)
+        assert self.member is not None
+        self._actions.start(self.member, action, token)
 
     def on_released(self, released: Released) -> None:
         log.info("released by the hub (unregister=%s)", released.unregister)
@@ -837,23 +837,9 @@ class SharedWebPhone(EventEmitter):
             raise NoRealPhoneError("this SharedWebPhone is not started (or disposed)")
         return await self.member.request(name, call_id, args)
 
-    async def _run_action(self, action: Action, token: LinkToken) -> None:
-        assert self.member is not None
-        try:
-            value = await self._execute(action)
-            error = None
-        except Exception as exc:
-            value, error = None, error_info(exc)
+    def _publish_pending(self) -> None:
         if self._publisher.pending:
             self._flush_publish()  # the caller sees the new state before the result
-        self.member.send_result(token, action.action_id, value=jsonable(value), error=error)
-
-    async def _execute(self, action: Action) -> Any:
-        await self._adoption.idle()  # actions during a takeover run once it is done
-        phone = self._real
-        if phone is None:
-            raise NoRealPhoneError("this member is no longer the real phone")
-        return await run_action(phone, self._warm, action, self._placement)
 
 
 @functools.cache

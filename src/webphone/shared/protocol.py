@@ -22,7 +22,8 @@ above a 100-call snapshot, far below what would let one member stall the hub), i
 `MAX_ID_CHARS`, strings in synced state at most `MAX_STATE_STRING` characters and never multi-line
 (SIP messages and SDP are multi-line and larger: the state carries derived fields, not dumps).
 The continuity plane's frames may carry SDP (`schema.MAX_SDP_CHARS` per string). This module is
-longer than most (~630 lines) because every frame of the wire is declared here, in one place.
+longer than most (~750 lines) because every frame of the wire is declared here, in one place
+(with the written-out encodings of the two frames of every action round trip).
 
 The module is longer than ~500 lines because every frame of the wire protocol, with its
 validation, is declared here in one place (frames are the contract between processes).
@@ -31,8 +32,10 @@ validation, is declared here in one place (frames are the contract between proce
 from __future__ import annotations
 
 import json
+import json.scanner
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, fields
-from typing import Any, ClassVar, Literal, NoReturn
+from typing import Any, ClassVar, Literal, NamedTuple, NoReturn, TypeVar
 
 from webphone.errors import GroupProtocolError
 from webphone.shared.actions import check_action, check_delegate
@@ -117,6 +120,9 @@ class Frame:
 
     TYPE: ClassVar[str] = ""
 
+    def __post_init__(self) -> None:
+        """Check the fields (a frame without fields has nothing to check)."""
+
     def fields_obj(self) -> dict[str, Any]:
         """The fields as plain JSON values, without the envelope (used for nesting)."""
         values = self.__dict__
@@ -130,14 +136,17 @@ class Frame:
         """Compact UTF-8 JSON. Cached: a fan-out of one frame to many members encodes it once."""
         cached: bytes | None = self.__dict__.get("_json")
         if cached is None:
-            cached = _ENCODER.encode(self.to_obj()).encode()
+            cached = self._encoded()
             object.__setattr__(self, "_json", cached)
         return cached
+
+    def _encoded(self) -> bytes:
+        return _encode(self.to_obj())
 
     @classmethod
     def from_obj(cls, obj: dict[str, Any], where: str) -> Frame:
         """Build from a decoded JSON object (without envelope); checks the key set."""
-        return cls(**_kwargs(cls, obj, where))
+        return _build(cls, obj, where)
 
 
 #: field values that go to JSON as they are (the hot path of every frame's encoding)
@@ -154,31 +163,59 @@ def _plain(value: object) -> Any:
     return value
 
 
-_FIELD_NAMES: dict[type, tuple[tuple[str, ...], frozenset[str], tuple[str, ...]]] = {}
+class _Fields(NamedTuple):
+    names: tuple[str, ...]  # in declaration order
+    known: frozenset[str]
+    required: tuple[str, ...]
+    defaults: dict[str, Any]  # of the optional ones
 
 
-def _field_names(cls: type) -> tuple[tuple[str, ...], frozenset[str], tuple[str, ...]]:
-    """(field names in order, the same as a set, the required ones) of dataclass `cls`,
-    computed once per class (`dataclasses.fields` is slow on the hot path of every frame)."""
-    known = _FIELD_NAMES.get(cls)
+_FIELDS: dict[type, _Fields] = {}
+
+
+def _field_names(cls: type) -> _Fields:
+    """The fields of dataclass `cls`, computed once per class (`dataclasses.fields` is slow on
+    the hot path of every frame). The protocol's dataclasses have no default factories."""
+    known = _FIELDS.get(cls)
     if known is None:
+        assert all(f.default_factory is MISSING for f in fields(cls)), cls
         names = tuple(f.name for f in fields(cls))
-        required = tuple(f.name for f in fields(cls)
-                         if f.default is MISSING and f.default_factory is MISSING)
-        known = _FIELD_NAMES[cls] = (names, frozenset(names), required)
+        known = _FIELDS[cls] = _Fields(
+            names, frozenset(names), tuple(f.name for f in fields(cls) if f.default is MISSING),
+            {f.name: f.default for f in fields(cls) if f.default is not MISSING})
     return known
 
 
 def _kwargs(cls: type, obj: dict[str, Any], where: str) -> dict[str, Any]:
     """Check that `obj` has exactly the fields of dataclass `cls` (optional ones may be absent)."""
-    _, names, required = _field_names(cls)
-    for key in obj:
-        if key not in names:
-            fail(where, f"unknown field {key[:40]!r}")
-    for name in required:
-        if name not in obj:
-            fail(f"{where}.{name}", "missing")
-    return dict(obj)
+    info = _field_names(cls)
+    if not info.known.issuperset(obj):
+        for key in obj:
+            if key not in info.known:
+                fail(where, f"unknown field {key[:40]!r}")
+    if len(obj) != len(info.names):
+        for name in info.required:
+            if name not in obj:
+                fail(f"{where}.{name}", "missing")
+    return obj
+
+
+_T = TypeVar("_T")
+
+
+def _build(cls: type[_T], obj: dict[str, Any], where: str) -> _T:
+    """An instance of the frozen dataclass `cls` from the decoded JSON object `obj` (checked:
+    the key set here, the values by `__post_init__`, as the generated `__init__` would). Built
+    without that `__init__`: it sets each field through `object.__setattr__` (frozen), which
+    was more than half of decoding a small frame."""
+    _kwargs(cls, obj, where)
+    inst = object.__new__(cls)
+    values = inst.__dict__
+    if len(obj) != len(_FIELDS[cls].names):
+        values.update(_FIELDS[cls].defaults)
+    values.update(obj)
+    inst.__post_init__()  # type: ignore[attr-defined]
+    return inst
 
 
 @dataclass(frozen=True)
@@ -209,7 +246,7 @@ class MemberInfo:
         """Build from a decoded JSON object."""
         if not isinstance(obj, dict):
             fail(where, f"expected an object, got {kind(obj)}")
-        return cls(**_kwargs(cls, obj, where))
+        return _build(cls, obj, where)
 
 
 @dataclass(frozen=True)
@@ -382,6 +419,14 @@ class Action(Frame):
         check_action(self.name, self.call_id, self.args)
         check_number(self.timeout, "action.timeout", 0.0, MAX_TIMEOUT)
 
+    def _encoded(self) -> bytes:
+        # the frame of every action round trip, written out: the bytes of the generic path
+        # (tests/unit/test_shared_protocol.py compares them) for a third of its cost
+        call_id = "null" if self.call_id is None else _text(self.call_id)
+        return (f'{{"v":{PROTOCOL_VERSION},"type":"action","action_id":{_text(self.action_id)},'
+                f'"name":{_text(self.name)},"call_id":{call_id},"args":{_json(self.args)},'
+                f'"timeout":{_number(self.timeout)}}}').encode()
+
 
 @dataclass(frozen=True)
 class ActionAccepted(Frame):
@@ -418,6 +463,16 @@ class ActionResult(Frame):
             fail("action_result.error", f"expected an object or null, got {kind(self.error)}")
         if self.ok == (self.error is not None):
             fail("action_result.error", "required exactly when ok is false")
+
+    def _encoded(self) -> bytes:
+        # written out, as Action's
+        error = self.error
+        err = "null" if error is None else (
+            f'{{"type":{_text(error.type)},"message":{_text(error.message)}}}')
+        return (f'{{"v":{PROTOCOL_VERSION},"type":"action_result",'
+                f'"action_id":{_text(self.action_id)},"epoch":{int.__repr__(self.epoch)},'
+                f'"ok":{"true" if self.ok else "false"},"value":{_json(self.value)},'
+                f'"error":{err}}}').encode()
 
 
 @dataclass(frozen=True)
@@ -619,7 +674,49 @@ def _no_constants(name: str) -> NoReturn:
 # One encoder and one decoder for every frame: `json.dumps`/`json.loads` with options build a
 # new one per call, which was a tenth of the cost of an action's hop (benchmarks/rtt_bench.py).
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_C_ENCODER = getattr(json.encoder, "c_make_encoder", None)
+_text: Callable[[str], str] = json.encoder.encode_basestring  # a JSON string (C), not ASCII-only
+
+
+def _encode(obj: dict[str, Any]) -> bytes:
+    """`obj` as compact UTF-8 JSON, as `_ENCODER.encode` gives it."""
+    return _json(obj).encode()
+
+
+def _json(value: object) -> str:
+    """`value` as compact JSON text, as `_ENCODER.encode` gives it, without its Python layers
+    (encode -> iterencode -> building the C encoder): a third of encoding a small frame. The C
+    encoder is built per call with its own circular-reference markers (a failed encoding
+    leaves its markers behind)."""
+    if value is None:
+        return "null"
+    if _C_ENCODER is None:
+        return _ENCODER.encode(value)
+    if not value and isinstance(value, dict):
+        return "{}"
+    encoder = _C_ENCODER({}, _ENCODER.default, _text, None, ":", ",", False, False, False)
+    return "".join(encoder(value, 0))
+
+
+def _number(value: float) -> str:
+    """A checked (finite, not bool) number as the JSON encoder writes it."""
+    return float.__repr__(value) if isinstance(value, float) else int.__repr__(value)
+
+
 _DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
+# what _DECODER.decode runs, with its options (typeshed wants a scanner as the duck-typed context)
+_SCAN = json.scanner.make_scanner(_DECODER)  # type: ignore[arg-type]
+
+
+def _parse(text: str) -> Any:
+    """`_DECODER.decode(text)`; a text that is one JSON value from its first character to its
+    last (every frame we write) goes to the C scanner directly, without `decode`'s two
+    whitespace matches around it."""
+    try:
+        obj, end = _SCAN(text, 0)
+    except StopIteration:  # not a value at index 0: decode says what is wrong
+        return _DECODER.decode(text)
+    return obj if end == len(text) else _DECODER.decode(text)
 
 
 def decode_frame(data: bytes | str) -> Frame:
@@ -633,7 +730,7 @@ def decode_frame(data: bytes | str) -> Frame:
     if len(data) > MAX_FRAME_BYTES:
         fail("frame", f"{len(data)} bytes, more than MAX_FRAME_BYTES ({MAX_FRAME_BYTES})")
     try:
-        obj = _DECODER.decode(data.decode())
+        obj = _parse(data.decode())
     except GroupProtocolError:
         raise
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError

@@ -1,19 +1,25 @@
 """How the real runs a dummy's action: each name of the allow-list (`webphone.shared.actions`)
-mapped onto its `WebPhone` and the call sessions, returning plain values a result frame carries.
+mapped onto its `WebPhone` and the call sessions, returning plain values a result frame carries
+(`run_action`), and the real's side of the actions it receives (`ActionRunner`: one task each,
+started eagerly, answered on the link the action came on).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from webphone.errors import CallError
+from webphone.errors import CallError, NoRealPhoneError
 from webphone.phone import WebPhone
-from webphone.shared.protocol import Action
+from webphone.shared.eager import start_eagerly
+from webphone.shared.member import LinkToken, error_info
+from webphone.shared.protocol import Action, ErrorInfo
+from webphone.shared.proxy import jsonable
 
-__all__ = ["MediaMover", "run_action"]
+__all__ = ["ActionRunner", "MediaMover", "ResultSink", "run_action"]
 
 #: the arguments a session method takes positionally, in this order
 _POSITIONAL = ("target", "message", "digits", "duration")
@@ -82,3 +88,51 @@ async def run_action(phone: WebPhone, warm: MutableMapping[str, Any], action: Ac
         return {"call_id": transfer.session.call_id}
     with taking:
         return await method(*(args[k] for k in _POSITIONAL if k in args))
+
+
+class ResultSink(Protocol):
+    """Where the runner answers an action (the real's `GroupMember`)."""
+
+    def send_result(self, token: LinkToken, action_id: str, *, value: Any = None,
+                    error: ErrorInfo | None = None) -> bool:
+        """Answer the action `action_id` received on `token`'s link."""
+
+
+class ActionRunner:
+    """The real's side of the actions its members send: each runs in a task of its own (it may
+    wait on SIP for seconds), started eagerly (`eager.start_eagerly`: one that completes without
+    waiting, as an unknown call or a flag change, answers before the callback that received it
+    returns), once any takeover is done (`idle`), on the phone `phone()` returns; `publish`
+    sends the state it changed before the result (a caller sees it first)."""
+
+    def __init__(self, *, phone: Callable[[], WebPhone | None],
+                 idle: Callable[[], Awaitable[None]], publish: Callable[[], None],
+                 warm: MutableMapping[str, Any], media: MediaMover) -> None:
+        self._phone = phone
+        self._idle = idle
+        self._publish = publish
+        self._warm = warm
+        self._media = media
+        self.tasks: set[asyncio.Task[None]] = set()  # running: a hand-over waits for them
+
+    def start(self, sink: ResultSink, action: Action, token: LinkToken) -> None:
+        """Run `action`, received on `token`'s link; its result goes to `sink`."""
+        task = start_eagerly(self._run(sink, action, token))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _run(self, sink: ResultSink, action: Action, token: LinkToken) -> None:
+        try:
+            value = await self._execute(action)
+            error = None
+        except Exception as exc:
+            value, error = None, error_info(exc)
+        self._publish()
+        sink.send_result(token, action.action_id, value=jsonable(value), error=error)
+
+    async def _execute(self, action: Action) -> Any:
+        await self._idle()  # actions during a takeover run once it is done
+        phone = self._phone()
+        if phone is None:
+            raise NoRealPhoneError("this member is no longer the real phone")
+        return await run_action(phone, self._warm, action, self._media)

@@ -69,6 +69,8 @@ def check_text(
         fail(where, f"expected a string, got {kind(value)}")
     if len(value) > max_chars or (not value and not empty):
         fail(where, f"expected 1..{max_chars} characters, got {len(value)}")
+    if value.isascii() and value.isprintable():
+        return  # only 0x20-0x7e: no control character (checked in C, most strings)
     if (_CONTROL_LINES if lines else _CONTROL).search(value):
         fail(where, "control characters are not allowed")
 
