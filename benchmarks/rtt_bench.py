@@ -15,9 +15,11 @@ Local (one host, a hub process, a real member process registered on a real Kamai
   echo, asyncio's task and future.
 
 Redis (a local redis-server, the real in its own process): the action round trip beside a raw
-redis-py asyncio PING from this process (target <= 5x), and its floor: raw stream entries from
-us through Redis to a process that answers each one through Redis (XADD + blocking XREAD on
-each side, as the transport does), with no frames, scripts or member code.
+redis-py asyncio PING from this process (target <= 5x), and two floors, with no frames, scripts
+or member code: raw pushes from us through Redis to a process that answers each one through
+Redis (PUBLISH, and a subscribed connection on each side: the path the transport takes since
+it pushes each entry it writes), and raw stream entries the same way (XADD + blocking XREAD on
+each side: the path it took before).
 
 Each run measures `ROUNDS` round trips after `WARMUP`; a row gives the median of the three run
 medians and, in "detail", each run's median, baseline, ratio and the load average at its start.
@@ -232,6 +234,71 @@ async def ping_rtts(url: str, rounds: int) -> list[float]:
         await client.aclose()
 
 
+async def _serve_push_echo(url: str, prefix: str) -> None:
+    """The far end of the push floor: each message on the request channel is answered by a
+    PUBLISH on the reply channel, from the loop that reads them (as a real answers)."""
+    from redis.asyncio import Redis
+
+    sub, cmd = Redis.from_url(url, protocol=2), Redis.from_url(url, protocol=2)
+    push = sub.pubsub()
+    await push.subscribe(f"{prefix}:req")
+    while True:
+        message = await push.parse_response(block=True)
+        if message[0] == b"message":
+            await cmd.publish(f"{prefix}:rep", message[2])
+
+
+async def redis_push_floor_rtts(url: str, rounds: int) -> list[float]:
+    """Round trips us -> Redis -> a process -> Redis -> us with raw pushes (PUBLISH, and a
+    subscribed connection on each side): the path an action takes over Redis, without
+    frames, scripts, streams or the member."""
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    from webphone.shared.protocol import Action
+
+    prefix = f"webphone:{{rtt-push-{secrets.token_hex(6)}}}"
+    server = subprocess.Popen([sys.executable, "-m", "benchmarks.rtt_bench", "--redis-push-echo",
+                               url, prefix], cwd=ROOT, stdin=subprocess.DEVNULL)
+    cmd, sub = Redis.from_url(url, protocol=2), Redis.from_url(url, protocol=2)
+    push = sub.pubsub()
+    await push.subscribe(f"{prefix}:rep")
+    await push.parse_response(block=True)  # subscribed
+    loop = asyncio.get_running_loop()
+    waiting: list[asyncio.Future[None]] = []
+
+    async def reader() -> None:
+        while True:
+            try:
+                message = await push.parse_response(block=True)
+            except RedisError:  # closed at the end of the run
+                return
+            if message[0] == b"message" and waiting:
+                waiting.pop(0).set_result(None)
+
+    task = loop.create_task(reader())
+    payload = Action("a1", "hold", NO_CALL, {}, 10.0).to_json()
+    try:
+        while await cmd.pubsub_numsub(f"{prefix}:req") == [(f"{prefix}:req".encode(), 0)]:
+            await asyncio.sleep(0.05)  # the far end is starting (not timed)
+
+        async def one() -> None:
+            future = loop.create_future()
+            waiting.append(future)
+            await cmd.publish(f"{prefix}:req", payload)
+            await asyncio.wait_for(future, 30.0)
+
+        return await _times(one, rounds)
+    finally:
+        task.cancel()
+        await asyncio.wait({task}, timeout=2.0)
+        stop(server)
+        with contextlib.suppress(RedisError):
+            await push.aclose()
+        await cmd.aclose()
+        await sub.aclose()
+
+
 async def _serve_redis_echo(url: str, prefix: str) -> None:
     """The far end of the Redis floor: each request entry read (blocking XREAD) is answered by
     an entry on the reply stream, as a real answers an action."""
@@ -317,13 +384,14 @@ async def bench_redis(kam: Any, user: str, url: str) -> list[dict[str, Any]]:
             load = _load()
             ping = await ping_rtts(url, ROUNDS)
             floor = await redis_floor_rtts(url, ROUNDS)
+            pushed = await redis_push_floor_rtts(url, ROUNDS)
             action = await _times(lambda: _action(phone), ROUNDS)
             runs.append({"load": load, "ping": statistics.median(ping),
-                         "floor": statistics.median(floor),
+                         "floor": statistics.median(floor), "push": statistics.median(pushed),
                          "redis": statistics.median(action), "redis_p95": _q95(action)})
             print(f"   run {run + 1}: action via Redis {ms(runs[-1]['redis'])} ms; PING "
-                  f"{ms(runs[-1]['ping'])} ms; raw stream floor {ms(runs[-1]['floor'])} ms; "
-                  f"load {load}", flush=True)
+                  f"{ms(runs[-1]['ping'])} ms; raw push floor {ms(runs[-1]['push'])} ms; raw "
+                  f"stream floor {ms(runs[-1]['floor'])} ms; load {load}", flush=True)
     finally:
         if phone is not None:
             await phone.dispose()
@@ -331,10 +399,12 @@ async def bench_redis(kam: Any, user: str, url: str) -> list[dict[str, Any]]:
         shutil.rmtree(runtime_dir, ignore_errors=True)
     return [_row("action round trip via Redis (median of 3 run medians)", runs, "redis",
                  "raw redis-py PING from this process", "ping", 5.0),
-            _row("Redis floor: raw stream entries us -> Redis -> a process -> Redis -> us", runs,
-                 "floor", "raw redis-py PING from this process", "ping", None),
-            _row("action round trip via Redis vs its raw stream floor", runs, "redis",
-                 "raw stream floor (same run)", "floor", None)]
+            _row("Redis floor: raw pushes us -> Redis -> a process -> Redis -> us", runs,
+                 "push", "raw redis-py PING from this process", "ping", None),
+            _row("action round trip via Redis vs its raw push floor", runs, "redis",
+                 "raw push floor (same run)", "push", None),
+            _row("raw stream entries (XADD + blocking XREAD) the same way", runs,
+                 "floor", "raw redis-py PING from this process", "ping", None)]
 
 
 # -- rows -------------------------------------------------------------------------------------
@@ -407,9 +477,10 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] in ("--frame-echo", "--task-echo"):
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_serve_frame_echo(sys.argv[2], sys.argv[1] == "--frame-echo"))
-    elif len(sys.argv) == 4 and sys.argv[1] == "--redis-echo":
+    elif len(sys.argv) == 4 and sys.argv[1] in ("--redis-echo", "--redis-push-echo"):
+        serve = _serve_redis_echo if sys.argv[1] == "--redis-echo" else _serve_push_echo
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_serve_redis_echo(sys.argv[2], sys.argv[3]))
+            asyncio.run(serve(sys.argv[2], sys.argv[3]))
     else:
         from benchmarks.__main__ import print_table
 

@@ -29,7 +29,13 @@ from webphone.shared.member import GroupMember, LinkToken, error_info
 from webphone.shared.protocol import Action, Released, Role, Snapshot
 from webphone.shared.transports.base import HubOptions
 from webphone.shared.transports.redis import RedisLink, RedisTransport
-from webphone.shared.transports.redis_scripts import SCRIPTS, GroupKeys
+from webphone.shared.transports.redis_scripts import (
+    ACTION_PUSH,
+    INBOX_PUSH,
+    SCRIPTS,
+    GroupKeys,
+    push_entry,
+)
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(30)]
 
@@ -359,6 +365,50 @@ async def test_enqueue_claims_only_for_a_ready_real_and_result_removes_the_entry
         assert await client.hget(act, "state") == b"done"
     finally:
         await client.aclose()
+
+async def test_enqueue_and_result_push_each_entry_they_add_to_its_reader(
+    shared_redis: RedisServer,
+) -> None:
+    """The real is woken by ENQUEUE's push of the action entry, the caller by RESULT's push of
+    the result entry: each push is the very entry the stream holds (id and fields), so the
+    reader needs no XREAD; an ENQUEUE without a channel pushes nothing."""
+    keys = GroupKeys.for_group(f"push-{uuid.uuid4().hex[:6]}")
+    client = Redis.from_url(shared_redis.url)
+    run = {name: client.register_script(text) for name, text in SCRIPTS.items()}
+    base, reply, channel = keys.base(), keys.reply("1" * 12), keys.actions_channel(0)
+    pubsub = Redis.from_url(shared_redis.url).pubsub()
+    try:
+        await pubsub.subscribe(channel, reply)
+        for _ in range(2):
+            assert (await pubsub.parse_response(block=True))[0] == b"subscribe"
+        epoch = int((await run["acquire"](keys=base, args=["a", 0, 0, 1, 5000]))[2])
+        await run["ready"](keys=base, args=["a", epoch])
+        frame = Action("x", "hold", "c1", {}, 5.0).to_json()
+        gids = [f"{'1' * 12}.silent", f"{'1' * 12}.pushed"]
+        await run["enqueue"](keys=[*base, keys.act(gids[0]), reply],
+                             args=[gids[0], 5000, frame, "1"])
+        await run["enqueue"](keys=[*base, keys.act(gids[1]), reply],
+                             args=[gids[1], 5000, frame, "1", channel])
+        message = await pubsub.parse_response(block=True)
+        assert message[:2] == [b"message", channel.encode()]
+        entry_id, fields = push_entry(message[2], ACTION_PUSH) or ("", {})
+        stored = {i.decode(): f for i, f in await client.xrange(keys.actions)}
+        assert len(stored) == 2 and list(stored)[1] == entry_id  # the second, not the first
+        assert stored[entry_id] == fields
+        assert fields[b"g"] == gids[1].encode() and fields[b"c"] == b"a"
+        await run["result"](keys=[*base, keys.act(gids[1]), reply],
+                            args=["a", epoch, gids[1], b'{"r":1}', entry_id])
+        message = await pubsub.parse_response(block=True)
+        assert message[:2] == [b"message", reply.encode()]
+        entry_id, fields = push_entry(message[2], INBOX_PUSH) or ("", {})
+        ((stored_id, stored_fields),) = await client.xrange(reply)
+        assert (stored_id.decode(), stored_fields) == (entry_id, fields)
+        assert fields == {b"t": b"result", b"g": gids[1].encode(), b"n": str(epoch).encode(),
+                          b"d": b'{"r":1}'}
+    finally:
+        await pubsub.aclose()
+        await client.aclose()
+
 
 # -- snapshots -------------------------------------------------------------------------------
 
