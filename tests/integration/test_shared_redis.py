@@ -34,6 +34,7 @@ from webphone.shared.transports.redis_scripts import (
     INBOX_PUSH,
     SCRIPTS,
     GroupKeys,
+    plane_script,
     push_entry,
 )
 
@@ -408,6 +409,42 @@ async def test_enqueue_and_result_push_each_entry_they_add_to_its_reader(
     finally:
         await pubsub.aclose()
         await client.aclose()
+
+
+async def test_a_reader_gets_every_entry_once_in_order_written_before_or_after_it_subscribed(
+    group: Group,
+) -> None:
+    """`RedisLink._entries`: what the stream held before the reader subscribed (its pushes went
+    to nobody), then the pushes; a push of an entry already read, and a malformed one, are
+    skipped. Entries are written as the scripts write them (XADD, then `push`)."""
+    a, _ = await group.join("a")
+    link = a._token.link if a._token else None
+    assert isinstance(link, RedisLink)
+    stream = f"{link.keys.prefix}:test-entries"
+    add = plane_script("""
+local id = redis.call('XADD', KEYS[8], '*', 't', 'result', 'g', ARGV[1], 'd', ARGV[2])
+push(KEYS[8], id, 'result', ARGV[1], '', '', ARGV[2])
+return id
+""")
+    client = Redis.from_url(group.url)
+
+    async def write(n: int) -> bytes:
+        out: bytes = await client.eval(add, 8, *link.keys.base(), stream, f"g{n}", f"d{n}")
+        return out
+
+    got: list[tuple[str, bytes]] = []
+    entries = link._entries(stream, stream, INBOX_PUSH, "0-0")
+    try:
+        first = [await write(n) for n in range(3)]  # nobody subscribed yet: stream only
+        got += [(i, f[b"g"]) for i, f in [await anext(entries) for _ in range(3)]]
+        await client.publish(stream, first[1] + b"\nresult\ng1\n\n\nd1")  # read already
+        await client.publish(stream, b"garbage")
+        later = [await write(n) for n in range(3, 5)]
+        got += [(i, f[b"g"]) for i, f in [await anext(entries) for _ in range(2)]]
+    finally:
+        await entries.aclose()
+        await client.aclose()
+    assert got == [(i.decode(), f"g{n}".encode()) for n, i in enumerate([*first, *later])]
 
 
 # -- snapshots -------------------------------------------------------------------------------

@@ -103,9 +103,11 @@ class GroupKeys:
 
     def is_reply(self, key: str) -> bool:
         """True for an inbox key of this group (a claim never writes anywhere else)."""
-        return re.fullmatch(re.escape(self.prefix) + r":reply:[0-9a-f]{12}", key) is not None
+        return _INBOX.fullmatch(key) is not None and key.startswith(self.prefix) \
+            and len(key) == len(self.prefix) + 19  # ":reply:" + 12 hex digits
 
 
+_INBOX = re.compile(r".*:reply:[0-9a-f]{12}")
 _GID = re.compile(r"[0-9a-f]{12}\.[A-Za-z0-9_.:-]{1,100}")
 _ENTRY_ID = re.compile(rb"[0-9]{1,20}-[0-9]{1,20}")
 
