@@ -19,7 +19,9 @@ redis-py asyncio PING from this process (target <= 5x), and two floors, with no 
 or member code: raw pushes from us through Redis to a process that answers each one through
 Redis (PUBLISH, and a subscribed connection on each side: the path the transport takes since
 it pushes each entry it writes), and raw stream entries the same way (XADD + blocking XREAD on
-each side: the path it took before).
+each side: the path it took before). Beside the times, the CPU each costs (Linux /proc: user +
+system of this process, the real's and redis-server's, per round trip): on a loaded machine the
+times mostly measure the scheduler, the CPU much less so.
 
 Each run measures `ROUNDS` round trips after `WARMUP`; a row gives the median of the three run
 medians and, in "detail", each run's median, baseline, ratio and the load average at its start.
@@ -364,7 +366,25 @@ async def redis_floor_rtts(url: str, rounds: int) -> list[float]:
         await blk.aclose()
 
 
-async def bench_redis(kam: Any, user: str, url: str) -> list[dict[str, Any]]:
+def _cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system) process `pid` used so far (None: this process)."""
+    if pid is None:
+        return time.process_time()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _timed_cpu(one: Callable[[], Awaitable[object]], rounds: int,
+                     pids: list[int | None]) -> tuple[list[float], float]:
+    """`_times`, and the CPU seconds per round trip that the processes `pids` used meanwhile."""
+    before = [_cpu_s(pid) for pid in pids]
+    times = await _times(one, rounds)
+    used = sum(_cpu_s(pid) - b for pid, b in zip(pids, before, strict=True))
+    return times, used / (rounds + WARMUP)
+
+
+async def bench_redis(kam: Any, user: str, url: str,
+                      redis_pid: int | None = None) -> list[dict[str, Any]]:
     from benchmarks.redis_bench import _members, _old_enough
     from support.group import short_runtime_dir
     from webphone.shared import SharedWebPhone
@@ -382,16 +402,25 @@ async def bench_redis(kam: Any, user: str, url: str) -> list[dict[str, Any]]:
         assert phone.role == "dummy"
         for run in range(RUNS):
             load = _load()
+            cpu = redis_pid is not None and Path(f"/proc/{redis_pid}/stat").exists()
+            pids: list[int | None] = [None, redis_pid] if cpu else []
+            before = [_cpu_s(pid) for pid in pids]
             ping = await ping_rtts(url, ROUNDS)
+            ping_cpu = sum(_cpu_s(pid) - b for pid, b in zip(pids, before, strict=True)) / (
+                ROUNDS + WARMUP)
             floor = await redis_floor_rtts(url, ROUNDS)
             pushed = await redis_push_floor_rtts(url, ROUNDS)
-            action = await _times(lambda: _action(phone), ROUNDS)
+            action, action_cpu = await _timed_cpu(lambda: _action(phone), ROUNDS,
+                                                  [None, real.pid, redis_pid] if cpu else [])
             runs.append({"load": load, "ping": statistics.median(ping),
                          "floor": statistics.median(floor), "push": statistics.median(pushed),
-                         "redis": statistics.median(action), "redis_p95": _q95(action)})
+                         "redis": statistics.median(action), "redis_p95": _q95(action),
+                         "cpu": action_cpu, "ping_cpu": ping_cpu})
             print(f"   run {run + 1}: action via Redis {ms(runs[-1]['redis'])} ms; PING "
                   f"{ms(runs[-1]['ping'])} ms; raw push floor {ms(runs[-1]['push'])} ms; raw "
-                  f"stream floor {ms(runs[-1]['floor'])} ms; load {load}", flush=True)
+                  f"stream floor {ms(runs[-1]['floor'])} ms; CPU per action {ms(action_cpu)} ms"
+                  f" (caller + real + Redis), per PING {ms(ping_cpu)} ms (client + Redis); "
+                  f"load {load}", flush=True)
     finally:
         if phone is not None:
             await phone.dispose()
@@ -404,7 +433,10 @@ async def bench_redis(kam: Any, user: str, url: str) -> list[dict[str, Any]]:
             _row("action round trip via Redis vs its raw push floor", runs, "redis",
                  "raw push floor (same run)", "push", None),
             _row("raw stream entries (XADD + blocking XREAD) the same way", runs,
-                 "floor", "raw redis-py PING from this process", "ping", None)]
+                 "floor", "raw redis-py PING from this process", "ping", None),
+            *([_row("CPU per action via Redis (this process + the real + redis-server)", runs,
+                    "cpu", "CPU per PING (this process + redis-server)", "ping_cpu", None)]
+              if all(r["cpu"] > 0 for r in runs) else [])]
 
 
 # -- rows -------------------------------------------------------------------------------------
@@ -459,7 +491,7 @@ async def run_async() -> list[dict[str, Any]]:
             redis = RedisServer(workdir / "redis")
             redis.start()
             try:
-                rows += await bench_redis(kam, "105", redis.url)
+                rows += await bench_redis(kam, "105", redis.url, redis.proc.pid)
             finally:
                 redis.stop()
     finally:

@@ -339,6 +339,11 @@ def _one_server_class(base: type) -> type:
     return OneServer
 
 
+def _kind(push: Any) -> str:
+    """The kind of a pub/sub reply (``message``, ``subscribe``, ...), or "" if it has none."""
+    return text(push[0]) if isinstance(push, list) and push else ""
+
+
 async def _close_quietly(*closables: Any) -> None:
     """aclose() each of `closables` (redis-py clients, pubsubs), whatever they raise."""
     for item in closables:
@@ -1351,7 +1356,7 @@ class RedisLink(GroupLink):
         push = client.pubsub()
         try:
             await push.subscribe(channel)
-            while text((await push.parse_response(block=True))[0]) != "subscribe":
+            while _kind(await push.parse_response(block=True)) != "subscribe":
                 pass
             last = entry_key(after)
             while True:
@@ -1364,7 +1369,7 @@ class RedisLink(GroupLink):
                     break
             while True:
                 message = await push.parse_response(block=True)
-                if text(message[0]) != "message":
+                if _kind(message) != "message":
                     continue
                 entry = push_entry(message[2], names)
                 if entry is None:
@@ -1448,10 +1453,13 @@ class RedisLink(GroupLink):
         return True
 
     async def _post_result(self, frame: ActionResult) -> None:
-        claimed = self._claimed.pop(frame.action_id, None)
+        claimed = self._claimed.get(frame.action_id)
         if claimed is None:
             return
+        # forgotten once posted, not before: a RESULT that fails with Redis is sent again by
+        # the worker after recovery, and meanwhile its entry, read again, is not run again
         await self._post(frame.action_id, claimed[0], frame, claimed[1])
+        self._claimed.pop(frame.action_id, None)
 
     async def _post(self, gid: str, reply: str, frame: ActionResult, entry_id: str = "") -> None:
         assert self._hello is not None
