@@ -1360,7 +1360,8 @@ class RedisLink(GroupLink):
                 pass
             last = entry_key(after)
             while True:
-                resp: Any = await self._cmd_client().xread({stream: after}, count=64)
+                assert self._blk is not None  # (not the command connection: renewals use it)
+                resp: Any = await self._blk.xread({stream: after}, count=64)
                 batch = [(text(i), f) for _stream, entries in streams(resp) for i, f in entries]
                 for entry_id, fields in batch:
                     after, last = entry_id, entry_key(entry_id)
