@@ -308,6 +308,24 @@ async def _pushes_broken(group: Group) -> None:
     assert la.role == "real" and (a._token.link if a._token else None) is real_link
 
 
+async def test_a_repeated_action_id_is_refused_and_runs_once(
+    group: Group, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A link refuses an action id it already sent (it remembers its newest 1024): the
+    action runs once."""
+    _, la = await group.join("a")
+    await wait_until(lambda: la.role == "real" and la.registered_at, 5)
+    b, _ = await group.join("b")
+    link = b._token.link if b._token else None
+    assert isinstance(link, RedisLink)
+    link.send(Action("dup-1", "hold", "c1", {}, 5.0))
+    link.send(Action("dup-1", "hold", "c1", {}, 5.0))
+    await wait_until(lambda: "duplicate_action" in caplog.text, 5, message="refused")
+    await wait_until(lambda: la.actions, 5)
+    assert await b.request("park", "c2", {}) == {"ran": "park", "by": "a"}  # in order, after
+    assert [x.call_id for x in la.actions] == ["c1", "c2"]
+
+
 async def test_no_ready_real_means_no_real_phone_error_then_the_real_serves(
     group: Group,
 ) -> None:

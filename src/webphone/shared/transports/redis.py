@@ -174,6 +174,8 @@ __all__ = ["SCRIPTS", "GroupKeys", "LeaseView", "RedisLink", "RedisTransport"]
 
 log = logging.getLogger("webphone.shared.redis")
 
+#: how many of its latest action ids a link remembers to refuse a repeated one
+MAX_USED_IDS = 1024
 #: what a broken, slow or restarted Redis raises through redis-py
 REDIS_ERRORS: tuple[type[BaseException], ...] = (redis_errors.RedisError, OSError, TimeoutError)
 
@@ -413,7 +415,9 @@ class RedisLink(GroupLink):
         self._reply_id = "0-0"
         self._snap_version = (0, 0)
         self._calls: dict[str, _Call] = {}  # gid -> call
-        self._used_ids: deque[str] = deque(maxlen=1024)
+        # the newest MAX_USED_IDS action ids, oldest first (a dict: `in` must not scan them all
+        # on every action, as a deque does)
+        self._used_ids: dict[str, None] = {}
         self._claimed: dict[str, tuple[str, str]] = {}  # gid -> (caller's inbox, entry id)
         self._claiming: dict[str, str] = {}  # claims sent but not settled (gid -> inbox)
         self._interrupting: set[str] = set()  # gids with an INTERRUPT queued
@@ -1251,7 +1255,9 @@ class RedisLink(GroupLink):
         out = text(await self._run("enqueue", [self.keys.act(gid), self.reply_key],
                                    [gid, timeout_ms, json.dumps(entry, separators=(",", ":")),
                                     claim, self._actions_channel]))
-        self._used_ids.append(frame.action_id)
+        self._used_ids[frame.action_id] = None
+        if len(self._used_ids) > MAX_USED_IDS:
+            del self._used_ids[next(iter(self._used_ids))]
         if out.startswith("claimed:"):
             self._accepted(gid, int(out.split(":", 1)[1]))
             self._check_calls(self.epoch)  # the lease may have moved on while we waited
