@@ -19,9 +19,13 @@ Local (one host, a hub process, a real member process registered on a real Kamai
   /proc ticks): less sensitive to a busy machine than the wall-clock round trip.
 
 Redis (a local redis-server, the real in its own process): the action round trip beside a raw
-redis-py asyncio PING from this process (target <= 5x), and its floor: raw stream entries from
-us through Redis to a process that answers each one through Redis (XADD + blocking XREAD on
-each side, as the transport does), with no frames, scripts or member code.
+redis-py asyncio PING from this process (target <= 5x), and two floors, with no frames, scripts
+or member code: raw pushes from us through Redis to a process that answers each one through
+Redis (PUBLISH, and a subscribed connection on each side: the path the transport takes since
+it pushes each entry it writes), and raw stream entries the same way (XADD + blocking XREAD on
+each side: the path it took before). Beside the times, the CPU each costs (Linux /proc: user +
+system of this process, the real's and redis-server's, per round trip): on a loaded machine the
+times mostly measure the scheduler, the CPU much less so.
 
 Each run measures `ROUNDS` round trips after `WARMUP`; a row gives the median of the three run
 medians and, in "detail", each run's median, baseline, ratio and the load average at its start.
@@ -251,6 +255,71 @@ async def ping_rtts(url: str, rounds: int) -> list[float]:
         await client.aclose()
 
 
+async def _serve_push_echo(url: str, prefix: str) -> None:
+    """The far end of the push floor: each message on the request channel is answered by a
+    PUBLISH on the reply channel, from the loop that reads them (as a real answers)."""
+    from redis.asyncio import Redis
+
+    sub, cmd = Redis.from_url(url, protocol=2), Redis.from_url(url, protocol=2)
+    push = sub.pubsub()
+    await push.subscribe(f"{prefix}:req")
+    while True:
+        message = await push.parse_response(block=True)
+        if message[0] == b"message":
+            await cmd.publish(f"{prefix}:rep", message[2])
+
+
+async def redis_push_floor_rtts(url: str, rounds: int) -> list[float]:
+    """Round trips us -> Redis -> a process -> Redis -> us with raw pushes (PUBLISH, and a
+    subscribed connection on each side): the path an action takes over Redis, without
+    frames, scripts, streams or the member."""
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    from webphone.shared.protocol import Action
+
+    prefix = f"webphone:{{rtt-push-{secrets.token_hex(6)}}}"
+    server = subprocess.Popen([sys.executable, "-m", "benchmarks.rtt_bench", "--redis-push-echo",
+                               url, prefix], cwd=ROOT, stdin=subprocess.DEVNULL)
+    cmd, sub = Redis.from_url(url, protocol=2), Redis.from_url(url, protocol=2)
+    push = sub.pubsub()
+    await push.subscribe(f"{prefix}:rep")
+    await push.parse_response(block=True)  # subscribed
+    loop = asyncio.get_running_loop()
+    waiting: list[asyncio.Future[None]] = []
+
+    async def reader() -> None:
+        while True:
+            try:
+                message = await push.parse_response(block=True)
+            except RedisError:  # closed at the end of the run
+                return
+            if message[0] == b"message" and waiting:
+                waiting.pop(0).set_result(None)
+
+    task = loop.create_task(reader())
+    payload = Action("a1", "hold", NO_CALL, {}, 10.0).to_json()
+    try:
+        while await cmd.pubsub_numsub(f"{prefix}:req") == [(f"{prefix}:req".encode(), 0)]:
+            await asyncio.sleep(0.05)  # the far end is starting (not timed)
+
+        async def one() -> None:
+            future = loop.create_future()
+            waiting.append(future)
+            await cmd.publish(f"{prefix}:req", payload)
+            await asyncio.wait_for(future, 30.0)
+
+        return await _times(one, rounds)
+    finally:
+        task.cancel()
+        await asyncio.wait({task}, timeout=2.0)
+        stop(server)
+        with contextlib.suppress(RedisError):
+            await push.aclose()
+        await cmd.aclose()
+        await sub.aclose()
+
+
 async def _serve_redis_echo(url: str, prefix: str) -> None:
     """The far end of the Redis floor: each request entry read (blocking XREAD) is answered by
     an entry on the reply stream, as a real answers an action."""
@@ -316,7 +385,25 @@ async def redis_floor_rtts(url: str, rounds: int) -> list[float]:
         await blk.aclose()
 
 
-async def bench_redis(kam: Any, user: str, url: str) -> list[dict[str, Any]]:
+def _cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system) process `pid` used so far (None: this process)."""
+    if pid is None:
+        return time.process_time()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _timed_cpu(one: Callable[[], Awaitable[object]], rounds: int,
+                     pids: list[int | None]) -> tuple[list[float], float]:
+    """`_times`, and the CPU seconds per round trip that the processes `pids` used meanwhile."""
+    before = [_cpu_s(pid) for pid in pids]
+    times = await _times(one, rounds)
+    used = sum(_cpu_s(pid) - b for pid, b in zip(pids, before, strict=True))
+    return times, used / (rounds + WARMUP)
+
+
+async def bench_redis(kam: Any, user: str, url: str,
+                      redis_pid: int | None = None) -> list[dict[str, Any]]:
     from benchmarks.redis_bench import _members, _old_enough
     from support.group import short_runtime_dir
     from webphone.shared import SharedWebPhone
@@ -334,14 +421,24 @@ async def bench_redis(kam: Any, user: str, url: str) -> list[dict[str, Any]]:
         assert phone.role == "dummy"
         for run in range(RUNS):
             load = _load()
+            cpu = redis_pid is not None and Path(f"/proc/{redis_pid}/stat").exists()
+            pids: list[int | None] = [None, redis_pid] if cpu else []
+            before = [_cpu_s(pid) for pid in pids]
             ping = await ping_rtts(url, ROUNDS)
+            ping_cpu = sum(_cpu_s(pid) - b for pid, b in zip(pids, before, strict=True)) / (
+                ROUNDS + WARMUP)
             floor = await redis_floor_rtts(url, ROUNDS)
-            action = await _times(lambda: _action(phone), ROUNDS)
+            pushed = await redis_push_floor_rtts(url, ROUNDS)
+            action, action_cpu = await _timed_cpu(lambda: _action(phone), ROUNDS,
+                                                  [None, real.pid, redis_pid] if cpu else [])
             runs.append({"load": load, "ping": statistics.median(ping),
-                         "floor": statistics.median(floor),
-                         "redis": statistics.median(action), "redis_p95": _q95(action)})
+                         "floor": statistics.median(floor), "push": statistics.median(pushed),
+                         "redis": statistics.median(action), "redis_p95": _q95(action),
+                         "cpu": action_cpu, "ping_cpu": ping_cpu})
             print(f"   run {run + 1}: action via Redis {ms(runs[-1]['redis'])} ms; PING "
-                  f"{ms(runs[-1]['ping'])} ms; raw stream floor {ms(runs[-1]['floor'])} ms; "
+                  f"{ms(runs[-1]['ping'])} ms; raw push floor {ms(runs[-1]['push'])} ms; raw "
+                  f"stream floor {ms(runs[-1]['floor'])} ms; CPU per action {ms(action_cpu)} ms"
+                  f" (caller + real + Redis), per PING {ms(ping_cpu)} ms (client + Redis); "
                   f"load {load}", flush=True)
     finally:
         if phone is not None:
@@ -350,10 +447,15 @@ async def bench_redis(kam: Any, user: str, url: str) -> list[dict[str, Any]]:
         shutil.rmtree(runtime_dir, ignore_errors=True)
     return [_row("action round trip via Redis (median of 3 run medians)", runs, "redis",
                  "raw redis-py PING from this process", "ping", 5.0),
-            _row("Redis floor: raw stream entries us -> Redis -> a process -> Redis -> us", runs,
+            _row("Redis floor: raw pushes us -> Redis -> a process -> Redis -> us", runs,
+                 "push", "raw redis-py PING from this process", "ping", None),
+            _row("action round trip via Redis vs its raw push floor", runs, "redis",
+                 "raw push floor (same run)", "push", None),
+            _row("raw stream entries (XADD + blocking XREAD) the same way", runs,
                  "floor", "raw redis-py PING from this process", "ping", None),
-            _row("action round trip via Redis vs its raw stream floor", runs, "redis",
-                 "raw stream floor (same run)", "floor", None)]
+            *([_row("CPU per action via Redis (this process + the real + redis-server)", runs,
+                    "cpu", "CPU per PING (this process + redis-server)", "ping_cpu", None)]
+              if all(r["cpu"] > 0 for r in runs) else [])]
 
 
 # -- rows -------------------------------------------------------------------------------------
@@ -408,7 +510,7 @@ async def run_async() -> list[dict[str, Any]]:
             redis = RedisServer(workdir / "redis")
             redis.start()
             try:
-                rows += await bench_redis(kam, "105", redis.url)
+                rows += await bench_redis(kam, "105", redis.url, redis.proc.pid)
             finally:
                 redis.stop()
     finally:
@@ -426,9 +528,10 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] in ("--frame-echo", "--task-echo"):
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_serve_frame_echo(sys.argv[2], sys.argv[1] == "--frame-echo"))
-    elif len(sys.argv) == 4 and sys.argv[1] == "--redis-echo":
+    elif len(sys.argv) == 4 and sys.argv[1] in ("--redis-echo", "--redis-push-echo"):
+        serve = _serve_redis_echo if sys.argv[1] == "--redis-echo" else _serve_push_echo
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_serve_redis_echo(sys.argv[2], sys.argv[3]))
+            asyncio.run(serve(sys.argv[2], sys.argv[3]))
     else:
         from benchmarks.__main__ import print_table
 

@@ -29,7 +29,14 @@ from webphone.shared.member import GroupMember, LinkToken, error_info
 from webphone.shared.protocol import Action, Released, Role, Snapshot
 from webphone.shared.transports.base import HubOptions
 from webphone.shared.transports.redis import RedisLink, RedisTransport
-from webphone.shared.transports.redis_scripts import SCRIPTS, GroupKeys
+from webphone.shared.transports.redis_scripts import (
+    ACTION_PUSH,
+    INBOX_PUSH,
+    SCRIPTS,
+    GroupKeys,
+    plane_script,
+    push_entry,
+)
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(30)]
 
@@ -263,6 +270,62 @@ async def test_actions_run_once_on_the_real_and_its_errors_come_back(group: Grou
     assert [x.name for x in la.actions] == ["answer", "hold", "flip", "mute"]
 
 
+async def test_broken_push_connections_cost_a_reconnect_never_an_action(
+    shared_redis: RedisServer,
+) -> None:
+    """The pushes that wake the real (actions) and each caller (results) come on connections
+    of their own: when Redis drops them all (CLIENT KILL TYPE pubsub), a dummy's link is lost
+    as with any broken connection and the member connects anew; the real holds on to its lease
+    and its link, and reads the actions stream again. Every action then runs once and its
+    result comes back, the real's own too. (A 3 s lease, the default: the real's reconnect
+    must fit in its renew deadline, 2 s, not 0.6 s, on a loaded machine.)"""
+    group = Group(shared_redis.url, HubOptions(heartbeat_interval=0.5, heartbeat_timeout=3.0))
+    try:
+        await _pushes_broken(group)
+    finally:
+        await group.close()
+
+
+async def _pushes_broken(group: Group) -> None:
+    a, la = await group.join("a")
+    await wait_until(lambda: la.role == "real" and la.registered_at, 5)
+    b, _ = await group.join("b")
+    assert await b.request("hold", "c1", {}) == {"ran": "hold", "by": "a"}
+    real_link = a._token.link if a._token else None
+    async with Redis.from_url(group.url) as redis:
+        for n in range(3):
+            old = b._token.link if b._token else None
+            assert await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub") >= 2
+            await wait_until(lambda old=old: b._token is not None
+                             and b._token.link not in (None, old) and b._connected.is_set(),
+                             5, message="b connected anew")
+            assert await b.request("park", f"c{n}", {}, timeout=5.0) == {"ran": "park",
+                                                                          "by": "a"}
+            assert await a.request("mute", f"c{n}", {}, timeout=5.0) == {"ran": "mute",
+                                                                          "by": "a"}
+    assert [(x.name, x.call_id) for x in la.actions] == [
+        ("hold", "c1"), *[(name, f"c{n}") for n in range(3) for name in ("park", "mute")]]
+    assert la.role == "real" and (a._token.link if a._token else None) is real_link
+
+
+async def test_a_repeated_action_id_is_refused_and_runs_once(
+    group: Group, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A link refuses an action id it already sent (it remembers its newest 1024): the
+    action runs once."""
+    _, la = await group.join("a")
+    await wait_until(lambda: la.role == "real" and la.registered_at, 5)
+    b, _ = await group.join("b")
+    link = b._token.link if b._token else None
+    assert isinstance(link, RedisLink)
+    link.send(Action("dup-1", "hold", "c1", {}, 5.0))
+    link.send(Action("dup-1", "hold", "c1", {}, 5.0))
+    await wait_until(lambda: "duplicate_action" in caplog.text, 5, message="refused")
+    await wait_until(lambda: la.actions, 5)
+    assert await b.request("park", "c2", {}) == {"ran": "park", "by": "a"}  # in order, after
+    assert [x.call_id for x in la.actions] == ["c1", "c2"]
+
+
 async def test_no_ready_real_means_no_real_phone_error_then_the_real_serves(
     group: Group,
 ) -> None:
@@ -359,6 +422,86 @@ async def test_enqueue_claims_only_for_a_ready_real_and_result_removes_the_entry
         assert await client.hget(act, "state") == b"done"
     finally:
         await client.aclose()
+
+async def test_enqueue_and_result_push_each_entry_they_add_to_its_reader(
+    shared_redis: RedisServer,
+) -> None:
+    """The real is woken by ENQUEUE's push of the action entry, the caller by RESULT's push of
+    the result entry: each push is the very entry the stream holds (id and fields), so the
+    reader needs no XREAD; an ENQUEUE without a channel pushes nothing."""
+    keys = GroupKeys.for_group(f"push-{uuid.uuid4().hex[:6]}")
+    client = Redis.from_url(shared_redis.url)
+    run = {name: client.register_script(text) for name, text in SCRIPTS.items()}
+    base, reply, channel = keys.base(), keys.reply("1" * 12), keys.actions_channel(0)
+    pubsub = Redis.from_url(shared_redis.url).pubsub()
+    try:
+        await pubsub.subscribe(channel, reply)
+        for _ in range(2):
+            assert (await pubsub.parse_response(block=True))[0] == b"subscribe"
+        epoch = int((await run["acquire"](keys=base, args=["a", 0, 0, 1, 5000]))[2])
+        await run["ready"](keys=base, args=["a", epoch])
+        frame = Action("x", "hold", "c1", {}, 5.0).to_json()
+        gids = [f"{'1' * 12}.silent", f"{'1' * 12}.pushed"]
+        await run["enqueue"](keys=[*base, keys.act(gids[0]), reply],
+                             args=[gids[0], 5000, frame, "1"])
+        await run["enqueue"](keys=[*base, keys.act(gids[1]), reply],
+                             args=[gids[1], 5000, frame, "1", channel])
+        message = await pubsub.parse_response(block=True)
+        assert message[:2] == [b"message", channel.encode()]
+        entry_id, fields = push_entry(message[2], ACTION_PUSH) or ("", {})
+        stored = {i.decode(): f for i, f in await client.xrange(keys.actions)}
+        assert len(stored) == 2 and list(stored)[1] == entry_id  # the second, not the first
+        assert stored[entry_id] == fields
+        assert fields[b"g"] == gids[1].encode() and fields[b"c"] == b"a"
+        await run["result"](keys=[*base, keys.act(gids[1]), reply],
+                            args=["a", epoch, gids[1], b'{"r":1}', entry_id])
+        message = await pubsub.parse_response(block=True)
+        assert message[:2] == [b"message", reply.encode()]
+        entry_id, fields = push_entry(message[2], INBOX_PUSH) or ("", {})
+        ((stored_id, stored_fields),) = await client.xrange(reply)
+        assert (stored_id.decode(), stored_fields) == (entry_id, fields)
+        assert fields == {b"t": b"result", b"g": gids[1].encode(), b"n": str(epoch).encode(),
+                          b"d": b'{"r":1}'}
+    finally:
+        await pubsub.aclose()
+        await client.aclose()
+
+
+async def test_a_reader_gets_every_entry_once_in_order_written_before_or_after_it_subscribed(
+    group: Group,
+) -> None:
+    """`RedisLink._entries`: what the stream held before the reader subscribed (its pushes went
+    to nobody), then the pushes; a push of an entry already read, and a malformed one, are
+    skipped. Entries are written as the scripts write them (XADD, then `push`)."""
+    a, _ = await group.join("a")
+    link = a._token.link if a._token else None
+    assert isinstance(link, RedisLink)
+    stream = f"{link.keys.prefix}:test-entries"
+    add = plane_script("""
+local id = redis.call('XADD', KEYS[8], '*', 't', 'result', 'g', ARGV[1], 'd', ARGV[2])
+push(KEYS[8], id, 'result', ARGV[1], '', '', ARGV[2])
+return id
+""")
+    client = Redis.from_url(group.url)
+
+    async def write(n: int) -> bytes:
+        out: bytes = await client.eval(add, 8, *link.keys.base(), stream, f"g{n}", f"d{n}")
+        return out
+
+    got: list[tuple[str, bytes]] = []
+    entries = link._entries(stream, stream, INBOX_PUSH, "0-0")
+    try:
+        first = [await write(n) for n in range(3)]  # nobody subscribed yet: stream only
+        got += [(i, f[b"g"]) for i, f in [await anext(entries) for _ in range(3)]]
+        await client.publish(stream, first[1] + b"\nresult\ng1\n\n\nd1")  # read already
+        await client.publish(stream, b"garbage")
+        later = [await write(n) for n in range(3, 5)]
+        got += [(i, f[b"g"]) for i, f in [await anext(entries) for _ in range(2)]]
+    finally:
+        await entries.aclose()
+        await client.aclose()
+    assert got == [(i.decode(), f"g{n}".encode()) for n, i in enumerate([*first, *later])]
+
 
 # -- snapshots -------------------------------------------------------------------------------
 

@@ -7,17 +7,23 @@ import json
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from redis.crc import key_slot
 
 from webphone.shared.lease import LeaseTimings
 from webphone.shared.transports.base import GroupTransportError, HubOptions
 from webphone.shared.transports.redis import RedisTransport
 from webphone.shared.transports.redis_scripts import (
+    ACTION_PUSH,
+    INBOX_PUSH,
     SCRIPTS,
     GroupKeys,
     LeaseView,
+    entry_key,
     is_gid,
     member_infos,
+    push_entry,
     streams,
 )
 
@@ -98,3 +104,41 @@ def test_transport_checks_its_url_and_derives_timings() -> None:
     custom = LeaseTimings(ttl=10, renew_interval=2, renew_deadline=6)
     assert RedisTransport("rediss://h:6380/2", timings=custom).timings is custom
     assert RedisTransport("unix:///tmp/redis.sock").name == "redis"
+
+
+# -- pushed entries (the scripts' `push`: an entry id, then the fields, one a line) -----------
+
+_field = st.binary(max_size=40).filter(lambda b: b"\n" not in b)
+
+
+@given(ms=st.integers(0, 2**48), seq=st.integers(0, 2**32), fields=st.lists(_field, min_size=4,
+       max_size=4), last=st.binary(max_size=200))
+def test_a_pushed_entry_reads_back_as_its_stream_entry(ms: int, seq: int, fields: list[bytes],
+                                                        last: bytes) -> None:
+    """What ENQUEUE/RESULT publish (``id\\n`` + the fields joined by ``\\n``, the frame last,
+    which may hold anything) gives the id and the non-empty fields, as XADD stored them."""
+    data = f"{ms}-{seq}".encode() + b"\n" + b"\n".join([*fields, last])
+    entry = push_entry(data, ACTION_PUSH)
+    assert entry is not None
+    assert entry[0] == f"{ms}-{seq}"
+    assert entry[1] == {n: v for n, v in zip(ACTION_PUSH, [*fields, last], strict=True) if v}
+
+
+@pytest.mark.parametrize("data", [b"", b"1-1", b"1-1\nt\ng\nn\nr", b"x-1\nt\ng\nn\nr\nd",
+                                  b"1-1-1\nt\ng\nn\nr\nd", b"\n1-1\nt\ng\nn\nr\nd"])
+def test_a_push_that_is_not_an_entry_is_refused(data: bytes) -> None:
+    assert push_entry(data, INBOX_PUSH) is None
+
+
+@given(st.tuples(st.integers(0, 2**48), st.integers(0, 2**32)),
+       st.tuples(st.integers(0, 2**48), st.integers(0, 2**32)))
+def test_entry_ids_order_like_the_stream(a: tuple[int, int], b: tuple[int, int]) -> None:
+    """Not as strings: "10-0" comes after "9-5" (the pushes skip what the catch-up read)."""
+    ka, kb = entry_key(f"{a[0]}-{a[1]}"), entry_key(f"{b[0]}-{b[1]}")
+    assert (ka < kb) == (a < b) and (ka == kb) == (a == b)
+
+
+def test_the_actions_channel_names_the_database() -> None:
+    keys = GroupKeys.for_group("g")
+    assert keys.actions_channel(0) != keys.actions_channel(1)
+    assert keys.actions_channel(3).startswith(keys.prefix)

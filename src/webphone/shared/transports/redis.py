@@ -20,7 +20,13 @@ keeps them in one slot (scripts and multi-stream reads need that)::
     webphone:{tag}:actions    stream actions waiting for the real (MAXLEN ~10000)
     webphone:{tag}:act:<id>   hash   one action: queued -> claimed(epoch) -> done | interrupted,
                                      or queued -> expired. The exactly-once marker.
-    webphone:{tag}:reply:<n>  stream one link's inbox: result entries
+    webphone:{tag}:reply:<n>  stream one link's inbox: result entries (and the plane's)
+
+Channels (pub/sub): ``{tag}:actions:db<N>`` and each inbox's name. The scripts that add an entry
+to the actions stream or to an inbox also PUBLISH it there, whole (`redis_scripts.push_entry`):
+the ready real and each link are woken by the entry itself, on a connection that only waits
+(`RedisLink._entries`), not by an XREAD sent again per entry. The streams stay the record: a
+reader reads what they hold when it subscribes, and after a broken connection.
 
 Every change is a Lua script (atomic; server time from TIME, never a member's clock). The
 member's frames map onto them:
@@ -94,7 +100,7 @@ import logging
 import random
 import secrets
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,12 +150,16 @@ from webphone.shared.transports.base import (
 )
 from webphone.shared.transports.redis_plane import PLANE_SCRIPTS, RedisPlane
 from webphone.shared.transports.redis_scripts import (
+    ACTION_PUSH,
     BLOCK_MS,
+    INBOX_PUSH,
     SCRIPTS,
     GroupKeys,
     LeaseView,
+    entry_key,
     is_gid,
     member_infos,
+    push_entry,
     streams,
     text,
 )
@@ -164,6 +174,8 @@ __all__ = ["SCRIPTS", "GroupKeys", "LeaseView", "RedisLink", "RedisTransport"]
 
 log = logging.getLogger("webphone.shared.redis")
 
+#: how many of its latest action ids a link remembers to refuse a repeated one
+MAX_USED_IDS = 1024
 #: what a broken, slow or restarted Redis raises through redis-py
 REDIS_ERRORS: tuple[type[BaseException], ...] = (redis_errors.RedisError, OSError, TimeoutError)
 
@@ -171,7 +183,7 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (redis_errors.RedisError, OSErro
 # -- the transport -----------------------------------------------------------------------------
 
 
-ClientFactory = Callable[[float], Redis]
+ClientFactory = Callable[[float | None], Redis]
 
 
 class RedisTransport(GroupTransport):
@@ -228,10 +240,11 @@ class RedisTransport(GroupTransport):
     def keys(self, group: str) -> GroupKeys:
         return GroupKeys.for_group(group, self.namespace)
 
-    def client(self, socket_timeout: float, *, one_server: bool = False,
+    def client(self, socket_timeout: float | None, *, one_server: bool = False,
                url: str | None = None) -> Redis:
         """A new redis-py asyncio client: no retries of its own (the link decides), commands
-        time out after `socket_timeout`.
+        time out after `socket_timeout` (None: never, for a connection that only waits for
+        pushes: the link's other loops notice a Redis that stopped answering).
 
         `one_server`: one connection that is never silently re-opened (redis-py re-opens a
         broken pooled connection on the next command). A link's commands then all reach the
@@ -328,6 +341,18 @@ def _one_server_class(base: type) -> type:
     return OneServer
 
 
+def _kind(push: Any) -> str:
+    """The kind of a pub/sub reply (``message``, ``subscribe``, ...), or "" if it has none."""
+    return text(push[0]) if isinstance(push, list) and push else ""
+
+
+async def _close_quietly(*closables: Any) -> None:
+    """aclose() each of `closables` (redis-py clients, pubsubs), whatever they raise."""
+    for item in closables:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(item.aclose(), 1.0)
+
+
 # -- the link ----------------------------------------------------------------------------------
 
 
@@ -390,7 +415,9 @@ class RedisLink(GroupLink):
         self._reply_id = "0-0"
         self._snap_version = (0, 0)
         self._calls: dict[str, _Call] = {}  # gid -> call
-        self._used_ids: deque[str] = deque(maxlen=1024)
+        # the newest MAX_USED_IDS action ids, oldest first (a dict: `in` must not scan them all
+        # on every action, as a deque does)
+        self._used_ids: dict[str, None] = {}
         self._claimed: dict[str, tuple[str, str]] = {}  # gid -> (caller's inbox, entry id)
         self._claiming: dict[str, str] = {}  # claims sent but not settled (gid -> inbox)
         self._interrupting: set[str] = set()  # gids with an INTERRUPT queued
@@ -407,6 +434,7 @@ class RedisLink(GroupLink):
         self._failure: asyncio.Future[BaseException] | None = None
         self._cmd: Redis | None = None
         self._blk: Redis | None = None
+        self._actions_channel = ""  # where ENQUEUE pushes action entries (set by _open)
         self._scripts: dict[str, Any] = {}
         self._node: str | None = None  # the URL of the node that holds the group (last _open)
         self.plane = RedisPlane(self, self._loop)  # the continuity plane (redis_plane.py)
@@ -509,6 +537,8 @@ class RedisLink(GroupLink):
                                        url=self._node)
             self._scripts = {name: self._cmd.register_script(text)
                              for name, text in {**SCRIPTS, **PLANE_SCRIPTS}.items()}
+            db = self._cmd.connection_pool.connection_kwargs.get("db", 0)
+            self._actions_channel = self.keys.actions_channel(int(db or 0))
             if self._t.target.kind != "server":
                 # a sentinel's answer may be a moment old: refuse a node that is a replica
                 role = await command(self._cmd, "ROLE")
@@ -552,7 +582,7 @@ class RedisLink(GroupLink):
         if self._lost or self._closed:
             return
         self._recovering = False
-        for coro in (self._worker(), self._reader(), self._lease_loop()):
+        for coro in (self._worker(), self._reader(), self._inbox_loop(), self._lease_loop()):
             self._spawn(coro)
         if self.mode == "real" and self._ready:
             self._start_consumer()
@@ -1215,13 +1245,19 @@ class RedisLink(GroupLink):
         # Claimed for a ready real by ENQUEUE itself (it runs it as soon as it reads it), unless
         # claims must wait for the replicas (`_claim_acked`): then the real claims it.
         claim = "1" if self._t.replica_acks <= 0 else "0"
+        # Known before ENQUEUE is sent: its result is pushed on another connection, and may
+        # be read before ENQUEUE's own answer.
+        old = self._calls.get(gid)  # (a retry after a Redis failure: ENQUEUE answers "dup")
+        if old is not None and old.deadline is not None:
+            old.deadline.cancel()
+        call = self._calls[gid] = _Call(frame.action_id)
+        call.deadline = self._loop.call_later(frame.timeout, self._queue, _Op("expire", gid))
         out = text(await self._run("enqueue", [self.keys.act(gid), self.reply_key],
                                    [gid, timeout_ms, json.dumps(entry, separators=(",", ":")),
-                                    claim]))
-        self._used_ids.append(frame.action_id)
-        call = _Call(frame.action_id)
-        call.deadline = self._loop.call_later(frame.timeout, self._queue, _Op("expire", gid))
-        self._calls[gid] = call
+                                    claim, self._actions_channel]))
+        self._used_ids[frame.action_id] = None
+        if len(self._used_ids) > MAX_USED_IDS:
+            del self._used_ids[next(iter(self._used_ids))]
         if out.startswith("claimed:"):
             self._accepted(gid, int(out.split(":", 1)[1]))
             self._check_calls(self.epoch)  # the lease may have moved on while we waited
@@ -1300,18 +1336,56 @@ class RedisLink(GroupLink):
             task.cancel()
 
     async def _consume(self) -> None:
-        assert self._blk is not None
-        last, gen = "0-0", self._gen
-        while self.mode == "real" and self._ready and gen == self._gen:
-            resp: Any = await self._blk.xread({self.keys.actions: last}, count=32,
-                                              block=BLOCK_MS)
-            for _stream, entries in streams(resp):
-                for entry_id, fields in entries:
-                    last = text(entry_id)
-                    if b"c" in fields:
-                        await self._claimed_for(last, fields)
-                    elif not await self._claim(last, fields):
-                        return
+        """Run the actions of the stream, in order: those queued before we were ready, then
+        each one as ENQUEUE pushes it (no XREAD to re-issue per action: see `_entries`)."""
+        gen = self._gen
+        entries = self._entries(self.keys.actions, self._actions_channel, ACTION_PUSH, "0-0")
+        async with contextlib.aclosing(entries):
+            async for entry_id, fields in entries:
+                if not (self.mode == "real" and self._ready and gen == self._gen):
+                    return
+                if b"c" in fields:
+                    await self._claimed_for(entry_id, fields)
+                elif not await self._claim(entry_id, fields):
+                    return
+
+    async def _entries(self, stream: str, channel: str, names: tuple[bytes, ...],
+                       after: str) -> AsyncGenerator[tuple[str, dict[bytes, bytes]], None]:
+        """Every entry of `stream` after `after`, in order, as it is written. The scripts
+        that XADD to the stream also PUBLISH the entry on `channel` (`push_entry`), so a
+        reader is woken with the entry itself, on a connection of its own that only waits.
+        Subscribed first, then the entries the stream already holds (written while nobody
+        listened), then the pushes: a push of an entry already read is skipped (stream ids
+        only grow, and a channel delivers in the order Redis published). A push lost with a
+        broken connection fails the session; the next one reads the stream again."""
+        client = self._t.client(None, url=self._node)
+        push = client.pubsub()
+        try:
+            await push.subscribe(channel)
+            while _kind(await push.parse_response(block=True)) != "subscribe":
+                pass
+            last = entry_key(after)
+            while True:
+                assert self._blk is not None  # (not the command connection: renewals use it)
+                resp: Any = await self._blk.xread({stream: after}, count=64)
+                batch = [(text(i), f) for _stream, entries in streams(resp) for i, f in entries]
+                for entry_id, fields in batch:
+                    after, last = entry_id, entry_key(entry_id)
+                    yield entry_id, fields
+                if len(batch) < 64:
+                    break
+            while True:
+                message = await push.parse_response(block=True)
+                if _kind(message) != "message":
+                    continue
+                entry = push_entry(message[2], names)
+                if entry is None:
+                    log.warning("ignoring a malformed push on %s", channel)
+                elif entry_key(entry[0]) > last:
+                    last = entry_key(entry[0])
+                    yield entry
+        finally:  # in the background: we may be being cancelled
+            self._t.track(asyncio.ensure_future(_close_quietly(push, client)))
 
     async def _claimed_for(self, entry_id: str, fields: dict[Any, Any]) -> None:
         """An entry ENQUEUE claimed for the ready real of its epoch: run it if that is us, now
@@ -1319,6 +1393,8 @@ class RedisLink(GroupLink):
         caller's INTERRUPT decides (ActionInterruptedError once that epoch is over)."""
         assert self._holder is not None
         gid, reply = text(fields.get(b"g", b"")), text(fields.get(b"r", b""))
+        if gid in self._claimed:  # running already (read again after a reconnect)
+            return
         epoch = self._holder.epoch
         mine = (text(fields.get(b"c", b"")) == self._hello_id()
                 and text(fields.get(b"n", b"")) == str(epoch)
@@ -1384,10 +1460,13 @@ class RedisLink(GroupLink):
         return True
 
     async def _post_result(self, frame: ActionResult) -> None:
-        claimed = self._claimed.pop(frame.action_id, None)
+        claimed = self._claimed.get(frame.action_id)
         if claimed is None:
             return
+        # forgotten once posted, not before: a RESULT that fails with Redis is sent again by
+        # the worker after recovery, and meanwhile its entry, read again, is not run again
         await self._post(frame.action_id, claimed[0], frame, claimed[1])
+        self._claimed.pop(frame.action_id, None)
 
     async def _post(self, gid: str, reply: str, frame: ActionResult, entry_id: str = "") -> None:
         assert self._hello is not None
@@ -1404,18 +1483,20 @@ class RedisLink(GroupLink):
         assert self._blk is not None
         gen = self._gen
         while gen == self._gen:
-            resp: Any = await self._blk.xread({self.keys.events: self._events_id,
-                                               self.reply_key: self._reply_id},
+            resp: Any = await self._blk.xread({self.keys.events: self._events_id},
                                               count=64, block=BLOCK_MS)
-            for stream, entries in streams(resp):
-                name = text(stream)
+            for _stream, entries in streams(resp):
                 for entry_id, fields in entries:
-                    if name == self.reply_key:
-                        self._reply_id = text(entry_id)
-                        self._on_reply(fields)
-                    else:
-                        self._events_id = text(entry_id)
-                        self._on_event(fields)
+                    self._events_id = text(entry_id)
+                    self._on_event(fields)
+
+    async def _inbox_loop(self) -> None:
+        """Our inbox: action results and the plane's delegates, pushed as they are written."""
+        entries = self._entries(self.reply_key, self.reply_key, INBOX_PUSH, self._reply_id)
+        async with contextlib.aclosing(entries):
+            async for entry_id, fields in entries:
+                self._reply_id = entry_id
+                self._on_reply(fields)
 
     def _on_event(self, fields: dict[Any, Any]) -> None:
         kind = text(fields.get(b"e", b""))

@@ -55,9 +55,18 @@ local info = redis.call('HGET', KEYS[4], ARGV[3])
 if not exp or tonumber(exp) <= now or not info then return 'unknown' end
 local ok, d = pcall(cjson.decode, info)
 if not ok or type(d) ~= 'table' or d.inbox ~= KEYS[8] then return 'unknown' end
-redis.call('XADD', KEYS[8], 'MAXLEN', '~', 1024, '*', 't', 'delegate', 'd', ARGV[4],
-           'r', ARGV[5])
+local id = redis.call('XADD', KEYS[8], 'MAXLEN', '~', 1024, '*', 't', 'delegate', 'd', ARGV[4],
+                      'r', ARGV[5])
 redis.call('PEXPIRE', KEYS[8], REPLY_TTL)
+push(KEYS[8], id, 'delegate', '', '', ARGV[5], ARGV[4])
+return 'ok'
+"""
+
+# ARGV: delegate id, result frame; KEYS[8]: the real's inbox (an entry, pushed like RESULT's)
+_DRESULT = """
+local id = redis.call('XADD', KEYS[8], 'MAXLEN', '~', 1024, '*', 't', 'dresult', 'g', ARGV[1],
+                      'd', ARGV[2])
+push(KEYS[8], id, 'dresult', ARGV[1], '', '', ARGV[2])
 return 'ok'
 """
 
@@ -82,7 +91,8 @@ return append(out, redis.call('ZRANGE', KEYS[5], 0, -1, 'WITHSCORES'))
 
 PLANE_SCRIPTS: dict[str, str] = {
     name: plane_script(body) for name, body in
-    {"delegate": _DELEGATE, "continuity": _CONTINUITY, "alive": _ALIVE}.items()
+    {"delegate": _DELEGATE, "dresult": _DRESULT, "continuity": _CONTINUITY,
+     "alive": _ALIVE}.items()
 }
 #: delegates received and not yet answered that a link remembers the real's inbox for
 MAX_SERVING = 1024
@@ -202,9 +212,7 @@ class RedisPlane:
         reply = self._serving.pop(frame.id, None)
         if reply is None or not self._h.keys.is_reply(reply):
             return
-        client = self._h.client()
-        await client.xadd(reply, {"t": "dresult", "g": frame.id, "d": frame.to_json()},
-                          maxlen=1024, approximate=True)
+        await self._h.run_script("dresult", [reply], [frame.id, frame.to_json()])
 
     # -- from Redis --------------------------------------------------------------------------
 

@@ -25,16 +25,20 @@ from webphone.errors import GroupProtocolError
 from webphone.shared.protocol import MemberInfo
 
 __all__ = [
+    "ACTION_PUSH",
     "ACT_RETENTION_MS",
     "BLOCK_MS",
     "GROUP_TTL_MS",
+    "INBOX_PUSH",
     "REPLY_TTL_MS",
     "SCRIPTS",
     "GroupKeys",
     "LeaseView",
+    "entry_key",
     "is_gid",
     "member_infos",
     "plane_script",
+    "push_entry",
     "streams",
     "text",
 ]
@@ -84,6 +88,13 @@ class GroupKeys:
     def actions(self) -> str:
         return f"{self.prefix}:actions"
 
+    def actions_channel(self, db: int) -> str:
+        """The channel ENQUEUE pushes each action entry on (the ready real subscribes to it).
+        Channels ignore the database number (SELECT): it is in the name, so that the same group
+        name in two databases of one server stays two groups. (An inbox's channel is its key's
+        name: its random nonce already keeps it apart.)"""
+        return f"{self.prefix}:actions:db{db}"
+
     def act(self, gid: str) -> str:
         return f"{self.prefix}:act:{gid}"
 
@@ -92,10 +103,18 @@ class GroupKeys:
 
     def is_reply(self, key: str) -> bool:
         """True for an inbox key of this group (a claim never writes anywhere else)."""
-        return re.fullmatch(re.escape(self.prefix) + r":reply:[0-9a-f]{12}", key) is not None
+        return _INBOX.fullmatch(key) is not None and key.startswith(self.prefix) \
+            and len(key) == len(self.prefix) + 19  # ":reply:" + 12 hex digits
 
 
+_INBOX = re.compile(r".*:reply:[0-9a-f]{12}")
 _GID = re.compile(r"[0-9a-f]{12}\.[A-Za-z0-9_.:-]{1,100}")
+_ENTRY_ID = re.compile(rb"[0-9]{1,20}-[0-9]{1,20}")
+
+#: the fields of a pushed action entry, in the order the scripts push them (ENQUEUE)
+ACTION_PUSH = (b"g", b"r", b"c", b"n", b"a")
+#: the fields of a pushed inbox entry (RESULT, and the plane's DELEGATE and DRESULT)
+INBOX_PUSH = (b"t", b"g", b"n", b"r", b"d")
 
 # -- scripts -----------------------------------------------------------------------------------
 
@@ -143,6 +162,13 @@ local function members_out(now)
     if info then table.insert(out, info) end
   end
   return out
+end
+-- the stream entry `id` (just XADDed) pushed to its reader as well: the PUBLISH wakes a reader
+-- at once, the stream keeps the entry for a reader that was not subscribed (see `push_entry`)
+local function push(channel, id, ...)
+  if channel and channel ~= '' then
+    redis.call('PUBLISH', channel, id .. '\\n' .. table.concat({{...}}, '\\n'))
+  end
 end
 local function append(out, items)
   for _, v in ipairs(items) do table.insert(out, v) end
@@ -329,10 +355,11 @@ event('snapshot', e, ARGV[4], ARGV[3])
 return 'ok'
 """
 
-# KEYS[8] act, KEYS[9] caller's inbox; ARGV: gid, timeout_ms, action frame[, claim]
+# KEYS[8] act, KEYS[9] caller's inbox; ARGV: gid, timeout_ms, action frame[, claim[, channel]]
 # claim = '1': if a real is ready, the action is claimed for it here (what CLAIM would do when it
 # reads the entry), so that it runs the action as soon as it reads it: one round trip less
-# on the real's side. Returns 'dup', 'ok' (queued) or 'claimed:<epoch>'.
+# on the real's side. channel: the entry is also pushed there (the real's wake-up, ACTION_PUSH).
+# Returns 'dup', 'ok' (queued) or 'claimed:<epoch>'.
 _ENQUEUE = """
 local now = now_ms()
 if redis.call('EXISTS', KEYS[8]) == 1 then return 'dup' end
@@ -342,15 +369,18 @@ if ARGV[4] == '1' and l and l.ready == '1' and l.state == 'real' then
   redis.call('HSET', KEYS[8], 'state', 'claimed', 'epoch', l.epoch, 'deadline', deadline,
              'reply', KEYS[9])
   redis.call('PEXPIRE', KEYS[8], ACT_RETENTION)
-  redis.call('XADD', KEYS[7], 'MAXLEN', '~', 10000, '*', 'g', ARGV[1], 'r', KEYS[9],
-             'a', ARGV[3], 'c', l.holder, 'n', tostring(l.epoch))
+  local id = redis.call('XADD', KEYS[7], 'MAXLEN', '~', 10000, '*', 'g', ARGV[1], 'r', KEYS[9],
+                        'a', ARGV[3], 'c', l.holder, 'n', tostring(l.epoch))
   redis.call('PEXPIRE', KEYS[7], GROUP_TTL)
+  push(ARGV[5], id, ARGV[1], KEYS[9], l.holder, tostring(l.epoch), ARGV[3])
   return 'claimed:' .. tostring(l.epoch)
 end
 redis.call('HSET', KEYS[8], 'state', 'queued', 'deadline', deadline, 'reply', KEYS[9])
 redis.call('PEXPIRE', KEYS[8], tonumber(ARGV[2]) + ACT_RETENTION)
-redis.call('XADD', KEYS[7], 'MAXLEN', '~', 10000, '*', 'g', ARGV[1], 'r', KEYS[9], 'a', ARGV[3])
+local id = redis.call('XADD', KEYS[7], 'MAXLEN', '~', 10000, '*', 'g', ARGV[1], 'r', KEYS[9],
+                      'a', ARGV[3])
 redis.call('PEXPIRE', KEYS[7], GROUP_TTL)
+push(ARGV[5], id, ARGV[1], KEYS[9], '', '', ARGV[3])
 return 'ok'
 """
 
@@ -375,7 +405,8 @@ return 'ok'
 """
 
 # KEYS[8] act, KEYS[9] caller's inbox; ARGV: member, epoch, gid, result frame[, stream entry id]
-# (the entry of an action claimed by ENQUEUE is deleted here: nobody else needs it)
+# (the entry of an action claimed by ENQUEUE is deleted here: nobody else needs it). The result
+# entry is pushed on the inbox's channel (its name), INBOX_PUSH.
 _RESULT = """
 if ARGV[5] then redis.call('XDEL', KEYS[7], ARGV[5]) end
 local l = lease_get()
@@ -384,9 +415,10 @@ local a = redis.call('HMGET', KEYS[8], 'state', 'epoch', 'reply')
 if not a[1] then return 'gone' end
 if a[1] ~= 'claimed' or a[2] ~= ARGV[2] or a[3] ~= KEYS[9] then return a[1] end
 redis.call('HSET', KEYS[8], 'state', 'done')
-redis.call('XADD', KEYS[9], 'MAXLEN', '~', 1000, '*', 't', 'result', 'g', ARGV[3],
-           'n', ARGV[2], 'd', ARGV[4])
+local id = redis.call('XADD', KEYS[9], 'MAXLEN', '~', 1000, '*', 't', 'result', 'g', ARGV[3],
+                      'n', ARGV[2], 'd', ARGV[4])
 redis.call('PEXPIRE', KEYS[9], REPLY_TTL)
+push(KEYS[9], id, 'result', ARGV[3], ARGV[2], '', ARGV[4])
 return 'ok'
 """
 
@@ -430,6 +462,23 @@ def plane_script(body: str) -> str:
 def is_gid(gid: str) -> bool:
     """True for an action id as links write them (<link nonce>.<member's action id>)."""
     return _GID.fullmatch(gid) is not None
+
+
+def push_entry(data: bytes, names: tuple[bytes, ...]) -> tuple[str, dict[bytes, bytes]] | None:
+    """A stream entry as the scripts' ``push`` publishes it (``<entry id>\\n<field>\\n...``,
+    the fields in the order of `names`, the last one free text) as (entry id, fields), the
+    empty fields left out as XADD leaves them out; None if it is not one."""
+    parts = data.split(b"\n", len(names))
+    if len(parts) != len(names) + 1 or _ENTRY_ID.fullmatch(parts[0]) is None:
+        return None
+    return parts[0].decode(), {name: value for name, value in zip(names, parts[1:],
+                                                                   strict=True) if value}
+
+
+def entry_key(entry_id: str) -> tuple[int, int]:
+    """A stream entry id (``<ms>-<seq>``) as a tuple that orders like the stream."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def text(value: Any) -> str:
