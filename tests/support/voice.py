@@ -7,12 +7,12 @@ callers in a process of their own.
 
     callers = await CallerProcess.spawn([sip_info, ...], callee="101", utterance=wav, log_dir=d,
                                         frequencies=[500, 700])
-    levels = await callers.converse()   # {frequency: {frequency: level}} per caller
+    results = await callers.converse()  # per caller: {"levels": {hz: level}, "speak_s", ...}
 
 The callers' process exists for the test of several concurrent calls: every call costs its two
 ends (encode, decode, jitter buffer) about the same, so callers living in the bot's process
 doubled the real-time work of the one event loop under test, and under load that loop fell
-behind the audio (a 2 s utterance took 4-5 s to send and the bot's replies came 7-9 s late).
+behind the audio (a 2 s utterance took 3.3-5.5 s to send, the bot's replies came 7-9 s late).
 In a process of their own they are the far party of the issue's rule: "not the bottleneck,
 say how you made sure" (their loop lag is in each result).
 
