@@ -47,8 +47,19 @@ def server() -> Iterator[SandboxServer]:
         srv.stop()
 
 
+def _take_the_terminal() -> None:
+    """In the child, after its setsid(): stdin (the pty) becomes its controlling terminal, so
+    that the pty's line discipline signals it as a shell's terminal signals its foreground job.
+    prompt_toolkit prints events above the prompt in cooked mode (`run_in_terminal`), where a
+    Ctrl-C is a SIGINT from the terminal, not a key: without a controlling terminal that SIGINT
+    went nowhere and the Ctrl-C was lost (the test then timed out under load, where the cooked
+    window around each print is longer)."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
 class Terminal:
-    """A process on a pseudo-terminal; `expect` reads the screen stream without escapes."""
+    """A process on a pseudo-terminal (its controlling terminal, in a session of its own, as
+    a shell would run it); `expect` reads the screen stream without escapes."""
 
     def __init__(self, argv: list[str]) -> None:
         self.master, slave = os.openpty()
@@ -56,7 +67,7 @@ class Terminal:
         os.set_blocking(self.master, False)
         env = {**os.environ, "TERM": "xterm"}
         self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=_take_the_terminal)
         os.close(slave)
         self.seen = b""
 

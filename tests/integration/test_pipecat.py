@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import math
 import os
 import shutil
 import subprocess
@@ -18,17 +17,27 @@ import sys
 import time
 import wave
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from support.sandbox_server import sandbox_users
+from support.voice import (
+    FRAME,
+    RATE,
+    CallerProcess,
+    Ear,
+    leading_silence,
+    loud_frames,
+    speak,
+    trailing_silence,
+)
 from support.wait import wait_until
 from webphone import SipInfo, WebPhone
 from webphone.errors import CallError
-from webphone.media import rms, sine_wave, tone_levels
+from webphone.media import sine_wave, tone_levels
 from webphone.sandbox import Sandbox
 
 pytestmark = pytest.mark.timeout(60)
@@ -42,10 +51,6 @@ except ImportError as exc:  # the extra is not installed (scripts/test installs 
     pytest.skip(str(exc), allow_module_level=True)
 
 ROOT = Path(__file__).resolve().parents[2]
-RATE = 16000  # the callers' receive rate
-FRAME = 0.02
-LOUD = 0.02  # rms (fraction of full scale) above which the caller hears the bot
-QUIET = 0.005  # and below which it hears silence
 
 
 def quiet_pipecat_logs() -> None:
@@ -77,78 +82,6 @@ def espeak(text: str, path: Path) -> tuple[bytes, int]:
     subprocess.run(["espeak-ng", "-w", str(path), text], check=True)
     with wave.open(str(path), "rb") as w:
         return w.readframes(w.getnframes()), w.getframerate()
-
-
-def with_tone(pcm: bytes, rate: int, frequency: float, level: float = 0.25) -> bytes:
-    """`pcm` with a sine of `frequency` added under it (the call's signature)."""
-    import numpy as np
-
-    speech = np.frombuffer(pcm, dtype=np.int16).astype(np.float64)
-    t = np.arange(len(speech)) / rate
-    mixed = speech * 0.6 + level * 32767 * np.sin(2 * math.pi * frequency * t)
-    return np.clip(mixed, -32768, 32767).astype(np.int16).tobytes()
-
-
-def _loud_frames(pcm: bytes, rate: int) -> list[bool]:
-    step = int(rate * FRAME) * 2
-    return [rms(pcm[i:i + step]) > LOUD for i in range(0, len(pcm), step)]
-
-
-def trailing_silence(pcm: bytes, rate: int) -> float:
-    """Seconds of quiet at the end of `pcm`."""
-    loud = _loud_frames(pcm, rate)
-    return (len(loud) - 1 - max(i for i, x in enumerate(loud) if x)) * FRAME
-
-
-def leading_silence(pcm: bytes, rate: int) -> float:
-    """Seconds of quiet at the start of `pcm`."""
-    return _loud_frames(pcm, rate).index(True) * FRAME
-
-
-@dataclass
-class Ear:
-    """Everything a caller receives, as (time, rms, pcm) per 20 ms frame."""
-
-    frames: list[tuple[float, float, bytes]] = field(default_factory=list)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def listen(self, media: Any) -> None:
-        async for frame in media.received_audio(max_frames=500):
-            self.frames.append((frame.received_at, rms(frame.pcm), frame.pcm))
-            self.changed.set()
-
-    async def _until(self, found: Callable[[], float | None], timeout: float, what: str) -> float:
-        async with asyncio.timeout(timeout):
-            while (t := found()) is None:
-                self.changed.clear()
-                await self.changed.wait()
-        return t
-
-    async def sound(self, after: float, timeout: float = 5.0) -> float:
-        """Time of the first loud frame received after `after`."""
-        def found() -> float | None:
-            return next((t for t, level, _ in self.frames if t > after and level > LOUD), None)
-
-        return await self._until(found, timeout, "sound")
-
-    async def silence(self, after: float, hold: float = 0.3, timeout: float = 5.0) -> float:
-        """Start of the first run of quiet frames lasting `hold` s after `after`."""
-        need = round(hold / FRAME)
-
-        def found() -> float | None:
-            run: list[float] = []
-            for t, level, _ in self.frames:
-                if t <= after:
-                    continue
-                run = [*run, t] if level < QUIET else []
-                if len(run) >= need:
-                    return run[0] - FRAME  # the frame's time is its arrival: it began 20 ms earlier
-            return None
-
-        return await self._until(found, timeout, "silence")
-
-    def pcm(self, start: float, end: float) -> bytes:
-        return b"".join(p for t, _, p in self.frames if start < t <= end)
 
 
 # -- fixtures ----------------------------------------------------------------------------------
@@ -244,25 +177,6 @@ async def caller_factory(sb: Sandbox) -> AsyncIterator[Callable[..., Any]]:
         await caller.phone.dispose()
 
 
-async def speak(media: Any, pcm: bytes, rate: int) -> float:
-    """Play `pcm` at the caller, paced in real time (20 ms a step, so the player's buffer holds
-    no more than a frame); the loop time its last audio went out, by our own clock."""
-    loop = asyncio.get_running_loop()
-    step = int(rate * FRAME) * 2
-    start = loop.time()
-    ended = start
-
-    async def paced() -> AsyncIterator[bytes]:
-        nonlocal ended
-        for n, i in enumerate(range(0, len(pcm), step)):
-            await asyncio.sleep(max(0.0, start + n * FRAME - loop.time()))
-            yield pcm[i:i + step]
-        ended = loop.time() + FRAME
-
-    assert await media.play_pcm(paced(), rate)
-    return ended
-
-
 # -- tests -------------------------------------------------------------------------------------
 
 
@@ -320,7 +234,7 @@ async def test_dtmf_arrives_as_frames_and_pound_says_goodbye_then_hangs_up(
     await asyncio.wait_for(caller.session.wait_closed(), 10)
     ended = loop.time()
     goodbye = caller.ear.pcm(goodbye_heard - FRAME, ended)
-    loud = sum(_loud_frames(goodbye, RATE)) * FRAME
+    loud = sum(loud_frames(goodbye, RATE)) * FRAME
     pcm, rate = speech["goodbye"]
     spoken = len(pcm) / 2 / rate - trailing_silence(pcm, rate) - leading_silence(pcm, rate)
     print(f"\ngoodbye heard {(goodbye_heard - pressed) * 1000:.0f} ms after #; "
@@ -435,41 +349,45 @@ FREQUENCIES = [500, 700, 900, 1100, 1300]
 
 
 async def test_five_concurrent_calls_are_independent_and_a_sixth_is_declined(
-    sb: Sandbox, bot_factory: Callable[..., Any], caller_factory: Callable[..., Any],
-    speech: dict[str, tuple[bytes, int]],
+    sb: Sandbox, bot_factory: Callable[..., Any], speech: dict[str, tuple[bytes, int]],
+    tmp_path: Path,
 ) -> None:
     """One process serves 5 calls at once, each with its own pipeline: every caller says its
     utterance over a tone of its own and hears back its tone, not another's. A 6th call over
-    max_calls=5 is declined."""
+    max_calls=5 is declined. The 5 callers are a process of their own (support.voice says
+    why): this process is the bot's, with the sandbox."""
     bot = await bot_factory(max_calls=5)
-    callers = await asyncio.gather(
-        *(caller_factory(user=str(102 + i)) for i in range(len(FREQUENCIES))))
-    await wait_until(lambda: len(bot.server.calls) == 5, 10, message="5 calls served")
+    utterance = tmp_path / "utterance.wav"
     pcm, rate = speech["utterance"]
-
-    async def converse(caller: Caller, frequency: int) -> dict[int, float]:
-        # Five pipelines on two loaded cores: generous deadlines, the check is the frequency.
-        greeted = await caller.ear.sound(after=0, timeout=10)
-        await caller.ear.silence(after=greeted, timeout=10)
-        sent = await speak(caller.media, with_tone(pcm, rate, frequency), rate)
-        replied = await caller.ear.sound(after=sent, timeout=10)
-        over = await caller.ear.silence(after=replied, hold=0.4, timeout=10)
-        return tone_levels(caller.ear.pcm(replied, over), RATE, FREQUENCIES)
-
-    async with WebPhone(SipInfo.from_dict(sb.sip_info("107")), instance_id="caller-107",
-                        loopback_media=True) as sixth:
-        try:
-            refused = await sixth.call("101")
-            await asyncio.wait_for(refused.wait_closed(), 10)
-            outcome = f"{refused.state}: {refused.end_reason}"
-        except CallError as exc:
-            outcome = f"CallError: {exc}"
-    print(f"\nthe 6th call: {outcome}")
-    assert bot.server.declined == 1 and len(bot.server.calls) == 5
-    levels = await asyncio.gather(*(converse(c, f) for c, f in zip(callers, FREQUENCIES,
-                                                                     strict=True)))
-    for frequency, level in zip(FREQUENCIES, levels, strict=True):
+    with wave.open(str(utterance), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm)
+    callers = await CallerProcess.spawn(
+        [sb.sip_info(str(102 + i)) for i in range(len(FREQUENCIES))], callee="101",
+        utterance=utterance, frequencies=FREQUENCIES, log_dir=tmp_path)
+    try:
+        await wait_until(lambda: len(bot.server.calls) == 5, 10, message="5 calls served")
+        async with WebPhone(SipInfo.from_dict(sb.sip_info("107")), instance_id="caller-107",
+                            loopback_media=True) as sixth:
+            try:
+                refused = await sixth.call("101")
+                await asyncio.wait_for(refused.wait_closed(), 10)
+                outcome = f"{refused.state}: {refused.end_reason}"
+            except CallError as exc:
+                outcome = f"CallError: {exc}"
+        print(f"\nthe 6th call: {outcome}")
+        assert bot.server.declined == 1 and len(bot.server.calls) == 5
+        results = await callers.converse()
+    finally:
+        await callers.close()
+    for frequency, result in zip(FREQUENCIES, results, strict=True):
+        level = {int(f): v for f, v in result["levels"].items()}
         loudest = max(level, key=lambda f: level[f])
         print(f"caller with {frequency} Hz heard back: "
-              + ", ".join(f"{f}: {v:.3f}" for f, v in level.items()))
+              + ", ".join(f"{f}: {v:.3f}" for f, v in level.items())
+              + f" (sent {result['audio_s']:.2f} s of audio in {result['speak_s']:.2f} s, "
+              f"reply after {result['reply_after_s']:.2f} s; callers' loop lag "
+              f"{result['loop_lag_ms']:.0f} ms)")
         assert loudest == frequency, level

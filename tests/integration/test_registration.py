@@ -161,7 +161,11 @@ async def test_lost_connection_reconnects(throwaway_server: Any) -> None:
     client.on("reconnected", lambda: reconnected.append(True))
     await client.start()
     try:
-        kam.restart()
+        # Stopped and started from this loop (not the blocking restart()): the client lives in
+        # it and must answer the server's WebSocket close; a blocked loop made the sandbox wait
+        # out its 10 s close timeout.
+        await kam.astop()
+        await kam.astart()
         await wait_until(lambda: reconnected, timeout=15, message="reconnect after restart")
         assert len(kam.bindings("bob")) == 1
     finally:

@@ -46,9 +46,19 @@ from support.sandbox_server import SandboxServer
 from support.wait import wait_until
 
 GROUP_USER, FAR_USER = "105", "106"
-#: correctness bounds (see the module docstring), not targets
+#: The group's heartbeat timeout over the local hub (MemberGroup's default) and its lease over
+#: Redis (s). The Redis lease is the library's default, for the reason webphone.shared.lease
+#: gives (a busy 2-core machine stalls a loop for a second or two): a lease is a real-time
+#: budget, renewed within 2/3 of it. At 1.5 s (renewed within 1.0 s), under load 5-8 (nice 10)
+#: the Redis cases failed in 6 of 11 runs, every failure whose logs were read the same way: the
+#: successor that had just taken the lease, busy renewing the call's media, missed that
+#: deadline, stepped down, was deposed and its call fenced (a second failover nobody caused).
+#: At 3 s: 1 step-down in 9 runs.
+HEARTBEAT_S, REDIS_LEASE_S = 1.5, 3.0
+#: correctness bounds (see the module docstring), not targets; a media holder's death is seen
+#: after the heartbeat timeout or the lease, so its bound counts from there
 SIGNALLING_GAP_BOUND_MS = 1000.0
-MEDIA_GAP_BOUND_MS = 5000.0
+MEDIA_GAP_BEYOND_DETECTION_MS = 3500.0
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(60)]
 
@@ -74,16 +84,27 @@ async def holders(request: pytest.FixtureRequest, server: Any,
     """`await holders(names)` -> {name: (member, tone)}: a group on the sandbox over the local
     hub (default) or a real redis-server (parametrized "redis": `BOTH`)."""
     extra: tuple[str, ...] = ()
+    timeout = HEARTBEAT_S
     if getattr(request, "param", "local") == "redis":
         redis: RedisServer = request.getfixturevalue("redis_server")
         extra = ("--hub", redis.url)
+        timeout = REDIS_LEASE_S
     server.clear_bindings(GROUP_USER)
-    group = member_group(GROUP_USER, kam=server)
+    group = member_group(GROUP_USER, kam=server, heartbeat_timeout=timeout)
 
     async def spawn(names: list[str]) -> Members:
         return await spawn_holders(group, names, *extra)
 
     return spawn
+
+
+@pytest.fixture
+def media_gap_bound_ms(request: pytest.FixtureRequest) -> float:
+    """The correctness bound of a media holder's death: `MEDIA_GAP_BEYOND_DETECTION_MS` after
+    the group can see it (the heartbeat timeout, or the lease over Redis)."""
+    callspec = getattr(request.node, "callspec", None)
+    redis = callspec is not None and callspec.params.get("holders") == "redis"
+    return (REDIS_LEASE_S if redis else HEARTBEAT_S) * 1000 + MEDIA_GAP_BEYOND_DETECTION_MS
 
 
 @pytest.fixture
@@ -163,7 +184,7 @@ async def test_graceful_leave_of_the_signalling_holder(
 
 @SERVERS
 async def test_sigkill_of_the_media_holder(
-    holders: Callable[[list[str]], Any], far: FarParty
+    holders: Callable[[list[str]], Any], far: FarParty, media_gap_bound_ms: float
 ) -> None:
     _, dummy, call = await a_call_a_dummy_holds(holders, far)
     since = marks([m for m in call.alive() if m is not dummy])
@@ -173,12 +194,12 @@ async def test_sigkill_of_the_media_holder(
     assert holder is not dummy
     report = await survived(call, killed, holder,
                             f"SIGKILL of the media holder (now {holder.name})")
-    assert report["gap_ms"] < MEDIA_GAP_BOUND_MS, report
+    assert report["gap_ms"] < media_gap_bound_ms, report
 
 
 @BOTH
 async def test_sigkill_of_a_real_that_held_both(
-    holders: Callable[[list[str]], Any], far: FarParty
+    holders: Callable[[list[str]], Any], far: FarParty, media_gap_bound_ms: float
 ) -> None:
     members = await holders(["a", "b", "c"])
     real = real_of(members)
@@ -189,7 +210,7 @@ async def test_sigkill_of_a_real_that_held_both(
     holder = await call.new_holder(since)
     report = await survived(call, killed, holder, f"SIGKILL of the real holding both (media now "
                               f"on {holder.name})")
-    assert report["gap_ms"] < MEDIA_GAP_BOUND_MS, report
+    assert report["gap_ms"] < media_gap_bound_ms, report
 
 
 async def test_the_real_holds_the_media_and_the_meter_sees_the_group_die(
