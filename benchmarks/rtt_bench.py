@@ -66,13 +66,6 @@ def _action_size() -> int:
     return len(Action("a123", "hold", NO_CALL, {}, 10.0).to_json())
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process `pid` so far (/proc: clock ticks)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _load() -> float:
     return round(os.getloadavg()[0], 2)
 
@@ -202,9 +195,9 @@ async def bench_local(kam: Any, user: str) -> list[dict[str, Any]]:
             echo = (await echo_rtts(size, ROUNDS + WARMUP))[WARMUP:]
             floor = await frame_floor_rtts(ROUNDS)
             tasked = await frame_floor_rtts(ROUNDS, frames=False)
-            cpu0 = (time.process_time(), _cpu_seconds(real.pid))
+            cpu0 = (time.process_time(), _cpu_s(real.pid))
             direct_t = await _times(lambda: _action(phones[0]), ROUNDS)
-            cpu1 = (time.process_time(), _cpu_seconds(real.pid))
+            cpu1 = (time.process_time(), _cpu_s(real.pid))
             hub_t = await _times(lambda: _action(phones[1]), ROUNDS)
             n = ROUNDS + WARMUP
             runs.append({"load": load, "echo": statistics.median(echo),
