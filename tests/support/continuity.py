@@ -47,6 +47,7 @@ if __name__ == "__main__":  # run as a script: `support` is importable from test
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from support.group import MemberGroup, MemberProc
+from support.procs import child_logging
 from support.wait import wait_until
 
 __all__ = [
@@ -460,11 +461,7 @@ def main() -> int:
     p.add_argument("--expect", default=",".join(str(t) for t in MEMBER_TONES))
     p.add_argument("--instance-id", required=True)
     args = p.parse_args()
-    import logging
-
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format=f"%(asctime)s far[{os.getpid()}] %(name)s %(message)s")
-    logging.getLogger("aioice").setLevel(logging.WARNING)
+    child_logging("far")
     return asyncio.run(_far_main(args))
 
 

@@ -25,7 +25,18 @@ import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["ManagedProcess", "ProcessDiedError", "log_tails_since"]
+__all__ = ["ManagedProcess", "ProcessDiedError", "child_logging", "log_tails_since"]
+
+def child_logging(tag: str) -> None:
+    """Logging of a test's child process (a far party, a callers' process): INFO to stderr,
+    each line with `tag[pid]`, aioice's per-candidate chatter left out."""
+    import logging
+    import sys
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format=f"%(asctime)s {tag}[{os.getpid()}] %(name)s %(message)s")
+    logging.getLogger("aioice").setLevel(logging.WARNING)
+
 
 DEFAULT_STOP: tuple[tuple[int, float], ...] = ((signal.SIGTERM, 5.0),)
 

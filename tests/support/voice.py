@@ -39,6 +39,7 @@ if __name__ == "__main__":  # run as a script: `support` is importable from test
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from support.group import MemberProc
+from support.procs import child_logging
 
 __all__ = ["FRAME", "LOUD", "QUIET", "RATE", "CallerProcess", "Ear", "leading_silence",
            "loud_frames", "speak", "trailing_silence", "with_tone"]
@@ -260,11 +261,7 @@ def main() -> int:
     p.add_argument("--utterance", required=True, help="a 16-bit mono WAV")
     p.add_argument("--frequencies", required=True, help="one per caller, comma-separated")
     args = p.parse_args()
-    import logging
-
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format=f"%(asctime)s callers[{os.getpid()}] %(name)s %(message)s")
-    logging.getLogger("aioice").setLevel(logging.WARNING)
+    child_logging("callers")
     return asyncio.run(_callers_main(args))
 
 
