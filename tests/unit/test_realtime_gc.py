@@ -44,7 +44,9 @@ def test_objects_alive_then_are_frozen_later_ones_are_not() -> None:
     after = {"held": [3, 4]}
     assert not _tracked(before)
     assert _tracked(after)
-    assert tuning.frozen == gc.get_freeze_count() > 1000  # the interpreter's modules at least
+    # Frozen objects still die by reference counting and leave the permanent generation (a
+    # thread left by an earlier test may free some at any moment), so the count can only fall.
+    assert tuning.frozen >= gc.get_freeze_count() > 1000  # the interpreter's modules at least
     assert tuning.collect_ms >= 0
 
 
@@ -88,11 +90,14 @@ def test_restore_puts_back_the_hosts_thresholds_after_repeated_tuning() -> None:
 
 
 def test_restore_without_tuning_leaves_a_hosts_own_freeze() -> None:
+    held = {"held": [5, 6]}
     gc.freeze()
     try:
-        frozen = gc.get_freeze_count()
         restore_gc()
-        assert gc.get_freeze_count() == frozen
+        # Not the count (frozen objects that die leave it): an object frozen by the host stays
+        # outside what collections examine.
+        assert not _tracked(held)
+        assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
 
