@@ -77,6 +77,47 @@ async def test_renew_media_brings_the_audio_back_both_ways(
             task.cancel()
 
 
+@pytest.mark.kamailio
+async def test_the_media_timeout_waits_while_renew_media_negotiates(
+    kamailio: Any, fresh_user: Callable[[], str]
+) -> None:
+    """The far party offers (in its 200 to the offerless re-INVITE) three media timeouts late,
+    as a busy far end may: the mover's media timeout does not count while `renew_media`
+    negotiates (no audio is expected before that exchange ends), so the call goes on and the
+    audio comes back both ways; once renewed, silence ends the call by the timeout again.
+    (A successor adopting a call with `--media-timeout 1` on a loaded machine ended it: "no
+    audio received for 1 s" while the far party had not yet answered its re-INVITE.)"""
+    timeout = 0.5
+    a_user, b_user = fresh_user(), fresh_user()
+    async with phones(kamailio, [a_user], media_timeout=timeout) as (caller,), \
+            phones(kamailio, [b_user], media_timeout=None) as (callee,):
+        out, inc = await connect(caller, callee, b_user)
+        tasks = [await playing(inc, FAR), await playing(out, OLD)]
+        assert await heard(inc, tone_is(OLD)) == OLD
+        far_media, old = inc.media, out.media
+        assert isinstance(far_media, MediaSession) and isinstance(old, MediaSession)
+        offer = far_media.create_offer
+
+        async def slow_offer(**options: Any) -> str:
+            await asyncio.sleep(3 * timeout)  # the far end's slowness under test
+            return await offer(**options)
+
+        far_media.create_offer = slow_offer  # type: ignore[method-assign]
+        record = old.continuity()
+        await old.close()
+        new = MediaSession.resume(record, loopback_only=True)
+        tasks.append(asyncio.create_task(new.play_tone(NEW, 60)))
+        await out.renew_media(new)
+        assert out.state == "answered" and out.media is new
+        assert await heard(inc, tone_is(NEW)) == NEW
+        assert await heard(out, tone_is(FAR)) == FAR
+        await far_media.peer_connection.close()
+        await asyncio.wait_for(out.wait_closed(), 5)
+        assert out.end_reason == f"no audio received for {timeout:g} s (media timeout)"
+        for task in tasks:
+            task.cancel()
+
+
 async def test_renew_media_ends_the_call_when_the_dialog_is_gone(
     sip_server: Any, server_user: Callable[[], str]
 ) -> None:

@@ -48,6 +48,9 @@ class LiveSession(CallActions):
         self._session_timer: st.SessionTimer | None = None
         self._timer_changed = asyncio.Event()
         self._timer_task: asyncio.Task[Any] | None = None
+        # True while renew_media negotiates new media: no audio is expected before that
+        # offer/answer ends (renew_media bounds it and ends the call if it fails)
+        self._renewing = False
 
     # -- state ------------------------------------------------------------------------------
 
@@ -165,10 +168,13 @@ class LiveSession(CallActions):
 
     def _media_heard(self) -> int | None:
         """A counter that moves while audio arrives, or None when none is expected now (we
-        hold the peer, or it holds us with `inactive`)."""
+        hold the peer, it holds us with `inactive`, or `renew_media` is still negotiating the
+        call's new media: RFC 3264 §8, the new session starts once its offer/answer is done)."""
         media = self.media
         if media is None:
             return 0
+        if self._renewing:
+            return None
         if media.negotiated_direction not in (None, "sendrecv", "recvonly"):
             return None
         stats = media.stats

@@ -63,6 +63,7 @@ class MediaMoves(LiveSession):
         self._require("answered", action="renew_media")
         old = self.media
         self._attach_media(media)
+        self._renewing = True
         try:
             heard = await self._renew_offerless(media, fallback_after)
             if not heard:
@@ -71,6 +72,7 @@ class MediaMoves(LiveSession):
             await self._give_up(str(exc))
             raise RenewFailed(f"renew_media(): {exc}; the call ended") from exc
         finally:
+            self._renewing = False
             # Make-before-break: media that still plays (a holder moving gracefully) goes on
             # until the new media is negotiated; a DTLS close_notify from it earlier makes a
             # far aiortc drop its connection while it offers (~1 s more).
