@@ -9,7 +9,7 @@ from collections.abc import Callable
 from hypothesis import given
 from hypothesis import strategies as st
 
-from webphone.media.audio import FRAME_SAMPLES, SEND_RATE, OutgoingAudioTrack
+from webphone.media.audio import FRAME_SAMPLES, MAX_LAG, SEND_RATE, OutgoingAudioTrack
 from webphone.media.clock import FRAME, SendClock, send_clock
 
 
@@ -59,12 +59,13 @@ async def test_tracks_of_one_loop_send_on_shared_ticks_in_real_time() -> None:
     tracks = [OutgoingAudioTrack() for _ in range(10)]
     clock = send_clock()
     wakeups0 = clock.wakeups
-    returned: list[list[float]] = [[] for _ in tracks]
+    returned: list[list[tuple[float, float]]] = [[] for _ in tracks]
 
-    async def pull(track: OutgoingAudioTrack, times: list[float]) -> None:
+    async def pull(track: OutgoingAudioTrack, times: list[tuple[float, float]]) -> None:
         for _ in range(15):
             await track.recv()
-            times.append(time.monotonic())
+            assert track._start is not None
+            times.append((time.monotonic(), track._start))
 
     started = time.monotonic()
     await asyncio.gather(*(pull(track, times) for track, times in zip(tracks, returned,
@@ -72,10 +73,11 @@ async def test_tracks_of_one_loop_send_on_shared_ticks_in_real_time() -> None:
     elapsed = time.monotonic() - started
     for track, times in zip(tracks, returned, strict=True):
         assert track.frames_sent == 15
-        assert track._start is not None
-        # frame n leaves at or after its time: start + n frames (the pace is real time)
-        for n, at in enumerate(times[1:], start=1):
-            assert at >= track._start + n * FRAME_SAMPLES / SEND_RATE - 0.002
+        # frame n leaves at or after its time: start + n frames (the pace is real time). The
+        # start in force when it left: a loop stalled > MAX_LAG moves it (the track goes on
+        # from then, no burst), as a busy machine's scheduler may do to this test
+        for n, (at, start) in enumerate(times[1:], start=1):
+            assert at >= start + n * FRAME_SAMPLES / SEND_RATE - 0.002
     # 14 frames each after the first, shared ticks: one wake-up per tick, not one per track
     assert clock.wakeups - wakeups0 <= 16
     assert elapsed >= 14 * FRAME - 0.002
@@ -96,7 +98,9 @@ async def test_a_stalled_loop_shows_in_the_tracks_counters() -> None:
     await _pull(track, 6, stall_after=2, stall=0.06)
     assert track.max_lag >= 0.035  # the tick after the stall came ~40 ms late
     assert track.frames_late >= 1
-    assert track.frames_skipped == 0  # < MAX_LAG: late frames are sent, not skipped
+    # < MAX_LAG: late frames are sent, not skipped (unless the machine stalled this process
+    # past MAX_LAG on top of the 60 ms: then skipping ahead is the rule)
+    assert track.frames_skipped == 0 or track.max_lag > MAX_LAG
     track.close()
 
 
