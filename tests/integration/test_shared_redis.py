@@ -37,6 +37,7 @@ from webphone.shared.transports.redis_scripts import (
     plane_script,
     push_entry,
 )
+from webphone.shared.transports.redis_wire import follow
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(30)]
 
@@ -204,24 +205,21 @@ async def test_one_real_members_on_every_host_and_status_without_joining(group: 
 
 async def test_a_member_closed_while_its_leave_is_being_sent_is_gone_at_once(
         group: Group) -> None:
-    """close() right after leave() cancels the link's LEAVE mid-send (the order a slow loop
-    gives; pipecat's wait_for makes it the usual one): redis-py then drops that connection, and
-    the link's cleanup must still take the member out of the list."""
+    """close() right after leave() cancels the link's LEAVE while it waits for Redis (the
+    order a slow loop gives; pipecat's wait_for makes it the usual one): the LEAVE never got
+    through, and the link's cleanup must still take the member out of the list."""
     await group.join("a")
     b, _ = await group.join("b")
     c, _ = await group.join("c")
     link = b._token.link if b._token else None
-    assert isinstance(link, RedisLink) and link._cmd is not None
-    conn = link._cmd.connection
-    assert conn is not None
+    assert isinstance(link, RedisLink) and link._wire is not None
     sending = asyncio.Event()
 
-    async def write_that_hangs(command: Any) -> None:
+    def never_sent(*args: Any) -> asyncio.Future[Any]:
         sending.set()
-        await asyncio.Event().wait()  # the bytes never leave: cancelled by close()
+        return asyncio.get_running_loop().create_future()  # no answer: cancelled by close()
 
-    conn.socket_timeout = None  # no write timeout: only close() ends the hung write
-    conn._send_packed_command = write_that_hangs  # type: ignore[method-assign]
+    link._wire.command = never_sent  # type: ignore[method-assign]
     await b.leave(1.0)
     await asyncio.wait_for(sending.wait(), 5)
     await b.close()
@@ -470,9 +468,10 @@ async def test_enqueue_and_result_push_each_entry_they_add_to_its_reader(
 async def test_a_reader_gets_every_entry_once_in_order_written_before_or_after_it_subscribed(
     group: Group,
 ) -> None:
-    """`RedisLink._entries`: what the stream held before the reader subscribed (its pushes went
+    """`redis_wire.follow`: what the stream held before the reader subscribed (its pushes went
     to nobody), then the pushes; a push of an entry already read, and a malformed one, are
-    skipped. Entries are written as the scripts write them (XADD, then `push`)."""
+    skipped; the reader stops when its handler says so. Entries are written as the scripts
+    write them (XADD, then `push`)."""
     a, _ = await group.join("a")
     link = a._token.link if a._token else None
     assert isinstance(link, RedisLink)
@@ -489,21 +488,27 @@ return id
         return out
 
     got: list[tuple[str, bytes]] = []
-    entries = link._entries(stream, stream, INBOX_PUSH, "0-0")
+    three = asyncio.Event()
+
+    def on_entry(entry_id: str, fields: dict[bytes, bytes]) -> bool:
+        got.append((entry_id, fields[b"g"]))
+        if len(got) == 3:
+            three.set()
+        return len(got) < 5
+
     try:
         first = [await write(n) for n in range(3)]  # nobody subscribed yet: stream only
-        got += [(i, f[b"g"]) for i, f in [await anext(entries) for _ in range(3)]]
+        assert link._blk is not None
+        reader = asyncio.ensure_future(follow(link._blk, stream, stream, INBOX_PUSH, "0-0",
+                                              on_entry, timeout=5.0))
+        await asyncio.wait_for(three.wait(), 5)
         await client.publish(stream, first[1] + b"\nresult\ng1\n\n\nd1")  # read already
         await client.publish(stream, b"garbage")
         later = [await write(n) for n in range(3, 5)]
-        got += [(i, f[b"g"]) for i, f in [await anext(entries) for _ in range(2)]]
+        await asyncio.wait_for(reader, 5)  # the fifth entry stops it
     finally:
-        await entries.aclose()
         await client.aclose()
     assert got == [(i.decode(), f"g{n}".encode()) for n, i in enumerate([*first, *later])]
-
-
-# -- snapshots -------------------------------------------------------------------------------
 
 
 async def test_late_joiner_gets_the_latest_snapshot_and_stale_ones_are_refused(

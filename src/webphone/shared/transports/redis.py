@@ -95,12 +95,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import hashlib
 import json
 import logging
 import random
 import secrets
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,10 +158,8 @@ from webphone.shared.transports.redis_scripts import (
     SCRIPTS,
     GroupKeys,
     LeaseView,
-    entry_key,
     is_gid,
     member_infos,
-    push_entry,
     streams,
     text,
 )
@@ -169,6 +169,7 @@ from webphone.shared.transports.redis_topology import (
     parse_hub_url,
     redact,
 )
+from webphone.shared.transports.redis_wire import Wire, follow, open_wire
 
 __all__ = ["SCRIPTS", "GroupKeys", "LeaseView", "RedisLink", "RedisTransport"]
 
@@ -315,6 +316,11 @@ class RedisTransport(GroupTransport):
             await asyncio.wait(set(self._cleanups), timeout=2.0)
 
 
+#: each script's SHA1 (EVALSHA) and text (EVAL, when Redis does not know it yet)
+_SCRIPTS: dict[str, tuple[str, str]] = {
+    name: (hashlib.sha1(body.encode(), usedforsecurity=False).hexdigest(), body)
+    for name, body in {**SCRIPTS, **PLANE_SCRIPTS}.items()}
+
 _ONE_SERVER: dict[type, type] = {}
 
 
@@ -341,16 +347,11 @@ def _one_server_class(base: type) -> type:
     return OneServer
 
 
-def _kind(push: Any) -> str:
-    """The kind of a pub/sub reply (``message``, ``subscribe``, ...), or "" if it has none."""
-    return text(push[0]) if isinstance(push, list) and push else ""
-
-
-async def _close_quietly(*closables: Any) -> None:
-    """aclose() each of `closables` (redis-py clients, pubsubs), whatever they raise."""
-    for item in closables:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(item.aclose(), 1.0)
+def _check_posted(gid: str, result: str) -> None:
+    """RESULT's answer: "ok", or why the caller gets ActionInterruptedError instead."""
+    if result != "ok":
+        log.info("result of %s not delivered (%s): the caller gets ActionInterruptedError",
+                 gid, result)
 
 
 # -- the link ----------------------------------------------------------------------------------
@@ -435,7 +436,7 @@ class RedisLink(GroupLink):
         self._cmd: Redis | None = None
         self._blk: Redis | None = None
         self._actions_channel = ""  # where ENQUEUE pushes action entries (set by _open)
-        self._scripts: dict[str, Any] = {}
+        self._wire: Wire | None = None  # the hot commands (scripts, WAIT): `redis_wire`
         self._node: str | None = None  # the URL of the node that holds the group (last _open)
         self.plane = RedisPlane(self, self._loop)  # the continuity plane (redis_plane.py)
         self._supervisor = asyncio.create_task(self._supervise(), name="webphone-redis-link")
@@ -449,6 +450,8 @@ class RedisLink(GroupLink):
             self._hello = frame
             self._holder = self._t.holder(self.group, frame)
             self._arm_deadline()  # a real steps down in time even if Redis never answers
+        if type(frame) is ActionResult and not self._inbox and self._post_at_once(frame):
+            return
         self._inbox.append(frame)
         self._wake.set()
 
@@ -535,8 +538,7 @@ class RedisLink(GroupLink):
                                        url=self._node)
             self._blk = self._t.client(BLOCK_MS / 1000 + self.timings.command_timeout,
                                        url=self._node)
-            self._scripts = {name: self._cmd.register_script(text)
-                             for name, text in {**SCRIPTS, **PLANE_SCRIPTS}.items()}
+            self._wire = await open_wire(self._cmd, timeout=self.timings.command_timeout)
             db = self._cmd.connection_pool.connection_kwargs.get("db", 0)
             self._actions_channel = self.keys.actions_channel(int(db or 0))
             if self._t.target.kind != "server":
@@ -567,6 +569,9 @@ class RedisLink(GroupLink):
 
     async def _drop_clients(self) -> None:
         clients, self._cmd, self._blk = (self._cmd, self._blk), None, None
+        wire, self._wire = self._wire, None
+        if wire is not None:
+            wire.close()
         for client in clients:
             if client is not None:
                 with contextlib.suppress(Exception):
@@ -655,7 +660,7 @@ class RedisLink(GroupLink):
 
     async def _open_quietly(self) -> None:
         self._cmd = self._t.client(self.timings.command_timeout, url=self._node)
-        self._scripts = {name: self._cmd.register_script(text) for name, text in SCRIPTS.items()}
+        self._wire = await open_wire(self._cmd, timeout=self.timings.command_timeout)
 
     def _cancel_timers(self) -> None:
         for timer in (self._deadline_timer, self._acquire_timer, self._handover_timer):
@@ -668,12 +673,14 @@ class RedisLink(GroupLink):
     # -- Redis helpers -----------------------------------------------------------------------
 
     async def _run(self, name: str, extra_keys: list[str], args: list[Any]) -> Any:
-        script = self._scripts[name]
+        sha, body = _SCRIPTS[name]
         keys = self._base + extra_keys
-        try:  # EVALSHA directly (AsyncScript adds a layer per call on the hot path)
-            return await self._cmd_client().evalsha(script.sha, len(keys), *keys, *args)
-        except redis_errors.NoScriptError:  # a restarted Redis: load it again
-            return await script(keys=keys, args=args)
+        wire = self._wire
+        assert wire is not None
+        try:
+            return await wire.command("EVALSHA", sha, len(keys), *keys, *args)
+        except redis_errors.NoScriptError:  # new to this Redis (or it restarted): EVAL loads it
+            return await wire.command("EVAL", body, len(keys), *keys, *args)
 
     async def _run_acked(self, name: str, extra_keys: list[str],
                          args: list[Any]) -> tuple[Any, bool]:
@@ -689,7 +696,8 @@ class RedisLink(GroupLink):
         if required <= 0:
             return True
         ms = max(1, int(self.timings.ack_timeout * 1000))
-        acks = int(await command(self._cmd_client(), "WAIT", required, ms))
+        assert self._wire is not None  # (WAIT counts the writes of the scripts' connection)
+        acks = int(await self._wire.command("WAIT", required, ms))
         if not acknowledged(acks, required):
             log.info("%s: %d of %d replicas acknowledged in %d ms", what, acks, required, ms)
             return False
@@ -1084,7 +1092,7 @@ class RedisLink(GroupLink):
 
     # -- the worker: member frames and our own operations, in order ------------------------
 
-    def _queue(self, op: _Op) -> None:
+    def _queue(self, op: Frame | _Op) -> None:
         if not self._closed and not self._lost:
             self._inbox.append(op)
             self._wake.set()
@@ -1337,77 +1345,84 @@ class RedisLink(GroupLink):
 
     async def _consume(self) -> None:
         """Run the actions of the stream, in order: those queued before we were ready, then
-        each one as ENQUEUE pushes it (no XREAD to re-issue per action: see `_entries`)."""
+        each one as ENQUEUE pushes it (`redis_wire.follow`). An entry that ENQUEUE claimed for
+        us is run as it is read (a push: from ``data_received``, no wake-up); one that needs
+        Redis first (CLAIM, or an entry not ours) goes to `backlog` for this task, and the
+        entries after it follow it there (the order is the stream's)."""
         gen = self._gen
-        entries = self._entries(self.keys.actions, self._actions_channel, ACTION_PUSH, "0-0")
-        async with contextlib.aclosing(entries):
-            async for entry_id, fields in entries:
+        backlog: deque[tuple[str, dict[bytes, bytes]]] = deque()
+        wake = asyncio.Event()
+
+        def on_entry(entry_id: str, fields: dict[bytes, bytes]) -> bool:
+            if not (self.mode == "real" and self._ready and gen == self._gen):
+                return False
+            if backlog or not (b"c" in fields and self._claimed_now(entry_id, fields)):
+                backlog.append((entry_id, fields))
+                wake.set()
+            return True
+
+        assert self._blk is not None
+        reader = self._spawn(follow(self._blk, self.keys.actions, self._actions_channel,
+                                    ACTION_PUSH, "0-0", on_entry,
+                                    timeout=self.timings.command_timeout))
+        reader.add_done_callback(lambda _: wake.set())
+        try:
+            while True:
+                while not backlog:
+                    if reader.done():
+                        return
+                    wake.clear()
+                    await wake.wait()
+                entry_id, fields = backlog[0]
                 if not (self.mode == "real" and self._ready and gen == self._gen):
                     return
                 if b"c" in fields:
                     await self._claimed_for(entry_id, fields)
                 elif not await self._claim(entry_id, fields):
                     return
+                backlog.popleft()
+        finally:
+            reader.cancel()
 
-    async def _entries(self, stream: str, channel: str, names: tuple[bytes, ...],
-                       after: str) -> AsyncGenerator[tuple[str, dict[bytes, bytes]], None]:
-        """Every entry of `stream` after `after`, in order, as it is written. The scripts
-        that XADD to the stream also PUBLISH the entry on `channel` (`push_entry`), so a
-        reader is woken with the entry itself, on a connection of its own that only waits.
-        Subscribed first, then the entries the stream already holds (written while nobody
-        listened), then the pushes: a push of an entry already read is skipped (stream ids
-        only grow, and a channel delivers in the order Redis published). A push lost with a
-        broken connection fails the session; the next one reads the stream again."""
-        client = self._t.client(None, url=self._node)
-        push = client.pubsub()
-        try:
-            await push.subscribe(channel)
-            while _kind(await push.parse_response(block=True)) != "subscribe":
-                pass
-            last = entry_key(after)
-            while True:
-                assert self._blk is not None  # (not the command connection: renewals use it)
-                resp: Any = await self._blk.xread({stream: after}, count=64)
-                batch = [(text(i), f) for _stream, entries in streams(resp) for i, f in entries]
-                for entry_id, fields in batch:
-                    after, last = entry_id, entry_key(entry_id)
-                    yield entry_id, fields
-                if len(batch) < 64:
-                    break
-            while True:
-                message = await push.parse_response(block=True)
-                if _kind(message) != "message":
-                    continue
-                entry = push_entry(message[2], names)
-                if entry is None:
-                    log.warning("ignoring a malformed push on %s", channel)
-                elif entry_key(entry[0]) > last:
-                    last = entry_key(entry[0])
-                    yield entry
-        finally:  # in the background: we may be being cancelled
-            self._t.track(asyncio.ensure_future(_close_quietly(push, client)))
-
-    async def _claimed_for(self, entry_id: str, fields: dict[Any, Any]) -> None:
-        """An entry ENQUEUE claimed for the ready real of its epoch: run it if that is us, now
-        (the claim is what CLAIM would have written); else it is not ours to run, ever: its
-        caller's INTERRUPT decides (ActionInterruptedError once that epoch is over)."""
+    def _claimed_now(self, entry_id: str, fields: dict[bytes, bytes]) -> bool:
+        """An entry ENQUEUE claimed for the ready real of its epoch, if it is us and the entry
+        is sound: run it now (the claim is what CLAIM would have written). True when it runs
+        (or ran already: read again after a reconnect); False: see `_claimed_for`."""
         assert self._holder is not None
         gid, reply = text(fields.get(b"g", b"")), text(fields.get(b"r", b""))
-        if gid in self._claimed:  # running already (read again after a reconnect)
+        if gid in self._claimed:
+            return True
+        if not self._claimed_for_us(fields) or not is_gid(gid) or not self.keys.is_reply(reply):
+            return False
+        action = self._decode(fields.get(b"a", b""), Action)
+        if not isinstance(action, Action) or action.action_id != gid:
+            return False
+        self._claimed[gid] = (reply, entry_id)
+        self._deliver(action)
+        return True
+
+    def _claimed_for_us(self, fields: dict[bytes, bytes]) -> bool:
+        holder = self._holder
+        assert holder is not None
+        return (text(fields.get(b"c", b"")) == self._hello_id()
+                and text(fields.get(b"n", b"")) == str(holder.epoch)
+                and holder.valid(self._loop.time()))
+
+    async def _claimed_for(self, entry_id: str, fields: dict[bytes, bytes]) -> None:
+        """An entry ENQUEUE claimed: `_claimed_now`, or else it is not ours to run, ever (its
+        caller's INTERRUPT decides: ActionInterruptedError once that epoch is over), or ours but
+        unreadable (answered, so that its caller is not left waiting)."""
+        if self._claimed_now(entry_id, fields):
             return
-        epoch = self._holder.epoch
-        mine = (text(fields.get(b"c", b"")) == self._hello_id()
-                and text(fields.get(b"n", b"")) == str(epoch)
-                and self._holder.valid(self._loop.time()))
-        action = self._decode(fields.get(b"a", b""), Action) if mine else None
-        if not mine or not is_gid(gid) or not self.keys.is_reply(reply):
-            await self._cmd_client().xdel(self.keys.actions, entry_id)
-        elif not isinstance(action, Action) or action.action_id != gid:
-            await self._post(gid, reply, ActionResult(gid, epoch, False, None, ErrorInfo(
-                "GroupProtocolError", "the action entry in Redis was malformed")), entry_id)
+        assert self._holder is not None
+        gid, reply = text(fields.get(b"g", b"")), text(fields.get(b"r", b""))
+        if self._claimed_for_us(fields) and is_gid(gid) and self.keys.is_reply(reply):
+            await self._post(gid, reply, ActionResult(gid, self._holder.epoch, False, None,
+                                                      ErrorInfo("GroupProtocolError",
+                                                                "the action entry in Redis "
+                                                                "was malformed")), entry_id)
         else:
-            self._claimed[gid] = (reply, entry_id)
-            self._deliver(action)
+            await self._cmd_client().xdel(self.keys.actions, entry_id)
 
     async def _claim(self, entry_id: str, fields: dict[Any, Any]) -> bool:
         assert self._hello is not None and self._holder is not None
@@ -1468,14 +1483,35 @@ class RedisLink(GroupLink):
         await self._post(frame.action_id, claimed[0], frame, claimed[1])
         self._claimed.pop(frame.action_id, None)
 
+    def _post_at_once(self, frame: ActionResult) -> bool:
+        """RESULT sent from `send` itself when the worker is idle (nothing queued before it, so
+        our commands keep the member's order): no worker wake-up on an action's path. Its reply
+        is read in `_posted`; False: the worker posts it (not claimed, no connection)."""
+        claimed = self._claimed.get(frame.action_id)
+        wire = self._wire
+        if claimed is None or wire is None or wire.closed or self._hello is None:
+            return False
+        keys = [*self._base, self.keys.act(frame.action_id), claimed[0]]
+        reply = wire.command("EVALSHA", _SCRIPTS["result"][0], len(keys), *keys,
+                             self._hello.member_id, frame.epoch, frame.action_id,
+                             frame.to_json(), claimed[1])
+        reply.add_done_callback(functools.partial(self._posted, frame))
+        return True
+
+    def _posted(self, frame: ActionResult, reply: asyncio.Future[Any]) -> None:
+        if reply.cancelled() or reply.exception() is not None:
+            # Redis failed (the session starts over) or lacks the script: as a RESULT that
+            # failed in the worker, it is sent again by the worker (EVAL, or after recovery)
+            self._queue(frame)
+            return
+        self._claimed.pop(frame.action_id, None)
+        _check_posted(frame.action_id, text(reply.result()))
+
     async def _post(self, gid: str, reply: str, frame: ActionResult, entry_id: str = "") -> None:
         assert self._hello is not None
         args = [self._hello.member_id, frame.epoch, gid, frame.to_json()]
-        result = text(await self._run("result", [self.keys.act(gid), reply],
-                                      [*args, entry_id] if entry_id else args))
-        if result != "ok":
-            log.info("result of %s not delivered (%s): the caller gets "
-                     "ActionInterruptedError", gid, result)
+        _check_posted(gid, text(await self._run("result", [self.keys.act(gid), reply],
+                                                [*args, entry_id] if entry_id else args)))
 
     # -- the reader: events and our inbox ----------------------------------------------------
 
@@ -1491,12 +1527,16 @@ class RedisLink(GroupLink):
                     self._on_event(fields)
 
     async def _inbox_loop(self) -> None:
-        """Our inbox: action results and the plane's delegates, pushed as they are written."""
-        entries = self._entries(self.reply_key, self.reply_key, INBOX_PUSH, self._reply_id)
-        async with contextlib.aclosing(entries):
-            async for entry_id, fields in entries:
-                self._reply_id = entry_id
-                self._on_reply(fields)
+        """Our inbox: action results and the plane's delegates, pushed as they are written
+        (each handled from the push's ``data_received``)."""
+        def on_entry(entry_id: str, fields: dict[bytes, bytes]) -> bool:
+            self._reply_id = entry_id
+            self._on_reply(fields)
+            return True
+
+        assert self._blk is not None
+        await follow(self._blk, self.reply_key, self.reply_key, INBOX_PUSH, self._reply_id,
+                     on_entry, timeout=self.timings.command_timeout)
 
     def _on_event(self, fields: dict[Any, Any]) -> None:
         kind = text(fields.get(b"e", b""))
