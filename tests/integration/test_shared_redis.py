@@ -306,6 +306,52 @@ async def _pushes_broken(group: Group) -> None:
     assert la.role == "real" and (a._token.link if a._token else None) is real_link
 
 
+async def test_a_result_lost_with_its_connection_is_sent_again_and_arrives_once(
+    shared_redis: RedisServer,
+) -> None:
+    """The real sends RESULT at once from the member's answer (`RedisActions.post_at_once`):
+    when the connection dies under it (the bytes never leave), the link reconnects, keeps its
+    lease, and sends it again; the caller gets the result once, the action ran once. (A 3 s
+    lease, as for broken pushes: the reconnect must fit in the renew deadline.)"""
+    group = Group(shared_redis.url, HubOptions(heartbeat_interval=0.5, heartbeat_timeout=3.0))
+    try:
+        a, la = await group.join("a")
+        await wait_until(lambda: la.role == "real" and la.registered_at, 5)
+        b, _ = await group.join("b")
+        assert await b.request("hold", "c0", {}) == {"ran": "hold", "by": "a"}  # scripts known
+        link = a._token.link if a._token else None
+        assert isinstance(link, RedisLink) and link._wire is not None
+        la.hold_actions = True
+        pending = asyncio.ensure_future(b.request("park", "c1", {}, timeout=5.0))
+        await wait_until(lambda: la.held, 5)
+        wire = link._wire
+        assert wire._transport is not None
+        wire._transport.abort()  # lost: what is written from now on goes nowhere
+        action, token = la.held.pop()
+        la.answer(action, token)  # RESULT written at once, into the dead connection
+        assert await asyncio.wait_for(pending, 5) == {"ran": "park", "by": "a"}
+        assert link._wire is not wire and la.role == "real"
+        assert (a._token.link if a._token else None) is link
+        assert [x.name for x in la.actions] == ["hold", "park"]
+    finally:
+        await group.close()
+
+
+async def test_a_redis_that_forgot_the_scripts_still_runs_every_action_once(
+        group: Group, shared_redis: RedisServer) -> None:
+    """SCRIPT FLUSH between actions: every EVALSHA then answers NOSCRIPT (the hot path's
+    RESULT included, which the worker sends again with EVAL); each action runs once and its
+    result comes back."""
+    _, la = await group.join("a")
+    await wait_until(lambda: la.role == "real" and la.registered_at, 5)
+    b, _ = await group.join("b")
+    async with Redis.from_url(shared_redis.url) as redis:
+        for n in range(3):
+            assert await b.request("hold", f"c{n}", {}) == {"ran": "hold", "by": "a"}
+            assert await redis.script_flush() is True
+    assert [x.call_id for x in la.actions] == ["c0", "c1", "c2"]
+
+
 async def test_a_repeated_action_id_is_refused_and_runs_once(
     group: Group, caplog: pytest.LogCaptureFixture,
 ) -> None:
