@@ -25,7 +25,7 @@ keeps them in one slot (scripts and multi-stream reads need that)::
 Channels (pub/sub): ``{tag}:actions:db<N>`` and each inbox's name. The scripts that add an entry
 to the actions stream or to an inbox also PUBLISH it there, whole (`redis_scripts.push_entry`):
 the ready real and each link are woken by the entry itself, on a connection that only waits
-(`RedisLink._entries`), not by an XREAD sent again per entry. The streams stay the record: a
+(`redis_wire.follow`), not by an XREAD sent again per entry. The streams stay the record: a
 reader reads what they hold when it subscribes, and after a broken connection.
 
 Every change is a Lua script (atomic; server time from TIME, never a member's clock). The

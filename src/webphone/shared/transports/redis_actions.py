@@ -330,6 +330,8 @@ class RedisActions:
                 backlog.popleft()
         finally:
             reader.cancel()
+            if reader.done() and not reader.cancelled():
+                reader.exception()  # retrieved (we were cancelled: nobody else waits for it)
 
     def _claimed_now(self, entry_id: str, fields: dict[bytes, bytes]) -> bool:
         """An entry ENQUEUE claimed for the ready real of its epoch, if it is us and the entry
