@@ -73,14 +73,12 @@ from webphone.shared.transports.redis_scripts import (
     text,
 )
 from webphone.shared.transports.redis_topology import command, redact
-from webphone.shared.transports.redis_wire import Wire, follow, open_wire
+from webphone.shared.transports.redis_wire import REDIS_ERRORS, Wire, follow, open_wire
 
 __all__ = ["REDIS_ERRORS", "LinkOwner", "RedisLink"]
 
 log = logging.getLogger("webphone.shared.redis")
 
-#: what a broken, slow or restarted Redis raises through redis-py
-REDIS_ERRORS: tuple[type[BaseException], ...] = (redis_errors.RedisError, OSError, TimeoutError)
 
 
 

@@ -35,11 +35,13 @@ from redis.asyncio import Redis
 
 from webphone.shared.transports.redis_scripts import entry_key, push_entry, streams, text
 
-__all__ = ["EntryHandler", "PushHandler", "Subscription", "Wire", "follow", "open_wire",
-           "subscribe"]
+__all__ = ["REDIS_ERRORS", "EntryHandler", "PushHandler", "Subscription", "Wire", "follow",
+           "open_wire", "subscribe"]
 
 log = logging.getLogger("webphone.shared.redis")
 
+#: what a broken, slow or restarted Redis raises through redis-py (and a `Wire`)
+REDIS_ERRORS: tuple[type[BaseException], ...] = (redis_errors.RedisError, OSError, TimeoutError)
 #: called with (channel, data) for each pub/sub message a subscribed `Wire` receives
 PushHandler = Callable[[bytes, bytes], None]
 
@@ -256,38 +258,57 @@ EntryHandler = Callable[[str, dict[bytes, bytes]], bool]
 async def follow(blk: Redis, stream: str, channel: str, names: tuple[bytes, ...], after: str,
                  on_entry: EntryHandler, *, timeout: float) -> None:
     """Call `on_entry` with every entry of `stream` after `after`, in order, each once, as it
-    is written, until it returns False; raises when a connection fails.
+    is written, until it returns False; raises when Redis fails.
 
     The scripts that XADD to the stream also PUBLISH the entry on `channel` (`push_entry`), so
     a reader is woken with the entry itself, on a connection of its own that only waits.
     Subscribed first, then the entries the stream already holds (written while nobody listened;
     XREAD over `blk`, not the command connection: renewals use that), then the pushes, each
     handed to `on_entry` as it is parsed: a push of an entry already read is skipped (stream
-    ids only grow, and a channel delivers in the order Redis published). A push lost with a
-    broken connection fails the reader; the next one reads the stream again."""
-    sub = await subscribe(blk, channel, timeout)
-    try:
-        last = entry_key(after)
-        while True:
-            resp: Any = await blk.xread({stream: after}, count=64)
-            batch = [(text(i), f) for _stream, entries in streams(resp) for i, f in entries]
-            for entry_id, fields in batch:
-                after, last = entry_id, entry_key(entry_id)
-                if not on_entry(entry_id, fields):
-                    return
-            if len(batch) < 64:
-                break
+    ids only grow, and a channel delivers in the order Redis published).
 
-        def on_push(data: bytes) -> None:
-            nonlocal last
-            entry = push_entry(data, names)
-            if entry is None:
-                log.warning("ignoring a malformed push on %s", channel)
-            elif entry_key(entry[0]) > last:
-                last = entry_key(entry[0])
-                if not on_entry(*entry):
-                    sub.stop()
+    A broken push connection (Redis dropped it: ``CLIENT KILL TYPE pubsub``, a proxy's idle
+    timeout) is subscribed again at once and the stream read from the last entry seen: the
+    pushes lost meanwhile are in the stream, nothing is read twice, and the reader's session
+    goes on. Only when that fails too (Redis itself is away) does the error end the reader."""
+    last = entry_key(after)
+    broken: BaseException | None = None
+    stopped = False
 
-        await sub.handle(on_push)
-    finally:
-        sub.close()
+    def on_push(data: bytes) -> None:
+        nonlocal after, last, stopped
+        entry = push_entry(data, names)
+        if entry is None:
+            log.warning("ignoring a malformed push on %s", channel)
+        elif entry_key(entry[0]) > last and not stopped:
+            after, last = entry[0], entry_key(entry[0])
+            if not on_entry(*entry):
+                stopped = True
+                sub.stop()
+
+    while True:
+        sub = Subscription()
+        try:
+            sub = await subscribe(blk, channel, timeout)
+            while not stopped:
+                resp: Any = await blk.xread({stream: after}, count=64)
+                batch = [(text(i), f) for _stream, entries in streams(resp) for i, f in entries]
+                for entry_id, fields in batch:
+                    after, last = entry_id, entry_key(entry_id)
+                    if not on_entry(entry_id, fields):
+                        stopped = True
+                        break
+                if len(batch) < 64:
+                    break
+            broken = None
+            if not stopped:
+                await sub.handle(on_push)
+            return
+        except REDIS_ERRORS as exc:
+            if broken is not None:
+                raise
+            broken = exc
+            log.info("the push connection of %s broke (%s: %s); subscribing again", channel,
+                     type(exc).__name__, exc)
+        finally:
+            sub.close()
