@@ -1,19 +1,25 @@
 """`webphone.shared.transports.redis_wire` against a real redis-server: replies in order, error
 replies as redis-py raises them, a silent server times the connection out, a killed connection
-fails what waits, ACL users and their channel rules, pushes kept until handled. The link's own
-behaviour over it is in test_shared_redis.py."""
+fails what waits, ACL users and their channel rules, pushes kept until handled, TLS and Unix
+socket connections taken over. The link's own behaviour over it is in test_shared_redis.py."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
+from support.ports import HOST, free_tcp_port
+from support.procs import ManagedProcess
 from support.redis_server import RedisServer
-from support.wait import wait_until
-from webphone.shared.transports.redis_wire import open_wire, subscribe
+from support.wait import wait_until, wait_until_sync
+from webphone.shared.transports.redis_wire import Subscription, open_wire, subscribe
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(30)]
 
@@ -144,3 +150,76 @@ async def test_pushes_are_kept_until_handled_then_handed_over_as_they_come(
     finally:
         sub.close()
         await client.aclose()
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (cryptography: aiortc's dependency already)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(
+                ipaddress.ip_address(HOST))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+@pytest.fixture
+def tls_redis(redis_server: RedisServer, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A second redis-server on TLS only and a Unix socket: (rediss:// URL, unix:// URL)."""
+    cert, key = _self_signed(tmp_path)
+    port, sock = free_tcp_port(), tmp_path / "redis.sock"
+    proc = ManagedProcess("redis-tls", [
+        "redis-server", "--port", "0", "--bind", HOST, "--tls-port", str(port),
+        "--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", cert,
+        "--tls-auth-clients", "no", "--unixsocket", sock, "--save", "", "--appendonly", "no",
+        "--loglevel", "warning"], tmp_path / "redis-tls.log")
+    proc.start()
+    try:
+        wait_until_sync(lambda: proc.check_alive() or sock.exists(), 10)
+        yield (f"rediss://{HOST}:{port}/0?ssl_ca_certs={cert}", f"unix://{sock}?db=2")
+    finally:
+        proc.stop()
+
+
+async def _first(sub: Subscription) -> bytes:
+    got: list[bytes] = []
+
+    def handler(data: bytes) -> None:
+        got.append(data)
+        sub.stop()
+
+    await sub.handle(handler)
+    return got[0]
+
+
+async def test_tls_and_unix_socket_connections_are_taken_over_as_redis_py_made_them(
+        tls_redis: tuple[str, str]) -> None:
+    """`open_wire` over TLS (``rediss://``, verified against its CA) and a Unix socket (with a
+    database number): commands and pushes go over the connection redis-py opened."""
+    for url, db in zip(tls_redis, (0, 2), strict=True):
+        client = Redis.from_url(url, protocol=2)
+        wire = await open_wire(client, timeout=5.0)
+        sub = await subscribe(client, "webphone:c", 5.0)
+        try:
+            info = (await wire.command("CLIENT", "INFO")).decode()
+            assert f" db={db} " in info and await wire.command("PING") == b"PONG"
+            assert await wire.command("PUBLISH", "webphone:c", url) == 1
+            assert await asyncio.wait_for(_first(sub), 5) == url.encode()
+        finally:
+            sub.close()
+            wire.close()
+            await client.aclose()
