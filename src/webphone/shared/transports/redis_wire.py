@@ -16,9 +16,14 @@ connect (TCP, TLS, Unix socket, AUTH with an ACL user, SELECT, the same URL and 
 the link's other connections) and then takes its transport over. The commands the link sends
 through redis-py (INFO, XREAD of a backlog, the plane's reads) stay there: they are not hot.
 
+Commands of several tasks share one connection without a lock (redis-py's single-connection
+client takes one per command): they are pipelined, and a cancelled waiter only drops its reply.
 Timeouts: a connection whose oldest command got no answer within its `timeout` is closed, as a
 redis-py socket timeout closes its connection; every waiting command then fails with
 `redis.exceptions.TimeoutError`, and a lost connection fails them with ``ConnectionError``.
+
+`follow` is the push reader of a stream (the real's actions, each link's inbox) built on these
+connections: see its docstring.
 """
 
 from __future__ import annotations
