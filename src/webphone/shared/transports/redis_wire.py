@@ -34,9 +34,14 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import hiredis
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
+
+try:
+    import hiredis
+except ImportError as exc:  # the redis extra brings both
+    raise ImportError(f"the Redis transport needs hiredis besides redis ({exc}): "
+                      "pip install 'webphone[redis]'") from exc
 
 from webphone.shared.transports.redis_scripts import entry_key, push_entry, streams, text
 
