@@ -375,6 +375,49 @@ async def test_the_redis_scripts_fence_the_plane_and_keep_it_in_one_slot(
         server.stop()
 
 
+async def test_a_delegates_answer_read_before_delegates_own_reply_is_not_lost(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Over Redis the answer to a delegate is pushed to the real's inbox and handled as it
+    arrives, on another connection than the DELEGATE script's own reply: forced here to come
+    first (the real reads DELEGATE's reply only once the answer was handled), it still ends
+    the delegate, with its value (not DelegateTimeoutError)."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("needs redis-server (apt redis-server)")
+    from webphone.shared.transports.redis import RedisLink, RedisTransport
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    members = Members(lambda: RedisTransport(server.url, OPTIONS))
+    try:
+        a, la = await members.join("a")
+        await wait_until(lambda: la.role == "real", 10)
+        await members.join("b")
+        link = a._token.link if a._token else None
+        assert isinstance(link, RedisLink)
+        answered = asyncio.Event()
+        on_reply, run_script = link._on_reply, link.run_script
+
+        def seen(fields: dict[Any, Any]) -> None:
+            on_reply(fields)
+            if fields.get(b"t") == b"dresult":
+                answered.set()
+
+        async def answer_first(name: str, extra_keys: list[str], args: list[Any]) -> Any:
+            out = await run_script(name, extra_keys, args)
+            if name == "delegate":
+                await asyncio.wait_for(answered.wait(), 5)
+            return out
+
+        link._on_reply = seen  # type: ignore[method-assign]
+        link.run_script = answer_first  # type: ignore[method-assign]
+        assert await a.delegate("b", "media.offer", "c1", {"sdp": SDP}, timeout=3) == {
+            "op": "media.offer", "args": {"sdp": SDP}}
+        assert answered.is_set()
+    finally:
+        await members.close()
+        server.stop()
+
+
 async def test_a_real_never_republishes_an_older_reigns_state() -> None:
     """a publishes X, gives the role up, b publishes Y and crashes, a is real again; when the
     hub restarts, a re-claims with its welcome and must not send X again as the newest state
