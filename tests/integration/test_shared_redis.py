@@ -336,8 +336,8 @@ async def test_a_result_lost_with_its_connection_is_sent_again_and_arrives_once(
 async def test_a_redis_that_forgot_the_scripts_still_runs_every_action_once(
         group: Group, shared_redis: RedisServer) -> None:
     """SCRIPT FLUSH between actions: every EVALSHA then answers NOSCRIPT (the hot path's
-    RESULT included, which the worker sends again with EVAL); each action runs once and its
-    result comes back."""
+    ENQUEUE and RESULT included, which the worker sends again with EVAL); each action runs
+    once and its result comes back."""
     _, la = await group.join("a")
     await wait_until(lambda: la.role == "real" and la.registered_at, 5)
     b, _ = await group.join("b")

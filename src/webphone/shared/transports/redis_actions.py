@@ -142,11 +142,42 @@ class RedisActions:
 
     async def enqueue(self, frame: Action) -> None:
         """ENQUEUE an action the member sent (its outcome comes later, exactly once)."""
-        host = self._host
         if frame.action_id in self._used_ids:
-            host.deliver(Error("duplicate_action",
-                               f"action id {frame.action_id!r} was already used"))
+            self._host.deliver(Error("duplicate_action",
+                                     f"action id {frame.action_id!r} was already used"))
             return
+        gid, keys, args = self._prepare(frame)
+        out = text(await self._host.run_script("enqueue", keys, args))
+        self._remember(frame.action_id)
+        self._enqueued(gid, out)
+
+    def enqueue_at_once(self, frame: Action) -> bool:
+        """ENQUEUE sent at once, from the link's `send` (only when its worker is idle, as
+        `post_at_once`): no worker wake-up on an action's path. Its reply is read in `_sent`;
+        False: the worker does it (a repeated id, or no connection)."""
+        wire = self._host.wire()
+        if wire is None or wire.closed or frame.action_id in self._used_ids:
+            return False
+        gid, extra, args = self._prepare(frame)
+        self._remember(frame.action_id)  # now: a repeated id sent meanwhile is refused
+        keys = [*self._host.keys.base(), *extra]
+        reply = wire.command("EVALSHA", self._host.script_sha("enqueue"), len(keys), *keys,
+                             *args)
+        reply.add_done_callback(functools.partial(self._sent, frame, gid))
+        return True
+
+    def _sent(self, frame: Action, gid: str, reply: asyncio.Future[Any]) -> None:
+        if reply.cancelled() or reply.exception() is not None:
+            # Redis failed or lacks the script: the worker sends it again (EVAL, or after
+            # recovery, when ENQUEUE answers "dup" if this one got through), as it would its own
+            self._used_ids.pop(frame.action_id, None)
+            self._host.queue(frame)
+            return
+        self._enqueued(gid, text(reply.result()))
+
+    def _prepare(self, frame: Action) -> tuple[str, list[str], list[Any]]:
+        """The call's record and deadline; ENQUEUE's extra keys and arguments."""
+        host = self._host
         gid = f"{host.nonce}.{frame.action_id}"
         entry = frame.to_obj()  # already checked; the real checks it again when it reads it
         entry["action_id"] = gid
@@ -162,16 +193,18 @@ class RedisActions:
         call = self._calls[gid] = _Call(action_id=frame.action_id)
         call.deadline = self._loop.call_later(frame.timeout, host.queue,
                                               Op(kind="expire", arg=gid))
-        out = text(await host.run_script("enqueue", [host.keys.act(gid), host.reply_key],
-                                         [gid, timeout_ms,
-                                          json.dumps(entry, separators=(",", ":")),
-                                          claim, self.channel]))
-        self._used_ids[frame.action_id] = None
+        return gid, [host.keys.act(gid), host.reply_key], [
+            gid, timeout_ms, json.dumps(entry, separators=(",", ":")), claim, self.channel]
+
+    def _remember(self, action_id: str) -> None:
+        self._used_ids[action_id] = None
         if len(self._used_ids) > MAX_USED_IDS:
             del self._used_ids[next(iter(self._used_ids))]
+
+    def _enqueued(self, gid: str, out: str) -> None:
         if out.startswith("claimed:"):
             self._accepted(gid, int(out.split(":", 1)[1]))
-            self.check_calls(host.epoch)  # the lease may have moved on while we waited
+            self.check_calls(self._host.epoch)  # the lease may have moved on while we waited
 
     async def expire(self, gid: str) -> None:
         """The action's deadline passed: EXPIRE decides (queued -> NoRealPhoneError)."""

@@ -189,7 +189,9 @@ class RedisLink(GroupLink):
             self._hello = frame
             self._holder = self._t.holder(self.group, frame)
             self._arm_deadline()  # a real steps down in time even if Redis never answers
-        if type(frame) is ActionResult and not self._inbox and self.actions.post_at_once(frame):
+        if not self._inbox and (  # the worker is idle: the hot frames go out from here
+                (type(frame) is Action and self.actions.enqueue_at_once(frame))
+                or (type(frame) is ActionResult and self.actions.post_at_once(frame))):
             return
         self._inbox.append(frame)
         self._wake.set()
