@@ -12,9 +12,10 @@ claim's epoch INTERRUPT turns claimed into ActionInterruptedError. RESULT, EXPIR
 decide on the same key, atomically: exactly one outcome.
 
 The hot path (a ready real, no replica acknowledgements) takes no task wake-up of its own on
-either side: the real is handed the pushed entry from the push connection's ``data_received``
-and runs it there (the runner starts it eagerly), sends RESULT as soon as the member answers if
-its link's worker is idle, and the caller's link is handed the pushed result the same way.
+either side: the caller's ENQUEUE goes out from the link's `send` when its worker is idle; the
+real is handed the pushed entry from the push connection's ``data_received`` and runs it there
+(the runner starts it eagerly), and sends RESULT as soon as the member answers, the same way;
+the caller's link is handed the pushed result from ``data_received`` too.
 """
 
 from __future__ import annotations
