@@ -19,13 +19,15 @@ Local (one host, a hub process, a real member process registered on a real Kamai
   /proc ticks): less sensitive to a busy machine than the wall-clock round trip.
 
 Redis (a local redis-server, the real in its own process): the action round trip beside a raw
-redis-py asyncio PING from this process (target <= 5x), and two floors, with no frames, scripts
-or member code: raw pushes from us through Redis to a process that answers each one through
-Redis (PUBLISH, and a subscribed connection on each side: the path the transport takes since
-it pushes each entry it writes), and raw stream entries the same way (XADD + blocking XREAD on
-each side: the path it took before). Beside the times, the CPU each costs (Linux /proc: user +
-system of this process, the real's and redis-server's, per round trip): on a loaded machine the
-times mostly measure the scheduler, the CPU much less so.
+redis-py asyncio PING from this process (target <= 5x), and three floors, with no frames,
+scripts or member code: raw pushes from us through Redis to a process that answers each one
+through Redis (PUBLISH, and a subscribed connection on each side: the path the transport takes
+since it pushes each entry it writes) with redis-py, the same pushes over the transport's own
+hot-path connections (`redis_wire`: RESP over an asyncio.Protocol, hiredis, each push answered
+from data_received, as the real runs an action), and raw stream entries the same way (XADD +
+blocking XREAD on each side: the path it took before). Beside the times, the CPU each costs
+(Linux /proc: user + system of this process, the real's and redis-server's, per round trip): on
+a loaded machine the times mostly measure the scheduler, the CPU much less so.
 
 Each run measures `ROUNDS` round trips after `WARMUP`; a row gives the median of the three run
 medians and, in "detail", each run's median, baseline, ratio and the load average at its start.
@@ -313,6 +315,64 @@ async def redis_push_floor_rtts(url: str, rounds: int) -> list[float]:
         await sub.aclose()
 
 
+async def _serve_wire_echo(url: str, prefix: str) -> None:
+    """`_serve_push_echo` over the transport's own hot-path connections (`redis_wire`): each
+    message is answered from ``data_received``, as the real runs a pushed action."""
+    from redis.asyncio import Redis
+
+    from webphone.shared.transports.redis_wire import open_wire, subscribe
+
+    client = Redis.from_url(url, protocol=2)
+    cmd = await open_wire(client, timeout=5.0)
+    sub = await subscribe(client, f"{prefix}:req", 5.0)
+    await sub.handle(lambda data: cmd.command("PUBLISH", f"{prefix}:rep", data).add_done_callback(
+        lambda reply: reply.exception()))
+
+
+async def wire_push_floor_rtts(url: str, rounds: int) -> list[float]:
+    """`redis_push_floor_rtts` with the transport's hot-path connections on both sides
+    (`redis_wire`: RESP over an asyncio.Protocol, hiredis, pushes handled in data_received):
+    what the action path costs without its scripts, frames and member code."""
+    from redis.asyncio import Redis
+
+    from webphone.shared.protocol import Action
+    from webphone.shared.transports.redis_wire import open_wire, subscribe
+
+    prefix = f"webphone:{{rtt-wire-{secrets.token_hex(6)}}}"
+    server = subprocess.Popen([sys.executable, "-m", "benchmarks.rtt_bench", "--redis-wire-echo",
+                               url, prefix], cwd=ROOT, stdin=subprocess.DEVNULL)
+    client = Redis.from_url(url, protocol=2)
+    cmd = await open_wire(client, timeout=30.0)
+    sub = await subscribe(client, f"{prefix}:rep", 5.0)
+    loop = asyncio.get_running_loop()
+    waiting: list[asyncio.Future[None]] = []
+
+    def on_reply(_data: bytes) -> None:
+        if waiting:
+            waiting.pop(0).set_result(None)
+
+    reader = loop.create_task(sub.handle(on_reply))
+    payload = Action("a1", "hold", NO_CALL, {}, 10.0).to_json()
+    try:
+        while (await cmd.command("PUBSUB", "NUMSUB", f"{prefix}:req"))[1] == 0:
+            await asyncio.sleep(0.05)  # the far end is starting (not timed)
+
+        async def one() -> None:
+            future = loop.create_future()
+            waiting.append(future)
+            await cmd.command("PUBLISH", f"{prefix}:req", payload)
+            await asyncio.wait_for(future, 30.0)
+
+        return await _times(one, rounds)
+    finally:
+        sub.stop()
+        await asyncio.wait({reader}, timeout=2.0)
+        stop(server)
+        sub.close()
+        cmd.close()
+        await client.aclose()
+
+
 async def _serve_redis_echo(url: str, prefix: str) -> None:
     """The far end of the Redis floor: each request entry read (blocking XREAD) is answered by
     an entry on the reply stream, as a real answers an action."""
@@ -422,14 +482,17 @@ async def bench_redis(kam: Any, user: str, url: str,
                 ROUNDS + WARMUP)
             floor = await redis_floor_rtts(url, ROUNDS)
             pushed = await redis_push_floor_rtts(url, ROUNDS)
+            wired = await wire_push_floor_rtts(url, ROUNDS)
             action, action_cpu = await _timed_cpu(lambda: _action(phone), ROUNDS,
                                                   [None, real.pid, redis_pid] if cpu else [])
             runs.append({"load": load, "ping": statistics.median(ping),
                          "floor": statistics.median(floor), "push": statistics.median(pushed),
+                         "wire": statistics.median(wired),
                          "redis": statistics.median(action), "redis_p95": _q95(action),
                          "cpu": action_cpu, "ping_cpu": ping_cpu})
             print(f"   run {run + 1}: action via Redis {ms(runs[-1]['redis'])} ms; PING "
-                  f"{ms(runs[-1]['ping'])} ms; raw push floor {ms(runs[-1]['push'])} ms; raw "
+                  f"{ms(runs[-1]['ping'])} ms; raw push floor {ms(runs[-1]['push'])} ms (over the "
+                  f"transport's RESP connections {ms(runs[-1]['wire'])} ms); raw "
                   f"stream floor {ms(runs[-1]['floor'])} ms; CPU per action {ms(action_cpu)} ms"
                   f" (caller + real + Redis), per PING {ms(ping_cpu)} ms (client + Redis); "
                   f"load {load}", flush=True)
@@ -444,6 +507,10 @@ async def bench_redis(kam: Any, user: str, url: str,
                  "push", "raw redis-py PING from this process", "ping", None),
             _row("action round trip via Redis vs its raw push floor", runs, "redis",
                  "raw push floor (same run)", "push", None),
+            _row("the same raw pushes over the transport's RESP connections (redis_wire)", runs,
+                 "wire", "raw redis-py PING from this process", "ping", None),
+            _row("action round trip via Redis vs the raw pushes over redis_wire", runs, "redis",
+                 "raw pushes over redis_wire (same run)", "wire", None),
             _row("raw stream entries (XADD + blocking XREAD) the same way", runs,
                  "floor", "raw redis-py PING from this process", "ping", None),
             *([_row("CPU per action via Redis (this process + the real + redis-server)", runs,
@@ -521,8 +588,10 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] in ("--frame-echo", "--task-echo"):
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_serve_frame_echo(sys.argv[2], sys.argv[1] == "--frame-echo"))
-    elif len(sys.argv) == 4 and sys.argv[1] in ("--redis-echo", "--redis-push-echo"):
-        serve = _serve_redis_echo if sys.argv[1] == "--redis-echo" else _serve_push_echo
+    elif len(sys.argv) == 4 and sys.argv[1] in ("--redis-echo", "--redis-push-echo",
+                                                "--redis-wire-echo"):
+        serve = {"--redis-echo": _serve_redis_echo, "--redis-push-echo": _serve_push_echo,
+                 "--redis-wire-echo": _serve_wire_echo}[sys.argv[1]]
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(serve(sys.argv[2], sys.argv[3]))
     else:

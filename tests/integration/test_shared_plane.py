@@ -324,55 +324,98 @@ async def test_a_new_real_has_the_continuity_state_at_once(procs: Any) -> None:
     assert lb.lost[0][0] == "old"
 
 
-async def test_the_redis_scripts_fence_the_plane_and_keep_it_in_one_slot(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> None:
-    """Over Redis nothing routes frames but the scripts: only the holder at its epoch writes
-    the continuity record or delegates, never an older record, never to a member that is not
-    alive with that inbox; every key of the plane is in the group's slot."""
+@pytest.fixture
+async def redis_members(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Members]:
+    """Members of one group over a fresh redis-server (closed after the test)."""
     if shutil.which("redis-server") is None:
         pytest.skip("needs redis-server (apt redis-server)")
-    from redis.crc import key_slot
-
-    from webphone.shared.transports.redis import RedisLink, RedisTransport
+    from webphone.shared.transports.redis import RedisTransport
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     server.start()
     members = Members(lambda: RedisTransport(server.url, OPTIONS))
     try:
-        a, la = await members.join("a")
-        await wait_until(lambda: la.role == "real", 10)
-        b, _ = await members.join("b")
-        link = a._token.link if a._token else None
-        assert isinstance(link, RedisLink)
-        key = link.plane.continuity_key
-        assert key_slot(key.encode()) == key_slot(link.keys.lease.encode())
-        frame = Continuity(epoch=a.epoch, seq=5, calls={"c1": {"sdp": SDP}})
-
-        async def write(epoch: int, seq: int, member: str) -> str:
-            out = await link.run_script("continuity", [key], [epoch, seq, frame.to_json(),
-                                                              member])
-            return out.decode() if isinstance(out, bytes) else str(out)
-
-        assert await write(a.epoch, 5, "b") == "fenced"  # not the holder
-        assert await write(a.epoch + 1, 5, "a") == "fenced"  # not at that epoch
-        assert await write(a.epoch, 5, "a") == "ok"
-        assert await write(a.epoch, 4, "a") == "old"
-        inbox = b._token.link.reply_key if b._token and b._token.link else ""  # type: ignore[attr-defined]
-        forwarded = Delegate(id="x.1", to="b", call_id="c1", op="media.close", args={},
-                             epoch=a.epoch, timeout=1.0).to_json()
-
-        async def delegate(member: str, epoch: int, to: str, target_inbox: str) -> str:
-            out = await link.run_script("delegate", [target_inbox], [
-                member, epoch, to, forwarded, link.reply_key])
-            return out.decode() if isinstance(out, bytes) else str(out)
-
-        assert await delegate("b", a.epoch, "b", inbox) == "fenced"
-        assert await delegate("a", a.epoch, "nobody", inbox) == "unknown"
-        assert await delegate("a", a.epoch, "b", link.reply_key) == "unknown"  # not b's inbox
-        assert key_slot(inbox.encode()) == key_slot(key.encode())
+        yield members
     finally:
         await members.close()
         server.stop()
+
+
+async def test_the_redis_scripts_fence_the_plane_and_keep_it_in_one_slot(
+    redis_members: Members,
+) -> None:
+    """Over Redis nothing routes frames but the scripts: only the holder at its epoch writes
+    the continuity record or delegates, never an older record, never to a member that is not
+    alive with that inbox; every key of the plane is in the group's slot."""
+    from redis.crc import key_slot
+
+    from webphone.shared.transports.redis import RedisLink
+    members = redis_members
+    a, la = await members.join("a")
+    await wait_until(lambda: la.role == "real", 10)
+    b, _ = await members.join("b")
+    link = a._token.link if a._token else None
+    assert isinstance(link, RedisLink)
+    key = link.plane.continuity_key
+    assert key_slot(key.encode()) == key_slot(link.keys.lease.encode())
+    frame = Continuity(epoch=a.epoch, seq=5, calls={"c1": {"sdp": SDP}})
+
+    async def write(epoch: int, seq: int, member: str) -> str:
+        out = await link.run_script("continuity", [key], [epoch, seq, frame.to_json(),
+                                                          member])
+        return out.decode() if isinstance(out, bytes) else str(out)
+
+    assert await write(a.epoch, 5, "b") == "fenced"  # not the holder
+    assert await write(a.epoch + 1, 5, "a") == "fenced"  # not at that epoch
+    assert await write(a.epoch, 5, "a") == "ok"
+    assert await write(a.epoch, 4, "a") == "old"
+    inbox = b._token.link.reply_key if b._token and b._token.link else ""  # type: ignore[attr-defined]
+    forwarded = Delegate(id="x.1", to="b", call_id="c1", op="media.close", args={},
+                         epoch=a.epoch, timeout=1.0).to_json()
+
+    async def delegate(member: str, epoch: int, to: str, target_inbox: str) -> str:
+        out = await link.run_script("delegate", [target_inbox], [
+            member, epoch, to, forwarded, link.reply_key])
+        return out.decode() if isinstance(out, bytes) else str(out)
+
+    assert await delegate("b", a.epoch, "b", inbox) == "fenced"
+    assert await delegate("a", a.epoch, "nobody", inbox) == "unknown"
+    assert await delegate("a", a.epoch, "b", link.reply_key) == "unknown"  # not b's inbox
+    assert key_slot(inbox.encode()) == key_slot(key.encode())
+
+
+async def test_a_delegates_answer_read_before_delegates_own_reply_is_not_lost(
+    redis_members: Members,
+) -> None:
+    """Over Redis the answer to a delegate is pushed to the real's inbox and handled as it
+    arrives, on another connection than the DELEGATE script's own reply: forced here to come
+    first (the real reads DELEGATE's reply only once the answer was handled), it still ends
+    the delegate, with its value (not DelegateTimeoutError)."""
+    from webphone.shared.transports.redis import RedisLink
+    members = redis_members
+    a, la = await members.join("a")
+    await wait_until(lambda: la.role == "real", 10)
+    await members.join("b")
+    link = a._token.link if a._token else None
+    assert isinstance(link, RedisLink)
+    answered = asyncio.Event()
+    on_reply, run_script = link._on_reply, link.run_script
+
+    def seen(fields: dict[Any, Any]) -> None:
+        on_reply(fields)
+        if fields.get(b"t") == b"dresult":
+            answered.set()
+
+    async def answer_first(name: str, extra_keys: list[str], args: list[Any]) -> Any:
+        out = await run_script(name, extra_keys, args)
+        if name == "delegate":
+            await asyncio.wait_for(answered.wait(), 5)
+        return out
+
+    link._on_reply = seen  # type: ignore[method-assign]
+    link.run_script = answer_first  # type: ignore[method-assign]
+    assert await a.delegate("b", "media.offer", "c1", {"sdp": SDP}, timeout=3) == {
+        "op": "media.offer", "args": {"sdp": SDP}}
+    assert answered.is_set()
 
 
 async def test_a_real_never_republishes_an_older_reigns_state() -> None:

@@ -4,6 +4,7 @@ answers, member listings; and the transport's URL and timing checks (no server n
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -14,7 +15,9 @@ from redis.crc import key_slot
 from webphone.shared.lease import LeaseTimings
 from webphone.shared.transports.base import GroupTransportError, HubOptions
 from webphone.shared.transports.redis import RedisTransport
+from webphone.shared.transports.redis_plane import PLANE_SCRIPTS
 from webphone.shared.transports.redis_scripts import (
+    _PRELUDE,
     ACTION_PUSH,
     INBOX_PUSH,
     SCRIPTS,
@@ -52,12 +55,23 @@ def test_only_inboxes_of_the_group_are_accepted_as_reply_keys() -> None:
     assert is_gid("0123456789ab.a17") and not is_gid("x.a1") and not is_gid("0123456789ab.")
 
 
-def test_every_script_starts_with_the_shared_prelude_and_reads_the_server_clock() -> None:
+def test_every_script_has_the_prelude_functions_it_calls_and_reads_the_server_clock() -> None:
+    """Each script carries the prelude's constants and exactly the prelude functions it calls,
+    directly or through another one (each is a closure made on every run); time is the
+    server's (TIME, through now_ms), in every script that uses it."""
     assert {"join", "heartbeat", "acquire", "renew", "release", "ready", "handover", "leave",
             "members", "publish", "enqueue", "claim", "result", "expire",
             "interrupt"} == set(SCRIPTS)
-    for text in SCRIPTS.values():
-        assert "redis.call('TIME')" in text and "local function acquire(" in text
+    functions = set(re.findall(r"local function (\w+)\(", _PRELUDE))
+    assert {"now_ms", "lease_get", "acquire", "push"} <= functions
+    for name, text in {**SCRIPTS, **PLANE_SCRIPTS}.items():
+        defined = set(re.findall(r"local function (\w+)\(", text))
+        called = {f for f in functions if re.search(rf"(?<!function ){f}\(", text)}
+        assert defined == called, name
+        assert text.startswith(_PRELUDE[:_PRELUDE.index("local function")]), name
+        assert ("now_ms()" in text) == ("redis.call('TIME')" in text), name
+    assert "local function acquire(" in SCRIPTS["join"]
+    assert "local function acquire(" not in SCRIPTS["enqueue"]
 
 
 def test_lease_view_parses_script_answers() -> None:

@@ -192,21 +192,30 @@ class RedisPlane:
         gid = f"{self._h.nonce}.{self._ids}"[:MAX_ID_CHARS]
         forwarded = Delegate(id=gid, to=frame.to, call_id=frame.call_id, op=frame.op,
                              args=frame.args, epoch=epoch, timeout=frame.timeout)
+        # Known before DELEGATE is sent: the answer is pushed to our inbox on another
+        # connection and handled as it arrives, possibly before DELEGATE's own reply is read.
+        timer = self._loop.call_later(frame.timeout, self._timed_out, gid)
+        self._asked[gid] = _Asked(own_id=frame.id, target=frame.to, op=frame.op, timer=timer)
         result = "unknown"
-        if inbox is not None and self._h.keys.is_reply(inbox):
-            result = text(await self._h.run_script("delegate", [inbox], [
-                self._h.member_id(), epoch, frame.to, forwarded.to_json(),
-                self._h.reply_key]))
+        try:
+            if inbox is not None and self._h.keys.is_reply(inbox):
+                result = text(await self._h.run_script("delegate", [inbox], [
+                    self._h.member_id(), epoch, frame.to, forwarded.to_json(),
+                    self._h.reply_key]))
+        finally:
+            if result in ("unknown", "fenced"):  # (or Redis failed: the worker sends it again)
+                self._forget(gid)
         if result == "unknown":
             self._fail(frame.id, "MemberLostError", f"member {frame.to!r} is not in the "
                        f"group: {frame.op!r} was not sent")
         elif result == "fenced":
             self._fail(frame.id, "ActionInterruptedError", "this member lost the lease: "
                        f"{frame.op!r} was not sent")
-        else:
-            timer = self._loop.call_later(frame.timeout, self._timed_out, gid)
-            self._asked[gid] = _Asked(own_id=frame.id, target=frame.to, op=frame.op,
-                                      timer=timer)
+
+    def _forget(self, gid: str) -> None:
+        asked = self._asked.pop(gid, None)
+        if asked is not None:
+            asked.timer.cancel()
 
     async def _answer(self, frame: DelegateResult) -> None:
         reply = self._serving.pop(frame.id, None)
