@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import weakref
 from typing import Any
 
 import pytest
@@ -132,6 +134,27 @@ async def test_action_results_and_errors_reach_the_caller(transport: MemoryTrans
         await b.request("flip", "c1", {"target": 1})
     assert type(info.value) is WebPhoneError
     assert [x.name for x in la.actions] == ["answer", "hold", "park", "flip"]
+    await a.close()
+    await b.close()
+
+
+async def test_a_failed_action_leaves_no_reference_cycle(transport: MemoryTransport) -> None:
+    # the error raised in the caller holds request()'s frame (its traceback); if that frame
+    # still held the action's future, which holds the error, only the cycle collector could
+    # free them: with it off, the error must die once nothing runs that could hold it
+    a, la = await join(transport, "a", answers={"hold": CallError("no such call")})
+    await la.wait(lambda: la.role == "real")
+    b, _ = await join(transport, "b")
+    gc.disable()
+    try:
+        try:
+            await b.request("hold", "c1", {})
+        except CallError as exc:
+            ref = weakref.ref(exc)
+        await asyncio.sleep(0)  # the loop's handle that woke us holds the future until then
+        assert ref() is None
+    finally:
+        gc.enable()
     await a.close()
     await b.close()
 

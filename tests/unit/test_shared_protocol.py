@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 from typing import Any
 
@@ -12,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from webphone.errors import GroupProtocolError
+from webphone.shared import protocol
 from webphone.shared.actions import ACTIONS, PHONE_ACTIONS, SESSION_ACTIONS
 from webphone.shared.protocol import (
     HUB_FRAMES,
@@ -372,3 +374,60 @@ def test_check_text_refuses_exactly_the_control_characters(text: str, lines: boo
         assert control and "control characters" in str(exc)
     else:
         assert not control
+
+
+def _outcome(parse: Any, data: bytes) -> str:
+    """What `parse` makes of `data`: the value's repr (ints, floats and -0.0 told apart) or
+    the error's type and message."""
+    try:
+        return repr(parse(data))
+    except (GroupProtocolError, ValueError, RecursionError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _stdlib_parse(data: bytes) -> Any:
+    return protocol._parse(data.decode())
+
+
+@given(json_values, st.data())
+def test_the_fast_decoder_gives_the_stdlib_value_or_error(value: Any, data: st.DataObject) -> None:
+    # msgspec's value is taken only when it encodes back to the very bytes: a duplicate key,
+    # another spelling of a number or string, or a constant goes the stdlib path (same error)
+    text = json.dumps({"v": 1, "x": value}, separators=(",", ":"), ensure_ascii=False)
+    variants = [text, text.replace('{"v":1,', '{"v":1,"v":1,', 1), text.replace("1", "1e0"),
+                text.replace('"', '"\\u0041', 1), data.draw(st.text(max_size=40))]
+    if isinstance(value, dict) and value:
+        key = next(iter(value))
+        dup = json.dumps(key, ensure_ascii=False) + ":" + json.dumps(value[key])
+        variants.append(text.replace(dup, f"{dup},{dup}", 1))
+    for variant in variants:
+        raw = variant.encode("utf-8", "surrogatepass")
+        assert _outcome(protocol._parse_bytes, raw) == _outcome(_stdlib_parse, raw)
+
+
+def test_a_duplicate_key_written_compactly_is_still_refused() -> None:
+    # compact and otherwise canonical: msgspec alone would keep the last "epoch"
+    bad(b'{"v":1,"type":"registered","epoch":1,"epoch":2}', "duplicate key 'epoch'")
+    bad(b'{"v":1,"type":"action","action_id":"a","name":"hold","call_id":"c",'
+        b'"args":{"a":1,"a":1},"timeout":1.0}', "duplicate key 'a'")
+
+
+@pytest.mark.parametrize("cls", [Action, ActionResult, ErrorInfo])
+def test_the_written_out_initialisers_take_the_dataclass_fields(cls: type) -> None:
+    # Action, ActionResult and ErrorInfo build themselves by hand (the hot path): the same
+    # parameters, in the same order, with the same defaults as the dataclass fields
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    fields = dataclasses.fields(cls)
+    assert [p.name for p in params] == [f.name for f in fields]
+    assert [p.default for p in params] == [
+        inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default
+        for f in fields]
+    assert all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params)
+
+
+@pytest.mark.parametrize("frame", EXAMPLES, ids=lambda f: f.TYPE)
+def test_every_frame_we_write_takes_the_fast_decoder(frame: Frame) -> None:
+    # our encoding is the one msgspec writes back, so no frame a member or hub sends pays for
+    # the stdlib path (the speed of _parse_bytes rests on this)
+    data = frame.to_json()
+    assert protocol._FAST_ENCODE(protocol._FAST_DECODE(data)) == data

@@ -454,8 +454,7 @@ class SharedWebPhone(EventEmitter):
         if self.member is not None:
             await self.member.close()  # after the unregister: nobody is promoted before
         await self.phone.dispose()
-        for task in list(self._actions.tasks):
-            task.cancel()
+        self._actions.close()
         if self.transport is not None and isinstance(self.hub, str) and self.hub != "memory":
             await self.transport.aclose()  # ours alone: let closed links leave (Redis)
 
@@ -464,9 +463,10 @@ class SharedWebPhone(EventEmitter):
         self._disposed = True
         if self.member is not None:
             self.member.abort()
-        for task in (self._role_worker, self._tick, *self._actions.tasks):
+        for task in (self._role_worker, self._tick):
             if task is not None:
                 task.cancel()
+        self._actions.close()
         self._placement.cancel()
         self._background(self.media_host.close_all())  # the audio stops, as with a SIGKILL
         for phone in (self._candidate, self._real):

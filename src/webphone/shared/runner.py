@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from webphone.errors import CallError, NoRealPhoneError
 from webphone.phone import WebPhone
-from webphone.shared.eager import start_eagerly
+from webphone.shared.eager import EagerStarter
 from webphone.shared.member import LinkToken, error_info
 from webphone.shared.protocol import Action, ErrorInfo
 from webphone.shared.proxy import jsonable
@@ -100,10 +100,11 @@ class ResultSink(Protocol):
 
 class ActionRunner:
     """The real's side of the actions its members send: each runs in a task of its own (it may
-    wait on SIP for seconds), started eagerly (`eager.start_eagerly`: one that completes without
+    wait on SIP for seconds), started eagerly (`eager.EagerStarter`: one that completes without
     waiting, as an unknown call or a flag change, answers before the callback that received it
-    returns), once any takeover is done (`idle`), on the phone `phone()` returns; `publish`
-    sends the state it changed before the result (a caller sees it first)."""
+    returns, and needs no task of its own), once any takeover is done (`idle`), on the phone
+    `phone()` returns; `publish` sends the state it changed before the result (a caller sees
+    it first)."""
 
     def __init__(self, *, phone: Callable[[], WebPhone | None],
                  idle: Callable[[], Awaitable[None]], publish: Callable[[], None],
@@ -113,13 +114,21 @@ class ActionRunner:
         self._publish = publish
         self._warm = warm
         self._media = media
-        self.tasks: set[asyncio.Task[None]] = set()  # running: a hand-over waits for them
+        self.tasks: set[asyncio.Task[Any]] = set()  # waiting: a hand-over waits for them
+        self._starter = EagerStarter()
 
     def start(self, sink: ResultSink, action: Action, token: LinkToken) -> None:
         """Run `action`, received on `token`'s link; its result goes to `sink`."""
-        task = start_eagerly(self._run(sink, action, token))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task = self._starter.start(self._run(sink, action, token))
+        if task is not None:  # it waits (None: it has answered already)
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    def close(self) -> None:
+        """Cancel the actions still running (their callers learn it from the link)."""
+        self._starter.close()
+        for task in list(self.tasks):
+            task.cancel()
 
     async def _run(self, sink: ResultSink, action: Action, token: LinkToken) -> None:
         try:
