@@ -44,6 +44,31 @@ async def test_register_refresh_keeps_call_id_and_raises_cseq(
         await client.dispose()
 
 
+async def test_refresh_reuses_the_nonce_one_round_trip_per_request(
+    sip_server: Any, server_user: Callable[[], str]
+) -> None:
+    """RFC 7616 §3.4: the refresh's binding fetch and REGISTER answer the registrar's last
+    challenge again (nc 2, 3) and get their 200 at once; only the first REGISTER met a 401."""
+    user = server_user()
+    sent: list[SipRequest] = []
+    statuses: list[int] = []
+    client = SipClient(info(sip_server, user), instance_id="nonce-1", register_expires=10)
+    client.on("outbound_message", lambda m: sent.append(m) if isinstance(m, SipRequest) else None)
+    client.on("inbound_message", lambda m: statuses.append(getattr(m, "status_code", 0))
+              if getattr(m, "status_code", 0) >= 200 else None)  # not the sandbox's 100s
+    refreshed = []
+    client.on("registered", refreshed.append)
+    await client.start()
+    try:
+        await wait_until(lambda: len(refreshed) >= 2, timeout=12, message="refresh REGISTER")
+        assert statuses[:4] == [401, 200, 200, 200]  # register; then fetch + refresh
+        counts = [m.headers.get("Authorization", "").rpartition("nc=")[2][:8] for m in sent]
+        assert counts[:4] == ["", "00000001", "00000002", "00000003"]
+        assert len(sip_server.bindings(user)) == 1
+    finally:
+        await client.dispose()
+
+
 async def test_wrong_password_is_authentication_error(
     sip_server: Any, server_user: Callable[[], str]
 ) -> None:
@@ -181,7 +206,7 @@ async def test_debug_logs_every_message_without_password(
             pass
     text = caplog.text
     assert "Sending to ws://" in text and "Received from ws://" in text
-    assert text.count("REGISTER sip:") >= 4  # 401 round + unregister
+    assert text.count("REGISTER sip:") >= 3  # 401 round + unregister (reusing the nonce)
     assert "SIP/2.0 401" in text and "SIP/2.0 200" in text
     assert sip_server.password(user) not in text
 
