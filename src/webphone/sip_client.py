@@ -40,7 +40,7 @@ from .errors import (
 from .sip import Address, CSeq, Headers, SipRequest, SipResponse, SipUri, parse_message
 from .sip.bindings import check_binding
 from .sip.build import default_reply, response_to
-from .sip.digest import authorization, parse_challenge
+from .sip.digest import NonceReuse, authorization, parse_challenge
 from .sip.transaction import (
     ClientTransaction,
     Output,
@@ -135,6 +135,9 @@ class SipClient(EventEmitter):
         self._ever_registered = False
         self._fenced = False
         self._check_binding = False  # set by the refresh timer: fetch the bindings first
+        # the registrar's last qop=auth challenge: a refresh (its binding fetch and the REGISTER)
+        # then takes one round trip each instead of two (REGISTER, 401, REGISTER, 200)
+        self._register_nonce = NonceReuse()
         self._disposed = False
         if debug:
             _enable_trace_output()
@@ -417,6 +420,8 @@ class SipClient(EventEmitter):
         `request_timeout`) bounds the wait for the first response; once a provisional response
         has come, an INVITE waits up to `final_timeout` for the final one.
         """
+        if auth and request.method == "REGISTER":
+            self._preauthorize(request)
         response = await self._transact(request, on_provisional, timeout, final_timeout)
         if auth and response.status_code in (401, 407):
             try:
@@ -453,6 +458,8 @@ class SipClient(EventEmitter):
                 domain=self.sip_info.domain,
             ),
         )
+        if request.method == "REGISTER" and header == "Authorization":
+            self._register_nonce.remember(challenge)
         via = retry.top_via
         via.params["branch"] = new_branch()
         retry.headers.set("Via", str(via))
@@ -461,6 +468,16 @@ class SipClient(EventEmitter):
         self._cseq = max(self._cseq, number)  # keep the client's counter ahead of every use
         retry.headers.set("CSeq", str(CSeq(number, cseq.method)))
         return retry
+
+    def _preauthorize(self, request: SipRequest) -> None:
+        """Add credentials answering the registrar's last challenge again (next nonce count) to
+        `request`, a REGISTER not sent yet; nothing when there is none to reuse. A registrar that
+        refuses the nonce challenges again, and `request` answers that as usual."""
+        value = self._register_nonce.next(
+            method=request.method, uri=request.uri, username=self.sip_info.authorization_id,
+            password=self.sip_info.password, domain=self.sip_info.domain)
+        if value is not None:
+            request.headers.set("Authorization", value)
 
     async def _transact(
         self,
@@ -592,6 +609,7 @@ class SipClient(EventEmitter):
     # -- connection -------------------------------------------------------------------------
 
     async def _connect(self) -> None:
+        self._register_nonce.forget()  # a new connection may reach another server of a pool
         transport = WebSocketTransport(
             self.url,
             on_frame=self._on_frame,

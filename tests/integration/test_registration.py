@@ -24,10 +24,15 @@ def info(kam: Any, user: str, **overrides: object) -> SipInfo:
 async def test_register_refresh_keeps_call_id_and_raises_cseq(
     sip_server: Any, server_user: Callable[[], str]
 ) -> None:
+    """... and reuses the nonce (RFC 7616 §3.4): the refresh's binding fetch and REGISTER answer
+    the registrar's last challenge again (nc 2, 3) and get their 200 at once."""
     user = server_user()
     sent: list[SipRequest] = []
+    statuses: list[int] = []
     client = SipClient(info(sip_server, user), instance_id="refresh-1", register_expires=10)
     client.on("outbound_message", lambda m: sent.append(m) if isinstance(m, SipRequest) else None)
+    client.on("inbound_message", lambda m: statuses.append(getattr(m, "status_code", 0))
+              if getattr(m, "status_code", 0) >= 200 else None)  # not the sandbox's 100s
     refreshed = []
     client.on("registered", refreshed.append)
     await client.start()
@@ -40,6 +45,9 @@ async def test_register_refresh_keeps_call_id_and_raises_cseq(
         numbers = [m.cseq.number for m in registers]
         assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
         assert len(sip_server.bindings(user)) == 1
+        assert statuses[:4] == [401, 200, 200, 200]  # register; then fetch + refresh
+        counts = [m.headers.get("Authorization", "").rpartition("nc=")[2][:8] for m in sent]
+        assert counts[:4] == ["", "00000001", "00000002", "00000003"]
     finally:
         await client.dispose()
 
@@ -181,7 +189,7 @@ async def test_debug_logs_every_message_without_password(
             pass
     text = caplog.text
     assert "Sending to ws://" in text and "Received from ws://" in text
-    assert text.count("REGISTER sip:") >= 4  # 401 round + unregister
+    assert text.count("REGISTER sip:") >= 3  # 401 round + unregister (reusing the nonce)
     assert "SIP/2.0 401" in text and "SIP/2.0 200" in text
     assert sip_server.password(user) not in text
 

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from webphone.errors import SipParseError
-from webphone.sip.digest import authorization, parse_challenge, rc_authorization
+from webphone.sip.digest import NonceReuse, authorization, parse_challenge, rc_authorization
 
 
 def md5(text: str) -> str:
@@ -123,3 +123,23 @@ def test_password_never_in_output() -> None:
         domain="r",
     )
     assert "hunter2-secret" not in value
+
+
+def test_nonce_reuse_counts_up_and_skips_challenges_without_qop() -> None:
+    reuse = NonceReuse()
+    kwargs = {"method": "REGISTER", "uri": "sip:sip.test", "username": "alice",
+              "password": "secret", "domain": "sip.test"}
+    assert reuse.next(**kwargs) is None  # nothing answered yet
+    reuse.remember(parse_challenge('Digest realm="sip.test", nonce="n1", qop="auth"'))
+    second, third = reuse.next(**kwargs), reuse.next(**kwargs)
+    assert second is not None and 'nonce="n1"' in second and "nc=00000002" in second
+    assert third is not None and "nc=00000003" in third
+    reuse.remember(parse_challenge('Digest realm="sip.test", nonce="n2", qop="auth"'))
+    again = reuse.next(**kwargs)
+    assert again is not None and 'nonce="n2"' in again and "nc=00000002" in again
+    # RFC 2069 (RingCentral's form) has no nonce count: a reuse would look like a replay
+    reuse.remember(parse_challenge('Digest realm="sip.ringcentral.com", nonce="n3"'))
+    assert reuse.next(**kwargs) is None
+    reuse.remember(parse_challenge('Digest realm="sip.test", nonce="n4", qop="auth"'))
+    reuse.forget()
+    assert reuse.next(**kwargs) is None

@@ -33,6 +33,7 @@ from webphone.sip import (
     split_list,
     unquote,
 )
+from webphone.sip._grammar import split_top
 
 # ~300 examples keeps the file at a few seconds; WEBPHONE_SIP_EXAMPLES=20000 for a deep run.
 FAST = settings(
@@ -318,6 +319,35 @@ def test_via_round_trips(via: Via) -> None:
 def test_split_list_round_trips(items: list[str]) -> None:
     assert split_list(", ".join(items)) == items
     assert split_list(",".join(items)) == items
+
+
+def _split_top_by_character(text: str, sep: str, angle: bool) -> list[str]:
+    """The character-by-character scan `split_top` was before its fast paths: the reference."""
+    parts, start, in_quote, in_angle, i = [], 0, False, False, 0
+    while i < len(text):
+        c = text[i]
+        if in_quote:
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                in_quote = False
+        elif c == '"':
+            in_quote = True
+        elif angle and c == "<":
+            in_angle = True
+        elif angle and c == ">":
+            in_angle = False
+        elif c == sep and not in_angle:
+            parts.append(text[start:i])
+            start = i + 1
+        i += 1
+    return [*parts, text[start:]]
+
+
+@FAST
+@given(st.text('ab,;"\\<> ', max_size=40), st.sampled_from([",", ";"]), st.booleans())
+def test_split_top_matches_a_character_scan(text: str, sep: str, angle: bool) -> None:
+    assert split_top(text, sep, angle=angle) == _split_top_by_character(text, sep, angle)
 
 
 @FAST

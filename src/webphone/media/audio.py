@@ -406,8 +406,9 @@ async def converted(
 
 
 def tone_source(frequency: float, duration: float, amplitude: float = 0.5) -> Iterable[bytes]:
-    """A sine, directly at the send rate."""
-    return sine_chunks(frequency, duration, SEND_RATE, amplitude, chunk=0.02)
+    """A sine, directly at the send rate, in 100 ms chunks: the player wakes once per five
+    frames to refill the track's buffer (200 ms) rather than once per frame."""
+    return sine_chunks(frequency, duration, SEND_RATE, amplitude, chunk=0.1)
 
 
 async def wav_chunks(path: str | Path, chunk_seconds: float = 0.5) -> AsyncIterator[bytes]:

@@ -24,14 +24,14 @@ a packet given up as lost.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["JitterBuffer", "Released"]
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Released:
-    """One packet leaving the buffer; `payload` None: it was lost."""
+class Released(NamedTuple):
+    """One packet leaving the buffer; `payload` None: it was lost. (A tuple: one is made per
+    received packet, at half the cost of a frozen dataclass.)"""
 
     seq: int
     timestamp: int

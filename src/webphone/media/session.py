@@ -818,8 +818,10 @@ class MediaSession(EventEmitter):
         count_received(self._transceiver.receiver, header, clock_rate)  # RTCP reports
 
     def _on_pcm(self, pcm: bytes | None, now: float) -> None:
+        """A received 20 ms frame: `pcm` None when `_wanted()` was false just before (both
+        callers ask it first; it is not asked again per frame)."""
         self._count_received(now)
-        if pcm is None or not self._wanted():
+        if pcm is None:
             self._stats.frames_discarded += 1
             return
         if not pcm:  # a resampler still filling up
@@ -835,8 +837,9 @@ class MediaSession(EventEmitter):
         audio = AudioFrame(pcm, self.receive_sample_rate, now)
         if self._recorder is not None:
             self._recorder.write(pcm)
-        for stream in list(self._streams):
-            stream.put(audio)
+        if self._streams:  # iterating an empty WeakSet still costs its guard
+            for stream in list(self._streams):
+                stream.put(audio)
         if listeners:
             self.emit("audio", audio)
 

@@ -6,6 +6,7 @@ where; they never raise anything else, whatever the input.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -114,30 +115,43 @@ def split_top(text: str, sep: str, *, angle: bool = True) -> list[str]:
 
     Never raises: an unterminated quote or `<` swallows the rest of the text, so the malformed
     piece comes out whole and fails in whichever parser looks at it next.
+
+    Every SIP header goes through here; text without quotes or angle brackets (most of it) is
+    a plain `str.split`, and other text is scanned from one special character to the next
+    (a loop over every character cost ~0.25 us each: ~20 us of a Via).
     """
+    if '"' not in text and (not angle or "<" not in text):
+        return text.split(sep)
     parts: list[str] = []
-    start = 0
+    start = skip = 0
     in_quote = in_angle = False
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
+    for match in _specials(sep, angle).finditer(text):
+        i = match.start()
+        if i < skip:
+            continue  # the character escaped by a backslash inside a quoted string
+        c = match.group()
         if in_quote:
             if c == "\\":
-                i += 1  # skip the escaped character
+                skip = i + 2
             elif c == '"':
                 in_quote = False
         elif c == '"':
             in_quote = True
-        elif angle and c == "<":
+        elif c == "<":
             in_angle = True
-        elif angle and c == ">":
+        elif c == ">":
             in_angle = False
         elif c == sep and not in_angle:
             parts.append(text[start:i])
             start = i + 1
-        i += 1
     parts.append(text[start:])
     return parts
+
+
+@functools.cache
+def _specials(sep: str, angle: bool) -> re.Pattern[str]:
+    """The characters `split_top` acts on (a handful of `sep`s exist: the cache stays small)."""
+    return re.compile("[" + re.escape('"\\' + sep + ("<>" if angle else "")) + "]")
 
 
 def find_top(text: str, char: str) -> int:
@@ -194,14 +208,14 @@ def parse_params(text: str) -> dict[str, str | None]:
 def _parse_param(segment: str) -> tuple[str, str | None]:
     name, eq, value = segment.partition("=")
     name = name.strip(" \t")
-    if not name or any(c in _PARAM_NAME_STOP for c in name):
+    if not name or not _PARAM_NAME_STOP.isdisjoint(name):
         raise SipParseError(f"invalid parameter name {show(name)} in {show(segment)}")
     if not eq:
         return name, None
     value = value.strip(" \t")
     if value.startswith('"'):
         unquote(value)  # validates: complete string, nothing after it
-    elif any(c in _PARAM_STOP for c in value):
+    elif not _PARAM_STOP.isdisjoint(value):
         raise SipParseError(f"invalid value {show(value)} for parameter {name!r}")
     return name, value
 
@@ -228,7 +242,7 @@ def _needs_quotes(value: str) -> bool:
         except SipParseError:
             return True
         return False
-    return any(c in _PARAM_STOP for c in value)
+    return not _PARAM_STOP.isdisjoint(value)
 
 
 def get_param(params: dict[str, str | None], name: str) -> str | None:

@@ -9,7 +9,12 @@ Two forms are produced:
   RFC 2069 response, `algorithm="MD5"` quoted and first, the digest URI `sip:{domain}` whatever the
   Request-URI (see upstream-webphone-sdk.md §2.2). The realm is still taken from the challenge when
   it has one; RingCentral's equals the domain.
+
+`NonceReuse` keeps the last `qop=auth` challenge of a registrar so that the next REGISTER carries
+its credentials at once (RFC 3261 §22.3 lets a UA send credentials preemptively; RFC 7616 §3.4:
+`nc` counts the requests sent with one nonce, which is what makes reusing it legitimate).
 """
+
 
 from __future__ import annotations
 
@@ -156,6 +161,40 @@ def authorization(
     if challenge.opaque is not None:
         parts.append(f'opaque="{challenge.opaque}"')
     return "Digest " + ", ".join(parts)
+
+
+class NonceReuse:
+    """Answers a cached `qop=auth` challenge again, each time with the next nonce count.
+
+    `remember(challenge)` after answering a 401 (that answer was nc 1); `next(...)` gives the
+    credentials of the next request, or None when there is nothing to reuse. Challenges without
+    qop (RFC 2069, RingCentral's form) are never reused: they carry no nonce count, so a server
+    cannot tell a reuse from a replay and commonly refuses it. A server that no longer accepts
+    the nonce answers the preemptive request with a fresh challenge (`stale=true` once it has
+    expired, RFC 7616 §3.3), which the caller answers and remembers as usual.
+    """
+
+    def __init__(self) -> None:
+        self._challenge: Challenge | None = None
+        self._count = 0
+
+    def remember(self, challenge: Challenge) -> None:
+        """The challenge just answered (with nc 1); forgets it when it cannot be reused."""
+        usable = "auth" in challenge.qop
+        self._challenge = challenge if usable else None
+        self._count = 1
+
+    def forget(self) -> None:
+        self._challenge = None
+
+    def next(self, *, method: str, uri: str, username: str, password: str,
+             domain: str) -> str | None:
+        """The `Authorization` value for the next request, or None (no reusable challenge)."""
+        if self._challenge is None:
+            return None
+        self._count += 1
+        return authorization(self._challenge, method=method, uri=uri, username=username,
+                             password=password, domain=domain, nc=self._count)
 
 
 def rc_authorization(

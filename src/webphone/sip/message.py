@@ -78,10 +78,22 @@ LIST_HEADERS = frozenset(
 
 
 
+#: wire name -> lookup key, for the names seen so far: every header lookup compares the key of
+#: every field (~45 per message), and a handful of spellings make up nearly all of them.
+_KEYS: dict[str, str] = {}
+#: bound on `_KEYS`: names a peer makes up are computed each time once it is full
+_KEYS_MAX = 1024
+
+
 def _key(name: str) -> str:
     """Lookup key of a header name: lowercase, compact form expanded."""
-    lower = name.lower()
-    return COMPACT_FORMS.get(lower, lower)
+    key = _KEYS.get(name)
+    if key is None:
+        lower = name.lower()
+        key = COMPACT_FORMS.get(lower, lower)
+        if len(_KEYS) < _KEYS_MAX:
+            _KEYS[name] = key
+    return key
 
 
 class Headers:
