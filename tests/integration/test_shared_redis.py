@@ -270,15 +270,14 @@ async def test_actions_run_once_on_the_real_and_its_errors_come_back(group: Grou
     assert [x.name for x in la.actions] == ["answer", "hold", "flip", "mute"]
 
 
-async def test_broken_push_connections_cost_a_reconnect_never_an_action(
+async def test_broken_push_connections_cost_neither_a_link_nor_an_action(
     shared_redis: RedisServer,
 ) -> None:
     """The pushes that wake the real (actions) and each caller (results) come on connections
-    of their own: when Redis drops them all (CLIENT KILL TYPE pubsub), a dummy's link is lost
-    as with any broken connection and the member connects anew; the real holds on to its lease
-    and its link, and reads the actions stream again. Every action then runs once and its
-    result comes back, the real's own too. (A 3 s lease, the default: the real's reconnect
-    must fit in its renew deadline, 2 s, not 0.6 s, on a loaded machine.)"""
+    of their own: when Redis drops them all (CLIENT KILL TYPE pubsub), each reader subscribes
+    again and reads its stream from the last entry it saw: both links stay (the real keeps
+    its lease), every action runs once and its result comes back, the real's own too. (A 3 s
+    lease, the default, as for any Redis fault on a loaded machine.)"""
     group = Group(shared_redis.url, HubOptions(heartbeat_interval=0.5, heartbeat_timeout=3.0))
     try:
         await _pushes_broken(group)
@@ -291,21 +290,18 @@ async def _pushes_broken(group: Group) -> None:
     await wait_until(lambda: la.role == "real" and la.registered_at, 5)
     b, _ = await group.join("b")
     assert await b.request("hold", "c1", {}) == {"ran": "hold", "by": "a"}
-    real_link = a._token.link if a._token else None
+    links = [m._token.link if m._token else None for m in (a, b)]
     async with Redis.from_url(group.url) as redis:
         for n in range(3):
-            old = b._token.link if b._token else None
             assert await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub") >= 2
-            await wait_until(lambda old=old: b._token is not None
-                             and b._token.link not in (None, old) and b._connected.is_set(),
-                             5, message="b connected anew")
             assert await b.request("park", f"c{n}", {}, timeout=5.0) == {"ran": "park",
                                                                           "by": "a"}
             assert await a.request("mute", f"c{n}", {}, timeout=5.0) == {"ran": "mute",
                                                                           "by": "a"}
     assert [(x.name, x.call_id) for x in la.actions] == [
         ("hold", "c1"), *[(name, f"c{n}") for n in range(3) for name in ("park", "mute")]]
-    assert la.role == "real" and (a._token.link if a._token else None) is real_link
+    assert la.role == "real"
+    assert [m._token.link if m._token else None for m in (a, b)] == links
 
 
 async def test_a_repeated_action_id_is_refused_and_runs_once(

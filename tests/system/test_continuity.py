@@ -15,12 +15,14 @@ SIGKILL IS such a growing gap.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
 from support.baresip import Baresip
 from support.continuity import (
@@ -284,3 +286,41 @@ async def test_baresip_keeps_its_call_when_the_real_dies_and_hears_the_holder(
           f"it went on with {dummy.name}'s audio ({time.monotonic() - killed:.1f} s checked), "
           "no BYE")
 
+
+
+@pytest.mark.parametrize("holders", ["redis"], indirect=True)
+async def test_redis_pushes_lost_while_a_dummy_holds_a_call(
+    holders: Callable[[list[str]], Any], far: FarParty, redis_server: RedisServer
+) -> None:
+    """Redis drops every push connection (`CLIENT KILL TYPE pubsub`: the real's actions and
+    each member's inbox) while a dummy holds a call's media and the third member's `hold` is
+    in flight (the far party has the re-INVITE). The hold still succeeds (no
+    ActionInterruptedError: the readers subscribe again and read the streams, the links
+    stay); then `unhold`, `mute` and `unmute` from the same member go through Redis to the
+    real, which asks the holder through its inbox: the far party hears the holder's tone stop
+    and come back. The call goes on: no BYE, the holder hears 440 Hz, every member shows it
+    answered, and no other member's tone was ever heard."""
+    real, dummy, call = await a_call_a_dummy_holds(holders, far)
+    (other,) = [m for m in call.alive() if m not in (real, dummy)]
+    tone = call.tone(dummy)
+    began = time.monotonic()
+    holding = asyncio.ensure_future(other.command("session", call_id=call.call_id, name="hold"))
+    await far.wait_event(lambda e: is_("sip_in", method="INVITE")(e) and e["t"] > began, 10)
+    client = Redis.from_url(redis_server.url)
+    try:
+        killed_at = time.monotonic()
+        killed = await client.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+    finally:
+        await client.aclose()
+    assert killed >= 4, killed  # the real's actions and three inboxes
+    result = await holding
+    assert result["ok"], ("hold", result.get("error"), result.get("message"))
+    for name, heard in (("unhold", None), ("mute", None), ("unmute", tone)):
+        began = time.monotonic()
+        result = await other.command("session", call_id=call.call_id, name=name)
+        assert result["ok"], (name, result.get("error"), result.get("message"))
+        if name != "unhold":  # (the far party hears us all along: hold is RingCentral's)
+            await far.wait_event(lambda e, hz=heard, t=began: e["event"] == "heard"
+                                 and e["hz"] == hz and e["t"] >= t, 10)
+    report = await survived(call, killed_at, dummy, f"{killed} Redis push connections lost")
+    assert set(report["tones"]) == {tone}, report  # (twice: before and after the mute)

@@ -1356,36 +1356,51 @@ class RedisLink(GroupLink):
         reader is woken with the entry itself, on a connection of its own that only waits.
         Subscribed first, then the entries the stream already holds (written while nobody
         listened), then the pushes: a push of an entry already read is skipped (stream ids
-        only grow, and a channel delivers in the order Redis published). A push lost with a
-        broken connection fails the session; the next one reads the stream again."""
-        client = self._t.client(None, url=self._node)
-        push = client.pubsub()
-        try:
-            await push.subscribe(channel)
-            while _kind(await push.parse_response(block=True)) != "subscribe":
-                pass
-            last = entry_key(after)
-            while True:
-                assert self._blk is not None  # (not the command connection: renewals use it)
-                resp: Any = await self._blk.xread({stream: after}, count=64)
-                batch = [(text(i), f) for _stream, entries in streams(resp) for i, f in entries]
-                for entry_id, fields in batch:
-                    after, last = entry_id, entry_key(entry_id)
-                    yield entry_id, fields
-                if len(batch) < 64:
-                    break
-            while True:
-                message = await push.parse_response(block=True)
-                if _kind(message) != "message":
-                    continue
-                entry = push_entry(message[2], names)
-                if entry is None:
-                    log.warning("ignoring a malformed push on %s", channel)
-                elif entry_key(entry[0]) > last:
-                    last = entry_key(entry[0])
-                    yield entry
-        finally:  # in the background: we may be being cancelled
-            self._t.track(asyncio.ensure_future(_close_quietly(push, client)))
+        only grow, and a channel delivers in the order Redis published).
+
+        A broken push connection (Redis dropped it: `CLIENT KILL TYPE pubsub`, a proxy's idle
+        timeout) is subscribed again at once and the stream read from the last entry seen:
+        the pushes lost meanwhile are in the stream, nothing is read twice, and the session
+        (a dummy's link, and the actions in flight on it) goes on. Only when that fails too
+        (Redis itself is away) does the error fail the session."""
+        last = entry_key(after)
+        broken: BaseException | None = None
+        while True:
+            client = self._t.client(None, url=self._node)
+            push = client.pubsub()
+            try:
+                await push.subscribe(channel)
+                while _kind(await push.parse_response(block=True)) != "subscribe":
+                    pass
+                while True:
+                    assert self._blk is not None  # (not the command connection: renewals)
+                    resp: Any = await self._blk.xread({stream: after}, count=64)
+                    batch = [(text(i), f) for _stream, entries in streams(resp)
+                             for i, f in entries]
+                    for entry_id, fields in batch:
+                        after, last = entry_id, entry_key(entry_id)
+                        yield entry_id, fields
+                    if len(batch) < 64:
+                        break
+                broken = None
+                while True:
+                    message = await push.parse_response(block=True)
+                    if _kind(message) != "message":
+                        continue
+                    entry = push_entry(message[2], names)
+                    if entry is None:
+                        log.warning("ignoring a malformed push on %s", channel)
+                    elif entry_key(entry[0]) > last:
+                        after, last = entry[0], entry_key(entry[0])
+                        yield entry
+            except REDIS_ERRORS as exc:
+                if broken is not None:
+                    raise
+                broken = exc
+                log.info("the push connection of %s broke (%s: %s); subscribing again",
+                         channel, type(exc).__name__, exc)
+            finally:  # in the background: we may be being cancelled
+                self._t.track(asyncio.ensure_future(_close_quietly(push, client)))
 
     async def _claimed_for(self, entry_id: str, fields: dict[Any, Any]) -> None:
         """An entry ENQUEUE claimed for the ready real of its epoch: run it if that is us, now
