@@ -209,7 +209,7 @@ async def test_an_action_during_the_takeover_runs_once_it_is_done(
     assert report["byes"] == 1 and report["end_reason"] == "remote hung up", report
 
 
-@pytest.mark.parametrize("moment", ["promoted", "reinvite"])
+@pytest.mark.parametrize("moment", ["promoted", "reinvite", "reinvite-hang"])
 async def test_double_failover_the_successor_dies_while_adopting(
     sandbox_server: SandboxServer, member_group: Callable[..., MemberGroup], far: FarParty,
     moment: str
@@ -218,16 +218,25 @@ async def test_double_failover_the_successor_dies_while_adopting(
     middle of the takeover: as soon as it says it is the real ("promoted": the records it
     adopted are published, nothing sent yet), or once its re-INVITE renewing the media reached
     the far party ("reinvite": the far party's 200 with its offer waits for an ACK that never
-    comes). The third member adopts the call from what the successor published and renews the
-    media; tones both ways, no BYE. (Before: the successor published no record while renewing,
-    and the far party's unACKed 2xx blocked its re-offer: the call was lost.)"""
+    comes), or it hangs there (SIGSTOP, "reinvite-hang"). The third member adopts the call from
+    what the successor published and renews the media; tones both ways, no BYE. A hung
+    successor woken afterwards (SIGCONT) learns it was deposed and ends nothing (its renewal,
+    ACK or BYE are fenced). (Before: the successor published no record while renewing, and
+    the far party's unACKed 2xx blocked its re-offer: the call was lost.)"""
     call, successor, last, marks_, killed = await the_real_holding_both_killed(
         sandbox_server, member_group, far)
-    if moment == "reinvite":
+    if moment != "promoted":
         await far.wait_event(lambda e: is_("sip_in", method="INVITE")(e) and e["t"] > killed,
                              15)
-    successor.kill()
+    successor.stop() if moment == "reinvite-hang" else successor.kill()
     report = await taken_over(call, last, killed, marks_[last.name])
     heard = await far.wait_tone(call.tone(last), after=killed, timeout=1)
     print(f"\ndouble failover ({moment}): the far party hears {last.name} "
           f"{(heard - killed) * 1000:.0f} ms after the first kill; {report}")
+    if moment == "reinvite-hang":
+        woke = len(successor.events)
+        successor.cont()
+        await successor.wait_event(is_("role", role="dummy"), 10, since=woke)
+        after = await far.report(since=time.monotonic(), until=time.monotonic() + 2.0)
+        assert after["byes"] == 0 and after["state"] == "answered", after
+        assert after["current"] == call.tone(last) and after["gap_ms"] < 500, after
