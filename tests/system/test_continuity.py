@@ -199,6 +199,32 @@ async def test_sigkill_of_the_media_holder(
     assert report["gap_ms"] < media_gap_bound_ms, report
 
 
+async def test_double_failover_while_a_dummy_holds_the_media(
+    holders: Callable[[list[str]], Any], far: FarParty
+) -> None:
+    """The younger dummy holds the call's media; the real is SIGKILLed, and so is its
+    successor (the older dummy) once its target refresh (a re-INVITE with the same SDP)
+    reached the far party, whose 200 then waits for an ACK that never comes. The media holder
+    becomes the real, takes the dialog over from what the successor published and refreshes
+    it again: the far party takes the older 200 as ACKed (RFC 3261 §14.1; else it would BYE
+    the call at 64*T1), the audio never stopped, no BYE."""
+    members = await holders(["a", "b", "c"])
+    real = real_of(members)
+    listed = (await real.command("members"))["value"]  # oldest first: promoted in this order
+    successor, youngest = (members[m["member_id"]][0] for m in listed if m["role"] == "dummy")
+    call = await answer_call(members, far, GROUP_USER, youngest.name)
+    assert call.holder is youngest, call.holder.name
+    mark = len(successor.events)
+    killed = time.monotonic()
+    real.kill()
+    await successor.wait_event(is_("role", role="real"), 15, since=mark)
+    await reinvited_after(far, killed)
+    successor.kill()
+    await youngest.wait_event(is_("adopted", call.call_id), 15)
+    report = await survived(call, killed, youngest, "double failover, a dummy holds the media")
+    assert report["gap_ms"] < SIGNALLING_GAP_BOUND_MS and report["reinvites"] >= 2, report
+
+
 @BOTH
 async def test_sigkill_of_a_real_that_held_both(
     holders: Callable[[list[str]], Any], far: FarParty, media_gap_bound_ms: float
