@@ -10,7 +10,6 @@ webphone far party re-offers on its new endpoint)."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from support.continuity import (
     answer_call,
     dummies_of,
     far_party,
+    first_to,
     is_,
     real_of,
     spawn_holders,
@@ -53,21 +53,6 @@ async def call_on_the_real(sandbox_server: SandboxServer, member_group: Callable
     real, (dummy,) = real_of(members), dummies_of(members)
     call = await answer_call(members, far, GROUP_USER, real.name)
     return call, real, dummy
-
-
-async def first_to(members: list[MemberProc], predicate: Callable[[dict[str, Any]], bool],
-                   since: dict[str, int], timeout: float = 15.0) -> MemberProc:
-    """The first of `members` to print an event matching `predicate` after `since`."""
-    waits = {asyncio.ensure_future(m.wait_event(predicate, timeout, since=since[m.name])): m
-             for m in members}
-    try:
-        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        task = done.pop()
-        task.result()
-        return waits[task]
-    finally:
-        for task in waits:
-            task.cancel()
 
 
 async def taken_over(call: GroupCall, successor: MemberProc, since: float, mark: int

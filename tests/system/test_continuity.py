@@ -34,6 +34,7 @@ from support.continuity import (
     answer_call,
     dummies_of,
     far_party,
+    first_to,
     is_,
     marks,
     real_of,
@@ -219,7 +220,7 @@ async def test_double_failover_while_a_dummy_holds_the_media(
     since = marks([older, younger])
     killed = time.monotonic()
     real.kill()
-    successor = await promoted([older, younger], since)
+    successor = await first_to([older, younger], is_("role", role="real"), since, 20)
     await reinvited_after(far, killed)
     successor.kill()
     (last,) = [m for m in (older, younger) if m is not successor]
@@ -228,20 +229,6 @@ async def test_double_failover_while_a_dummy_holds_the_media(
                               f"media, {successor.name} promoted first")
     bound = media_gap_bound_ms if successor is younger else SIGNALLING_GAP_BOUND_MS
     assert report["gap_ms"] < bound and report["reinvites"] >= 2, report
-
-
-async def promoted(candidates: list[MemberProc], since: dict[str, int]) -> MemberProc:
-    """The first of `candidates` to say it is the real after its mark in `since`."""
-    waits = {asyncio.ensure_future(m.wait_event(is_("role", role="real"), 20,
-                                                since=since[m.name])): m for m in candidates}
-    try:
-        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        task = done.pop()
-        task.result()
-        return waits[task]
-    finally:
-        for task in waits:
-            task.cancel()
 
 
 @BOTH
