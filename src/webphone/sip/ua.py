@@ -4,7 +4,7 @@ Theory of operation. `CallCore` is one call: the INVITE that opens it, its dialo
 transactions inside it. The shell feeds it every message of the call (`receive(message, now)`),
 asks it to act (`ring`, `answer`, `reject`, `cancel`, `hangup`, `request`, `reply`), and calls
 `handle_timeout(now)` at `next_deadline()`. Every method returns a list of outputs: `Send`
-(a message for the wire) and events (`CallRinging`, `CallAnswered`, `AckReceived`,
+(a message for the wire) and events (`CallRinging`, `CallAnswered`, `AckReceived`, `AckLost`,
 `RequestReceived`, `ResponseReceived`, `CallTerminated`, `TransactionTimeout`). Nothing here
 awaits, sleeps or reads a clock; media and SDP negotiation are the shell's.
 
@@ -17,7 +17,8 @@ or ringing -> terminated when the call never connects. The rules the core enforc
 - The caller ACKs every 2xx (§13.2.2.4), retransmissions included; a 2xx from a second fork is
   ACKed and its dialog ended with BYE at once.
 - The callee retransmits its 2xx until the ACK comes (§13.3.1.4: T1 doubling up to T2) and gives
-  up after 64*T1 with a BYE.
+  up after 64*T1 with a BYE. A newer INVITE of the peer before that ACK means it was lost
+  (§14.1: the peer's INVITE was over): `AckLost`, no more retransmission, no BYE.
 - A re-INVITE received while ours is pending gets 491 (§14.1). The remote target moves only once
   a target refresh was accepted with 2xx (§12.2.2, RFC 6141).
 - A re-INVITE of ours without SDP (an offerless re-INVITE, RFC 3264 §4) whose 2xx carries the
