@@ -35,7 +35,7 @@ def test_the_aiortc_internals_of_the_media_path_are_still_there() -> None:
     """Fails loudly (instead of audio silently going missing) when an aiortc release changes
     what `webphone.media._hooks` and the inline codec path rely on; pyproject pins the range."""
     import aioice.ice
-    from aiortc import rtcrtpsender
+    from aiortc import RTCPeerConnection, rtcrtpsender
     from aiortc.codecs.g711 import PcmEncoder
     from aiortc.codecs.opus import OpusEncoder
     from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsTransport
@@ -46,6 +46,11 @@ def test_the_aiortc_internals_of_the_media_path_are_still_there() -> None:
     assert list(inspect.signature(RTCDtlsTransport._handle_rtp_data).parameters) == [
         "self", "data", "arrival_time_ms"]
     assert callable(RTCCertificate._create_ssl_context)
+    # rollback_local_offer: the two members setLocalDescription sets for an offer
+    pc_source = inspect.getsource(RTCPeerConnection.setLocalDescription)
+    assert "self.__pendingLocalDescription = description" in pc_source
+    assert 'self.__setSignalingState("have-local-offer")' in pc_source
+    assert callable(RTCPeerConnection._RTCPeerConnection__setSignalingState)  # type: ignore[attr-defined]
     assert callable(aioice.ice.get_host_addresses)
     # a track may hand the sender encoded packets: it packs them (no executor, no level)
     source = inspect.getsource(rtcrtpsender.RTCRtpSender._next_encoded_frame)

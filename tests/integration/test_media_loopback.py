@@ -209,6 +209,44 @@ async def test_hold_stops_audio_and_unhold_resumes(
         await wait_for_tone(at_a, 440)
 
 
+async def test_an_offer_of_the_peer_after_an_abandoned_re_offer(
+    pair: tuple[MediaSession, MediaSession],
+) -> None:
+    """Our re-offer on the connection in use is never answered (a hold refused with 491, the
+    peer re-offering at the same time): it is rolled back, so the peer's offer is answered on
+    the same connection (no new endpoint) and the tones go on both ways."""
+    a, b = pair
+    at_b, at_a = b.received_audio(), a.received_audio()
+    async with playing(a.play_tone(1000, 20)), playing(b.play_tone(440, 20)):
+        await wait_for_tone(at_b, 1000)
+        a.set_direction("sendonly")
+        await a.create_offer()  # refused: never applied
+        a.set_direction("sendrecv")
+        await connect(b, a)  # b offers, a answers
+        assert a.stats.endpoint_changes == 0 and b.stats.endpoint_changes == 0
+        assert (a.negotiated_direction, b.negotiated_direction) == ("sendrecv", "sendrecv")
+        await wait_for_tone(at_b, 1000)
+        await wait_for_tone(at_a, 440)
+
+
+async def test_an_offer_of_the_peer_after_an_abandoned_renewed_offer(
+    pair: tuple[MediaSession, MediaSession],
+) -> None:
+    """Our offer from a new peer connection is never answered (the far party's re-offer after
+    a media holder moved, refused while a newer INVITE was in progress): the peer's own offer
+    is still answered (from a fresh connection: aiortc has no rollback) and the tones flow both
+    ways again."""
+    a, b = pair
+    at_b, at_a = b.received_audio(), a.received_audio()
+    async with playing(a.play_tone(1000, 20)), playing(b.play_tone(440, 20)):
+        await wait_for_tone(at_b, 1000)
+        await a.create_offer(renew=True)  # never delivered
+        await connect(b, a)  # b offers, a answers
+        assert a.stats.endpoint_changes == 2
+        await wait_for_tone(at_b, 1000)
+        await wait_for_tone(at_a, 440)
+
+
 async def test_dtmf_arrives_in_order_once_each(pair: tuple[MediaSession, MediaSession]) -> None:
     a, b = pair
     got_b: list[str] = []

@@ -391,3 +391,88 @@ async def test_five_concurrent_calls_are_independent_and_a_sixth_is_declined(
               f"reply after {result['reply_after_s']:.2f} s; callers' loop lag "
               f"{result['loop_lag_ms']:.0f} ms)")
         assert loudest == frequency, level
+
+
+class SlowListener:
+    """A pipeline stage 3x slower than real time (60 ms of awaited work per 20 ms frame of
+    received audio: a remote speech-to-text that cannot keep up), noting when it first hears
+    each tone."""
+
+    WORK_S = 0.06
+
+    def __init__(self, tones: tuple[float, ...]) -> None:
+        from pipecat.frames.frames import InputAudioRawFrame
+        from pipecat.processors.frame_processor import FrameProcessor
+
+        from webphone.media import detect_tone
+
+        listener = self
+
+        class _Slow(FrameProcessor):
+            async def process_frame(self, frame: Any, direction: Any) -> None:
+                await super().process_frame(frame, direction)
+                if isinstance(frame, InputAudioRawFrame):
+                    listener.frames += 1
+                    hz = detect_tone(frame.audio, frame.sample_rate, tones)
+                    listener.processed.append((time.monotonic(), hz))
+                    if hz is not None:
+                        listener.heard.setdefault(hz, time.monotonic())
+                    await asyncio.sleep(listener.WORK_S)  # the stage's work, not a wait
+                await self.push_frame(frame, direction)
+
+        self.processor = _Slow()
+        self.frames = 0
+        self.heard: dict[float, float] = {}
+        self.processed: list[tuple[float, float | None]] = []  # (when, its tone)
+
+    def stale_after(self, since: float, hz: float) -> int:
+        """Frames processed after `since` but before the first of tone `hz`: the backlog."""
+        first = self.heard[hz]
+        return sum(1 for t, _ in self.processed if since <= t < first)
+
+
+async def test_a_pipeline_slower_than_the_call_hears_the_newest_audio_in_bounded_memory(
+    sb: Sandbox, caller_factory: Callable[..., Any],
+) -> None:
+    """Behind the input, a stage 3x slower than real time. pipecat's queues would hold every
+    frame (when the caller changes tone after 2 s, the stage still has ~70 frames of the old
+    one to work through, and more as the call goes on); with `audio_in_max_pending=5` and
+    `audio_in_max_frames=10` at most 15 frames wait (plus the few the media pipeline holds):
+    the stage reaches the new tone after at most 20 old frames, whatever the machine's load,
+    the transport's stats count the frames dropped, oldest first, never more than 5 pending."""
+    from pipecat.pipeline.pipeline import Pipeline
+    from pipecat.pipeline.worker import PipelineWorker
+
+    slow = SlowListener((700.0, 1500.0))
+    served: list[Any] = []
+
+    def make(call: Any) -> Any:
+        served.append(call)
+        t = call.transport
+        return PipelineWorker(Pipeline([t.input(), slow.processor, t.output()]),
+                              idle_timeout_secs=None, enable_rtvi=False)
+
+    phone = WebPhone(SipInfo.from_dict(sb.sip_info("101")), instance_id="bot-101",
+                     loopback_media=True)
+    await phone.start()
+    params = pipecat.WebPhoneParams(audio_in_max_pending=5, audio_in_max_frames=10)
+    try:
+        async with pipecat.serve(phone, make, params=params):
+            caller = await caller_factory()
+            await caller.media.play_tone(700, 2.0)
+            switched = time.monotonic()
+            playing = asyncio.ensure_future(caller.media.play_tone(1500, 5.0))
+            try:
+                await wait_until(lambda: 1500.0 in slow.heard, 5, message="1500 Hz heard")
+            finally:
+                playing.cancel()
+            stats = served[0].transport.stats
+            late, stale = slow.heard[1500.0] - switched, slow.stale_after(switched, 1500.0)
+            print(f"\nthe slow stage heard the caller's new tone {late * 1000:.0f} ms after it "
+                  f"began, after {stale} frames of the old one; {stats}; it processed "
+                  f"{slow.frames} frames")
+            assert stale <= 20
+            assert stats.pending_max <= 5 and stats.frames_dropped > 0 and stats.waits > 0
+            assert stats.frames_in - slow.frames <= 5 + 1  # (+1: the one being processed)
+    finally:
+        await phone.dispose()

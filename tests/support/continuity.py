@@ -60,6 +60,7 @@ __all__ = [
     "answer_call",
     "dummies_of",
     "far_party",
+    "first_to",
     "is_",
     "marks",
     "member_tone",
@@ -150,6 +151,21 @@ class GroupCall:
         finally:
             for task in waits:
                 task.cancel()
+
+
+async def first_to(members: list[MemberProc], predicate: Callable[[dict[str, Any]], bool],
+                   since: dict[str, int], timeout: float = 15.0) -> MemberProc:
+    """The first of `members` to print an event matching `predicate` after `since`."""
+    waits = {asyncio.ensure_future(m.wait_event(predicate, timeout, since=since[m.name])): m
+             for m in members}
+    try:
+        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        task = done.pop()
+        task.result()
+        return waits[task]
+    finally:
+        for task in waits:
+            task.cancel()
 
 
 def marks(members: list[MemberProc]) -> dict[str, int]:

@@ -2,7 +2,7 @@
 once", what a plain single process is), and a deposed real stays silent in the dialogs its
 successor adopted (invariant 8). Real processes: `member_cli --tone` members on the sandbox, the
 far party a `WebPhone` in its own process (tests/support/continuity.py); audio by frequency at
-both ends.
+both ends. Also a double failover: the successor dies while it adopts the call.
 
 The successor adopts the dialog from the continuity state (CSeq +1000, its own Contact) and,
 the media holder being dead, renews the media (offerless re-INVITE, answer in the ACK; the
@@ -10,7 +10,6 @@ webphone far party re-offers on its new endpoint)."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from support.continuity import (
     answer_call,
     dummies_of,
     far_party,
+    first_to,
     is_,
     real_of,
     spawn_holders,
@@ -53,21 +53,6 @@ async def call_on_the_real(sandbox_server: SandboxServer, member_group: Callable
     real, (dummy,) = real_of(members), dummies_of(members)
     call = await answer_call(members, far, GROUP_USER, real.name)
     return call, real, dummy
-
-
-async def first_to(members: list[MemberProc], predicate: Callable[[dict[str, Any]], bool],
-                   since: dict[str, int], timeout: float = 15.0) -> MemberProc:
-    """The first of `members` to print an event matching `predicate` after `since`."""
-    waits = {asyncio.ensure_future(m.wait_event(predicate, timeout, since=since[m.name])): m
-             for m in members}
-    try:
-        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        task = done.pop()
-        task.result()
-        return waits[task]
-    finally:
-        for task in waits:
-            task.cancel()
 
 
 async def taken_over(call: GroupCall, successor: MemberProc, since: float, mark: int
@@ -172,21 +157,33 @@ async def test_sigkill_of_the_real_calling_a_sandbox_party(
     assert not [line for line in seen if line.startswith("BYE")], seen
 
 
-async def test_an_action_during_the_takeover_runs_once_it_is_done(
+async def the_real_holding_both_killed(
     sandbox_server: SandboxServer, member_group: Callable[..., MemberGroup], far: FarParty
-) -> None:
-    """A dummy hangs up while the successor is still adopting the call (the real holding both
-    was just SIGKILLed): the action waits for the takeover and then ends the adopted call with
-    a BYE to the far party; it is neither lost nor refused."""
+) -> tuple[GroupCall, MemberProc, MemberProc, dict[str, int], float]:
+    """Members a, b, c; the far party calls the group, the real answers (it holds both) and
+    is SIGKILLed. Returns once a dummy says it is promoted: (the call, the promoted member,
+    the other one, each one's event mark before the kill, the time of the kill)."""
     sandbox_server.clear_bindings(GROUP_USER)
     members = await spawn_holders(member_group(GROUP_USER, kam=sandbox_server), ["a", "b", "c"])
     real = real_of(members)
     call = await answer_call(members, far, GROUP_USER, real.name)
     others = [m for m in call.alive() if m is not real]
     marks_ = {m.name: len(m.events) for m in others}
+    killed = time.monotonic()
     real.kill()
     promoted = await first_to(others, is_("role", role="real"), marks_)
-    (dummy,) = [m for m in others if m is not promoted]
+    (other,) = [m for m in others if m is not promoted]
+    return call, promoted, other, marks_, killed
+
+
+async def test_an_action_during_the_takeover_runs_once_it_is_done(
+    sandbox_server: SandboxServer, member_group: Callable[..., MemberGroup], far: FarParty
+) -> None:
+    """A dummy hangs up while the successor is still adopting the call (the real holding both
+    was just SIGKILLed): the action waits for the takeover and then ends the adopted call with
+    a BYE to the far party; it is neither lost nor refused."""
+    call, promoted, dummy, marks_, _ = await the_real_holding_both_killed(
+        sandbox_server, member_group, far)
     result = await dummy.command("session", call_id=call.call_id, name="hangup")
     assert result["ok"], result
     await far.wait_event(is_("call_state", state="disposed"), 10)
@@ -195,3 +192,36 @@ async def test_an_action_during_the_takeover_runs_once_it_is_done(
     assert adopted["t"] <= result["t"]  # the hangup ran once the call was taken over
     report = await far.report(since=time.monotonic() - 5)
     assert report["byes"] == 1 and report["end_reason"] == "remote hung up", report
+
+
+@pytest.mark.parametrize("moment", ["promoted", "reinvite", "reinvite-hang"])
+async def test_double_failover_the_successor_dies_while_adopting(
+    sandbox_server: SandboxServer, member_group: Callable[..., MemberGroup], far: FarParty,
+    moment: str
+) -> None:
+    """A double failover: the real holding both is SIGKILLed, and so is its successor in the
+    middle of the takeover: as soon as it says it is the real ("promoted": the records it
+    adopted are published, nothing sent yet), or once its re-INVITE renewing the media reached
+    the far party ("reinvite": the far party's 200 with its offer waits for an ACK that never
+    comes), or it hangs there (SIGSTOP, "reinvite-hang"). The third member adopts the call from
+    what the successor published and renews the media; tones both ways, no BYE. A hung
+    successor woken afterwards (SIGCONT) learns it was deposed and ends nothing (its renewal,
+    ACK or BYE are fenced). (Before: the successor published no record while renewing, and
+    the far party's unACKed 2xx blocked its re-offer: the call was lost.)"""
+    call, successor, last, marks_, killed = await the_real_holding_both_killed(
+        sandbox_server, member_group, far)
+    if moment != "promoted":
+        await far.wait_event(lambda e: is_("sip_in", method="INVITE")(e) and e["t"] > killed,
+                             15)
+    successor.stop() if moment == "reinvite-hang" else successor.kill()
+    report = await taken_over(call, last, killed, marks_[last.name])
+    heard = await far.wait_tone(call.tone(last), after=killed, timeout=1)
+    print(f"\ndouble failover ({moment}): the far party hears {last.name} "
+          f"{(heard - killed) * 1000:.0f} ms after the first kill; {report}")
+    if moment == "reinvite-hang":
+        woke = len(successor.events)
+        successor.cont()
+        await successor.wait_event(is_("role", role="dummy"), 10, since=woke)
+        after = await far.report(since=time.monotonic(), until=time.monotonic() + 2.0)
+        assert after["byes"] == 0 and after["state"] == "answered", after
+        assert after["current"] == call.tone(last) and after["gap_ms"] < 500, after

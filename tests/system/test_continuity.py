@@ -15,12 +15,14 @@ SIGKILL IS such a growing gap.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
 from support.baresip import Baresip
 from support.continuity import (
@@ -32,6 +34,7 @@ from support.continuity import (
     answer_call,
     dummies_of,
     far_party,
+    first_to,
     is_,
     marks,
     real_of,
@@ -198,6 +201,37 @@ async def test_sigkill_of_the_media_holder(
 
 
 @BOTH
+async def test_double_failover_while_a_dummy_holds_the_media(
+    holders: Callable[[list[str]], Any], far: FarParty, media_gap_bound_ms: float
+) -> None:
+    """The younger dummy holds the call's media; the real is SIGKILLed, and so is its
+    successor once its target refresh (a re-INVITE with the same SDP) reached the far party,
+    whose 200 then waits for an ACK that never comes. The last member takes the dialog over
+    from what the successor published and refreshes it again: the far party takes the older
+    200 as ACKed (RFC 3261 §14.1; else it would BYE the call at 64*T1), no BYE. Over the local
+    hub the older dummy is promoted first, so the audio never stops; over Redis whoever takes
+    the lease first: when that is the media holder, the last member renews the media too."""
+    members = await holders(["a", "b", "c"])
+    real = real_of(members)
+    listed = (await real.command("members"))["value"]  # oldest first
+    older, younger = (members[m["member_id"]][0] for m in listed if m["role"] == "dummy")
+    call = await answer_call(members, far, GROUP_USER, younger.name)
+    assert call.holder is younger, call.holder.name
+    since = marks([older, younger])
+    killed = time.monotonic()
+    real.kill()
+    successor = await first_to([older, younger], is_("role", role="real"), since, 20)
+    await reinvited_after(far, killed)
+    successor.kill()
+    (last,) = [m for m in (older, younger) if m is not successor]
+    await last.wait_event(is_("adopted", call.call_id), 20, since=since[last.name])
+    report = await survived(call, killed, last, f"double failover, {younger.name} holds the "
+                              f"media, {successor.name} promoted first")
+    bound = media_gap_bound_ms if successor is younger else SIGNALLING_GAP_BOUND_MS
+    assert report["gap_ms"] < bound and report["reinvites"] >= 2, report
+
+
+@BOTH
 async def test_sigkill_of_a_real_that_held_both(
     holders: Callable[[list[str]], Any], far: FarParty, media_gap_bound_ms: float
 ) -> None:
@@ -284,3 +318,41 @@ async def test_baresip_keeps_its_call_when_the_real_dies_and_hears_the_holder(
           f"it went on with {dummy.name}'s audio ({time.monotonic() - killed:.1f} s checked), "
           "no BYE")
 
+
+
+@pytest.mark.parametrize("holders", ["redis"], indirect=True)
+async def test_redis_pushes_lost_while_a_dummy_holds_a_call(
+    holders: Callable[[list[str]], Any], far: FarParty, redis_server: RedisServer
+) -> None:
+    """Redis drops every push connection (`CLIENT KILL TYPE pubsub`: the real's actions and
+    each member's inbox) while a dummy holds a call's media and the third member's `hold` is
+    in flight (the far party has the re-INVITE). The hold still succeeds (no
+    ActionInterruptedError: the readers subscribe again and read the streams, the links
+    stay); then `unhold`, `mute` and `unmute` from the same member go through Redis to the
+    real, which asks the holder through its inbox: the far party hears the holder's tone stop
+    and come back. The call goes on: no BYE, the holder hears 440 Hz, every member shows it
+    answered, and no other member's tone was ever heard."""
+    real, dummy, call = await a_call_a_dummy_holds(holders, far)
+    (other,) = [m for m in call.alive() if m not in (real, dummy)]
+    tone = call.tone(dummy)
+    began = time.monotonic()
+    holding = asyncio.ensure_future(other.command("session", call_id=call.call_id, name="hold"))
+    await far.wait_event(lambda e: is_("sip_in", method="INVITE")(e) and e["t"] > began, 10)
+    client = Redis.from_url(redis_server.url)
+    try:
+        killed_at = time.monotonic()
+        killed = await client.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+    finally:
+        await client.aclose()
+    assert killed >= 4, killed  # the real's actions and three inboxes
+    result = await holding
+    assert result["ok"], ("hold", result.get("error"), result.get("message"))
+    for name, heard in (("unhold", None), ("mute", None), ("unmute", tone)):
+        began = time.monotonic()
+        result = await other.command("session", call_id=call.call_id, name=name)
+        assert result["ok"], (name, result.get("error"), result.get("message"))
+        if name != "unhold":  # (the far party hears us all along: hold is RingCentral's)
+            await far.wait_event(lambda e, hz=heard, t=began: e["event"] == "heard"
+                                 and e["hz"] == hz and e["t"] >= t, 10)
+    report = await survived(call, killed_at, dummy, f"{killed} Redis push connections lost")
+    assert set(report["tones"]) == {tone}, report  # (twice: before and after the mute)

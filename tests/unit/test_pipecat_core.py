@@ -126,3 +126,39 @@ def test_transport_params_are_a_phone_calls() -> None:
         WebPhoneParams(audio_in_channels=2)
     with pytest.raises(ValidationError, match="audio_out_lead_secs must be within"):
         WebPhoneParams(audio_out_lead_secs=2.0)
+    assert params.audio_in_max_pending == 10 and params.audio_in_max_frames == 50
+    with pytest.raises(ValidationError, match=r"(?s)audio_in_max_pending.*at least 1, got 0"):
+        WebPhoneParams(audio_in_max_pending=0)
+
+
+async def test_inflow_holds_the_reader_at_the_bound_and_counts() -> None:
+    """Frames pushed on and not yet processed by the next processor are pending; at the
+    bound the reader waits (counted) until one is processed; frames not ours are ignored;
+    reset() frees the reader when the input stops."""
+    import asyncio
+
+    from webphone.integrations.pipecat._inflow import AudioInflow
+    from webphone.media import AudioStream
+
+    inflow, stream = AudioInflow(2), AudioStream(max_frames=1)
+    frames = [object(), object(), object()]
+    inflow.sent(frames[0])
+    await asyncio.wait_for(inflow.room(stream, "c"), 1)  # 1 < 2: no wait
+    inflow.sent(frames[1])
+    waiting = asyncio.ensure_future(inflow.room(stream, "c"))
+    await asyncio.sleep(0)
+    assert not waiting.done() and inflow.stats.waits == 1
+    inflow.processed(object())  # another frame of the pipeline's: not counted
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    inflow.processed(frames[0])
+    await asyncio.wait_for(waiting, 1)
+    inflow.sent(frames[2])
+    assert (inflow.stats.frames_in, inflow.stats.pending, inflow.stats.pending_max) == (3, 2, 2)
+    waiting = asyncio.ensure_future(inflow.room(stream, "c"))
+    await asyncio.sleep(0)
+    inflow.reset()
+    await asyncio.wait_for(waiting, 1)
+    assert inflow.stats.pending == 0
+    with pytest.raises(ValueError, match="max_pending must be >= 1, got 0"):
+        AudioInflow(0)

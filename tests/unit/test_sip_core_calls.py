@@ -12,6 +12,7 @@ from webphone.sip import SipRequest, SipResponse
 from webphone.sip.build import response_to
 from webphone.sip.transaction import T1, T2, TIMER_B, ResponseReceived, TransactionTimeout
 from webphone.sip.ua import (
+    AckLost,
     AckReceived,
     AnswerNeeded,
     CallAnswered,
@@ -667,6 +668,32 @@ def test_offerless_reinvite_holds_the_glare_slot_until_the_ack() -> None:
     assert [r.status_code for r in refused] == [491]
     pair.uac.ack_answer(ANSWER)
     assert pair.uac.build_request("INVITE").method == "INVITE"
+
+
+def test_a_successors_invite_takes_the_unacked_2xx_of_a_dead_peer_as_acked() -> None:
+    """The peer dies between its offerless re-INVITE and the ACK; its successor adopts the
+    dialog and re-INVITEs (§14.1: so the earlier one is over): our 2xx is taken as ACKed
+    (`AckLost` before the new request), no longer retransmitted, no BYE at 64*T1, and our own
+    re-INVITE may leave once the new one is answered."""
+    pair = Pair().call().answered()
+    record = json.loads(json.dumps(pair.uac.to_dict()))
+    reinvite, _ = offerless_reinvite(pair)  # our 200 with an offer; the peer died: no ACK
+    successor = CallCore.from_dict(record, CALLER)
+    successor.dialog.adopt()
+    newer = successor.build_request("INVITE", body=OFFER.encode())
+    out = pair.uas.receive(wire(newer), pair.now)
+    assert kinds(out) == ["AckLost", "RequestReceived"]
+    assert out[0] == AckLost(cseq=reinvite.cseq.number)
+    pair.on_uas(pair.uas.reply(out[1].request, 200, "OK", pair.now, body=ANSWER.encode()))
+    (ok,) = pair.to_uac
+    pair.to_uac.clear()
+    successor.request_done(newer, wire(ok), pair.now)  # ACKed: the callee is done with it
+    pair.on_uas(pair.uas.receive(wire(sends(successor.receive(wire(ok), pair.now))[0]),
+                                 pair.now))
+    assert pair.uas.build_request("INVITE").method == "INVITE"
+    pair.advance(TIMER_B + 1)
+    assert not [m for m in pair.to_uac if isinstance(m, SipRequest) and m.method == "BYE"]
+    assert pair.uas.state is CallState.ANSWERED
 
 
 def test_retransmitted_2xx_gets_the_same_ack_with_the_answer() -> None:

@@ -183,7 +183,7 @@ class BaseCallSession(EventEmitter):
         self.ended_at: float | None = None
         self.end_reason: str | None = None
         self.media: CallMedia | None = None
-        self._reinvite_ack: asyncio.Future[str] | None = None
+        self._reinvite_ack: asyncio.Future[str | None] | None = None
         self._call_tasks: set[asyncio.Task[Any]] = set()
         self._closed = asyncio.Event()
         #: why the call ends when WE asked the server to end it (e.g. RingCentral's decline):

@@ -15,7 +15,14 @@ from ..errors import CallError, SipParseError, TransportError
 from ..sip import SipRequest, SipResponse
 from ..sip import sdp as sdplib
 from ..sip.transaction import TIMER_B, Send
-from ..sip.ua import AckReceived, CallCore, CallOutput, CallTerminated, RequestReceived
+from ..sip.ua import (
+    AckLost,
+    AckReceived,
+    CallCore,
+    CallOutput,
+    CallTerminated,
+    RequestReceived,
+)
 from ._base import BaseCallSession
 
 log = logging.getLogger("webphone.call")
@@ -71,6 +78,8 @@ class DialogSession(BaseCallSession):
                 await self._dispatch(output.request)
             elif isinstance(output, AckReceived):
                 self._ack_received(output.request)
+            elif isinstance(output, AckLost):
+                self._ack_lost()
             elif isinstance(output, CallTerminated) and self.state not in ("failed", "disposed"):
                 await self._finish("disposed", self._ended_by_us or output.reason)
 
@@ -179,14 +188,25 @@ class DialogSession(BaseCallSession):
             log.warning("no ACK with an answer for the offerless re-INVITE of %s", self.call_id)
             return
         finally:
-            self._reinvite_ack = None
+            if self._reinvite_ack is waiter:  # (a newer re-INVITE may wait for its own)
+                self._reinvite_ack = None
         if answer:
             await media.apply_answer(answer)
+        elif answer is None:
+            log.info("call %s: a newer INVITE came before the ACK of our offer; that offer "
+                     "stays unanswered", self.call_id)
 
     def _ack_received(self, request: SipRequest) -> None:
         waiter = self._reinvite_ack
         if waiter is not None and not waiter.done():
             waiter.set_result(request.body.decode("utf-8", "replace"))
+
+    def _ack_lost(self) -> None:
+        """The ACK of our 2xx to a re-INVITE will not come (`AckLost`): an offerless
+        re-INVITE waiting for the answer in it stops waiting (its offer stays unanswered)."""
+        waiter = self._reinvite_ack
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def _on_options(self, request: SipRequest) -> None:
         await self._reply(request, 200, "OK")

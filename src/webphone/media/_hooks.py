@@ -40,6 +40,16 @@
    receiver's own per-SSRC `StreamStatistics` (its name-mangled `__remote_streams`), the one
    thing aiortc's `_handle_rtp_packet` does with a packet before decoding it, so reports and
    stats stay as before.
+
+5. **Rollback of an unanswered local offer** (`rollback_local_offer`). JSEP (RFC 8829) lets an
+   offer be rolled back; aiortc 1.x does not: a connection whose re-offer was never answered
+   (its re-INVITE refused with 491 or 488, or our offer in a 2xx whose ACK never came) stays in
+   "have-local-offer" and refuses every offer of the peer, so the next one (the peer's hold,
+   a new media holder's offer) would be answered 488. An offer on a negotiated connection
+   changes nothing the connection uses (ICE role, credentials and DTLS role were set by the
+   first exchange; the codecs it lists are recomputed from the next remote offer): dropping
+   the pending local description and setting the state back to "stable" (the two
+   name-mangled members `setLocalDescription` sets) is the rollback.
 """
 
 from __future__ import annotations
@@ -52,7 +62,8 @@ from typing import Any
 
 log = logging.getLogger("webphone.media")
 
-__all__ = ["RtpTap", "allow_rsa_dtls", "count_received", "host_addresses", "loopback_only"]
+__all__ = ["RtpTap", "allow_rsa_dtls", "count_received", "host_addresses", "loopback_only",
+           "rollback_local_offer"]
 
 _HOST_ADDRESSES: ContextVar[tuple[str, ...] | None] = ContextVar(
     "webphone_host_addresses", default=None
@@ -203,3 +214,13 @@ def count_received(receiver: Any, packet: Any, clock_rate: int) -> None:
 
         stats = streams[packet.ssrc] = StreamStatistics(clock_rate)
     stats.add(packet)
+
+
+def rollback_local_offer(pc: Any) -> bool:
+    """Roll `pc` (an `RTCPeerConnection` that completed an offer/answer before) back from
+    "have-local-offer" to "stable" (see the module docstring); False if it was not there."""
+    if pc.signalingState != "have-local-offer":
+        return False
+    pc._RTCPeerConnection__pendingLocalDescription = None
+    pc._RTCPeerConnection__setSignalingState("stable")
+    return True

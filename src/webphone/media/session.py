@@ -52,7 +52,7 @@ from ..sip.sdp import (
     set_origin,
     telephone_events,
 )
-from ._hooks import RtpTap, allow_rsa_dtls, count_received, host_addresses
+from ._hooks import RtpTap, allow_rsa_dtls, count_received, host_addresses, rollback_local_offer
 from ._interop import (
     drop_empty_groups,
     fill_missing_mids,
@@ -420,8 +420,10 @@ class MediaSession(EventEmitter):
             self._check_open()
             if not has_audio(offer_sdp):
                 raise MediaError("the SDP offer has no (accepted) m=audio section")
-            if self._peer_changed(offer_sdp):
+            if self._peer_changed(offer_sdp) or self._abandoned_offer():
                 await self._renew_peer_connection()
+            elif rollback_local_offer(self._pc):  # our re-offer was never answered
+                log.info("an offer of ours was never answered; answering the peer's instead")
             if self.dtmf_codec_fallback:
                 self._prefer_dtmf_codecs(offer_sdp)
             await self._set_remote(offer_sdp, "offer")
@@ -872,6 +874,14 @@ class MediaSession(EventEmitter):
             return False
         theirs = fingerprints(offer_sdp)
         return bool(theirs) and theirs != fingerprints(self._remote_sdp)
+
+    def _abandoned_offer(self) -> bool:
+        """True when a new peer connection's offer was never answered (the re-INVITE that
+        carried it was refused, e.g. while a newer INVITE of the peer was in progress): it sits
+        in have-local-offer, where aiortc (no JSEP rollback, RFC 8829) refuses the peer's offer;
+        nothing was ever connected through it, so a fresh one answers instead. (On a connection
+        in use, the abandoned re-offer is rolled back: `_hooks.rollback_local_offer`.)"""
+        return self._remote_sdp is None and self._pc.signalingState == "have-local-offer"
 
     async def _renew_peer_connection(self) -> None:
         """Replace the peer connection, keeping everything programs hold: the outgoing track

@@ -171,7 +171,10 @@ class Adoption:
             else:
                 log.info("call %s: its media holder %s is gone; renewing the media here",
                          session.call_id, holder)
-                self._records.pending.pop(session.call_id, None)
+                # The record stays pending (published as adopted) while the media is renewed:
+                # until the renewal completes the new media has no record of its own
+                # (`call_record` gives None), and a record left out of the published state is
+                # a call our successor, should we die meanwhile, never adopts.
                 await session.renew_media(phone.resume_media(entry["media"]),
                                           fallback_after=self.fallback_after)
         except WebPhoneError as exc:  # the call ended with the reason (BYE where it could)

@@ -4,7 +4,7 @@ Theory of operation. `CallCore` is one call: the INVITE that opens it, its dialo
 transactions inside it. The shell feeds it every message of the call (`receive(message, now)`),
 asks it to act (`ring`, `answer`, `reject`, `cancel`, `hangup`, `request`, `reply`), and calls
 `handle_timeout(now)` at `next_deadline()`. Every method returns a list of outputs: `Send`
-(a message for the wire) and events (`CallRinging`, `CallAnswered`, `AckReceived`,
+(a message for the wire) and events (`CallRinging`, `CallAnswered`, `AckReceived`, `AckLost`,
 `RequestReceived`, `ResponseReceived`, `CallTerminated`, `TransactionTimeout`). Nothing here
 awaits, sleeps or reads a clock; media and SDP negotiation are the shell's.
 
@@ -17,7 +17,8 @@ or ringing -> terminated when the call never connects. The rules the core enforc
 - The caller ACKs every 2xx (§13.2.2.4), retransmissions included; a 2xx from a second fork is
   ACKed and its dialog ended with BYE at once.
 - The callee retransmits its 2xx until the ACK comes (§13.3.1.4: T1 doubling up to T2) and gives
-  up after 64*T1 with a BYE.
+  up after 64*T1 with a BYE. A newer INVITE of the peer before that ACK means it was lost
+  (§14.1: the peer's INVITE was over): `AckLost`, no more retransmission, no BYE.
 - A re-INVITE received while ours is pending gets 491 (§14.1). The remote target moves only once
   a target refresh was accepted with 2xx (§12.2.2, RFC 6141).
 - A re-INVITE of ours without SDP (an offerless re-INVITE, RFC 3264 §4) whose 2xx carries the
@@ -68,6 +69,7 @@ from .transaction import (
 
 __all__ = [
     "CALL_STATE_VERSION",
+    "AckLost",
     "AckReceived",
     "AnswerNeeded",
     "CallAnswered",
@@ -140,6 +142,14 @@ class AckReceived:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AckLost:
+    """The ACK of our 2xx to the peer's INVITE of CSeq `cseq` will not come: a newer INVITE of
+    the peer came first (§14.1). An offer of ours in that 2xx got no answer."""
+
+    cseq: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class AnswerNeeded:
     """The 2xx to our offerless re-INVITE carries the far party's offer (RFC 3264 §4): the
     shell makes the answer and sends it in the ACK with `CallCore.ack_answer`."""
@@ -165,7 +175,7 @@ class CallTerminated:
     by_peer: bool = False
 
 
-Event = (CallRinging | CallAnswered | AckReceived | AnswerNeeded | RequestReceived
+Event = (CallRinging | CallAnswered | AckReceived | AckLost | AnswerNeeded | RequestReceived
          | CallTerminated)
 CallOutput = Output | Event
 
@@ -442,9 +452,26 @@ class CallCore:
         if request.method == "INVITE" and (self._reinvite_key is not None
                                            or self._answer_due is not None):
             return self._refuse(request, now, 491, "Request Pending")  # §14.1 glare
+        lost = self._superseded(request) if request.method == "INVITE" else []
         server = ServerTransaction(request, now)
         self._servers[server.key] = server
-        return [RequestReceived(request=request)]
+        return [*lost, RequestReceived(request=request)]
+
+    def _superseded(self, invite: SipRequest) -> list[CallOutput]:
+        """A new INVITE of the peer (a higher CSeq: `accepts` checked it) while 2xx responses
+        of ours to its earlier INVITEs still wait for their ACK. §14.1: a UAC starts no INVITE
+        while another is in progress, so the earlier ones are over at the peer and their ACKs
+        were lost (or whoever sent them died: a group's real taking a call over, #15); waiting
+        on would block our own re-INVITEs and, at 64*T1, end the call with a BYE (§13.3.1.4)
+        the peer never earned. The 2xx are taken as ACKed without an answer."""
+        lost = [number for number in self._oks if number < invite.cseq.number]
+        for number in lost:
+            del self._oks[number]
+            log.info("call %s: INVITE CSeq %s came before the ACK of our 2xx to CSeq %s; "
+                     "taking that ACK as lost", self.call_id, invite.cseq.number, number)
+        # (a BYE held back for that ACK, §15.1.1, is not released here: having hung up, we
+        # refuse the INVITE with 481 before this point, and the BYE leaves at 64*T1)
+        return [AckLost(cseq=number) for number in lost]
 
     def _refuse(self, request: SipRequest, now: float, code: int, reason: str,
                 headers: Iterable[tuple[str, str]] = ()) -> list[CallOutput]:

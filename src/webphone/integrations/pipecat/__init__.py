@@ -17,18 +17,20 @@ except ModuleNotFoundError as exc:  # pragma: no cover - exercised in a subproce
     ) from exc
 
 from ._core import PlayoutClock, UserData, UserDataError
+from ._inflow import InputStats
+from ._params import WebPhoneParams
 from ._serve import CallServer, ServedCall, serve
 from ._transport import (
     CallLike,
     WebPhoneInputTransport,
     WebPhoneOutputTransport,
-    WebPhoneParams,
     WebPhoneTransport,
 )
 
 __all__ = [
     "CallLike",
     "CallServer",
+    "InputStats",
     "PlayoutClock",
     "ServedCall",
     "UserData",

@@ -33,7 +33,8 @@ from pipecat.workers.runner import WorkerRunner
 from webphone.errors import WebPhoneError
 
 from ._core import UserData
-from ._transport import CallLike, WebPhoneParams, WebPhoneTransport
+from ._params import WebPhoneParams
+from ._transport import CallLike, WebPhoneTransport
 
 __all__ = ["CallServer", "ServedCall", "serve"]
 

@@ -6,8 +6,11 @@ public surface, the way pipecat's SmallWebRTC transport sits on an aiortc connec
 
 * In (`WebPhoneInputTransport`): one `media.received_audio()` stream, opened when the call is
   answered, gives 20 ms mono frames at `media.receive_sample_rate`; each becomes an
-  `InputAudioRawFrame` at the pipeline's input rate. With the defaults both are 16 kHz, so
-  the only resampling is the media's own (decoder rate -> 16 kHz); a pipeline at another rate
+  `InputAudioRawFrame` at the pipeline's input rate. At most `audio_in_max_pending` of them
+  wait in pipecat (`_inflow`: beyond that the reader pauses, the stream drops the oldest and
+  `stats` counts them), so a pipeline slower than real time costs bounded memory and lag.
+  With the defaults both are 16 kHz, so the only resampling is the media's own (decoder
+  rate -> 16 kHz); a pipeline at another rate
   costs a second, streaming resampler here (docs/pipecat.md says how to avoid it). Received
   RFC 4733 digits become `InputDTMFFrame`s. The call's events reach the pipeline task through
   one queue, so digits keep their order.
@@ -29,6 +32,7 @@ public surface, the way pipecat's SmallWebRTC transport sits on an aiortc connec
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -47,20 +51,21 @@ from pipecat.frames.frames import (
     OutputDTMFFrame,
     OutputDTMFUrgentFrame,
     StartFrame,
+    StopFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
-from pipecat.transports.base_transport import BaseTransport, TransportParams
-from pydantic import field_validator
+from pipecat.transports.base_transport import BaseTransport
 
 from webphone.errors import CallError, WebPhoneError
 
 from ._core import DTMF_KEYS, UserData
+from ._inflow import AudioInflow, InputStats
+from ._params import WebPhoneParams
 from ._speaker import Speaker
 
-__all__ = ["CallLike", "WebPhoneInputTransport", "WebPhoneOutputTransport", "WebPhoneParams",
-           "WebPhoneTransport"]
+__all__ = ["CallLike", "WebPhoneInputTransport", "WebPhoneOutputTransport", "WebPhoneTransport"]
 
 log = logging.getLogger("webphone.pipecat")
 
@@ -100,45 +105,6 @@ class CallLike(Protocol):
     async def warm_transfer(self, target: str) -> Any: ...
 
     async def send_dtmf(self, digits: str) -> None: ...
-
-
-class WebPhoneParams(TransportParams):
-    """`TransportParams` with a phone call's defaults, and four of its own.
-
-    Audio in and out are on by default; the end silence is 0 (`EndFrame` waits until the bot's
-    last audio was sent instead, then hangs up).
-
-    Parameters:
-        hangup_on_end: `EndFrame` / `CancelFrame` hang the call up (BYE; decline if ringing).
-        end_pipeline_on_hangup: when the call ends (the caller hung up, a transfer completed),
-            cancel the pipeline (a `CancelWorkerFrame` pushed upstream from the input).
-        audio_out_lead_secs: how far ahead of real time bot audio is handed to the call's
-            track; an interruption drops at most this plus one chunk.
-        audio_in_max_frames: received 20 ms frames that may wait for the pipeline before the
-            oldest is dropped (webphone's bounded stream: memory never grows).
-    """
-
-    audio_in_enabled: bool = True
-    audio_out_enabled: bool = True
-    audio_out_end_silence_secs: int = 0
-    hangup_on_end: bool = True
-    end_pipeline_on_hangup: bool = True
-    audio_out_lead_secs: float = 0.04
-    audio_in_max_frames: int = 50
-
-    @field_validator("audio_in_channels", "audio_out_channels")
-    @classmethod
-    def _mono(cls, channels: int) -> int:
-        if channels != 1:
-            raise ValueError(f"phone audio is mono: channels must be 1, got {channels}")
-        return channels
-
-    @field_validator("audio_out_lead_secs")
-    @classmethod
-    def _lead(cls, lead: float) -> float:
-        if not 0 <= lead <= 1:
-            raise ValueError(f"audio_out_lead_secs must be within 0..1 s, got {lead}")
-        return lead
 
 
 # -- the call, as both halves of the transport see it -----------------------------------------
@@ -197,6 +163,11 @@ class WebPhoneInputTransport(BaseInputTransport):
         self._inbox: asyncio.Queue[tuple[str, tuple[Any, ...]]] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._inflow = AudioInflow(params.audio_in_max_pending)
+        self._counted: Any = None  # the next processor, whose processed frames we count
+        self._dropped = 0  # by the received-audio streams that ended
+        self._stream: Any = None
+        self._paused_here = False
         self._handlers: dict[str, Callable[..., None]] = {
             "answered": lambda *a: self._inbox.put_nowait(("answered", ())),
             "dtmf": lambda digit: self._inbox.put_nowait(("dtmf", (digit,))),
@@ -207,10 +178,14 @@ class WebPhoneInputTransport(BaseInputTransport):
     async def start(self, frame: StartFrame) -> None:
         """Start: subscribe to the call, read its audio once answered."""
         await super().start(frame)
+        self._paused_here = False
         session = self._link.session
         for event, handler in self._handlers.items():
             session.on(event, handler)
         await self.set_transport_ready(frame)
+        if self._counted is None and self.next is not None:
+            self._counted = self.next
+            self._counted.add_event_handler("on_after_process_frame", self._next_processed)
         self._watcher = self.create_task(self._watch(), f"{self}::watch")
         if session.state == "answered":
             self._inbox.put_nowait(("answered", ()))
@@ -236,10 +211,40 @@ class WebPhoneInputTransport(BaseInputTransport):
         await super().cleanup()  # type: ignore[no-untyped-call]
         await self._close()
 
+    @property
+    def stats(self) -> InputStats:
+        """What became of the call's received audio so far (a copy)."""
+        stream = self._stream
+        dropped = self._dropped + (stream.dropped if stream is not None else 0)
+        return dataclasses.replace(self._inflow.stats, frames_dropped=dropped)
+
+    async def push_audio_frame(self, frame: InputAudioRawFrame) -> None:
+        """pipecat's hand-off of received audio; the frame counts as pending (`_inflow`) until
+        the next processor has processed it, unless it may never get there (a filter that
+        buffers, passthrough off, paused by a `StopFrame`)."""
+        params = self._params
+        if (self._counted is not None and not self._paused_here and params.audio_in_passthrough
+                and params.audio_in_filter is None):
+            self._inflow.sent(frame)  # before: a direct-mode processor is done on return
+        await super().push_audio_frame(frame)
+
+    async def pause(self, frame: StopFrame) -> None:
+        """`StopFrame`: pipecat drops its queued audio, so nothing of it is pending."""
+        self._paused_here = True
+        await super().pause(frame)
+        self._inflow.reset()
+
+    def _next_processed(self, _processor: Any, frame: Frame) -> None:
+        self._inflow.processed(frame)
+
     async def _close(self) -> None:
         session = self._link.session
         for event, handler in self._handlers.items():
             session.off(event, handler)
+        if self._counted is not None:
+            self._counted.remove_event_handler("on_after_process_frame", self._next_processed)
+            self._counted = None
+        self._inflow.reset()
         for task in (self._reader, self._watcher):
             if task is not None and task is not asyncio.current_task():
                 await self.cancel_task(task)
@@ -277,13 +282,25 @@ class WebPhoneInputTransport(BaseInputTransport):
 
     async def _read(self, media: Any) -> None:
         rate = self.sample_rate
-        async for frame in media.received_audio(self._params.audio_in_max_frames):
-            pcm = frame.pcm
-            if frame.sample_rate != rate:
-                pcm = await self._resampler.resample(pcm, frame.sample_rate, rate)
-            await self.push_audio_frame(
-                InputAudioRawFrame(audio=pcm, sample_rate=rate, num_channels=1)
-            )
+        stream = self._stream = media.received_audio(self._params.audio_in_max_frames)
+        try:
+            while True:
+                # wait before taking a frame: meanwhile the stream keeps the newest audio
+                await self._inflow.room(stream, self._link.session.call_id)
+                try:
+                    frame = await anext(stream)
+                except StopAsyncIteration:
+                    return
+                pcm = frame.pcm
+                if frame.sample_rate != rate:
+                    pcm = await self._resampler.resample(pcm, frame.sample_rate, rate)
+                await self.push_audio_frame(
+                    InputAudioRawFrame(audio=pcm, sample_rate=rate, num_channels=1)
+                )
+        finally:
+            self._dropped += stream.dropped
+            self._stream = None
+
 
 
 # -- output ----------------------------------------------------------------------------------
@@ -422,6 +439,12 @@ class WebPhoneTransport(BaseTransport):
         if self._input is None:
             self._input = WebPhoneInputTransport(self._link, self.params, name=self._input_name)
         return self._input
+
+    @property
+    def stats(self) -> InputStats:
+        """The input's `InputStats`: received audio handed to the pipeline, dropped while it
+        was behind, pending in it."""
+        return self.input().stats
 
     def output(self) -> WebPhoneOutputTransport:
         """The output processor (created once)."""
