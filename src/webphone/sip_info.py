@@ -51,7 +51,7 @@ class SipInfo:
                 )
         if not self.authorization_id:
             object.__setattr__(self, "authorization_id", self.username)
-        transport = self.transport.upper()
+        transport = self.transport.upper() if isinstance(self.transport, str) else None
         if transport not in ("WSS", "WS"):
             raise SipInfoError(
                 f"sipInfo field 'transport' must be 'WSS' or 'WS', got {self.transport!r} "

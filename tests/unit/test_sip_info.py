@@ -63,6 +63,7 @@ def test_missing_field_is_named(missing: str) -> None:
     ("key", "value", "fragment"),
     [
         ("transport", "UDP", "'WSS' or 'WS'"),
+        ("transport", None, "'WSS' or 'WS'"),  # not a string: named, not an AttributeError
         ("outboundProxy", "not a host!", "host:port"),
         ("stunServers", "stun:x", "list"),
         ("username", 42, "username"),
