@@ -124,3 +124,18 @@ def test_state_survives_a_json_round_trip_at_any_point(actions: list[object]) ->
             assert core is not None
             data = json.loads(json.dumps(core.to_dict()))
             assert CallCore.from_dict(data, core.local).to_dict() == core.to_dict()
+
+
+def test_a_callees_bye_that_overtakes_its_2xx_ends_the_call_at_both_ends() -> None:
+    """Found by the test above: the callee answers, its 2xx goes unacknowledged for 64*T1, it
+    hangs up (§13.3.1.4), and its BYE reaches the caller before the 2xx. The caller answers
+    481 (no dialog yet) and, when the 2xx arrives, ACKs it and ends the call instead of
+    staying answered alone."""
+    pair = Pair().call()
+    for action in ["trying", "answer", ("to_uac", 0, False), ("advance", 40.0),
+                   ("to_uac", 1, False)]:
+        act(pair, action)
+    settle(pair)
+    assert pair.uac is not None and pair.uas is not None
+    assert (pair.uac.state, pair.uas.state) == (CallState.TERMINATED, CallState.TERMINATED)
+    assert pair.trace[:4] == ["> INVITE", "> 481", "< 200", "> ACK"]

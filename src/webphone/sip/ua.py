@@ -15,7 +15,8 @@ or ringing -> terminated when the call never connects. The rules the core enforc
   that crosses our CANCEL is ACKed and ended with BYE. Received CANCEL (§9.2): 200, then 487 to
   the INVITE while it is unanswered.
 - The caller ACKs every 2xx (§13.2.2.4), retransmissions included; a 2xx from a second fork is
-  ACKed and its dialog ended with BYE at once.
+  ACKed and its dialog ended with BYE at once; so is a 2xx whose callee's BYE overtook it (that
+  BYE got 481: no dialog yet, §15.1.2).
 - The callee retransmits its 2xx until the ACK comes (§13.3.1.4: T1 doubling up to T2) and gives
   up after 64*T1 with a BYE. A newer INVITE of the peer before that ACK means it was lost
   (§14.1: the peer's INVITE was over): `AckLost`, no more retransmission, no BYE.
@@ -208,6 +209,7 @@ class CallCore:
         self._clients: dict[TransactionKey, ClientTransaction] = {}
         self._servers: dict[TransactionKey, ServerTransaction] = {}
         self._oks: dict[int, _PendingOk] = {}
+        self._hung_up_tags: set[str] = set()  # callees whose BYE came before their 2xx
         self._invite_key = transaction_key(invite)
         self._reinvite_key: TransactionKey | None = None
         self._cancel_deadline: float | None = None
@@ -388,6 +390,11 @@ class CallCore:
         self.dialog = dialog
         self.remote_sdp = _sdp(response) or self.remote_sdp
         out: list[CallOutput] = [self._ack(dialog, response)]
+        if response.to_tag in self._hung_up_tags:
+            # The callee's BYE overtook this 2xx (see `_note_early_bye`): the call is over there.
+            out += self._bye(now, force=True)
+            out += self._terminate("remote hung up before its answer arrived", by_peer=True)
+            return out
         if self.cancel_requested or self.state is TERMINATED:
             # §9.1: the 2xx crossed our CANCEL; the call is up at the far end, so BYE it.
             self._cancel_deadline = None
@@ -441,6 +448,7 @@ class CallCore:
         if request.method == "ACK":
             return self._on_ack(request, now)
         if self.dialog is None or self.state is TERMINATED or not self.dialog.matches(request):
+            self._note_early_bye(request)
             return self._refuse(request, now, 481, "Call/Transaction Does Not Exist")
         if not self.dialog.accepts(request):
             # §12.2.2: a lower CSeq is out of order: 500 with Retry-After.
@@ -456,6 +464,16 @@ class CallCore:
         server = ServerTransaction(request, now)
         self._servers[server.key] = server
         return [*lost, RequestReceived(request=request)]
+
+    def _note_early_bye(self, request: SipRequest) -> None:
+        """A BYE for our INVITE from a callee whose 2xx has not reached us: the callee gave up
+        waiting for our ACK (§13.3.1.4: its 2xx went unacknowledged for 64*T1) and hung up, and
+        its BYE overtook the 2xx. It gets 481 (§15.1.2: no dialog matches yet); the tag is kept
+        so that when the 2xx does arrive, the dialog it makes is ACKed and ended at once
+        instead of staying up at our end alone."""
+        if (self.outbound and request.method == "BYE" and self.state is not TERMINATED
+                and request.from_tag and request.to_tag == self.invite.from_tag):
+            self._hung_up_tags.add(request.from_tag)
 
     def _superseded(self, invite: SipRequest) -> list[CallOutput]:
         """A new INVITE of the peer (a higher CSeq: `accepts` checked it) while 2xx responses
