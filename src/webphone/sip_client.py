@@ -40,7 +40,7 @@ from .errors import (
 from .sip import Address, CSeq, Headers, SipRequest, SipResponse, SipUri, parse_message
 from .sip.bindings import check_binding
 from .sip.build import default_reply, response_to
-from .sip.digest import NonceReuse, authorization, parse_challenge
+from .sip.digest import NonceReuse, authorization, parse_challenge, refuses_reuse
 from .sip.transaction import (
     ClientTransaction,
     Output,
@@ -419,10 +419,19 @@ class SipClient(EventEmitter):
         Every non-2xx final response to an INVITE is ACKed here. `timeout` (default
         `request_timeout`) bounds the wait for the first response; once a provisional response
         has come, an INVITE waits up to `final_timeout` for the final one.
+
+        A REGISTER carries the registrar's last challenge answered again (`_preauthorize`); if
+        the registrar refuses that (`refuses_reuse`: 403, 400, 401 without stale) it is sent
+        once more without credentials, so that the registrar's fresh challenge decides, and
+        the client reuses no nonce of that registrar again.
         """
-        if auth and request.method == "REGISTER":
-            self._preauthorize(request)
+        reused = auth and request.method == "REGISTER" and self._preauthorize(request)
         response = await self._transact(request, on_provisional, timeout, final_timeout)
+        if reused and self._reuse_refused(response) and response.status_code != 401:
+            # a 401 carries its fresh challenge (answered below); a 403/400 carries none
+            request = self._next_attempt(request)
+            request.headers.remove("Authorization")
+            response = await self._transact(request, on_provisional, timeout, final_timeout)
         if auth and response.status_code in (401, 407):
             try:
                 request = self.authenticated(request, response)
@@ -443,7 +452,7 @@ class SipClient(EventEmitter):
         if value is None:
             raise SipParseError(f"{response.status_code} without {challenge_header}")
         challenge = parse_challenge(value)
-        retry = request.copy()
+        retry = self._next_attempt(request)
         header = "Proxy-Authorization"
         if challenge_header == "WWW-Authenticate":
             header = "Authorization"
@@ -460,6 +469,12 @@ class SipClient(EventEmitter):
         )
         if request.method == "REGISTER" and header == "Authorization":
             self._register_nonce.remember(challenge)
+        return retry
+
+    def _next_attempt(self, request: SipRequest) -> SipRequest:
+        """A copy of `request` to send as a new transaction: a new Via branch and the next CSeq
+        number (RFC 3261 §8.1.3.5, §10.2)."""
+        retry = request.copy()
         via = retry.top_via
         via.params["branch"] = new_branch()
         retry.headers.set("Via", str(via))
@@ -469,15 +484,32 @@ class SipClient(EventEmitter):
         retry.headers.set("CSeq", str(CSeq(number, cseq.method)))
         return retry
 
-    def _preauthorize(self, request: SipRequest) -> None:
+    def _preauthorize(self, request: SipRequest) -> bool:
         """Add credentials answering the registrar's last challenge again (next nonce count) to
-        `request`, a REGISTER not sent yet; nothing when there is none to reuse. A registrar that
+        `request`, a REGISTER not sent yet; False when there is none to reuse. A registrar that
         refuses the nonce challenges again, and `request` answers that as usual."""
         value = self._register_nonce.next(
             method=request.method, uri=request.uri, username=self.sip_info.authorization_id,
             password=self.sip_info.password, domain=self.sip_info.domain)
         if value is not None:
             request.headers.set("Authorization", value)
+        return value is not None
+
+    def _reuse_refused(self, response: SipResponse) -> bool:
+        """True, and no nonce reuse with this registrar any more, when `response` refused the
+        credentials `_preauthorize` reused (see `refuses_reuse`)."""
+        stale = False
+        if response.status_code == 401 and (value := response.headers.get("WWW-Authenticate")):
+            with contextlib.suppress(SipParseError):  # unparsable: not stale; answered below
+                stale = parse_challenge(value).stale
+        if not refuses_reuse(response.status_code, stale=stale):
+            return False
+        self._register_nonce.refused()
+        # never the credentials: the response hash is as good as the password to a cracker
+        log.debug("%s refused a reused nonce (%d %s): asking for a fresh challenge; no nonce "
+                  "reuse with this registrar from now on", self.url, response.status_code,
+                  response.reason)
+        return True
 
     async def _transact(
         self,
@@ -609,7 +641,7 @@ class SipClient(EventEmitter):
     # -- connection -------------------------------------------------------------------------
 
     async def _connect(self) -> None:
-        self._register_nonce.forget()  # a new connection may reach another server of a pool
+        self._register_nonce.connected(self.url)  # may reach another server of a pool
         transport = WebSocketTransport(
             self.url,
             on_frame=self._on_frame,

@@ -10,7 +10,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from webphone.errors import SipParseError
-from webphone.sip.digest import NonceReuse, authorization, parse_challenge, rc_authorization
+from webphone.sip.digest import (
+    NonceReuse,
+    authorization,
+    parse_challenge,
+    rc_authorization,
+    refuses_reuse,
+)
 
 
 def md5(text: str) -> str:
@@ -143,3 +149,66 @@ def test_nonce_reuse_counts_up_and_skips_challenges_without_qop() -> None:
     reuse.remember(parse_challenge('Digest realm="sip.test", nonce="n4", qop="auth"'))
     reuse.forget()
     assert reuse.next(**kwargs) is None
+
+
+@pytest.mark.parametrize(("status", "stale", "refused"), [
+    (200, False, False),  # accepted
+    (401, True, False),  # RFC 7616 §3.3: right answer, the nonce expired: reuse stays on
+    (401, False, True),  # the reused credentials themselves were refused
+    (407, False, False),  # a proxy's own challenge: says nothing of the registrar's nonce
+    (403, False, True),
+    (400, False, True),
+    (404, False, False), (423, False, False), (500, False, False), (503, False, False),
+])
+def test_which_answers_refuse_a_reused_nonce(status: int, stale: bool, refused: bool) -> None:
+    assert refuses_reuse(status, stale=stale) is refused
+
+
+@given(st.integers(100, 699), st.booleans())
+def test_only_client_errors_refuse_and_stale_never_does(status: int, stale: bool) -> None:
+    if refuses_reuse(status, stale=stale):
+        assert 400 <= status < 500 and status != 407
+        assert not (status == 401 and stale)
+
+
+# one operation on a NonceReuse: connect to server 0..2, remember a qop or no-qop challenge,
+# take the next credentials, or be refused
+_OPS = st.lists(st.one_of(
+    st.tuples(st.just("connected"), st.integers(0, 2)),
+    st.tuples(st.just("remember"), st.booleans()),
+    st.tuples(st.just("next"), st.none()),
+    st.tuples(st.just("refused"), st.none()),
+), max_size=40)
+_ARGS = {"method": "REGISTER", "uri": "sip:sip.test", "username": "alice",
+         "password": "hunter2-secret", "domain": "sip.test"}
+
+
+@given(_OPS)
+def test_nonce_reuse_stops_for_good_with_a_server_that_refused_it(
+    ops: list[tuple[str, object]]
+) -> None:
+    """Against a model: credentials only for a remembered qop challenge on this connection,
+    from a server that never refused reuse; each one with the next nonce count (from 2)."""
+    reuse = NonceReuse()
+    server, refused_by, cached, count = "", set(), None, 0
+    for step, (op, arg) in enumerate(ops):
+        if op == "connected":
+            server, cached = f"ws://server-{arg}", None
+            reuse.connected(server)
+        elif op == "remember":
+            qop = ', qop="auth"' if arg else ""
+            reuse.remember(parse_challenge(f'Digest realm="r", nonce="n{step}"{qop}'))
+            cached, count = (f"n{step}" if arg and server not in refused_by else None), 1
+        elif op == "refused":
+            reuse.refused()
+            refused_by.add(server)
+            cached = None
+        else:
+            value = reuse.next(**_ARGS)
+            if cached is None:
+                assert value is None
+                continue
+            count += 1
+            assert value is not None and f'nonce="{cached}"' in value
+            assert f"nc={count:08x}" in value and "hunter2-secret" not in value
+        assert reuse.enabled is (server not in refused_by)

@@ -128,3 +128,38 @@ def test_nonces_are_unique_and_carry_no_password() -> None:
     nonces = {auth.new_nonce(1.0) for _ in range(100)}
     assert len(nonces) == 100
     assert all(re.fullmatch(r"[0-9a-f\-]+\.[0-9a-f]+\.[0-9a-f]+", n) for n in nonces)
+
+
+def test_single_use_nonces_refuse_a_right_answer_the_second_time() -> None:
+    """RFC 7616 §3.4 allows answering one challenge again with the next nc (accepted by
+    default); `single_use` refuses it like OpenSIPS or Kamailio's one_time_nonce."""
+    lenient, strict = DigestAuthenticator(REALM), DigestAuthenticator(REALM, single_use=True)
+    for auth in (lenient, strict):
+        challenge = parse_challenge(auth.challenge(1.0))
+        first, again = (authorization(challenge, method="REGISTER", uri=f"sip:{REALM}",
+                                      username="101", password="pw101", domain=REALM, nc=nc)
+                        for nc in (1, 2))
+        assert auth.verify(first, method="REGISTER", password_for=USERS.get, now=2.0).ok
+        verdict = auth.verify(again, method="REGISTER", password_for=USERS.get, now=3.0)
+        assert verdict.ok is (auth is lenient)
+        assert verdict.reused is (auth is strict) and not verdict.stale
+    bad = answer(strict, 1.0, password="nope")  # a wrong answer never uses a nonce up
+    assert strict.verify(bad, method="REGISTER", password_for=USERS.get, now=1.0).reason == (
+        "wrong password")
+
+
+@given(st.lists(st.floats(0.0, 50.0), min_size=1, max_size=30))
+def test_single_use_table_holds_only_live_nonces(gaps: list[float]) -> None:
+    """Each accepted nonce is refused again while it lives; the table forgets a nonce within
+    two lifetimes (by then a reuse is stale anyway), so it stays bounded."""
+    auth = DigestAuthenticator(REALM, nonce_ttl=60.0, single_use=True)
+    now = 0.0
+    for gap in gaps:
+        now += gap
+        value = answer(auth, now)
+        assert auth.verify(value, method="REGISTER", password_for=USERS.get, now=now).ok
+        again = auth.verify(value, method="REGISTER", password_for=USERS.get, now=now)
+        assert again.reused and not again.ok
+        later = auth.verify(value, method="REGISTER", password_for=USERS.get, now=now + 61.0)
+        assert later.stale and not later.reused
+        assert all(issued >= (now - 120.0) * 1000 for issued in auth._accepted.values())

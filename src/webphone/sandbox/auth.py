@@ -8,8 +8,12 @@ Nonces are stateless: `<issued ms>.<random>.<HMAC>` under a per-sandbox secret, 
 this sandbox issued can be checked without a table, and one it did not issue (another run,
 forged) is refused. A nonce older than `nonce_ttl` is *stale*: a correct answer with it gets a
 fresh challenge with `stale=true` (RFC 7616 §3.3), which clients answer without asking the
-user again. The nonce count is not tracked (no replay table): the sandbox is a local test server
-and every REGISTER/INVITE of our clients starts from a fresh challenge anyway.
+user again. The nonce count is not tracked: RFC 7616 §3.4 lets a client answer one challenge
+again with the next `nc`, and `SipClient` does for its REGISTER refreshes. `single_use=True`
+makes the authenticator behave like registrars that allow each nonce once (OpenSIPS by default,
+Kamailio's one-time nonces): a correct answer with a nonce already accepted gets a `Verdict`
+with `reused`, and the caller refuses it (how is its choice: a new challenge, 403, 400). The
+accepted nonces are kept until they expire (`nonce_ttl`), when a reuse would be stale anyway.
 
 Two answer forms are accepted, because both exist in the wild:
 
@@ -85,28 +89,34 @@ class Verdict:
 
     `ok`: accepted. `username`: the digest username they claimed (None when unparsable).
     `stale`: the answer was right but the nonce expired; challenge again with `stale=true`.
+    `reused`: the answer was right but its nonce was accepted before (`single_use` only).
     `reason`: why not, for logs (never contains the password).
     """
 
     ok: bool
     username: str | None = None
     stale: bool = False
+    reused: bool = False
     reason: str = ""
 
 
 class DigestAuthenticator:
     """Issues nonces and checks digest answers for one realm.
 
-    `nonce_ttl` is how long (seconds) a nonce stays valid. Time is passed in (`now`, seconds on
-    any monotonic clock); the authenticator never reads a clock itself.
+    `nonce_ttl` is how long (seconds) a nonce stays valid; `single_use`: each nonce is accepted
+    once (see the module docstring). Time is passed in (`now`, seconds on any monotonic clock);
+    the authenticator never reads a clock itself.
     """
 
     def __init__(
-        self, realm: str, *, secret: bytes | None = None, nonce_ttl: float = 300.0
+        self, realm: str, *, secret: bytes | None = None, nonce_ttl: float = 300.0,
+        single_use: bool = False,
     ) -> None:
         self.realm = realm
         self.nonce_ttl = nonce_ttl
+        self.single_use = single_use
         self._secret = secret or secrets.token_bytes(32)
+        self._accepted: dict[str, int] = {}  # nonce -> issued (ms), in the order accepted
 
     def new_nonce(self, now: float) -> str:
         """A fresh nonce stamped with `now`."""
@@ -155,7 +165,24 @@ class DigestAuthenticator:
             return Verdict(False, creds.username, reason="wrong password")
         if now * 1000 - issued > self.nonce_ttl * 1000:
             return Verdict(False, creds.username, stale=True, reason="nonce expired")
+        if self.single_use and not self._first_use(creds.nonce, issued, now):
+            return Verdict(False, creds.username, reused=True, reason="nonce used before")
         return Verdict(True, creds.username)
+
+    def _first_use(self, nonce: str, issued: int, now: float) -> bool:
+        """Record `nonce` as accepted; False if it was already. Nonces accepted before
+        `nonce_ttl` ago are dropped first (accepted within their lifetime, so the front of the
+        table holds the oldest, give or take one lifetime)."""
+        horizon = now * 1000 - self.nonce_ttl * 1000
+        while self._accepted:
+            oldest, stamp = next(iter(self._accepted.items()))
+            if stamp >= horizon:
+                break
+            del self._accepted[oldest]
+        if nonce in self._accepted:
+            return False
+        self._accepted[nonce] = issued
+        return True
 
     def _tag(self, stamp: str) -> str:
         return hmac.new(self._secret, stamp.encode(), hashlib.sha256).hexdigest()[:20]

@@ -80,6 +80,10 @@ def _serve_parser() -> argparse.ArgumentParser:
                         help="longest registration granted, seconds (RingCentral: 60)")
     parser.add_argument("--ring-timeout", type=float, default=60.0,
                         help="seconds before an unanswered call gets 480")
+    parser.add_argument("--refuse-reused-nonce", type=int, choices=(401, 403, 400),
+                        metavar="{401,403,400}",
+                        help="answer a digest nonce used a second time with this status, like "
+                        "registrars with single-use nonces (default: accept it, RFC 7616 §3.4)")
     parser.add_argument("--tone-hz", type=float, default=440.0, help="frequency of party 901")
     parser.add_argument("--no-parties", action="store_true", help="no built-in parties")
     parser.add_argument("-v", "--verbose", action="count", default=0,
@@ -100,6 +104,7 @@ async def _serve(options: argparse.Namespace) -> int:
         generate=options.generate,
         max_expires=options.max_expires,
         ring_timeout=options.ring_timeout,
+        refuse_reused_nonce=options.refuse_reused_nonce,
         parties=not options.no_parties,
         tone_hz=options.tone_hz,
     )

@@ -66,7 +66,8 @@ class Proxy:
         self.users = users
         self.domain = config.domain
         self.registrar = Registrar(config.max_contacts, config.max_expires, config.min_expires)
-        self.auth = DigestAuthenticator(config.domain, nonce_ttl=config.nonce_ttl)
+        self.auth = DigestAuthenticator(config.domain, nonce_ttl=config.nonce_ttl,
+                                        single_use=config.refuse_reused_nonce is not None)
         self.recorder = recorder
         self.via_host = "sandbox.invalid"
         self.transport = "WS"

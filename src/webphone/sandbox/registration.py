@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from webphone.sip import SipRequest
 
 from .auth import DigestAuthenticator
+from .config import SandboxConfig
 from .connection import Connection
 from .messages import uri_user
 from .registrar import Registrar, RegistrarError, parse_register
@@ -17,6 +18,8 @@ from .users import User, UserTable
 log = logging.getLogger("webphone.sandbox")
 
 __all__ = ["RegistrationRouter", "authenticate", "register"]
+
+_REASONS = {400: "Bad Request", 403: "Forbidden"}  # of `SandboxConfig.refuse_reused_nonce`
 
 
 class RegistrationRouter(Protocol):
@@ -28,6 +31,8 @@ class RegistrationRouter(Protocol):
     def users(self) -> UserTable: ...
     @property
     def registrar(self) -> Registrar: ...
+    @property
+    def config(self) -> SandboxConfig: ...
 
     def now(self) -> float: ...
 
@@ -55,6 +60,12 @@ def authenticate(
     if hard:
         log.info("%s from %r refused: %s", request.method, connection, verdict.reason)
         proxy.reply(connection, request, 403, "Forbidden")
+        return None
+    refusal = proxy.config.refuse_reused_nonce if verdict.reused else None
+    if refusal is not None and refusal != 401:  # 401: a fresh challenge without stale, below
+        log.info("%s from %r refused with %d: %s", request.method, connection, refusal,
+                 verdict.reason)
+        proxy.reply(connection, request, refusal, _REASONS[refusal])
         return None
     status, name = (401, "WWW-Authenticate") if is_register else (407, "Proxy-Authenticate")
     reason = "Unauthorized" if is_register else "Proxy Authentication Required"

@@ -42,7 +42,9 @@ class Sandbox:
     picked up by dialling `*` + its park extension (`*801`, ...). A call leg whose WebSocket
     broke waits `rebind_grace` seconds for its device (same `+sip.instance`) to re-register
     on a new connection and re-INVITE (the dialog then follows it) before the other leg gets
-    a BYE; a WebSocket closed cleanly hangs its calls up at once. Every SIP message in and
+    a BYE; a WebSocket closed cleanly hangs its calls up at once. `refuse_reused_nonce` (401,
+    403 or 400) refuses a nonce answered a second time with that status, as registrars with
+    single-use nonces do; None (the default) accepts it (RFC 7616 §3.4). Every SIP message in and
     out is appended to `messages` (the last `max_messages`) and passed to the `on_message`
     hooks.
     """
@@ -61,6 +63,7 @@ class Sandbox:
         max_expires: int = 60,
         min_expires: int = 1,
         nonce_ttl: float = 300.0,
+        refuse_reused_nonce: int | None = None,
         ring_timeout: float = 60.0,
         reject_delay: float = 1.0,
         rebind_grace: float = 32.0,
@@ -77,6 +80,7 @@ class Sandbox:
             max_expires=max_expires,
             min_expires=min_expires,
             nonce_ttl=nonce_ttl,
+            refuse_reused_nonce=refuse_reused_nonce,
             ring_timeout=ring_timeout,
             reject_delay=reject_delay,
             rebind_grace=rebind_grace,

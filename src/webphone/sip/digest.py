@@ -163,6 +163,27 @@ def authorization(
     return "Digest " + ", ".join(parts)
 
 
+#: Answers to a request that carried reused credentials which say "not accepted" (besides a 401
+#: without stale, which carries its own fresh challenge): 403, as a registrar that allows each
+#: nonce once replies (OpenSIPS/Kamailio scripts that map every failed check to 403), and 400,
+#: what some give credentials they judge malformed (an `nc` they do not expect).
+REFUSING_REUSE = frozenset({400, 403})
+
+
+def refuses_reuse(status: int, *, stale: bool) -> bool:
+    """True when `status` answers a REGISTER whose credentials reused a cached nonce with "your
+    credentials were not accepted".
+
+    401 without `stale=true` (RFC 7616 §3.3: stale means the answer was right and only the nonce
+    expired, so a 401 without it judged the credentials themselves); 403 and 400, which carry no
+    challenge. A 407 does not count: it is a proxy asking for its own credentials
+    (Proxy-Authorization, RFC 3261 §22.3), not a judgement on the registrar's nonce.
+    """
+    if status == 401:
+        return not stale
+    return status in REFUSING_REUSE
+
+
 class NonceReuse:
     """Answers a cached `qop=auth` challenge again, each time with the next nonce count.
 
@@ -172,20 +193,46 @@ class NonceReuse:
     cannot tell a reuse from a replay and commonly refuses it. A server that no longer accepts
     the nonce answers the preemptive request with a fresh challenge (`stale=true` once it has
     expired, RFC 7616 §3.3), which the caller answers and remembers as usual.
+
+    A registrar may also allow each nonce once: it answers a reuse with a 401 without stale, a
+    403 or a 400 (`refuses_reuse`). `refused()` then turns reuse off for that server (`connected`
+    names it, e.g. the WebSocket URL) for the life of this object: the refusal is the server's
+    policy, which a reconnection does not change, and each refused attempt may count as a failed
+    login there (an intrusion filter bans an address after a few).
     """
 
     def __init__(self) -> None:
         self._challenge: Challenge | None = None
         self._count = 0
+        self._server = ""
+        self._refused_by: set[str] = set()
+
+    @property
+    def enabled(self) -> bool:
+        """False once the current server refused a reused nonce."""
+        return self._server not in self._refused_by
+
+    def connected(self, server: str) -> None:
+        """A new connection, to `server`: forget the challenge (another server of a pool may
+        answer now); reuse stays off if `server` refused it before."""
+        self._server = server
+        self.forget()
 
     def remember(self, challenge: Challenge) -> None:
         """The challenge just answered (with nc 1); forgets it when it cannot be reused."""
-        usable = "auth" in challenge.qop
+        usable = "auth" in challenge.qop and self.enabled
         self._challenge = challenge if usable else None
         self._count = 1
 
     def forget(self) -> None:
+        """Drop the cached challenge: the next request waits for a fresh one."""
         self._challenge = None
+
+    def refused(self) -> None:
+        """The server refused credentials from `next()` (`refuses_reuse`): no reuse with it
+        from now on."""
+        self._refused_by.add(self._server)
+        self.forget()
 
     def next(self, *, method: str, uri: str, username: str, password: str,
              domain: str) -> str | None:
