@@ -486,8 +486,8 @@ class SipClient(EventEmitter):
 
     def _preauthorize(self, request: SipRequest) -> bool:
         """Add credentials answering the registrar's last challenge again (next nonce count) to
-        `request`, a REGISTER not sent yet; False when there is none to reuse. A registrar that
-        refuses the nonce challenges again, and `request` answers that as usual."""
+        `request`, a REGISTER not sent yet; False when there is none to reuse. What a refusal
+        leads to: `request`."""
         value = self._register_nonce.next(
             method=request.method, uri=request.uri, username=self.sip_info.authorization_id,
             password=self.sip_info.password, domain=self.sip_info.domain)
@@ -506,8 +506,8 @@ class SipClient(EventEmitter):
             return False
         self._register_nonce.refused()
         # never the credentials: the response hash is as good as the password to a cracker
-        log.debug("%s refused a reused nonce (%d %s): asking for a fresh challenge; no nonce "
-                  "reuse with this registrar from now on", self.url, response.status_code,
+        log.debug("%s refused a reused nonce (%d %s): registering with a fresh challenge; no "
+                  "nonce reuse with this registrar from now on", self.url, response.status_code,
                   response.reason)
         return True
 
