@@ -40,7 +40,7 @@ from .errors import (
 from .sip import Address, CSeq, Headers, SipRequest, SipResponse, SipUri, parse_message
 from .sip.bindings import check_binding
 from .sip.build import default_reply, response_to
-from .sip.digest import NonceReuse, authorization, parse_challenge, refuses_reuse
+from .sip.digest import NonceReuse, authorization, pick_challenge, refuses_reuse
 from .sip.transaction import (
     ClientTransaction,
     Output,
@@ -448,10 +448,10 @@ class SipClient(EventEmitter):
         challenge_header = (
             "WWW-Authenticate" if response.status_code == 401 else "Proxy-Authenticate"
         )
-        value = response.headers.get(challenge_header)
-        if value is None:
+        values = response.headers.get_all(challenge_header)
+        if not values:
             raise SipParseError(f"{response.status_code} without {challenge_header}")
-        challenge = parse_challenge(value)
+        challenge = pick_challenge(values)
         retry = self._next_attempt(request)
         header = "Proxy-Authorization"
         if challenge_header == "WWW-Authenticate":
@@ -499,9 +499,9 @@ class SipClient(EventEmitter):
         """True, and no nonce reuse with this registrar any more, when `response` refused the
         credentials `_preauthorize` reused (see `refuses_reuse`)."""
         stale = False
-        if response.status_code == 401 and (value := response.headers.get("WWW-Authenticate")):
+        if response.status_code == 401:
             with contextlib.suppress(SipParseError):  # unparsable: not stale; answered below
-                stale = parse_challenge(value).stale
+                stale = pick_challenge(response.headers.get_all("WWW-Authenticate")).stale
         if not refuses_reuse(response.status_code, stale=stale):
             return False
         self._register_nonce.refused()

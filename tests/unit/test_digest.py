@@ -13,7 +13,9 @@ from webphone.errors import SipParseError
 from webphone.sip.digest import (
     NonceReuse,
     authorization,
+    digest_response,
     parse_challenge,
+    pick_challenge,
     rc_authorization,
     refuses_reuse,
 )
@@ -103,7 +105,7 @@ def test_rc_authorization_matches_vector_directly() -> None:
     [
         ('Basic realm="x"', "only Digest"),
         ('Digest realm="x"', "no nonce"),
-        ('Digest realm="x", nonce="n", algorithm=SHA-512-256', "not supported"),
+        ('Digest realm="x", nonce="n", algorithm=AKAv1-MD5', "not supported"),
         ('Digest realm="x" nonce', "malformed"),
     ],
 )
@@ -212,3 +214,54 @@ def test_nonce_reuse_stops_for_good_with_a_server_that_refused_it(
             assert value is not None and f'nonce="{cached}"' in value
             assert f"nc={count:08x}" in value and "hunter2-secret" not in value
         assert reuse.enabled is (server not in refused_by)
+
+
+# RFC 7616 §3.9.1: the same request answered with MD5 and with SHA-256
+_RFC7616 = {"username": "Mufasa", "realm": "http-auth@example.org",
+            "password": "Circle of Life", "method": "GET", "uri": "/dir/index.html",
+            "nonce": "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v", "qop": "auth",
+            "nc": "00000001", "cnonce": "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ"}
+
+
+@pytest.mark.parametrize(("algorithm", "response"), [
+    ("MD5", "8ca523f5e9506fed4657c9700eebdbec"),
+    ("SHA-256", "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"),
+])
+def test_rfc7616_vectors(algorithm: str, response: str) -> None:
+    assert digest_response(algorithm=algorithm, **_RFC7616) == response
+
+
+@pytest.mark.parametrize("algorithm", ["SHA-256", "SHA-256-sess", "SHA-512-256",
+                                       "SHA-512-256-sess"])
+def test_rfc8760_algorithms_are_answered_with_their_hash(algorithm: str) -> None:
+    challenge = parse_challenge(f'Digest realm="r", nonce="n", qop="auth", algorithm={algorithm}')
+    value = authorization(challenge, method="REGISTER", uri="sip:r", username="u",
+                          password="p", domain="r", cnonce="cn")
+    name = "sha256" if algorithm.startswith("SHA-256") else "sha512_256"
+
+    def h(text: str) -> str:
+        return hashlib.new(name, text.encode()).hexdigest()
+
+    ha1 = h("u:r:p")
+    if algorithm.endswith("-sess"):
+        ha1 = h(f"{ha1}:n:cn")
+    expected = h(f"{ha1}:n:00000001:cn:auth:{h('REGISTER:sip:r')}")
+    assert f'response="{expected}"' in value and f"algorithm={algorithm}," in value
+    without_qop = parse_challenge(f'Digest realm="r", nonce="n", algorithm={algorithm}')
+    with pytest.raises(SipParseError, match="without qop=auth"):
+        authorization(without_qop, method="REGISTER", uri="sip:r", username="u", password="p",
+                      domain="r")
+
+
+def test_the_first_supported_challenge_is_answered() -> None:
+    """RFC 7616 §3.7 / RFC 8760 §2.4: several challenges, the server's preferred first."""
+    offered = ['Digest realm="r", nonce="a", algorithm=AKAv1-MD5',
+               'Basic realm="r"',
+               'Digest realm="r", nonce="b", qop="auth", algorithm=SHA-256',
+               'Digest realm="r", nonce="c", qop="auth", algorithm=MD5']
+    assert pick_challenge(offered).nonce == "b"
+    assert pick_challenge(offered[3:]).algorithm == "MD5"
+    with pytest.raises(SipParseError, match="'AKAv1-MD5' is not supported"):
+        pick_challenge(offered[:2])
+    with pytest.raises(SipParseError, match="no Digest challenge"):
+        pick_challenge([])

@@ -1,4 +1,4 @@
-"""Digest authentication for SIP (RFC 2617 / RFC 7616 with MD5), pure.
+"""Digest authentication for SIP (RFC 2617 / RFC 7616; MD5, SHA-256, SHA-512-256), pure.
 
 Two forms are produced:
 
@@ -9,6 +9,10 @@ Two forms are produced:
   RFC 2069 response, `algorithm="MD5"` quoted and first, the digest URI `sip:{domain}` whatever the
   Request-URI (see upstream-webphone-sdk.md §2.2). The realm is still taken from the challenge when
   it has one; RingCentral's equals the domain.
+
+RFC 8760 brought RFC 7616's SHA-256 and SHA-512-256 (and their `-sess` forms) to SIP: a
+registrar may offer one of them alone (Kamailio's `algorithm` parameter) or several challenges in
+order of preference; the client answers the first it supports (RFC 7616 §3.7, `pick_challenge`).
 
 `NonceReuse` keeps the last `qop=auth` challenge of a registrar so that the next REGISTER carries
 its credentials at once (RFC 3261 §22.3 lets a UA send credentials preemptively; RFC 7616 §3.4:
@@ -21,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import SipParseError
@@ -52,8 +57,9 @@ def parse_challenge(value: str) -> Challenge:
     if "nonce" not in params:
         raise SipParseError("Digest challenge has no nonce")
     algorithm = params.get("algorithm", "MD5")
-    if algorithm.upper() not in ("MD5", "MD5-SESS"):
-        raise SipParseError(f"Digest algorithm {algorithm!r} is not supported (MD5, MD5-sess)")
+    if algorithm.upper().removesuffix("-SESS") not in _HASHES:
+        raise SipParseError(f"Digest algorithm {algorithm!r} is not supported "
+                            "(MD5, SHA-256, SHA-512-256, each also -sess)")
     qop = tuple(q.strip().lower() for q in params.get("qop", "").split(",") if q.strip())
     known = {"realm", "nonce", "opaque", "algorithm", "qop", "stale"}
     return Challenge(
@@ -65,6 +71,21 @@ def parse_challenge(value: str) -> Challenge:
         stale=params.get("stale", "").lower() == "true",
         extra={k: v for k, v in params.items() if k not in known},
     )
+
+
+def pick_challenge(values: list[str]) -> Challenge:
+    """The first challenge of `values` (the header fields of one 401/407, in the server's order
+    of preference) that parses with an algorithm we support (RFC 7616 §3.7, RFC 8760 §2.4);
+    `SipParseError` of the first one when none does."""
+    if not values:
+        raise SipParseError("no Digest challenge to answer")
+    errors: list[SipParseError] = []
+    for value in values:
+        try:
+            return parse_challenge(value)
+        except SipParseError as exc:
+            errors.append(exc)
+    raise errors[0]
 
 
 def parse_digest_params(text: str, what: str) -> dict[str, str]:
@@ -87,8 +108,19 @@ def _unquote(raw: str) -> str:
     return raw
 
 
-def _md5(text: str) -> str:
-    return hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest()
+#: RFC 7616 §3.2 algorithm names (upper case, without -sess) -> hashlib names
+_HASHES = {"MD5": "md5", "SHA-256": "sha256", "SHA-512-256": "sha512_256"}
+
+
+def _hasher(algorithm: str) -> Callable[[str], str]:
+    name = _HASHES.get(algorithm.upper().removesuffix("-SESS"))
+    if name is None:
+        raise SipParseError(f"Digest algorithm {algorithm!r} is not supported")
+
+    def digest(text: str) -> str:
+        return hashlib.new(name, text.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+    return digest
 
 
 def digest_response(
@@ -104,19 +136,22 @@ def digest_response(
     nc: str | None = None,
     cnonce: str | None = None,
 ) -> str:
-    """The `response` value of RFC 2617 / RFC 7616 (MD5, MD5-sess), computed in one place for
-    the client that answers a challenge and the sandbox that checks the answer.
+    """The `response` value of RFC 2617 / RFC 7616 (any algorithm of `_HASHES`, and -sess),
+    computed in one place for the client that answers a challenge and the sandbox that checks
+    the answer.
 
-    Without `qop` it is RFC 2069's MD5(HA1:nonce:HA2); with `qop="auth"` it covers `nc` and
-    `cnonce`, and MD5-sess folds the nonce and cnonce into HA1.
+    Without `qop` it is RFC 2069's H(HA1:nonce:HA2); with `qop="auth"` it covers `nc` and
+    `cnonce`, and a -sess algorithm folds the nonce and cnonce into HA1 (RFC 7616 §3.4.2).
+    `SipParseError` for an algorithm not supported.
     """
-    ha1 = _md5(f"{username}:{realm}:{password}")
-    if algorithm.upper() == "MD5-SESS":
-        ha1 = _md5(f"{ha1}:{nonce}:{cnonce or ''}")
-    ha2 = _md5(f"{method}:{uri}")
+    h = _hasher(algorithm)
+    ha1 = h(f"{username}:{realm}:{password}")
+    if algorithm.upper().endswith("-SESS"):
+        ha1 = h(f"{ha1}:{nonce}:{cnonce or ''}")
+    ha2 = h(f"{method}:{uri}")
     if qop is None:
-        return _md5(f"{ha1}:{nonce}:{ha2}")
-    return _md5(f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")
+        return h(f"{ha1}:{nonce}:{ha2}")
+    return h(f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")
 
 
 def authorization(
@@ -139,6 +174,9 @@ def authorization(
     if "auth" not in challenge.qop:
         if challenge.qop:
             raise SipParseError(f"Digest qop {challenge.qop!r} offers no 'auth'; cannot answer")
+        if challenge.algorithm.upper() != "MD5":  # RFC 7616 §3.3: qop is required past MD5
+            raise SipParseError(f"Digest algorithm {challenge.algorithm!r} without qop=auth; "
+                                "cannot answer")
         return rc_authorization(method, realm, username, password, challenge.nonce, domain)
     cnonce = cnonce or secrets.token_hex(8)
     nc_text = f"{nc:08x}"
