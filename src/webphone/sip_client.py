@@ -40,7 +40,7 @@ from .errors import (
 from .sip import Address, CSeq, Headers, SipRequest, SipResponse, SipUri, parse_message
 from .sip.bindings import check_binding
 from .sip.build import default_reply, response_to
-from .sip.digest import NonceReuse, authorization, pick_challenge, refuses_reuse
+from .sip.digest import NonceReuse, authorization, pick_challenge, refuses_reuse, rejection
 from .sip.transaction import (
     ClientTransaction,
     Output,
@@ -262,10 +262,8 @@ class SipClient(EventEmitter):
         if response.status_code == 603:
             raise TooManyContactsError(f"{response.status_code} {response.reason}")
         if response.status_code in (401, 403, 407):
-            raise AuthenticationError(
-                f"REGISTER for {self.sip_info.username}@{self.sip_info.domain} was rejected with "
-                f"{response.status_code} {response.reason}: check authorizationId and password"
-            )
+            raise AuthenticationError(rejection(
+                response, f"REGISTER for {self.sip_info.username}@{self.sip_info.domain}"))
         if not 200 <= response.status_code < 300:
             raise RegistrationError(f"REGISTER failed: {response.status_code} {response.reason}")
         if requested == 0:

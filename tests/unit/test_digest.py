@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from webphone.errors import SipParseError
+from webphone.sip import SipResponse, parse_message
 from webphone.sip.digest import (
     NonceReuse,
     authorization,
@@ -18,6 +19,7 @@ from webphone.sip.digest import (
     pick_challenge,
     rc_authorization,
     refuses_reuse,
+    rejection,
 )
 
 
@@ -265,3 +267,29 @@ def test_the_first_supported_challenge_is_answered() -> None:
         pick_challenge(offered[:2])
     with pytest.raises(SipParseError, match="no Digest challenge"):
         pick_challenge([])
+
+
+def _response(status: str, *headers: str) -> SipResponse:
+    text = (f"SIP/2.0 {status}\r\nVia: SIP/2.0/WS x.invalid;branch=z9hG4bKa\r\n"
+            "From: <sip:101@sip.test>;tag=a\r\nTo: <sip:101@sip.test>\r\nCall-ID: c\r\n"
+            "CSeq: 2 REGISTER\r\n" + "".join(f"{h}\r\n" for h in headers) + "\r\n")
+    response = parse_message(text)
+    assert isinstance(response, SipResponse)
+    return response
+
+
+@pytest.mark.parametrize(("status", "headers", "says"), [
+    ("403 Forbidden", (), "rejected with 403 Forbidden: check authorizationId and password"),
+    ("401 Unauthorized", ('WWW-Authenticate: Digest realm="r", nonce="n", qop="auth"',),
+     "rejected with 401 Unauthorized: check authorizationId and password"),
+    ("401 Unauthorized", ('WWW-Authenticate: Digest realm="r", nonce="n", algorithm=AKAv1-MD5',),
+     "challenged with 401 Unauthorized and the challenge cannot be answered: Digest algorithm "
+     "'AKAv1-MD5' is not supported"),
+    ("407 Proxy Authentication Required", (),
+     "cannot be answered: no Digest challenge to answer"),
+])
+def test_a_rejection_says_whether_the_password_or_the_challenge_is_the_problem(
+    status: str, headers: tuple[str, ...], says: str
+) -> None:
+    text = rejection(_response(status, *headers), "REGISTER for 101@sip.test")
+    assert text.startswith("REGISTER for 101@sip.test ") and says in text

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import SipParseError
+from .message import SipResponse
 
 _PARAM = re.compile(r'\s*([A-Za-z0-9_\-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,"]*)\s*(?:,|$)')
 
@@ -86,6 +87,20 @@ def pick_challenge(values: list[str]) -> Challenge:
         except SipParseError as exc:
             errors.append(exc)
     raise errors[0]
+
+
+def rejection(response: SipResponse, what: str) -> str:
+    """Why `what` (e.g. "REGISTER for 101@sip.test") got `response` (401, 403 or 407 after our
+    credentials, or a challenge we could not answer), and what to do about it."""
+    header = {401: "WWW-Authenticate", 407: "Proxy-Authenticate"}.get(response.status_code)
+    status = f"{response.status_code} {response.reason}"
+    if header is not None:
+        try:
+            pick_challenge(response.headers.get_all(header))
+        except SipParseError as exc:
+            return (f"{what} was challenged with {status} and the challenge cannot be answered: "
+                    f"{exc}; the server needs a digest form webphone does not speak")
+    return f"{what} was rejected with {status}: check authorizationId and password"
 
 
 def parse_digest_params(text: str, what: str) -> dict[str, str]:
