@@ -123,8 +123,11 @@ def _unquote(raw: str) -> str:
     return raw
 
 
-#: RFC 7616 §3.2 algorithm names (upper case, without -sess) -> hashlib names
-_HASHES = {"MD5": "md5", "SHA-256": "sha256", "SHA-512-256": "sha512_256"}
+#: RFC 7616 §3.2 algorithm names (upper case, without -sess) -> hashlib names; SHA-512/256
+#: comes from OpenSSL, so a Python built without it answers the others only
+_HASHES = {name: lib for name, lib in
+           {"MD5": "md5", "SHA-256": "sha256", "SHA-512-256": "sha512_256"}.items()
+           if lib in hashlib.algorithms_available}
 
 
 def _hasher(algorithm: str) -> Callable[[str], str]:
