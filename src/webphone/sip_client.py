@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from ._backoff import backoff
 from ._events import EventEmitter
-from ._refresh import refresh_delay
+from ._refresh import longer_expiry, refresh_delay
 from .errors import (
     AuthenticationError,
     NotRealPhoneError,
@@ -135,6 +135,7 @@ class SipClient(EventEmitter):
         self._ever_registered = False
         self._fenced = False
         self._check_binding = False  # set by the refresh timer: fetch the bindings first
+        self._min_expires = 0  # a registrar's Min-Expires (423), kept for every refresh
         # the registrar's last qop=auth challenge: a refresh (its binding fetch and the REGISTER)
         # then takes one round trip each instead of two (REGISTER, 401, REGISTER, 200)
         self._register_nonce = NonceReuse()
@@ -232,7 +233,7 @@ class SipClient(EventEmitter):
         """Send REGISTER (refresh with `expires`=None, remove with 0); return the granted expiry."""
         if self._fenced:
             raise RegistrationError("this client is fenced: another group member owns the binding")
-        requested = self.register_expires if expires is None else expires
+        requested = max(self.register_expires, self._min_expires) if expires is None else expires
         if expires is None and self._check_binding:  # a timer refresh: is it still ours?
             self._check_binding = False
             with contextlib.suppress(WebPhoneError):  # advice only; the refresh goes on
@@ -241,24 +242,16 @@ class SipClient(EventEmitter):
                                                  timeout=self.request_timeout):
                     self.emit("binding_conflict", others)
         self._cancel_refresh()
-        req = self.new_request(
-            "REGISTER",
-            f"sip:{self.sip_info.domain}",
-            to=self.aor,
-            from_tag=self._reg_from_tag,
-            call_id=self._reg_call_id,
-            headers=[("Expires", str(requested)), ("Supported", "path, outbound, gruu")],
-            contact=f"{self.contact};expires={requested}",
-        )
-        transport = self._transport
-        try:
-            response = await self.request(req, timeout=self.request_timeout)
-        except SipTimeoutError:
-            self._registered = False  # we can no longer vouch for the binding
-            if requested != 0 and not self._disposed:
-                # A registrar that stopped answering: drop this socket and reconnect with backoff.
-                self._run_soon(self._lost("REGISTER got no answer", transport))
-            raise
+        response = await self._send_register(requested)
+        longer = longer_expiry(response.status_code, response.headers.get("Min-Expires"),
+                               requested)
+        if longer is not None:
+            # RFC 3261 §10.2.8: once more with the registrar's minimum, which refreshes keep
+            log.info("the registrar wants bindings of at least %d s (%d %s), not %d s: "
+                     "registering for %d s", longer, response.status_code, response.reason,
+                     requested, longer)
+            self._min_expires = requested = longer
+            response = await self._send_register(requested)
         if response.status_code == 603:
             raise TooManyContactsError(f"{response.status_code} {response.reason}")
         if response.status_code in (401, 403, 407):
@@ -275,6 +268,28 @@ class SipClient(EventEmitter):
         self._schedule_refresh(granted)
         self.emit("registered", granted)
         return granted
+
+    async def _send_register(self, requested: int) -> SipResponse:
+        """One REGISTER asking for `requested` seconds, answered (digest included); a timeout
+        drops the socket, to reconnect with backoff."""
+        req = self.new_request(
+            "REGISTER",
+            f"sip:{self.sip_info.domain}",
+            to=self.aor,
+            from_tag=self._reg_from_tag,
+            call_id=self._reg_call_id,
+            headers=[("Expires", str(requested)), ("Supported", "path, outbound, gruu")],
+            contact=f"{self.contact};expires={requested}",
+        )
+        transport = self._transport
+        try:
+            return await self.request(req, timeout=self.request_timeout)
+        except SipTimeoutError:
+            self._registered = False  # we can no longer vouch for the binding
+            if requested != 0 and not self._disposed:
+                # A registrar that stopped answering: drop this socket and reconnect with backoff.
+                self._run_soon(self._lost("REGISTER got no answer", transport))
+            raise
 
     def _granted_expires(self, response: SipResponse, requested: int) -> int:
         marker = f"urn:uuid:{self.instance_id}"
