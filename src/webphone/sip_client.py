@@ -38,7 +38,7 @@ from .errors import (
     WebPhoneError,
 )
 from .sip import Address, CSeq, Headers, SipRequest, SipResponse, SipUri, parse_message
-from .sip.bindings import check_binding
+from .sip.bindings import check_binding, granted_expires
 from .sip.build import default_reply, response_to
 from .sip.digest import NonceReuse, authorization, pick_challenge, refuses_reuse, rejection
 from .sip.transaction import (
@@ -263,7 +263,11 @@ class SipClient(EventEmitter):
             self._registered = False
             self.emit("unregistered")
             return 0
-        granted = self._granted_expires(response, requested)
+        granted = granted_expires(response, (f"urn:uuid:{self.instance_id}", self._local_host),
+                                  requested)
+        if granted == 0:  # a 200 whose binding of ours lasts 0 s: nothing is registered
+            raise RegistrationError(f"REGISTER got {response.status_code} {response.reason} "
+                                    "but the registrar lists our binding with expires 0")
         self._registered = self._ever_registered = True
         self._schedule_refresh(granted)
         self.emit("registered", granted)
@@ -290,20 +294,6 @@ class SipClient(EventEmitter):
                 # A registrar that stopped answering: drop this socket and reconnect with backoff.
                 self._run_soon(self._lost("REGISTER got no answer", transport))
             raise
-
-    def _granted_expires(self, response: SipResponse, requested: int) -> int:
-        marker = f"urn:uuid:{self.instance_id}"
-        for value in response.headers.get_all("Contact"):
-            if marker not in value and self._local_host not in value:
-                continue
-            try:
-                expires = Address.parse(value).params.get("expires")
-            except SipParseError:
-                continue
-            if expires and expires.isdigit():
-                return int(expires)
-        header = response.headers.get("Expires")
-        return int(header) if header and header.strip().isdigit() else requested
 
     def _schedule_refresh(self, granted: int) -> None:
         delay = refresh_delay(granted)  # spread: a random point late in the interval

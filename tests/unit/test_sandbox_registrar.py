@@ -149,6 +149,10 @@ def test_bad_input_is_a_400() -> None:
         req("not a uri <")
     with pytest.raises(RegistrarError):
         req(contact(1), expires="-1")
+    for bad in ("1²", "٣"):  # digits to str.isdigit(); "²" is no number to int()
+        with pytest.raises(RegistrarError, match="is not a number of seconds") as info:
+            req(f"<sip:x@y>;expires={bad}")
+        assert info.value.status == 400
 
 
 def test_normalize_instance() -> None:

@@ -114,7 +114,8 @@ def forwarded(
 
 def _int(text: str, default: int) -> int:
     text = text.strip()
-    return int(text) if text.isdigit() and len(text) < 10 else default
+    # ASCII only: str.isdigit() also accepts "²", which int() refuses
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 10 else default
 
 
 cancel_for = build.cancel_for

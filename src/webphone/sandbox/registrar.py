@@ -80,13 +80,20 @@ class RegisterRequest:
     user_agent: str | None = None
 
 
+def _number(value: str | None) -> int | None:
+    """`value` as a whole number; None unless it is 1 to 10 ASCII digits (`str.isdigit()` also
+    accepts "²", which `int()` refuses)."""
+    text = (value or "").strip()
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 10 else None
+
+
 def _int_or_error(value: str | None, what: str) -> int | None:
     if value is None:
         return None
-    text = value.strip()
-    if not text.isdigit() or len(text) > 10:
+    number = _number(value)
+    if number is None:
         raise RegistrarError(400, "Bad Request", f"{what} {value!r} is not a number of seconds")
-    return int(text)
+    return number
 
 
 def parse_register(
@@ -162,7 +169,7 @@ class Binding:
             "contact": self.contact,
             "instance": self.instance,
             "expires": self.remaining(now),
-            "reg_id": int(self.reg_id) if self.reg_id and self.reg_id.isdigit() else None,
+            "reg_id": _number(self.reg_id),
             "call_id": self.call_id,
             "cseq": self.cseq,
             "user_agent": self.user_agent,

@@ -18,12 +18,13 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
+from webphone._refresh import MAX_EXPIRES
 from webphone.errors import SipParseError
 from webphone.sip import Address, SipRequest, SipResponse
 from webphone.sip._grammar import split_list
 from webphone.sip.address import SipUri
 
-__all__ = ["BindingClient", "check_binding", "foreign_contacts"]
+__all__ = ["BindingClient", "check_binding", "foreign_contacts", "granted_expires"]
 
 log = logging.getLogger("webphone.registration")
 
@@ -68,6 +69,30 @@ def foreign_contacts(response: SipResponse, instance_id: str, own_contact: str) 
             if instance == marker and not _same_uri(item.uri, own):
                 found.append(str(item.uri))
     return found
+
+
+def granted_expires(response: SipResponse, markers: tuple[str, ...], requested: int) -> int:
+    """The seconds our binding got from `response` (a 2xx to our REGISTER): the `expires` of
+    the first Contact holding one of `markers` (our instance id, our Contact host), else the
+    Expires header (RFC 3261 §10.2.4), else `requested`. A value that is not ASCII digits
+    counts as absent (a registrar's odd answer must not raise); a huge one is capped at
+    `MAX_EXPIRES`."""
+    for value in response.headers.get_all("Contact")[:MAX_CONTACTS]:
+        if not any(marker in value for marker in markers):
+            continue
+        for item in _contact_items(value):
+            if (seconds := _seconds(item.params.get("expires"))) is not None:
+                return seconds
+    seconds = _seconds(response.headers.get("Expires"))
+    return requested if seconds is None else seconds
+
+
+def _seconds(value: str | None) -> int | None:
+    text = (value or "").strip()
+    # ASCII only: str.isdigit() also accepts "²", which int() refuses
+    if not (text.isascii() and text.isdigit()):
+        return None
+    return min(int(text), MAX_EXPIRES)
 
 
 def _contact_items(value: str) -> list[Address]:
