@@ -76,6 +76,7 @@ def test_missing_bdy_gives_empty_body() -> None:
     message = rc.parse_rc_message('<Msg><Hdr SID="1" Cmd="9"/></Msg>')
     assert message.body == {}
     assert message.cmd == 9
+    assert rc.parse_rc_message('<Msg><Hdr SID="1" Cmd="9²"/></Msg>').cmd is None
 
 
 @pytest.mark.parametrize(

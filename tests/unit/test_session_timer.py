@@ -30,6 +30,9 @@ def test_parse_session_expires() -> None:
     assert st.parse_session_expires("300;foo=bar;refresher=uac") == (300, "uac")
     with pytest.raises(SipParseError, match="whole seconds"):
         st.parse_session_expires("soon")
+    with pytest.raises(SipParseError, match="whole seconds"):  # a digit to str.isdigit()
+        st.parse_session_expires("18²;refresher=uac")
+    assert st.retry_expires(response(422, ("Min-SE", "9²")), 90) is None
     with pytest.raises(SipParseError, match="uac or uas"):
         st.parse_session_expires("90;refresher=both")
 

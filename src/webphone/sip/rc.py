@@ -33,6 +33,7 @@ from enum import IntEnum
 from typing import Any
 
 from ..errors import CallError, SipParseError
+from ._grammar import is_digits
 
 __all__ = [
     "INFO_COMMANDS",
@@ -131,7 +132,7 @@ class RcMessage:
     def cmd(self) -> int | None:
         """`Hdr.Cmd` as an int, None when absent or not a number."""
         value = self.headers.get("Cmd", "").strip()
-        return int(value) if value.isdigit() else None
+        return int(value) if is_digits(value) else None  # not "²": a digit, no number
 
     @property
     def sid(self) -> str | None:

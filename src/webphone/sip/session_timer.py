@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..errors import SipParseError
+from ._grammar import is_digits
 from .message import SipRequest, SipResponse
 
 __all__ = [
@@ -37,7 +38,7 @@ Refresher = Literal["uac", "uas"]
 def parse_session_expires(value: str) -> tuple[int, Refresher | None]:
     """`Session-Expires: 1800;refresher=uac` -> (1800, "uac"); SipParseError when malformed."""
     head, *params = (part.strip() for part in value.split(";"))
-    if not head.isdigit():
+    if not is_digits(head):  # ASCII: str.isdigit() also takes "²", which int() refuses
         raise SipParseError(f"Session-Expires {value!r}: the interval must be whole seconds")
     refresher: Refresher | None = None
     for param in params:
@@ -59,7 +60,7 @@ def supports_timer(message: SipRequest | SipResponse) -> bool:
 
 def _min_se(message: SipRequest | SipResponse) -> int:
     value = (message.headers.get("Min-SE") or "").split(";")[0].strip()
-    return int(value) if value.isdigit() else MIN_SE
+    return int(value) if is_digits(value) else MIN_SE
 
 
 def offer_headers(expires: int, min_se: int = MIN_SE) -> list[tuple[str, str]]:
