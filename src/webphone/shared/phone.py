@@ -883,7 +883,8 @@ def _renewed_by_a_successor(calls: Mapping[str, Any]) -> bool:
 
 
 def _preload_media() -> None:
-    """Import the media stack in the background once registered (a dummy never does this)."""
+    """Import the media stack in the background: once registered, or as a dummy once a call
+    needs new media should the real die (`on_continuity`)."""
     for name in ("webphone.media", "aiortc"):
         try:
             importlib.import_module(name)

@@ -125,7 +125,7 @@ class RemoteMedia(EventEmitter):
         self._muted = False
         self._sdp = _Relayed()
         # the o= versions the holder resuming `record` may send (RFC 3264 §8), published
-        # with the record until it has sent one (`continuity.claim_versions`)
+        # with the record while its own SDPs are below them (`continuity.claim_versions`)
         self._versions_used: int | None = None
         if record is not None:
             from webphone.media.continuity import MediaContinuity, claim_versions
