@@ -72,7 +72,7 @@ from .audio import (
     wav_chunks,
 )
 from .codec import INLINE_CODECS, InlineEncoder
-from .continuity import MediaContinuity, claim_versions, continuity_record
+from .continuity import MediaContinuity, continuity_record
 from .dtmf import RtpHeader
 from .errors import MediaError
 from .load import Probe, monitor
@@ -238,7 +238,6 @@ class MediaSession(EventEmitter):
         self._negotiated_sdp: str | None = None  # the peer's last SDP; kept across new pcs
         self._session_id: str | None = None
         self._version: int | None = None
-        self._resumed_from: dict[str, Any] | None = None  # `resume`'s record, claimed
         self._tap: RtpTap | None = None
         self._rtp = RtpPath(
             ssrc=lambda: getattr(self._transceiver.sender, "_ssrc", None),
@@ -283,7 +282,6 @@ class MediaSession(EventEmitter):
         # RFC 3264 §8: above any version the far party may have seen from the session's
         # holders, not only the record's (`RESUME_GAP`)
         media._session_id, media._version = kept.session_id, kept.resume_version
-        media._resumed_from = claim_versions(record)
         media._negotiated_sdp = kept.remote_sdp
         media.set_direction(kept.direction)
         if kept.muted:
@@ -293,14 +291,9 @@ class MediaSession(EventEmitter):
     def continuity(self) -> dict[str, Any]:
         """The JSON record of this call's negotiated media for `MediaSession.resume` in
         another process (fields: `webphone.media.continuity.continuity_record`). No secret: the
-        DTLS key stays here. Resumed (`resume`) and not negotiated yet: the record it resumed,
-        with the versions it may send claimed (`continuity.claim_versions`), so that the call
-        stays resumable while its media is renewed. `MediaError` before the first completed
-        offer/answer otherwise."""
+        DTLS key stays here. `MediaError` before the first completed offer/answer."""
         local, remote = self._local_sdp, self._negotiated_sdp
         if local is None or remote is None or self._answer_sdp is None:
-            if self._resumed_from is not None:
-                return dict(self._resumed_from)
             raise MediaError("no continuity record before the first completed offer/answer")
         return continuity_record(
             local_sdp=local, remote_sdp=remote, direction=self._direction,
