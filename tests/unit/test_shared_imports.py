@@ -59,7 +59,7 @@ def test_a_dummy_never_imports_aiortc() -> None:
 
 STANDBY = PRELUDE + textwrap.dedent("""
     def loaded():
-        return "aiortc" in sys.modules
+        return "aiortc" in sys.modules and "webphone.media.session" in sys.modules
 
     async def published(dummy, fake, calls):
         fake.member.publish_continuity(calls)
