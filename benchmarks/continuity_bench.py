@@ -13,6 +13,10 @@ longest stretch without a member's tone (the gap) and the 20 ms frames missing.
 * media holder SIGKILLed (`KILLS` calls per run, each answered by a dummy that is then killed;
   the real takes the media; a fresh member after each): gap. Target: median <= 500 ms,
   p95 <= 1 s;
+* the real holding both (dialog and media) SIGKILLed, and its successor too as soon as it says
+  it is the real (a double failover), beside the same kill without the second one: kill -> the
+  far party hears the last member's tone; its promotion -> its re-INVITE at the far party
+  (what a takeover that renews the media waits for: the media stack, new media, SIP);
 * graceful leave of a dummy holding 3 calls: `dispose()` time and calls lost, beside the
   dispose() of a member without calls. Target: <= 500 ms, 0 lost;
 * capacity: calls with clean audio (every call's worst gap <= 100 ms, <= 5 % of its frames
@@ -26,7 +30,8 @@ longest stretch without a member's tone (the gap) and the 20 ms frames missing.
   would make the next kill of the real a kill of both) before the next media kill.
 
 min/median/max of `RUNS` runs, the load average with each row. Run:
-``.venv/bin/python -m benchmarks continuity`` (~7 min; the soak ~1 more).
+``.venv/bin/python -m benchmarks continuity`` (~7 min; the soak ~1 more);
+``WEBPHONE_CONTINUITY=both`` runs only the "both at once" rows (~1 min).
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from support.continuity import (  # noqa: E402
     Members,
     answer_call,
     dummies_of,
+    first_to,
     is_,
     marks,
     real_of,
@@ -155,6 +161,30 @@ async def signalling_run(lab: Lab) -> dict[str, Any]:
     async with lab.scene(3) as (_, members, (far,)):
         call = await answer_call(members, far, GROUP_USER, dummies_of(members)[0].name)
         return await kill_signalling(call)
+
+
+async def both_run(lab: Lab, double: bool) -> dict[str, Any]:
+    """SIGKILL of the real holding both; with `double`, of its successor too once it says it
+    is the real. Kill -> the far party hears the member that took the call over; that
+    member's promotion -> its re-INVITE at the far party."""
+    async with lab.scene(3) as (_, members, (far,)):
+        call = await answer_call(members, far, GROUP_USER, real_of(members).name)
+        others = [m for m in call.alive() if m.role != "real"]
+        since = marks(others)
+        killed = time.monotonic()
+        real_of(members).kill()
+        last = await first_to(others, is_("role", role="real"), since, RECOVER)
+        if double:
+            others.remove(last)
+            last.kill()
+            last = await first_to(others, is_("role", role="real"), since, RECOVER)
+        promoted = last.last("role")
+        assert promoted is not None
+        heard = await far.wait_tone(call.tone(last), after=killed, timeout=RECOVER)
+        reinvite = await far.wait_event(
+            lambda e: is_("sip_in", method="INVITE")(e) and e["t"] > promoted["t"], RECOVER)
+        return {"heard_ms": (heard - killed) * 1000,
+                "reinvite_ms": (reinvite["t"] - promoted["t"]) * 1000}
 
 
 async def media_run(lab: Lab) -> list[dict[str, Any]]:
@@ -298,8 +328,26 @@ async def _attempt(coro: Any) -> Any:
         return None
 
 
+async def _both(lab: Lab) -> list[dict[str, Any]]:
+    """The "both at once" rows: a double failover beside the single one, same run."""
+    single = [r for r in [await _attempt(both_run(lab, False)) for _ in range(RUNS)] if r]
+    double = [r for r in [await _attempt(both_run(lab, True)) for _ in range(RUNS)] if r]
+    heard, base = [r["heard_ms"] for r in double], [r["heard_ms"] for r in single]
+    return [_row(
+        "real holding both SIGKILLed, then its successor: kill -> far party hears the third",
+        statistics.median(heard) if len(heard) == RUNS else None, "ms",
+        "real holding both SIGKILLed (single failover)",
+        statistics.median(base) if base else None, "<= baseline + 300 ms",
+        len(heard) == RUNS and bool(base) and max(heard) <= statistics.median(base) + 300,
+        runs_ms=_spread(heard), baseline_runs_ms=_spread(base),
+        promotion_to_reinvite_ms=_spread([r["reinvite_ms"] for r in double]),
+        baseline_promotion_to_reinvite_ms=_spread([r["reinvite_ms"] for r in single]))]
+
+
 async def _all(server: SandboxServer, workdir: Path, soak_too: bool) -> list[dict[str, Any]]:
     lab = Lab(server, workdir)
+    if os.environ.get("WEBPHONE_CONTINUITY") == "both":
+        return await _both(lab)
     bases = [b for b in [await _attempt(baseline(lab)) for _ in range(RUNS)] if b]
     steady = [b["steady_gap_ms"] for b in bases]
     reinvite = [b["reinvite_ms"] for b in bases]
@@ -325,6 +373,7 @@ async def _all(server: SandboxServer, workdir: Path, soak_too: bool) -> list[dic
         and _p95(mgaps) <= 1000, kills=len(mgaps), of=RUNS * KILLS, gaps_ms=_spread(mgaps),
         p95_ms=_p95(mgaps) if mgaps else None, baseline_runs_ms=_spread(reinvite),
         reinvite_gap_ms=_spread([b["reinvite_gap_ms"] for b in bases])))
+    rows.extend(await _both(lab))
     leaves = [r for r in [await _attempt(leave_run(lab)) for _ in range(RUNS)] if r]
     times = [r["dispose_ms"] for r in leaves]
     lost = sum(r["lost"] for r in leaves) + 3 * (RUNS - len(leaves))

@@ -16,7 +16,9 @@ the members that may hold the call's media) is a tone frame. The gap over an int
 longest stretch without a tone frame, counting from the interval's start to the first one and
 from the last one to the end (audio that stopped is a gap that grows); missing frames are the
 frames the interval should have held minus the tone frames it got. It counts the BYEs and the
-in-dialog INVITEs it receives (adoption re-INVITEs, media renewals).
+in-dialog INVITEs it receives (adoption re-INVITEs, media renewals); it prints a `sip_in` event
+for each BYE and in-dialog INVITE, and an `sdp_in` event for each response carrying SDP (the
+group's answer to its re-offer).
 
 The members are `webphone.shared.member_cli` processes started with `--tone HZ`: whenever one of
 them holds a call's media (it answered it as the media holder, or the media moved to it) it plays
@@ -385,6 +387,10 @@ class _Far:
             self.byes += 1
         elif method == "INVITE":
             self.reinvites += 1
+        elif method is None and message.body:  # a response with SDP
+            _out("sdp_in", first_line=str(message).split("\r\n", 1)[0],
+                 call_id=self.session.call_id)
+            return
         else:
             return
         _out("sip_in", method=method, call_id=self.session.call_id)

@@ -10,6 +10,7 @@ webphone far party re-offers on its new endpoint)."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ from support.continuity import (
 )
 from support.group import MemberGroup, MemberProc
 from support.sandbox_server import SandboxServer
+from webphone.sip.sdp import parse_origin
 
 GROUP_USER, FAR_USER = "107", "108"
 
@@ -194,7 +196,17 @@ async def test_an_action_during_the_takeover_runs_once_it_is_done(
     assert report["byes"] == 1 and report["end_reason"] == "remote hung up", report
 
 
-@pytest.mark.parametrize("moment", ["promoted", "reinvite", "reinvite-hang"])
+def group_sdp_versions(sandbox_server: SandboxServer, call_id: str) -> list[tuple[int, str]]:
+    """The (o= version, first line) of every SDP the far party received from the group in the
+    call, in order: offers and answers of whichever member held the dialog."""
+    sandbox = sandbox_server.sandbox
+    assert sandbox is not None
+    return [(parse_origin(r.message.body.decode()).version, r.first_line)
+            for r in sandbox.messages_of(FAR_USER)
+            if r.direction == "out" and r.message.call_id == call_id and r.message.body]
+
+
+@pytest.mark.parametrize("moment", ["promoted", "reinvite", "answered", "reinvite-hang"])
 async def test_double_failover_the_successor_dies_while_adopting(
     sandbox_server: SandboxServer, member_group: Callable[..., MemberGroup], far: FarParty,
     moment: str
@@ -203,21 +215,31 @@ async def test_double_failover_the_successor_dies_while_adopting(
     middle of the takeover: as soon as it says it is the real ("promoted": the records it
     adopted are published, nothing sent yet), or once its re-INVITE renewing the media reached
     the far party ("reinvite": the far party's 200 with its offer waits for an ACK that never
-    comes), or it hangs there (SIGSTOP, "reinvite-hang"). The third member adopts the call from
+    comes), or once it answered the far party's re-offer that followed its renewal ("answered":
+    the far party has its new SDP, its published record does not show it yet), or it hangs at
+    its re-INVITE (SIGSTOP, "reinvite-hang"). The third member adopts the call from
     what the successor published and renews the media; tones both ways, no BYE. A hung
     successor woken afterwards (SIGCONT) learns it was deposed and ends nothing (its renewal,
     ACK or BYE are fenced). (Before: the successor published no record while renewing, and
-    the far party's unACKed 2xx blocked its re-offer: the call was lost.)"""
+    the far party's unACKed 2xx blocked its re-offer: the call was lost. Then: the third member
+    resumed from the record's o= version as the successor had, and its SDP came with a version
+    the far party had seen already with another body, against RFC 3264 §8.)"""
     call, successor, last, marks_, killed = await the_real_holding_both_killed(
         sandbox_server, member_group, far)
-    if moment != "promoted":
+    if moment in ("reinvite", "reinvite-hang"):
         await far.wait_event(lambda e: is_("sip_in", method="INVITE")(e) and e["t"] > killed,
                              15)
+    elif moment == "answered":
+        await far.wait_event(lambda e: is_("sdp_in")(e) and e["t"] > killed, 15)
     successor.stop() if moment == "reinvite-hang" else successor.kill()
     report = await taken_over(call, last, killed, marks_[last.name])
     heard = await far.wait_tone(call.tone(last), after=killed, timeout=1)
     print(f"\ndouble failover ({moment}): the far party hears {last.name} "
           f"{(heard - killed) * 1000:.0f} ms after the first kill; {report}")
+    # RFC 3264 §8: every new SDP of the session comes with a higher o= version than the ones
+    # before (a far party may take an equal version for "no change" and keep the old media)
+    sdps = group_sdp_versions(sandbox_server, call.call_id)
+    assert all(a[0] < b[0] for a, b in itertools.pairwise(sdps)), sdps
     if moment == "reinvite-hang":
         woke = len(successor.events)
         successor.cont()

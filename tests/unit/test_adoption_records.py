@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from webphone.errors import SipParseError
+from webphone.media.continuity import RESUME_GAP, continuity_record
 from webphone.media.errors import MediaError
 from webphone.shared.adoption import (
     RECORD_VERSION,
@@ -95,6 +96,12 @@ def test_a_bad_record_is_refused_by_field(record: object, message: str) -> None:
         _entry("c9", record)
 
 
+SDP = "v=0\r\no=- 4711 {} IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n"
+MEDIA = continuity_record(local_sdp=SDP.format(7), remote_sdp=SDP.format(3),
+                          direction="sendrecv", muted=False, receive_sample_rate=8000,
+                          dtmf_payload_type=None)
+
+
 class Phone:
     """What `Adoption.adopt` uses of a WebPhone: `adopt_call` (the dialog moves on by 1000)."""
 
@@ -107,13 +114,19 @@ class Phone:
 async def test_a_call_being_adopted_stays_published_with_the_dialog_as_adopted() -> None:
     """Step 1 of a takeover: the records of the calls being adopted are published with the
     dialog's CSeq moved on (a successor of ours, should we die before the media is settled,
-    moves it on again instead of repeating our re-INVITE's CSeq); a bad record is left out."""
+    moves it on again instead of repeating our re-INVITE's CSeq), and with the o= versions its
+    media renewal may send claimed (RFC 3264 §8: a successor's SDPs go above them); a bad
+    record (dialog or media) is left out."""
     sent: list[dict[str, Any]] = []
     records = ContinuityRecords(sent.append)
     adoption = Adoption(records=records, media_for=lambda *_: None, emit=lambda *_: None)
-    old = {"v": 1, "call": {"id": "c1", "cseq": 7}, "holder": "m0", "media": {}, "real": "m0"}
+    old = {"v": 1, "call": {"id": "c1", "cseq": 7}, "holder": "m0", "media": MEDIA,
+           "real": "m0"}
     bad = {**old, "call": {"bad": True}}
-    adopted = adoption.adopt(Phone(), {"c1": old, "c2": bad})  # type: ignore[arg-type]
-    assert [session.call_id for session, _ in adopted] == ["c1"]
+    bad_media = {**old, "media": {**MEDIA, "versions_used": -1}}
+    adopted = adoption.adopt(Phone(), {"c1": old, "c2": bad,  # type: ignore[arg-type]
+                                       "c3": bad_media})
+    assert [(session.call_id, entry) for session, entry in adopted] == [("c1", old)]
     records.flush([session for session, _ in adopted], "m1")  # type: ignore[misc]
-    assert sent[-1]["c1"] == {**old, "call": {"version": 1, "cseq": 1007}}
+    assert sent[-1]["c1"] == {**old, "call": {"version": 1, "cseq": 1007},
+                              "media": {**MEDIA, "versions_used": 7 + 2 * RESUME_GAP}}

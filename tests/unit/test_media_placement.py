@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from support.wait import wait_until
 from webphone.errors import GroupProtocolError, MemberLostError, WebPhoneError
+from webphone.media.continuity import RESUME_GAP
 from webphone.media.errors import DtmfNotAvailableError, MediaError
 from webphone.shared import SharedWebPhone
 from webphone.shared.media_host import MediaHost
@@ -272,6 +273,11 @@ async def test_remote_media_builds_the_continuity_record_from_relayed_sdp() -> N
     assert media.negotiated_direction == "sendrecv" and media.stats is None
     resumed = RemoteMedia(Plane(), "c", "c1", record=record)  # the next holder starts from it
     assert resumed.continuity()["local_sdp"] == SDP_ANSWER
+    # RFC 3264 §8: the versions the resuming holder may send are claimed in the record it
+    # publishes; a holder that holds the media already (an adopted call) resumes nothing
+    assert resumed.continuity()["versions_used"] == 3 + 2 * RESUME_GAP
+    held = RemoteMedia(Plane(), "c", "c1", record=record, held=True)
+    assert "versions_used" not in held.continuity()
 
 
 async def test_remote_media_maps_the_holders_errors_and_reports_its_loss_once() -> None:

@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from webphone.media.continuity import RECORD_VERSION, MediaContinuity, continuity_record
+from webphone.media.continuity import (
+    RECORD_VERSION,
+    RESUME_GAP,
+    MediaContinuity,
+    claim_versions,
+    continuity_record,
+)
 from webphone.media.errors import MediaError
 from webphone.sip.sdp import (
     DIRECTIONS,
@@ -20,6 +26,7 @@ from webphone.sip.sdp import (
     extmap_ids,
     media_ids,
     parse_origin,
+    set_origin,
 )
 
 LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
@@ -127,3 +134,40 @@ def test_garbage_records_fail_cleanly(garbage: dict[str, object]) -> None:
         except MediaError:
             continue
         assert kept.direction in DIRECTIONS and 8000 <= kept.receive_sample_rate <= 48000
+
+
+def test_a_claimed_record_reserves_the_versions_its_resumer_may_send() -> None:
+    """`versions_used` (optional; never below the local SDP's version) moves the resume point
+    up; claiming a record raises it by the gap the resumer counts from plus the gap it may
+    use; a bad value is refused by name."""
+    kept = MediaContinuity.from_record(_record())
+    assert (kept.versions_used, kept.resume_version) == (7, 7 + RESUME_GAP)
+    assert MediaContinuity.from_record(_record(versions_used=3)).versions_used == 7
+    claimed = claim_versions(_record())
+    assert claimed == _record(versions_used=7 + 2 * RESUME_GAP)
+    assert MediaContinuity.from_record(claimed).resume_version == 7 + 3 * RESUME_GAP
+    for bad in (-1, True, "9", None):
+        with pytest.raises(MediaError, match="versions_used"):
+            MediaContinuity.from_record(_record(versions_used=bad))
+
+
+@given(st.integers(0, 2**62), st.lists(st.tuples(st.integers(0, RESUME_GAP - 1),
+                                                 st.booleans()), min_size=1, max_size=8))
+def test_a_chain_of_resumed_holders_never_repeats_a_version(
+        start: int, holders: list[tuple[int, bool]]) -> None:
+    """RFC 3264 §8 across crashes: each holder resumes the record left published, sends
+    fewer than `RESUME_GAP` SDPs and dies, having published a record of its first SDP or
+    nothing of its own (then the record it resumed stays published, claimed: an adoption or
+    a media move in progress). Every SDP the far party sees has a higher o= version than all
+    before it."""
+    record = _record(local_sdp=set_origin(OURS, start))
+    seen = [start]
+    for sent, published in holders:
+        first = MediaContinuity.from_record(record).resume_version + 1
+        versions = list(range(first, first + sent))
+        assert all(version > max(seen) for version in versions), (seen, versions)
+        seen += versions
+        if published and versions:
+            record = _record(local_sdp=set_origin(OURS, versions[0]))
+        else:
+            record = claim_versions(record)

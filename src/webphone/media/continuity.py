@@ -25,10 +25,25 @@ from ..sip.sdp import (
 )
 from .errors import MediaError
 
-__all__ = ["RECORD_VERSION", "MediaContinuity", "continuity_record"]
+__all__ = ["RECORD_VERSION", "RESUME_GAP", "MediaContinuity", "claim_versions",
+           "continuity_record"]
 
 RECORD_VERSION = 1
 """Bumped when a field changes meaning; `MediaContinuity.from_record` refuses other versions."""
+
+RESUME_GAP = 16
+"""How far above a record's o= version a resumed session's first SDP goes (RFC 3264 §8: a
+changed description MUST carry a higher version; a far party may take an equal one for "no
+change" and keep the old media). A holder publishes its record after it sent an SDP, so one
+that dies in between sent versions its record does not show; and a real adopting a call keeps
+the old record published while it renews the media (`shared.adoption`): its answer in the ACK,
+answers to the far party's re-offers meanwhile, one fallback offer: a handful. The far party
+may thus have seen a few versions above the record's; 16 is well above that and costs nothing
+(the version is a 64-bit number). The far party sees the version jump by the gap instead of by
+one: RFC 8866 §5.2 asks only that it increase, receivers compare it for change (libre, the
+stack of baresip, and aiortc do not read it at all), and only a crash makes the jump. Exact +1
+would need the record published, its delivery confirmed, before every SDP is sent: a group
+round trip before each re-INVITE and ACK."""
 
 MAX_SDP = 64 * 1024  # the group protocol's bound on an SDP body
 
@@ -44,6 +59,7 @@ class MediaContinuity:
     direction: Direction
     muted: bool
     receive_sample_rate: int
+    versions_used: int  # the highest o= version a holder may have sent (>= the local SDP's)
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> MediaContinuity:
@@ -68,9 +84,30 @@ class MediaContinuity:
         if not isinstance(rate, int) or isinstance(rate, bool) or not 8000 <= rate <= 48000:
             raise MediaError(f"media continuity record: receive_sample_rate {rate!r:.20} is not "
                              "an integer in 8000..48000")
+        used = record.get("versions_used", origin.version)
+        if not isinstance(used, int) or isinstance(used, bool) or used < 0:
+            raise MediaError(f"media continuity record: versions_used {used!r:.20} is not a "
+                             "non-negative integer")
         return cls(local_sdp=local, remote_sdp=remote, session_id=origin.session_id,
                    origin_version=origin.version, direction=direction,
-                   muted=bool(record.get("muted")), receive_sample_rate=rate)
+                   muted=bool(record.get("muted")), receive_sample_rate=rate,
+                   versions_used=max(used, origin.version))
+
+    @property
+    def resume_version(self) -> int:
+        """The o= version a session resuming this record counts on from: its first SDP has
+        the next one, above any version a holder may have sent (`RESUME_GAP`)."""
+        return self.versions_used + RESUME_GAP
+
+
+def claim_versions(record: Mapping[str, Any]) -> dict[str, Any]:
+    """`record` as a process resuming it publishes it before its resumed session sends
+    anything (a real adopting a call, `shared.adoption`): `versions_used` raised above every
+    version that session may send before it publishes a record of its own (fewer than
+    `RESUME_GAP` more), so that a successor resuming the claimed record, should the process
+    die meanwhile, starts above them (RFC 3264 §8). `MediaError` names a bad field."""
+    kept = MediaContinuity.from_record(record)
+    return {**record, "versions_used": kept.resume_version + RESUME_GAP}
 
 
 def _sdp(record: Mapping[str, Any], field: str) -> str:
@@ -95,6 +132,7 @@ def continuity_record(
     the o= session id and version, each section's mid, the audio payload types
     ("pt": "name/rate[/channels]"), the RTP header extension ids, the telephone-event
     payload type, the direction we asked for (hold), mute and the receive sample rate.
+    (A record claimed by its resumer adds `versions_used`: `claim_versions`.)
     """
     origin = parse_origin(local_sdp)
     codecs = {

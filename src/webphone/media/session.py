@@ -262,10 +262,11 @@ class MediaSession(EventEmitter):
         """A new media session continuing another one's (`continuity()` of a session in any
         process, e.g. a media holder that died): issue #11 item 3.
 
-        It keeps the session's SDP lineage (RFC 3264 §8: the o= session id with a higher
-        version; §8.3.2 and RFC 8285: payload types and header extension ids; the mid where the
-        far party offers it), the direction asked for (hold) and mute, and has its own new
-        certificate and ICE credentials. Then, as the call layer decides:
+        It keeps the session's SDP lineage (RFC 3264 §8: the o= session id with a version
+        above any its holders may have sent, `continuity.RESUME_GAP`; §8.3.2 and RFC 8285:
+        payload types and header extension ids; the mid where the far party offers it), the
+        direction asked for (hold) and mute, and has its own new certificate and ICE
+        credentials. Then, as the call layer decides:
         (a) the far party offers (a re-INVITE without SDP; its offer in the 200):
         `create_answer(offer)`, which answers `a=setup:active` to `actpass`, so we are the
         DTLS client and Chromium is back in 0.14-0.5 s; or
@@ -278,7 +279,9 @@ class MediaSession(EventEmitter):
         """
         kept = MediaContinuity.from_record(record)
         media = cls(receive_sample_rate=kept.receive_sample_rate, **options)
-        media._session_id, media._version = kept.session_id, kept.origin_version
+        # RFC 3264 §8: above any version the far party may have seen from the session's
+        # holders, not only the record's (`RESUME_GAP`)
+        media._session_id, media._version = kept.session_id, kept.resume_version
         media._negotiated_sdp = kept.remote_sdp
         media.set_direction(kept.direction)
         if kept.muted:

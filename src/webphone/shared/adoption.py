@@ -129,18 +129,24 @@ class Adoption:
         """Step 1: every record of `calls` becomes an answered session of `phone` (a record
         that cannot be adopted is logged and left out). Returns (session, record) pairs for
         `settle`; actions wait (`idle`) until it is done."""
+        from webphone.media.continuity import claim_versions  # a dummy never loads media
+
         adopted = []
         for call_id, record in calls.items():
             try:
                 entry = _entry(call_id, record)
+                media = claim_versions(entry["media"])  # MediaError (a CallError) names a field
                 session = phone.adopt_call(entry["call"])
             except (SipParseError, CallError) as exc:
                 log.error("cannot adopt call %s: %s", call_id, exc)
                 continue
             # Published until the media is settled: the dialog as adopted (CSeq `gap` above
             # the old real's), so that a successor of ours, should we die meanwhile, moves it
-            # on again instead of repeating our re-INVITE's CSeq (the far party: 500).
-            self._records.pending[call_id] = {**entry, "call": session.continuity_record()}
+            # on again instead of repeating our re-INVITE's CSeq (the far party: 500); and the
+            # media with the o= versions our renewal may send claimed, so that its SDPs go
+            # above them instead of repeating one with another body (RFC 3264 §8).
+            self._records.pending[call_id] = {**entry, "call": session.continuity_record(),
+                                              "media": media}
             adopted.append((session, entry))
         if adopted:
             self._idle.clear()

@@ -124,13 +124,18 @@ class RemoteMedia(EventEmitter):
         self._direction: Direction = "sendrecv"
         self._muted = False
         self._sdp = _Relayed()
+        # the o= versions the holder resuming `record` may send (RFC 3264 §8), published
+        # with the record while its own SDPs are below them (`continuity.claim_versions`)
+        self._versions_used: int | None = None
         if record is not None:
-            from webphone.media.continuity import MediaContinuity
+            from webphone.media.continuity import MediaContinuity, claim_versions
 
             kept = MediaContinuity.from_record(record)  # MediaError naming a bad field
             self._direction, self._muted = kept.direction, kept.muted
             self._sdp = _Relayed(local=kept.local_sdp, remote=kept.remote_sdp, completed=True,
                                  version=kept.origin_version)
+            if not held:
+                self._versions_used = claim_versions(record)["versions_used"]
         self._queue: asyncio.Queue[_Op] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._taken: asyncio.Future[Any] | None = None
@@ -314,11 +319,14 @@ class RemoteMedia(EventEmitter):
         rate = _RECEIVE_RATE
         if self._record is not None and isinstance(self._record.get("receive_sample_rate"), int):
             rate = int(self._record["receive_sample_rate"])
-        return continuity_record(local_sdp=sdp.local, remote_sdp=sdp.remote,
-                                 direction=self._direction, muted=self._muted,
-                                 receive_sample_rate=rate,
-                                 dtmf_payload_type=_dtmf_payload_type(
-                                     sdp.remote, sdp.local if sdp.answered_by_us else sdp.remote))
+        record = continuity_record(local_sdp=sdp.local, remote_sdp=sdp.remote,
+                                   direction=self._direction, muted=self._muted,
+                                   receive_sample_rate=rate,
+                                   dtmf_payload_type=_dtmf_payload_type(
+                                       sdp.remote, sdp.local if sdp.answered_by_us else sdp.remote))
+        if self._versions_used is not None and self._versions_used > record["origin_version"]:
+            record["versions_used"] = self._versions_used
+        return record
 
     # -- lifecycle ---------------------------------------------------------------------------
 
