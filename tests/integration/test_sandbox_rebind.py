@@ -360,3 +360,55 @@ async def test_a_clean_close_of_the_devices_only_flow_ends_the_dialog_at_once(
     await a.phone.client.dispose(unregister=False)
     bye = await far.phone.next("BYE", timeout=3)  # well before the 5 s grace
     assert far.dialog is not None and bye.call_id == far.dialog.call_id
+
+
+async def test_a_reoffer_in_flight_to_a_lost_connection_gets_500_and_the_dialog_stays(
+    devices: Callable[..., Awaitable[Device]], sb: Sandbox
+) -> None:
+    """The far side's re-INVITE was forwarded to A and A's connection is lost before A
+    answers: a transport error (RFC 3261 §16.9) answered as 500 (§16.7 step 6), not 408,
+    which would end the dialog at the far side (§12.2.1.2). The dialog stays: A's successor
+    takes it and the far side's requests reach it. (Before: 408.)"""
+    a = await devices("101", "dev-x", droppable=True)
+    far = await devices("102", "far")
+    await call(a, far, "102")
+    assert far.dialog is not None and a.dialog is not None
+    reoffer = far.phone.in_dialog(far.dialog, "INVITE", body=b"v=0\r\n",
+                                  content_type="application/sdp")
+    pending = asyncio.ensure_future(far.phone.client.request(reoffer))
+    await a.phone.next("INVITE")  # in flight: A never answers it
+    await lose(a, sb)
+    failed = await asyncio.wait_for(pending, 5)
+    assert (failed.status_code, failed.reason) == (500, "Server Internal Error"), failed
+    assert "connection closed" in failed.headers["Warning"]
+    got = await take_over(await devices("101", "dev-x"), a, far, a.cseq + 100)
+    assert (await far.phone.next("ACK")).cseq.number == got.cseq.number
+    bye = far.phone.in_dialog(far.dialog, "BYE")
+    assert (await far.phone.client.request(bye)).status_code == 200
+
+
+async def test_a_reoffer_the_device_never_answers_times_out_with_408(
+    devices: Callable[..., Awaitable[Device]]
+) -> None:
+    """The device's connection is up but it never answers: Timer C/F (the sandbox's
+    `transaction_timeout`) — a 408 (RFC 3261 §16.8), which rightly ends the dialog at the
+    sender (§12.2.1.2): the far UA is there and does not answer."""
+    quick = Sandbox(users=sandbox_users(), domain="sip.test")
+    quick.config.transaction_timeout = 0.5
+    async with quick:
+        a = ScriptedPhone(quick.sip_info("101"), "dev-x")
+        far = ScriptedPhone(quick.sip_info("102"), "far")
+        await a.start()
+        await far.start()
+        try:
+            caller, callee = Device(a, None), Device(far, None)
+            await call(caller, callee, "102")
+            assert callee.dialog is not None
+            reoffer = far.in_dialog(callee.dialog, "INVITE", body=b"v=0\r\n",
+                                    content_type="application/sdp")
+            pending = asyncio.ensure_future(far.client.request(reoffer))
+            await a.next("INVITE")
+            assert (await asyncio.wait_for(pending, 5)).status_code == 408
+        finally:
+            await a.stop()
+            await far.stop()

@@ -433,6 +433,9 @@ class _Far:
                     "byes": self.byes, "reinvites": self.reinvites,
                     "state": getattr(session, "state", None),
                     "end_reason": getattr(session, "end_reason", None)}
+        if name == "reinvite":  # a re-offer of ours (CallError if refused)
+            await self.session.re_invite()
+            return None
         if name == "hangup":
             if self.session is not None and self.session.state != "disposed":
                 await self.session.hangup()

@@ -10,6 +10,7 @@ webphone far party re-offers on its new endpoint)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -32,6 +33,7 @@ from support.continuity import (
 )
 from support.group import MemberGroup, MemberProc
 from support.sandbox_server import SandboxServer
+from support.wait import wait_until
 from webphone.sip.sdp import parse_origin
 
 GROUP_USER, FAR_USER = "107", "108"
@@ -115,6 +117,35 @@ async def test_deposed_real_stays_silent_in_the_adopted_dialog(
              if r.connection == old_connection and r.direction == "in" and r.time > stopped
              and r.message.call_id == call.call_id]
     assert spoke == [], spoke
+
+
+async def test_a_reoffer_in_flight_to_the_dying_real_leaves_the_dialog_up(
+    sandbox_server: SandboxServer, member_group: Callable[..., MemberGroup], far: FarParty
+) -> None:
+    """The far party's re-INVITE reached the real's connection (the real is SIGSTOPped, the
+    test waits for the sandbox to forward it) and the real is SIGKILLed before it answers: a
+    transport error, a 503 from that branch (RFC 3261 §16.9) answered upstream as 500 (§16.7
+    step 6). The far party's re-offer fails but its dialog stays (a 408 would end it,
+    §12.2.1.2); the dummy takes the call over: tones both ways, no BYE. (Before: 408, the far
+    party ended the call, the successor's re-INVITE got 481: the call was lost.)"""
+    call, real, dummy = await call_on_the_real(sandbox_server, member_group, far)
+    sandbox = sandbox_server.sandbox
+    assert sandbox is not None
+    mark, stopped = len(dummy.events), time.monotonic()
+    real.stop()
+    reoffer = asyncio.ensure_future(far.command("reinvite", timeout=30))
+
+    def forwarded() -> bool:
+        records = sandbox.messages.copy()  # one C call: the sandbox thread appends meanwhile
+        return any(r.direction == "out" and r.user == GROUP_USER and r.time >= stopped
+                   and r.message.call_id == call.call_id
+                   and r.first_line.startswith("INVITE ") for r in records)
+
+    await wait_until(forwarded, 10, message="the far party's re-INVITE to reach the real")
+    real.kill()
+    refused = await asyncio.wait_for(reoffer, 15)
+    assert not refused["ok"] and "500" in refused["message"], refused
+    await taken_over(call, dummy, stopped, mark)
 
 
 @pytest.fixture

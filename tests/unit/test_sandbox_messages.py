@@ -9,9 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from webphone.sandbox.connection import TxFailure
 from webphone.sandbox.dialogs import Dialog, Leg
 from webphone.sandbox.messages import (
     ack_for,
+    answer_unanswered,
     cancel_for,
     forwarded,
     pop_via,
@@ -192,3 +194,25 @@ def test_users_from_files_and_data(tmp_path: Path) -> None:
     assert generated[0].password not in repr(generated[0])
     table = UserTable(generated)
     assert table.by_number("+16505550102") is table.by_number("6505550102") is table["102"]
+
+
+@given(st.lists(st.sampled_from(list(TxFailure)), min_size=1, max_size=5),
+       st.booleans())
+def test_an_unanswered_request_gets_500_only_when_every_branch_lost_its_connection(
+    failures: list[TxFailure], in_dialog: bool
+) -> None:
+    """RFC 3261 §16.7 step 6 with §16.8/§16.9: a lost connection is a 503 (sent upstream as
+    500), a timeout a 408; the lowest class wins. In a dialog no To tag is made up."""
+    request = invite()
+    if in_dialog:
+        request.headers.set("To", "<sip:102@sip.test>;tag=tt")
+    answer = answer_unanswered(request, failures)
+    closed_only = set(failures) == {TxFailure.CONNECTION_CLOSED}
+    assert answer.status_code == (500 if closed_only else 408)
+    assert ("Warning" in answer.headers) == closed_only
+    assert answer.call_id == "cid" and answer.cseq.number == 7
+    assert (answer.to_tag == "tt") if in_dialog else bool(answer.to_tag)
+
+
+def test_no_failures_at_all_is_a_timeout() -> None:
+    assert answer_unanswered(invite(), []).status_code == 408

@@ -34,9 +34,9 @@ from webphone.sip.transaction import (
 )
 
 from .config import PartyEntry
-from .connection import Connection, LocalConnection, Sender
+from .connection import Connection, LocalConnection, Sender, TxFailure
 from .dialogs import Dialog, Leg, contact_uri
-from .messages import ack_for, content_type, response_to, uri_user
+from .messages import ack_for, answer_unanswered, content_type, response_to, uri_user
 from .rc import Identity
 from .users import UserTable
 
@@ -400,5 +400,7 @@ def _relayed(request: SipRequest, response: SipResponse,
                        body=response.body, content_type=ctype)
 
 
-def _failed(request: SipRequest, why: str) -> SipResponse:
-    return response_to(request, 408, f"Request Timeout - {why}"[:60])
+def _failed(request: SipRequest, why: TxFailure) -> SipResponse:
+    """The answer the held leg did not give (RFC 3261 §16.9, §16.7 step 6: see
+    `messages.answer_unanswered`): a closed connection is a 500, a timeout a 408."""
+    return answer_unanswered(request, [why])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import itertools
 import logging
 from collections.abc import Callable
@@ -23,8 +24,22 @@ from webphone.sip import SipRequest, SipResponse
 log = logging.getLogger("webphone.sandbox")
 
 SipMessage = SipRequest | SipResponse
+
+
+class TxFailure(enum.StrEnum):
+    """Why a request the sandbox sent got no final response (`Proxy.send_request`)."""
+
+    #: No final response in time: RFC 3261 §16.8, the proxy acts as if it got a 408.
+    TIMED_OUT = "timed out"
+    #: The target's connection closed (before or after the request went out): a transport
+    #: error, RFC 3261 §16.9, the proxy acts as if it got a 503.
+    CONNECTION_CLOSED = "connection closed"
+    #: Given up on purpose (`Proxy.forget_later`, after a CANCEL).
+    FORGOTTEN = "forgotten"
+
+
 ResponseHandler = Callable[[SipResponse], None]
-FailureHandler = Callable[[str], None]
+FailureHandler = Callable[[TxFailure], None]
 
 #: Messages queued for one client before the sandbox gives up on it (it stopped reading).
 MAX_QUEUED = 1000

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from webphone.sip import SipRequest, SipResponse
-from webphone.sip.transaction import new_tag
 
 from .calls import Endpoint
-from .connection import Connection, Sender
-from .messages import forwarded, relayed, response_to
+from .connection import Connection, Sender, TxFailure
+from .messages import answer_unanswered, forwarded, relayed
 
 __all__ = ["Fanout"]
 
@@ -23,6 +22,7 @@ class Fanout:
         self.pending = len(endpoints)
         self.answered = False
         self.failures: list[SipResponse] = []
+        self.unanswered: list[TxFailure] = []
 
     def start(self) -> None:
         for endpoint in self.endpoints:
@@ -41,8 +41,9 @@ class Fanout:
             self.failures.append(response)
             self._maybe_fail()
 
-    def _failure(self, why: str) -> None:
+    def _failure(self, why: TxFailure) -> None:
         self.pending -= 1
+        self.unanswered.append(why)
         self._maybe_fail()
 
     def _maybe_fail(self) -> None:
@@ -52,8 +53,7 @@ class Fanout:
         if self.failures:
             self._relay(min(self.failures, key=lambda r: r.status_code))
         else:
-            self.proxy.send(self.source, response_to(self.request, 408, "Request Timeout",
-                                                     to_tag=new_tag()))
+            self.proxy.send(self.source, answer_unanswered(self.request, self.unanswered))
 
     def _relay(self, response: SipResponse) -> None:
         out = relayed(response, self.request)

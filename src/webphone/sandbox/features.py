@@ -35,9 +35,9 @@ from webphone.sip.transaction import new_tag
 
 from .bridge import Bridger, BridgeRouter, Link
 from .calls import CallServices, Endpoint
-from .connection import Connection
+from .connection import Connection, TxFailure
 from .dialogs import Dialog, Leg, contact_uri, rebind_refusal
-from .messages import forwarded, relayed, response_to
+from .messages import answer_unanswered, forwarded, relayed, response_to
 from .rc import InfoRequest, info_result, parse_info_request
 
 log = logging.getLogger("webphone.sandbox")
@@ -208,9 +208,12 @@ class Features:
             if method == "BYE" and response.status_code >= 200:
                 self._ended(dialog, source)
 
-        def on_failure(why: str) -> None:
+        def on_failure(why: TxFailure) -> None:
+            # RFC 3261 §16.9: a connection that closed under the request is a 503 from that
+            # branch, answered as 500 (§16.7 step 6), which leaves the dialog up for a device
+            # that comes back (`_rebind`); only a timeout is a 408 that ends it (§12.2.1.2).
             log.info("%s to %s failed: %s", method, target.contact, why)
-            self._reply(connection, request, 408, "Request Timeout")
+            self.proxy.send(connection, answer_unanswered(request, [why]))
             if method == "BYE":
                 self._ended(dialog, source)
 

@@ -12,11 +12,14 @@ from urllib.parse import unquote as percent_decode
 
 from webphone.errors import SipParseError
 from webphone.sip import Headers, SipRequest, SipResponse, SipUri, build, split_list
-from webphone.sip.transaction import new_branch
+from webphone.sip.transaction import new_branch, new_tag
+
+from .connection import TxFailure
 
 __all__ = [
     "SERVER_NAME",
     "ack_for",
+    "answer_unanswered",
     "cancel_for",
     "content_type",
     "forwarded",
@@ -46,6 +49,30 @@ def response_to(
         request, status, reason, to_tag=to_tag, headers=[("Server", SERVER_NAME), *headers],
         body=body, content_type=content_type,
     )
+
+
+def answer_unanswered(request: SipRequest, failures: Iterable[TxFailure]) -> SipResponse:
+    """What a proxy answers upstream for `request` when no branch it was forwarded to gave a
+    final response, each ending with one of `failures` (RFC 3261 §16.7 step 6, best response).
+
+    A branch that timed out counts as a 408 (§16.8), one whose connection closed as a 503
+    (§16.9: a transport error); the lowest class wins, so any timeout gives 408. A 503 as the
+    best response is not forwarded but answered as 500 (§16.7 step 6: a 503 upstream would say
+    this proxy serves nothing at all). The difference matters in a dialog: a 408 (or 481) to
+    an in-dialog request ends the dialog at the sender (§12.2.1.2), a 500 fails only that
+    transaction (RFC 5057 §5.1), so a device that lost its connection can still come back
+    (RFC 5626 §4.4) and carry the dialog on.
+    """
+    seen = set(failures)
+    if seen and seen <= {TxFailure.CONNECTION_CLOSED}:
+        return response_to(request, 500, "Server Internal Error", to_tag=_tag_for(request),
+                           headers=[("Warning", '399 sandbox "next hop connection closed"')])
+    return response_to(request, 408, "Request Timeout", to_tag=_tag_for(request))
+
+
+def _tag_for(request: SipRequest) -> str | None:
+    """A To tag for a response generated here to an out-of-dialog request (RFC 3261 §8.2.6.2)."""
+    return None if request.to_tag else new_tag()
 
 
 def pop_via(response: SipResponse) -> SipResponse | None:

@@ -28,7 +28,7 @@ from webphone.sip.transaction import TransactionKey, new_call_id, new_tag, trans
 from .auth import DigestAuthenticator
 from .calls import Endpoint, ProxyCall, Target
 from .config import MessageRecord, PartyEntry, SandboxConfig
-from .connection import Connection, FailureHandler, ResponseHandler
+from .connection import Connection, FailureHandler, ResponseHandler, TxFailure
 from .dialogs import Dialog, Leg
 from .fanout import Fanout
 from .features import Features
@@ -133,9 +133,9 @@ class Proxy:
             self._txns[key] = tx
             wait = self.config.transaction_timeout if timeout == -1.0 else timeout
             if wait is not None:
-                tx.timer = self.call_later(wait, lambda: self._fail_tx(tx, "timed out"))
+                tx.timer = self.call_later(wait, lambda: self._fail_tx(tx, TxFailure.TIMED_OUT))
         if connection.closed:
-            self._fail_tx(tx, "connection closed")
+            self._fail_tx(tx, TxFailure.CONNECTION_CLOSED)
             return
         self.send(connection, request)
 
@@ -145,9 +145,9 @@ class Proxy:
         tx = self._txns.get(transaction_key(request))
         if tx is not None and tx.timer is None:
             tx.on_failure = None
-            tx.timer = self.call_later(delay, lambda: self._fail_tx(tx, "forgotten"))
+            tx.timer = self.call_later(delay, lambda: self._fail_tx(tx, TxFailure.FORGOTTEN))
 
-    def _fail_tx(self, tx: _ClientTx, why: str) -> None:
+    def _fail_tx(self, tx: _ClientTx, why: TxFailure) -> None:
         if self._txns.get(tx.key) is not tx:
             return
         del self._txns[tx.key]
@@ -175,7 +175,7 @@ class Proxy:
             log.info("binding %s of %s removed: its connection closed", binding.contact,
                      binding.aor)
         for tx in [t for t in self._txns.values() if t.connection is connection]:
-            self._fail_tx(tx, "connection closed")
+            self._fail_tx(tx, TxFailure.CONNECTION_CLOSED)
         for call in [c for c in self._calls.values() if c.caller_conn is connection]:
             call.caller_gone()
         for dialogs in list(self._dialogs.values()):
