@@ -46,7 +46,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import importlib
 import logging
 from collections.abc import Iterator, Mapping
 from types import TracebackType
@@ -75,7 +74,7 @@ from webphone.shared.group import (
     make_transport,
     member_dict,
 )
-from webphone.shared.media_host import LocalMedia, MediaHost
+from webphone.shared.media_host import LocalMedia, MediaHost, import_media_stack
 from webphone.shared.member import GroupMember, LinkToken
 from webphone.shared.mirror import CallMirror
 from webphone.shared.placement import MediaPlacement, Policy, check_policy
@@ -621,8 +620,8 @@ class SharedWebPhone(EventEmitter):
         self.emit("role", "real")
         if adopted:
             self._background(self._settle_adopted(phone, adopted, self.member.epoch))
-        if self.preload_media:
-            loaded = asyncio.get_running_loop().run_in_executor(None, _preload_media)
+        if self.preload_media:  # off the loop, before the first call (a dummy imports at take)
+            loaded = asyncio.get_running_loop().run_in_executor(None, import_media_stack)
             loaded.add_done_callback(lambda _: self.emit("media_ready"))
             self._bg.add(loaded)
             loaded.add_done_callback(self._bg.discard)
@@ -864,10 +863,3 @@ def _split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str
             {k: v for k, v in options.items() if k in client})
 
 
-def _preload_media() -> None:
-    """Import the media stack in the background once registered (a dummy never does this)."""
-    for name in ("webphone.media", "aiortc"):
-        try:
-            importlib.import_module(name)
-        except Exception as exc:
-            log.debug("preloading %s failed: %s", name, exc)
