@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
 from types import SimpleNamespace
 from typing import Any
 
@@ -198,6 +200,35 @@ async def test_media_operations_need_a_take_first_and_one_take_per_call(host: Me
     assert await host.handle("media.close", "c1", {}) == {}
     assert await host.handle("media.close", "c1", {}) == {}  # idempotent
     assert host.sessions == {}
+
+
+def test_a_first_take_imports_the_media_stack_off_the_event_loop() -> None:
+    """A dummy that answers a call takes its media; imported on the event loop, aiortc and PyAV
+    (0.5-1 s of CPU) stalled its heartbeats past the hub's timeout under load: the holder was
+    judged hung and the call it answered failed (488). The import runs in a worker thread."""
+    code = (
+        "import asyncio, sys, threading\n"
+        "from webphone.shared.media_host import LocalMedia, MediaHost\n"
+        "assert 'aiortc' not in sys.modules\n"
+        "on_loop = []\n"
+        "class Spy:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'aiortc':\n"
+        "            on_loop.append(threading.current_thread() is threading.main_thread())\n"
+        "sys.meta_path.insert(0, Spy())\n"
+        "async def main():\n"
+        "    local = LocalMedia(loopback_only=True)\n"
+        "    host = MediaHost(lambda call_id, record: local.make(record))\n"
+        "    await host.handle('media.take', 'c1', {'record': None})\n"
+        "    assert list(host.sessions) == ['c1']\n"
+        "    await host.handle('media.close', 'c1', {})\n"
+        "asyncio.run(main())\n"
+        "print(on_loop)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.split() == ["[False]"], result.stdout
 
 
 async def test_delegates_of_a_call_run_in_the_order_they_came(host: MediaHost) -> None:

@@ -27,6 +27,7 @@ field, media failures a `MediaError`: always an error result, never a crash of t
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -40,7 +41,7 @@ from webphone.sip.sdp import DIRECTIONS
 if TYPE_CHECKING:
     from webphone.media import MediaSession
 
-__all__ = ["LocalMedia", "MediaHost", "MediaMaker", "Reply"]
+__all__ = ["LocalMedia", "MediaHost", "MediaMaker", "Reply", "import_media_stack"]
 
 log = logging.getLogger("webphone.shared.media")
 
@@ -50,6 +51,9 @@ MediaMaker = Callable[[str, "Mapping[str, Any] | None"], "MediaSession"]
 Reply = Callable[["dict[str, Any] | None", "BaseException | None"], object]
 #: told when a call's media starts (`taken`) or stops (`dropped`) living here
 Notify = Callable[[str, "MediaSession"], None]
+
+#: what making a call's media imports: aiortc, PyAV, cryptography (0.5-1 s of CPU)
+MEDIA_STACK = "webphone.media.session"
 
 _DTMF = re.compile(r"[0-9A-Da-d*#,]{1,64}")
 _UPDATES = ("direction", "muted", "dtmf", "wait_first_audio", "counters")
@@ -72,6 +76,7 @@ class MediaHost:
         self.sessions: dict[str, MediaSession] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stack_loaded = False
 
     def serve(self, op: str, call_id: str, args: Mapping[str, Any], reply: Reply) -> None:
         """Run one delegate in the background (after the call's earlier ones) and `reply`. A
@@ -99,6 +104,7 @@ class MediaHost:
     async def handle(self, op: str, call_id: str, args: Mapping[str, Any]) -> dict[str, Any]:
         """Do delegate `op` for `call_id`; its value (see the module docstring's table)."""
         if op == "media.take":
+            await self._load_stack()
             return self._take(call_id, args)
         if op == "media.close":
             await self.close(call_id)
@@ -125,6 +131,15 @@ class MediaHost:
         if op == "media.update":
             return await self._update(media, args)
         fail(f"{op}", "not a media operation this member runs")
+
+    async def _load_stack(self) -> None:
+        """Import the media stack in a worker thread before the first take: imported on the
+        event loop (a dummy does not preload it) it stalled the member's heartbeats for
+        0.5-1 s, and under load for longer than the heartbeat timeout, so the hub judged the
+        holder hung and the call it was answering failed."""
+        if not self._stack_loaded:
+            await asyncio.to_thread(import_media_stack)
+            self._stack_loaded = True
 
     def _take(self, call_id: str, args: Mapping[str, Any]) -> dict[str, Any]:
         _only(args, "media.take", ("record",))
@@ -228,6 +243,15 @@ class LocalMedia:
 
         return MediaSession.resume(record, loopback_only=self.loopback_only,
                                    stun_servers=self.stun_servers)
+
+
+def import_media_stack() -> None:
+    """Import what making media needs (`MEDIA_STACK`); in a worker thread, never on the event
+    loop. A failure (aiortc missing, ...) is only logged: making the media reports it."""
+    try:
+        importlib.import_module(MEDIA_STACK)
+    except Exception as exc:
+        log.debug("importing %s failed: %s", MEDIA_STACK, exc)
 
 
 # -- argument checks (GroupProtocolError naming the field) --------------------------------------

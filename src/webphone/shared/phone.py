@@ -46,7 +46,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import importlib
 import logging
 from collections.abc import Iterator, Mapping
 from types import TracebackType
@@ -75,7 +74,7 @@ from webphone.shared.group import (
     make_transport,
     member_dict,
 )
-from webphone.shared.media_host import LocalMedia, MediaHost
+from webphone.shared.media_host import LocalMedia, MediaHost, import_media_stack
 from webphone.shared.member import GroupMember, LinkToken
 from webphone.shared.mirror import CallMirror
 from webphone.shared.placement import MediaPlacement, Policy, check_policy
@@ -230,6 +229,7 @@ class SharedWebPhone(EventEmitter):
         self._role_events: asyncio.Queue[tuple[Role | None, Role, int]] = asyncio.Queue()
         self._role_worker: asyncio.Task[None] | None = None
         self._actions = ActionRunner(phone=lambda: self._real, idle=self._adoption.idle,
+                                     busy=self._adoption.busy,
                                      publish=self._publish_pending, warm=self._warm,
                                      media=self._placement)
         self._bg: set[asyncio.Future[Any]] = set()
@@ -631,9 +631,11 @@ class SharedWebPhone(EventEmitter):
             self._preload().add_done_callback(lambda _: self.emit("media_ready"))
 
     def _preload(self) -> asyncio.Future[None]:
-        """The media stack imported in a thread (`_preload_media`), once per process."""
+        """The media stack imported in a thread (`media_host.import_media_stack`: never on the
+        loop), once per process."""
         if self._media_loaded is None:
-            self._media_loaded = asyncio.get_running_loop().run_in_executor(None, _preload_media)
+            self._media_loaded = asyncio.get_running_loop().run_in_executor(
+                None, import_media_stack)
             self._bg.add(self._media_loaded)
             self._media_loaded.add_done_callback(self._bg.discard)
         return self._media_loaded
@@ -881,14 +883,3 @@ def _renewed_by_a_successor(calls: Mapping[str, Any]) -> bool:
     return any(isinstance(record, dict) and record.get("holder") is not None
                and record.get("holder") == record.get("real") for record in calls.values())
 
-
-def _preload_media() -> None:
-    """Import the media stack in the background: once registered, or as a dummy once a call
-    needs new media should the real die (`on_continuity`). `webphone.media.session` (what
-    `MediaSession` is, ~55 ms more beyond aiortc) too: the package loads it lazily, on the
-    first `MediaSession` - which would otherwise be the takeover's."""
-    for name in ("webphone.media", "aiortc", "webphone.media.session"):
-        try:
-            importlib.import_module(name)
-        except Exception as exc:
-            log.debug("preloading %s failed: %s", name, exc)
