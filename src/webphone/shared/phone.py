@@ -230,6 +230,7 @@ class SharedWebPhone(EventEmitter):
         self._role_events: asyncio.Queue[tuple[Role | None, Role, int]] = asyncio.Queue()
         self._role_worker: asyncio.Task[None] | None = None
         self._actions = ActionRunner(phone=lambda: self._real, idle=self._adoption.idle,
+                                     busy=self._adoption.busy,
                                      publish=self._publish_pending, warm=self._warm,
                                      media=self._placement)
         self._bg: set[asyncio.Future[Any]] = set()
