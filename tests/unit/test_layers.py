@@ -27,11 +27,11 @@ KNOWN_CYCLES: set[frozenset[str]] = set()
 
 #: Sans-I/O modules: they and everything of webphone they import use no event loop, no socket
 #: library, no media stack and no Redis client.
-PURE = re.compile(r"^webphone\.(sip(\..+)?|shared\.(protocol|coordinator|lease|routing|views)"
-                  r"|_backoff|_options|errors|sip_info)$")
+PURE = re.compile(r"^webphone\.(sip(\..+)?|shared\.(protocol|hot_frames|coordinator|lease|routing"
+                  r"|views)|_backoff|_options|errors|sip_info)$")
 IO_PACKAGES = {"asyncio", "websockets", "aiortc", "aioice", "av", "redis"}
 
-_GROUP_CORE = r"(protocol|schema|actions|coordinator|routing|views|lease)"
+_GROUP_CORE = r"(protocol|hot_frames|schema|actions|coordinator|routing|views|lease)"
 #: The layers of docs/internals.md, top down: a module imports only from its own layer and those
 #: below. The first matching pattern names a module's layer.
 LAYERS: list[tuple[str, str]] = [

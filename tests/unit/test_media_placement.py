@@ -395,6 +395,9 @@ async def test_a_session_action_during_a_media_move_runs_once_the_move_is_done()
         async def live(self, holder: str) -> str | None:
             return holder if holder == "alive" else None
 
+        def moving(self, call_id: str) -> bool:
+            return True
+
         async def settled(self, call_id: str) -> None:
             waiting.set()
             await moved.wait()

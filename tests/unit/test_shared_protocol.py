@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import inspect
 import json
+import math
 from typing import Any
 
 import pytest
@@ -43,7 +44,7 @@ from webphone.shared.protocol import (
     check_state,
     decode_frame,
 )
-from webphone.shared.schema import check_text
+from webphone.shared.schema import check_number, check_text
 
 CALL = {"id": "abc@host", "direction": "inbound", "state": "ringing", "remote_number": "+1650",
         "remote_name": "Ann", "held": False, "muted": True, "created_at": 1.5, "ended_at": None,
@@ -322,46 +323,6 @@ def test_any_json_result_value_round_trips(value: Any) -> None:
     assert decode_frame(frame.to_json()) == frame
 
 
-def plain_json(frame: Frame) -> bytes:
-    """The generic encoding: what json.dumps makes of the frame's object."""
-    return json.dumps(frame.to_obj(), separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode()
-
-
-texts = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=30)
-
-
-@given(json_values, texts, texts, st.integers(0, 2**53 - 1), st.booleans())
-def test_a_result_is_written_out_as_the_generic_encoding(value: Any, action_id: str,
-                                                         message: str, epoch: int,
-                                                         ok: bool) -> None:
-    error = None if ok else ErrorInfo("Some_Error.x", message)
-    frame = ActionResult(action_id, epoch, ok, value if ok else None, error)
-    assert frame.to_json() == plain_json(frame)
-    assert decode_frame(frame.to_json()) == frame
-
-
-@given(texts, st.sampled_from(sorted(SESSION_ACTIONS)), texts,
-       st.one_of(st.integers(0, 3600), st.floats(0.0, 3600.0)), st.data())
-def test_an_action_is_written_out_as_the_generic_encoding(action_id: str, name: str,
-                                                          call_id: str, timeout: float,
-                                                          data: st.DataObject) -> None:
-    args: dict[str, Any] = {}
-    if name == "reply":
-        args = {"message": data.draw(st.dictionaries(st.text(max_size=8), json_values,
-                                                     max_size=3))}
-    elif name in ("forward", "transfer", "warm_transfer", "flip"):
-        args = {"target": call_id}
-    elif name == "send_dtmf":
-        args = {"digits": "12#", "duration": 0.25}
-    frames = [Action(action_id, name, call_id, args, timeout),
-              Action(action_id, "call", None, {"callee": call_id, "headers": {"X-A": call_id}},
-                     timeout)]
-    for frame in frames:
-        assert frame.to_json() == plain_json(frame)
-        assert decode_frame(frame.to_json()) == frame
-
-
 @given(st.text(max_size=40), st.booleans())
 def test_check_text_refuses_exactly_the_control_characters(text: str, lines: bool) -> None:
     # the C fast path for printable ASCII must agree with the rule (newlines and tabs only with
@@ -431,3 +392,42 @@ def test_every_frame_we_write_takes_the_fast_decoder(frame: Frame) -> None:
     # the stdlib path (the speed of _parse_bytes rests on this)
     data = frame.to_json()
     assert protocol._FAST_ENCODE(protocol._FAST_DECODE(data)) == data
+
+
+def _checks(check: Any) -> str:
+    try:
+        check()
+    except GroupProtocolError as exc:
+        return f"refused: {exc}"
+    return "accepted"
+
+
+odd_values = st.one_of(st.none(), st.booleans(), st.integers(-3, 2**54), st.floats(),
+                       st.text(max_size=140), st.binary(max_size=3))
+
+
+@given(odd_values, odd_values, odd_values, odd_values, odd_values)
+def test_the_fast_checks_of_a_result_agree_with_its_full_checks(
+        action_id: Any, epoch: Any, ok: Any, value: Any, error: Any) -> None:
+    # ActionResult and ErrorInfo check their common case at once (`__post_init__`), the rest
+    # field by field (`_check`): whatever the values, both accept or refuse alike
+    info = object.__new__(ErrorInfo)
+    info.__dict__.update(type=action_id, message=value)
+    assert _checks(info.__post_init__) == _checks(info._check)
+    for err in (error, None, ErrorInfo("CallError", "no call")):
+        frame = object.__new__(ActionResult)
+        frame.__dict__.update(action_id=action_id, epoch=epoch, ok=ok, value=value, error=err)
+        fast = _checks(frame.__post_init__)
+        frame.__dict__["error"] = err  # `_check` may have replaced a dict with an ErrorInfo
+        assert fast == _checks(frame._check)
+
+
+@given(st.one_of(st.floats(), st.integers(-5, 5000), st.booleans(), st.none()))
+def test_the_fast_number_check_agrees_with_the_full_one(value: Any) -> None:
+    def full() -> None:
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise GroupProtocolError("type")
+        if not (math.isfinite(value) and 0.0 <= value <= 3600.0):
+            raise GroupProtocolError("range")
+    refused = _checks(lambda: check_number(value, "f", 0.0, 3600.0)) != "accepted"
+    assert refused == (_checks(full) != "accepted")

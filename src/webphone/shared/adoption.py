@@ -125,6 +125,10 @@ class Adoption:
         """Return once no takeover is in progress."""
         await self._idle.wait()
 
+    def busy(self) -> bool:
+        """True while a takeover is in progress (`idle` waits for its end)."""
+        return not self._idle.is_set()
+
     def adopt(self, phone: WebPhone, calls: Mapping[str, Any]) -> list[Adopted]:
         """Step 1: every record of `calls` becomes an answered session of `phone` (a record
         that cannot be adopted is logged and left out). Returns (session, record) pairs for

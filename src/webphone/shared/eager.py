@@ -8,9 +8,10 @@ eagerly, the result is on the wire before the callback that received the action 
 action that waits continues in its task as before.
 
 Python 3.12+: `asyncio.Task(coro, eager_start=True)`. Python 3.11 has no eager tasks; the same
-semantics are built from its public task API plus `asyncio.tasks._enter_task`/`_leave_task` (the
-functions 3.11's own Task step uses to make a task current; tests/unit/test_shared_eager.py
-pins them: `current_task()` and `asyncio.timeout` inside the first step, cancellation after it):
+semantics are built from its public task API plus `asyncio.tasks._enter_task`/`_leave_task` and
+`_current_tasks` (what 3.11's own Task step uses to make a task current;
+tests/unit/test_shared_eager.py pins them: `current_task()` and `asyncio.timeout` inside the
+first step, cancellation after it):
 the task is created around a continuation, made the current task while the coroutine runs up to
 its first suspension, in the task's context, and the continuation resumes the coroutine from
 where it suspended (PEP 380 delegation: every yield and throw is passed through).
@@ -64,13 +65,18 @@ class EagerStarter:
 
     def __init__(self) -> None:
         self._lender: _Lender | None = None
+        # the loop of the first start, kept: asyncio.get_running_loop() is a getpid() system
+        # call on 3.11 (it checks for a fork), one per action (strace)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any] | None:
         """Run `coro` up to its first suspension, as a task: None if it ended there (an
         exception it raised is raised here), else the task that runs it (the first coroutine,
         and any while a new lender has not yet parked, gets a task of its own, as
         `start_eagerly`)."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         if sys.version_info >= (3, 12):
             task = asyncio.Task(coro, loop=loop, eager_start=True)
             if task.done():
@@ -84,13 +90,21 @@ class EagerStarter:
         if not lender.parked:  # it has not run its first step: a task of its own meanwhile
             return start_eagerly(coro)
         context = contextvars.copy_context()  # the coroutine's own, as a task's
-        previous = _swap_current(loop, lender.task)
+        task = lender.task
+        previous = _CURRENT_TASKS.get(loop)  # None from a callback (a link's read): the usual
+        if previous is None:
+            _enter_task(loop, task)
+        else:
+            _swap_current(loop, task)
         try:
             yielded = context.run(coro.send, None)
         except StopIteration:
             return None
         finally:
-            _swap_current(loop, previous)
+            if previous is None:
+                _leave_task(loop, task)
+            else:
+                _swap_current(loop, previous)
         self._lender = _Lender(loop)  # this one is now coro's task
         lender.handoff.set_result((coro, yielded, context))
         return lender.task
@@ -129,14 +143,21 @@ class _Lender:
 _Handed = tuple[Coroutine[Any, Any, Any], Any, contextvars.Context]
 
 
+_enter_task = asyncio.tasks._enter_task
+_leave_task = asyncio.tasks._leave_task
+#: the running task of each loop (3.11; not in typeshed)
+_CURRENT_TASKS: dict[asyncio.AbstractEventLoop, asyncio.Task[Any]] = vars(asyncio.tasks).get(
+    "_current_tasks", {})
+
+
 def _swap_current(loop: asyncio.AbstractEventLoop,
                   task: asyncio.Task[Any] | None) -> asyncio.Task[Any] | None:
     """Make `task` the loop's current task (None: no task); the one it replaces."""
-    current = asyncio.current_task(loop)
+    current = _CURRENT_TASKS.get(loop)  # asyncio.current_task(loop), without its Python layer
     if current is not None:
-        asyncio.tasks._leave_task(loop, current)
+        _leave_task(loop, current)
     if task is not None:
-        asyncio.tasks._enter_task(loop, task)
+        _enter_task(loop, task)
     return current
 
 

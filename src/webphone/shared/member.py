@@ -44,6 +44,7 @@ import itertools
 import logging
 import os
 import random
+import re
 import secrets
 import socket
 import time
@@ -155,9 +156,17 @@ class _Pending:
     timer: asyncio.TimerHandle | None = None
 
 
+#: what an action error's message may not carry (`schema.check_text` with lines=True)
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
+
+
 def error_info(exc: BaseException) -> ErrorInfo:
-    """An exception as an action's error (class name + message; no tracebacks)."""
-    message = str(exc).replace("\r", " ")[:2000]
+    """An exception as an action's error (class name + message; no tracebacks). A control
+    character in the message (a SIP reason phrase, a peer's text) becomes a space: the error
+    must always reach the caller, and the frame refuses them (header injection, logs)."""
+    message = str(exc)[:2000]
+    if not (message.isascii() and message.isprintable()):
+        message = _UNSAFE.sub(" ", message)
     name = type(exc).__name__
     if not name.replace("_", "a").isalnum():
         name = "WebPhoneError"
@@ -481,6 +490,15 @@ class GroupMember:
             return
         self._last_heard = self._last_frame = self._loop.time()
         self._heard.set()
+        # the two frames of every action first (frame classes are final: `type() is` is exact)
+        if type(frame) is ActionResult:
+            self._on_result(frame)
+            return
+        if type(frame) is Action:
+            if self.view.may_act and not self._leaving:
+                self.listener.on_action(frame, token)
+            # else: the hub answers the caller (interrupted) once it learns we are not real
+            return
         if isinstance(frame, Heartbeat):
             token.echoes += 1
             mark_token, mark = self._stall_mark
@@ -495,16 +513,10 @@ class GroupMember:
         elif isinstance(frame, Snapshot):
             if self.view.apply(frame):
                 self.listener.on_snapshot(frame)
-        elif isinstance(frame, Action):
-            if self.view.may_act and not self._leaving:
-                self.listener.on_action(frame, token)
-            # else: the hub answers the caller (interrupted) once it learns we are not real
         elif isinstance(frame, ActionAccepted):
             pending = self._pending.get(frame.action_id)
             if pending is not None:
                 pending.accepted = True
-        elif isinstance(frame, ActionResult):
-            self._on_result(frame)
         elif isinstance(frame, Released):
             self.view.apply(frame)
             if not self._released.done():

@@ -361,6 +361,10 @@ class MediaPlacement:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def moving(self, call_id: str) -> bool:
+        """True while a move of `call_id`'s media may be under way (`settled` waits for it)."""
+        return call_id in self._moving
+
     async def settled(self, call_id: str) -> None:
         """Return once no move of `call_id`'s media is under way (its outcome either way)."""
         task = self._moving.get(call_id)

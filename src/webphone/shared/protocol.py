@@ -41,7 +41,16 @@ import msgspec
 
 from webphone.errors import GroupProtocolError
 from webphone.shared.actions import check_action, check_delegate
+from webphone.shared.hot_frames import (
+    ACTION_PREFIX,
+    RESULT_PREFIX,
+    decode_action,
+    decode_result,
+    encode_action,
+    encode_result,
+)
 from webphone.shared.schema import (
+    MAX_INT,
     check_bool,
     check_continuity,
     check_int,
@@ -101,6 +110,11 @@ LOSS_REASONS: tuple[str, ...] = ("crashed", "hung", "left")
 
 Role = Literal["real", "dummy", "handing_over"]
 ROLES: tuple[str, ...] = ("real", "dummy", "handing_over")
+
+
+def _printable(text: str) -> bool:
+    """Printable ASCII only: no control character (`schema.check_text`'s rule, in C)."""
+    return text.isascii() and text.isprintable()
 
 
 def _role(value: object, where: str) -> None:
@@ -203,6 +217,7 @@ def _kwargs(cls: type, obj: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 _T = TypeVar("_T")
+_F = TypeVar("_F", bound="Frame")
 
 
 def _build(cls: type[_T], obj: dict[str, Any], where: str) -> _T:
@@ -266,10 +281,19 @@ class ErrorInfo:
         self.__post_init__()
 
     def __post_init__(self) -> None:
-        check_text(self.type, "error.type", 100)
-        if not self.type.replace("_", "a").replace(".", "a").isalnum():
+        name, message = self.type, self.message
+        if (type(name) is str and type(message) is str and 0 < len(name) <= 100
+                and len(message) <= MAX_MESSAGE_CHARS and _printable(name + message)
+                and name.replace("_", "a").replace(".", "a").isalnum()):
+            return  # the common case: every rule of `_check` at once
+        self._check()
+
+    def _check(self) -> None:
+        name, message = self.type, self.message
+        check_text(name, "error.type", 100)
+        if not name.replace("_", "a").replace(".", "a").isalnum():
             fail("error.type", "expected an exception class name")
-        check_text(self.message, "error.message", MAX_MESSAGE_CHARS, empty=True, lines=True)
+        check_text(message, "error.message", MAX_MESSAGE_CHARS, empty=True, lines=True)
 
     def fields_obj(self) -> dict[str, Any]:
         """The fields as a JSON object."""
@@ -438,17 +462,17 @@ class Action(Frame):
         self.__post_init__()
 
     def __post_init__(self) -> None:
-        check_text(self.action_id, "action.action_id", MAX_ID_CHARS)
+        action_id = self.action_id
+        if not (type(action_id) is str and 0 < len(action_id) <= MAX_ID_CHARS
+                and _printable(action_id)):  # the common case of check_text, at once
+            check_text(action_id, "action.action_id", MAX_ID_CHARS)
         check_action(self.name, self.call_id, self.args)
         check_number(self.timeout, "action.timeout", 0.0, MAX_TIMEOUT)
 
     def _encoded(self) -> bytes:
-        # the frame of every action round trip, written out: the bytes of the generic path
-        # (tests/unit/test_shared_protocol.py compares them) for a third of its cost
-        call_id = "null" if self.call_id is None else _text(self.call_id)
-        return (f'{{"v":{PROTOCOL_VERSION},"type":"action","action_id":{_text(self.action_id)},'
-                f'"name":{_text(self.name)},"call_id":{call_id},"args":{_json(self.args)},'
-                f'"timeout":{_number(self.timeout)}}}').encode()
+        # the frame of every action round trip: by its compiled schema (hot_frames.py), in
+        # the canonical form its decoder takes
+        return encode_action(self.action_id, self.name, self.call_id, self.args, self.timeout)
 
 
 @dataclass(frozen=True)
@@ -487,8 +511,19 @@ class ActionResult(Frame):
         self.__post_init__()
 
     def __post_init__(self) -> None:
-        check_text(self.action_id, "action_result.action_id", MAX_ID_CHARS)
-        check_int(self.epoch, "action_result.epoch")
+        action_id, epoch, error = self.action_id, self.epoch, self.error
+        if (type(action_id) is str and 0 < len(action_id) <= MAX_ID_CHARS
+                and _printable(action_id) and type(epoch) is int and 0 <= epoch <= MAX_INT
+                and self.value is None
+                and ((type(error) is ErrorInfo and self.ok is False)
+                     or (error is None and self.ok is True))):
+            return  # the common results (done; an unknown call): every rule of `_check` at once
+        self._check()
+
+    def _check(self) -> None:
+        action_id, epoch = self.action_id, self.epoch
+        check_text(action_id, "action_result.action_id", MAX_ID_CHARS)
+        check_int(epoch, "action_result.epoch")
         check_bool(self.ok, "action_result.ok")
         check_json(self.value, "action_result.value")
         if isinstance(self.error, dict):
@@ -499,14 +534,10 @@ class ActionResult(Frame):
             fail("action_result.error", "required exactly when ok is false")
 
     def _encoded(self) -> bytes:
-        # written out, as Action's
+        # as Action's
         error = self.error
-        err = "null" if error is None else (
-            f'{{"type":{_text(error.type)},"message":{_text(error.message)}}}')
-        return (f'{{"v":{PROTOCOL_VERSION},"type":"action_result",'
-                f'"action_id":{_text(self.action_id)},"epoch":{int.__repr__(self.epoch)},'
-                f'"ok":{"true" if self.ok else "false"},"value":{_json(self.value)},'
-                f'"error":{err}}}').encode()
+        return encode_result(self.action_id, self.epoch, self.ok, self.value,
+                             None if error is None else (error.type, error.message))
 
 
 @dataclass(frozen=True)
@@ -784,6 +815,12 @@ def decode_frame(data: bytes | str) -> Frame:
         data = data.encode()
     if len(data) > MAX_FRAME_BYTES:
         fail("frame", f"{len(data)} bytes, more than MAX_FRAME_BYTES ({MAX_FRAME_BYTES})")
+    hot = _decode_hot(data)
+    return hot if hot is not None else _decode_generic(data)
+
+
+def _decode_generic(data: bytes) -> Frame:
+    """`decode_frame` of any frame, in Python (the checks of the module docstring)."""
     try:
         obj = _parse_bytes(data)
     except GroupProtocolError:
@@ -803,3 +840,34 @@ def decode_frame(data: bytes | str) -> Frame:
         return cls.from_obj(obj, cls.TYPE)
     except TypeError as exc:  # a wrong-shaped nested value that slipped past the checks
         raise GroupProtocolError(f"{cls.TYPE}: {exc}") from None
+
+
+def _decode_hot(data: bytes) -> Frame | None:
+    """An `action` or `action_result` frame in the canonical form, by its compiled schema
+    (`hot_frames`: it accepts only what the generic path accepts); None for anything else."""
+    if data.startswith(RESULT_PREFIX):
+        result = decode_result(data)
+        if result is None:
+            return None
+        error = result.error
+        info = None
+        if error is not None:
+            info = object.__new__(ErrorInfo)
+            info.__dict__.update(type=error.type, message=error.message)
+        return _checked(ActionResult, data, action_id=result.action_id, epoch=result.epoch,
+                        ok=result.ok, value=result.value, error=info)
+    if data.startswith(ACTION_PREFIX):
+        action = decode_action(data)
+        if action is None:
+            return None
+        return _checked(Action, data, action_id=action.action_id, name=action.name,
+                        call_id=action.call_id, args=action.args, timeout=action.timeout)
+    return None
+
+
+def _checked(cls: type[_F], data: bytes, **values: Any) -> _F:
+    """A frame of `cls` with `values` checked already, and `data` as its encoding."""
+    inst = object.__new__(cls)
+    inst.__dict__.update(values)
+    inst.__dict__["_json"] = data  # what to_json() gives: the canonical bytes it came as
+    return inst

@@ -37,6 +37,9 @@ class MediaMover(Protocol):
     async def live(self, holder: str) -> str | None:
         """`holder` if it is in the group now, else None."""
 
+    def moving(self, call_id: str) -> bool:
+        """True while a move of `call_id`'s media may be under way (`settled` waits for it)."""
+
     async def settled(self, call_id: str) -> None:
         """Return once no move of `call_id`'s media is under way."""
 
@@ -74,7 +77,7 @@ async def run_action(phone: WebPhone, warm: MutableMapping[str, Any], action: Ac
         else:
             await transfer.cancel()
         return None
-    if media is not None:
+    if media is not None and media.moving(call_id):
         await media.settled(call_id)  # an action during a media move runs once it is done
     session: Any = next((s for s in phone.call_sessions if s.call_id == call_id), None)
     if session is None:
@@ -104,13 +107,16 @@ class ActionRunner:
     waiting, as an unknown call or a flag change, answers before the callback that received it
     returns, and needs no task of its own), once any takeover is done (`idle`), on the phone
     `phone()` returns; `publish` sends the state it changed before the result (a caller sees
-    it first)."""
+    it first). `busy()` says whether `idle` has anything to wait for: most actions need not
+    await it (a coroutine per action, measured on the action round trip)."""
 
     def __init__(self, *, phone: Callable[[], WebPhone | None],
-                 idle: Callable[[], Awaitable[None]], publish: Callable[[], None],
-                 warm: MutableMapping[str, Any], media: MediaMover) -> None:
+                 idle: Callable[[], Awaitable[None]], busy: Callable[[], bool],
+                 publish: Callable[[], None], warm: MutableMapping[str, Any],
+                 media: MediaMover) -> None:
         self._phone = phone
         self._idle = idle
+        self._busy = busy
         self._publish = publish
         self._warm = warm
         self._media = media
@@ -132,16 +138,14 @@ class ActionRunner:
 
     async def _run(self, sink: ResultSink, action: Action, token: LinkToken) -> None:
         try:
-            value = await self._execute(action)
+            if self._busy():
+                await self._idle()  # actions during a takeover run once it is done
+            phone = self._phone()
+            if phone is None:
+                raise NoRealPhoneError("this member is no longer the real phone")
+            value = await run_action(phone, self._warm, action, self._media)
             error = None
         except Exception as exc:
             value, error = None, error_info(exc)
         self._publish()
         sink.send_result(token, action.action_id, value=jsonable(value), error=error)
-
-    async def _execute(self, action: Action) -> Any:
-        await self._idle()  # actions during a takeover run once it is done
-        phone = self._phone()
-        if phone is None:
-            raise NoRealPhoneError("this member is no longer the real phone")
-        return await run_action(phone, self._warm, action, self._media)

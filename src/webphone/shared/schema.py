@@ -45,6 +45,8 @@ def check_int(value: object, where: str, lo: int = 0, hi: int = MAX_INT) -> None
 
 def check_number(value: object, where: str, lo: float, hi: float) -> None:
     """A finite int or float (not a bool) in [lo, hi]."""
+    if type(value) is float and lo <= value <= hi:
+        return  # the common case (NaN fails the comparison, an infinity the bounds)
     if not isinstance(value, int | float) or isinstance(value, bool):
         fail(where, f"expected a number, got {kind(value)}")
     if not (math.isfinite(value) and lo <= value <= hi):

@@ -31,11 +31,12 @@ _KEPT_BUFFER = 64 * 1024
 
 def wire(frame: Frame) -> bytes:
     """The bytes of `frame` on the wire (length + JSON), computed once per frame object."""
-    cached: bytes | None = frame.__dict__.get("_wire")
+    values = frame.__dict__
+    cached: bytes | None = values.get("_wire")
     if cached is None:
-        data = frame.to_json()
+        data = values.get("_json") or frame.to_json()  # to_json(), without a call when cached
         cached = _HEADER.pack(len(data)) + data
-        frame.__dict__["_wire"] = cached  # a frozen dataclass: cached like Frame.to_json does
+        values["_wire"] = cached  # a frozen dataclass: cached like Frame.to_json does
     return cached
 
 
@@ -81,8 +82,16 @@ class FramedProtocol(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         """`nbytes` arrived in the buffer `get_buffer` gave: hand on every complete frame."""
-        self._end += nbytes
+        end = self._end + nbytes
         buf = self._buf
+        if (self._start == 0 and end >= 4 and _HEADER.unpack_from(buf)[0] == end - 4
+                and len(buf) <= _KEPT_BUFFER and not self._done):
+            # exactly one whole frame (the common case; below MAX_FRAME_BYTES, as the buffer
+            # is): handed on, and the next read starts at the front
+            self._end = 0
+            self.frame_bytes(bytes(buf[4:end]))
+            return
+        self._end = end
         pos, end = self._start, self._end
         while not self._done and end - pos >= 4:
             (length,) = _HEADER.unpack_from(buf, pos)
@@ -121,11 +130,12 @@ class FramedProtocol(asyncio.BufferedProtocol):
         per frame object (a snapshot fanned out to N members is encoded once). False when they
         cannot reach the peer: the connection had failed (a write to a dead peer fails at once
         with EPIPE and closes the transport) or was closing."""
-        if self.transport is None or self.transport.is_closing():
+        transport = self.transport
+        if transport is None or transport.is_closing():
             return False
-        wires = [wire(frame) for frame in frames]
-        self.transport.write(wires[0] if len(wires) == 1 else b"".join(wires))
-        return not self.transport.is_closing()
+        transport.write(wire(frames[0]) if len(frames) == 1
+                        else b"".join([wire(frame) for frame in frames]))
+        return not transport.is_closing()
 
     def buffered(self) -> int:
         """Bytes written and not yet taken by the kernel."""

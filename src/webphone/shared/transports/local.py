@@ -252,11 +252,13 @@ class LocalLink(GroupLink):
         self.peer_pid = peer_pid
 
     def send(self, frame: Frame) -> None:
-        if self.closed:
+        protocol = self._protocol
+        transport = protocol.transport
+        if protocol._done or transport is None or transport.is_closing():  # self.closed
             raise GroupLinkClosed("the link to the group hub is closed")
-        direct = self._protocol.direct
+        direct = protocol.direct
         if direct is None or not direct.to_hub(frame):
-            self._protocol.send(frame)
+            protocol.send(frame)
 
     def close(self) -> None:
         if self._protocol.direct is not None:

@@ -112,10 +112,13 @@ class DirectActions:
         self.role: str | None = None
         self.epoch = 0
         self.real_id: str | None = None
+        self._target: tuple[str | None, int] = (None, 0)  # the real a dummy sends to, epoch
         self._member_id: str | None = None
         self._interval = 0.5
         self._timeout = heartbeat_timeout
+        self._fresh_limit = self._limit()
         self._heard = 0.0
+        self._fence = 0  # the epoch we take direct actions at now (0: none; `_refresh_fence`)
         self._registered = 0
         self._gone = False  # left or released: never real again on this link
         # the real's side
@@ -143,6 +146,7 @@ class DirectActions:
         if isinstance(frame, Welcome):
             self._member_id = frame.member_id
             self._interval = frame.heartbeat_interval
+            self._fresh_limit = self._limit()
             self._set(frame.role, frame.epoch, frame.real_id)
         elif isinstance(frame, RoleChange):
             self._set(frame.role, frame.epoch, frame.real_id)
@@ -186,6 +190,7 @@ class DirectActions:
         if epoch < self.epoch:
             return  # an older frame: the member ignores it too
         self.role, self.epoch, self.real_id = role, epoch, real_id
+        self._target = (real_id, epoch) if role == "dummy" else (None, 0)
         self._update()
 
     def _update(self) -> None:
@@ -196,24 +201,29 @@ class DirectActions:
                 self._start_serving()
         elif self._serving is not None:
             self._stop_serving()
+        self._refresh_fence()
         client = self._client
-        if client is not None and client.target != self._target():
+        if client is not None and client.target != self._target:
             self._client = None
             client.interrupt("the hub named another real or epoch")
+
+    def _refresh_fence(self) -> None:
+        """What `direct_action` checks per action, computed when it changes: the epoch we
+        serve and may act at (see `_should_serve`), else 0."""
+        serving = self._serving
+        self._fence = (serving[1] if serving is not None and serving[1] == self.epoch
+                       and self._should_serve() and not self.closed else 0)
 
     def _should_serve(self) -> bool:
         return (self.role == "real" and self._registered == self.epoch > 0 and not self._gone
                 and self._member_id is not None)
 
-    def _fresh(self) -> bool:
-        """Heard from the hub within two heartbeat intervals (see the module docstring), and
-        within half the heartbeat timeout: a real stalled long enough to be deposed is never
-        fresh when it wakes up, however the two are configured."""
-        limit = min(2 * self._interval, self._timeout / 2)
-        return self._loop.time() - self._heard <= limit
-
-    def _target(self) -> tuple[str | None, int]:
-        return (self.real_id, self.epoch) if self.role == "dummy" else (None, 0)
+    def _limit(self) -> float:
+        """How recently we must have heard from the hub to take a direct action: within two
+        heartbeat intervals (see the module docstring), and within half the heartbeat timeout:
+        a real stalled long enough to be deposed is never fresh when it wakes up, however the
+        two are configured."""
+        return min(2 * self._interval, self._timeout / 2)
 
     # -- the real's side --------------------------------------------------------------------
 
@@ -249,6 +259,7 @@ class DirectActions:
         if serving is not None:
             with contextlib.suppress(FileNotFoundError):
                 serving[0].unlink()
+        self._fence = 0
         conns, self._conns = self._conns, set()
         for conn in conns:
             conn.close()  # its dummy ends what is in flight ActionInterruptedError
@@ -256,16 +267,16 @@ class DirectActions:
 
     def direct_action(self, conn: _RealSide, action: Action) -> None:
         """An action from a dummy's direct connection."""
-        if not (self._serving is not None and self._serving[1] == self.epoch == conn.epoch
-                and self._should_serve() and self._fresh()
-                and conn.in_flight < MAX_DIRECT_PENDING):
+        if (conn.epoch != self._fence or not self._fence  # see _refresh_fence
+                or self._loop.time() - self._heard > self._fresh_limit
+                or conn.in_flight >= MAX_DIRECT_PENDING):
             conn.send(ActionResult(action.action_id, self.epoch, False, None, ErrorInfo(
                 REFUSED, "the real does not take direct actions now: send it through the hub")))
             return
         ours = f"x{next(self._ids)}"
         self._running[ours] = (conn, action.action_id)
         conn.in_flight += 1
-        self._deliver(_renamed(action, ours))
+        self._deliver(_renamed(action, ours))  # decoded for this call alone
 
     def _send_result(self, result: ActionResult) -> bool:
         entry = self._running.pop(result.action_id, None)
@@ -273,13 +284,13 @@ class DirectActions:
             return False
         conn, theirs = entry
         conn.in_flight -= 1
-        frames: list[Frame] = []
+        result = _renamed(result, theirs)  # built by our member for this send alone
         snap = self._snapshot
         if snap is not None and snap.version > conn.snapshot_sent:
             conn.snapshot_sent = snap.version
-            frames.append(snap)
-        frames.append(_renamed(result, theirs))
-        conn.send(*frames)
+            conn.send(snap, result)
+        else:
+            conn.send(result)
         return True
 
     def accepted(self, conn: _RealSide) -> None:
@@ -299,7 +310,7 @@ class DirectActions:
 
     def _send_action(self, action: Action) -> bool:
         client = self._client
-        if (client is None or client.transport is None or client.target != self._target()
+        if (client is None or client.transport is None or client.target != self._target
                 or self._via_hub):
             self._via_hub.add(action.action_id)
             if client is None:
@@ -310,7 +321,7 @@ class DirectActions:
         return True
 
     def _connect(self) -> None:
-        target = self._target()
+        target = self._target
         now = self._loop.time()
         if (target[0] is None or self._connecting is not None or self._hello is None
                 or (self._tried[0] == target and now - self._tried[1] < RETRY_INTERVAL)):
@@ -330,7 +341,7 @@ class DirectActions:
             return
         finally:
             self._connecting = None
-        if not client.same_user() or self.closed or self._target() != target:
+        if not client.same_user() or self.closed or self._target != target:
             transport.abort()
             return
         client.send(dataclasses.replace(self._hello, epoch=epoch, real=False))
@@ -338,9 +349,9 @@ class DirectActions:
 
     def from_real(self, client: _DummySide, frame: Frame) -> None:
         """A frame on our direct connection to the real."""
-        if isinstance(frame, Snapshot):
+        if type(frame) is Snapshot:
             self._deliver(frame)  # the member applies it only if it is newer
-        elif isinstance(frame, ActionResult):
+        elif type(frame) is ActionResult:
             entry = client.pending.pop(frame.action_id, None)
             if entry is None:
                 return
@@ -384,10 +395,10 @@ class _RealSide(FramedProtocol):
         frame = self.decoded(data, "on a direct action link")
         if frame is None:
             return
-        if isinstance(frame, Hello) and self.epoch is None:
-            self.epoch = frame.epoch
-        elif isinstance(frame, Action) and self.epoch is not None:
+        if type(frame) is Action and self.epoch is not None:
             self.owner.direct_action(self, frame)
+        elif isinstance(frame, Hello) and self.epoch is None:
+            self.epoch = frame.epoch
         else:
             self.protocol_error(f"a {frame.TYPE!r} frame on a direct action link")
 
@@ -408,7 +419,7 @@ class _DummySide(FramedProtocol):
         frame = self.decoded(data, "from the real's direct link")
         if frame is None:
             return
-        if not isinstance(frame, ActionResult | Snapshot):
+        if type(frame) is not ActionResult and type(frame) is not Snapshot:
             self.protocol_error(f"the real sent a {frame.TYPE!r} frame on a direct link")
             return
         self.owner.from_real(self, frame)
@@ -428,14 +439,15 @@ _F = TypeVar("_F", Action, ActionResult)
 
 
 def _renamed(frame: _F, action_id: str) -> _F:
-    """`frame` under another action id. Its fields are not checked again: they were when it
-    was built or decoded, and `action_id` is one of ours or one checked on arrival."""
-    copy = object.__new__(type(frame))
-    copy.__dict__.update(frame.__dict__)
-    copy.__dict__["action_id"] = action_id
-    copy.__dict__.pop("_json", None)  # the encodings of the original (protocol, framing)
-    copy.__dict__.pop("_wire", None)
-    return copy
+    """`frame`, which nothing else holds (decoded or built for this hop alone), under another
+    action id: changed in place, not copied (a frame is frozen for its readers; here it has
+    none yet). Its fields are not checked again: they were when it was built or decoded, and
+    `action_id` is one of ours or one checked on arrival."""
+    values = frame.__dict__
+    values["action_id"] = action_id
+    values.pop("_json", None)  # the encodings under the old id (protocol, framing)
+    values.pop("_wire", None)
+    return frame
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
