@@ -17,6 +17,7 @@ from webphone.sip.sdp import (
     bump_origin_version,
     get_direction,
     has_audio,
+    keep_payload_types,
     media_protocol,
     parse_origin,
     reverse_direction,
@@ -288,3 +289,19 @@ def test_never_crashes_on_garbage(text: str) -> None:
     with contextlib.suppress(SdpError):
         bump_origin_version(text)
     set_direction(text, "inactive")
+
+
+# a far party's text with digits str.isdigit() takes and int() refuses ('²' is a digit to
+# Python): each is a bad field, never a ValueError out of the SDP layer
+ODD_SDP = ("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+           "m=audio 9 RTP/AVP 0 1\u00b2 8\r\na=rtpmap:0 PCMU/8000\r\n")
+
+
+def test_an_odd_digit_format_is_skipped_not_a_value_error() -> None:
+    assert [c.payload_type for c in audio_codecs(ODD_SDP)] == [0, 8]
+    assert "1\u00b2" in keep_payload_types(ODD_SDP, ODD_SDP.replace(" 0 1\u00b2 8", " 0 8"))
+
+
+def test_an_odd_digit_session_id_is_an_sdp_error() -> None:
+    with pytest.raises(SdpError, match="numeric"):
+        set_origin(ODD_SDP, 3, "1\u00b2")

@@ -11,6 +11,7 @@ from urllib.parse import quote, unquote
 
 from ..errors import CallError, SipParseError, SipTimeoutError, TransportError
 from ..sip import Address, SipRequest, SipUri
+from ..sip._grammar import is_digits
 from ._base import BaseCallSession
 from .rc_actions import RcActions, _fail_all
 
@@ -170,6 +171,6 @@ class CallActions(RcActions):
 
 def _sipfrag_status(body: bytes) -> int | None:
     first = body.decode("utf-8", "replace").strip().split("\n", 1)[0].split()
-    if len(first) >= 2 and first[0].upper().startswith("SIP/") and first[1].isdigit():
+    if len(first) >= 2 and first[0].upper().startswith("SIP/") and is_digits(first[1]):
         return int(first[1])
     return None

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Literal, cast
 
 from ..errors import WebPhoneError
+from ._grammar import is_digits
 
 __all__ = [
     "DIRECTIONS",
@@ -242,7 +243,7 @@ def set_origin(sdp: str, version: int, session_id: str | None = None) -> str:
     """Rewrite the `o=` line's version (and session id when given); nothing else changes."""
     if version < 0:
         raise SdpError(f"SDP origin version must be >= 0, got {version}")
-    if session_id is not None and not session_id.isdigit():
+    if session_id is not None and not is_digits(session_id):
         raise SdpError(f"SDP session id must be numeric, got {session_id!r}")
     origin = parse_origin(sdp)
     lines = _lines(sdp)
@@ -334,7 +335,7 @@ def audio_codecs(sdp: str) -> list[Rtpmap]:
             )
     result: list[Rtpmap] = []
     for fmt in section[0].split()[3:]:
-        if not fmt.isdigit():
+        if not is_digits(fmt):  # str.isdigit() takes '1²', which int() refuses
             continue
         pt = int(fmt)
         if pt in maps:
@@ -486,7 +487,7 @@ def keep_payload_types(sdp: str, negotiated: str | None) -> str:
     end = next((i for i in range(start + 1, len(lines)) if contents[i].startswith("m=")),
                len(lines))
     fields = contents[start].split(" ")
-    fields[3:] = [str(mapping.get(int(f), f)) if f.isdigit() else f for f in fields[3:]]
+    fields[3:] = [str(mapping.get(int(f), f)) if is_digits(f) else f for f in fields[3:]]
     lines[start] = " ".join(fields) + lines[start][len(contents[start]) :]
     for i in range(start + 1, end):
         match = _PT_LINE.match(contents[i])
