@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from support.wait import wait_until
 from webphone.errors import CallError
 from webphone.shared.member import LinkToken
 from webphone.shared.protocol import Action, ErrorInfo
@@ -85,7 +86,8 @@ async def test_an_action_that_completes_at_once_answers_before_start_returns(
     actions = runner(takeover, mover, session)
     actions.start(sink, Action("a0", "hold", "c1", {}, 5), LinkToken())
     await asyncio.wait_for(asyncio.gather(*actions.tasks), 1)  # the first has a task (eager.py)
-    await asyncio.sleep(0)  # ... and the starter's lender parks meanwhile
+    starter = actions._starter  # ... until the starter's lender has parked
+    await wait_until(lambda: starter._lender is not None and starter._lender.parked, 1)
     sink.results.clear()
     mover.settled_calls.clear()
     actions.start(sink, Action("a1", "hold", "c1", {}, 5), LinkToken())

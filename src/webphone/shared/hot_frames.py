@@ -29,18 +29,21 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from webphone.shared.actions import check_action
-from webphone.shared.schema import MAX_INT, check_json, check_text
+from webphone.shared.schema import (
+    MAX_ERROR_TYPE_CHARS,
+    MAX_ID_CHARS,
+    MAX_INT,
+    MAX_MESSAGE_CHARS,
+    MAX_TIMEOUT,
+    check_json,
+    check_text,
+)
 
 __all__ = ["ActionWire", "ErrorWire", "ResultWire", "decode_action", "decode_result",
            "encode_action", "encode_result"]
 
-# the limits of protocol.py (kept there as the contract; imported from here would be circular)
-_MAX_ID_CHARS = 128
-_MAX_MESSAGE_CHARS = 2048
-_MAX_TIMEOUT = 3600.0
-_MAX_ERROR_TYPE = 100
 
-_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=_MAX_ID_CHARS)]
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS)]
 
 ACTION_PREFIX = b'{"v":1,"type":"action",'
 RESULT_PREFIX = b'{"v":1,"type":"action_result",'
@@ -55,15 +58,15 @@ class ActionWire(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     call_id: str | None
     args: dict[str, Any]
-    timeout: (Annotated[int, msgspec.Meta(ge=0, le=int(_MAX_TIMEOUT))]
-              | Annotated[float, msgspec.Meta(ge=0.0, le=_MAX_TIMEOUT)])
+    timeout: (Annotated[int, msgspec.Meta(ge=0, le=int(MAX_TIMEOUT))]
+              | Annotated[float, msgspec.Meta(ge=0.0, le=MAX_TIMEOUT)])
 
 
 class ErrorWire(msgspec.Struct, forbid_unknown_fields=True):
     """An action's error (`protocol.ErrorInfo`)."""
 
-    type: Annotated[str, msgspec.Meta(min_length=1, max_length=_MAX_ERROR_TYPE)]
-    message: Annotated[str, msgspec.Meta(max_length=_MAX_MESSAGE_CHARS)]
+    type: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ERROR_TYPE_CHARS)]
+    message: Annotated[str, msgspec.Meta(max_length=MAX_MESSAGE_CHARS)]
 
 
 class ResultWire(msgspec.Struct, forbid_unknown_fields=True):
@@ -109,7 +112,7 @@ def decode_action(data: bytes) -> ActionWire | None:
         if _ENCODE(frame) != data:
             return None
         if not _plain(frame.action_id):
-            check_text(frame.action_id, "action.action_id", _MAX_ID_CHARS)
+            check_text(frame.action_id, "action.action_id", MAX_ID_CHARS)
         check_action(frame.name, frame.call_id, frame.args)
     except (ValueError, msgspec.MsgspecError):  # GroupProtocolError is a ValueError
         return None
@@ -127,12 +130,12 @@ def decode_result(data: bytes) -> ResultWire | None:
         error = frame.error
         if error is None:
             if not _plain(frame.action_id):
-                check_text(frame.action_id, "action_result.action_id", _MAX_ID_CHARS)
+                check_text(frame.action_id, "action_result.action_id", MAX_ID_CHARS)
         else:
             if not _plain(frame.action_id + error.type + error.message):
-                check_text(frame.action_id, "action_result.action_id", _MAX_ID_CHARS)
-                check_text(error.type, "error.type", _MAX_ERROR_TYPE)
-                check_text(error.message, "error.message", _MAX_MESSAGE_CHARS, empty=True,
+                check_text(frame.action_id, "action_result.action_id", MAX_ID_CHARS)
+                check_text(error.type, "error.type", MAX_ERROR_TYPE_CHARS)
+                check_text(error.message, "error.message", MAX_MESSAGE_CHARS, empty=True,
                            lines=True)
             if not error.type.replace("_", "a").replace(".", "a").isalnum():
                 return None

@@ -50,7 +50,11 @@ from webphone.shared.hot_frames import (
     encode_result,
 )
 from webphone.shared.schema import (
+    MAX_ERROR_TYPE_CHARS,
+    MAX_ID_CHARS,
     MAX_INT,
+    MAX_MESSAGE_CHARS,
+    MAX_TIMEOUT,
     check_bool,
     check_continuity,
     check_int,
@@ -66,6 +70,9 @@ from webphone.shared.schema import (
 __all__ = [
     "HUB_FRAMES",
     "MAX_FRAME_BYTES",
+    "MAX_ID_CHARS",
+    "MAX_MESSAGE_CHARS",
+    "MAX_TIMEOUT",
     "MEMBER_FRAMES",
     "PROTOCOL_VERSION",
     "Action",
@@ -98,11 +105,8 @@ MAX_HELLO_EPOCH = 2**48
 """Largest epoch a member may claim in its hello (a group bumps it once per promotion)."""
 
 MAX_FRAME_BYTES = 256 * 1024
-MAX_ID_CHARS = 128
 MAX_HOST_CHARS = 255
-MAX_MESSAGE_CHARS = 2048
 MAX_MEMBERS = 4096
-MAX_TIMEOUT = 3600.0
 MAX_TIME = 1e11  # seconds: covers time.time() and time.monotonic() for the next millennia
 #: the encoded continuity records: what is left of a frame once the envelope is counted
 MAX_CONTINUITY_BYTES = MAX_FRAME_BYTES - 1024
@@ -282,7 +286,7 @@ class ErrorInfo:
 
     def __post_init__(self) -> None:
         name, message = self.type, self.message
-        if (type(name) is str and type(message) is str and 0 < len(name) <= 100
+        if (type(name) is str and type(message) is str and 0 < len(name) <= MAX_ERROR_TYPE_CHARS
                 and len(message) <= MAX_MESSAGE_CHARS and _printable(name + message)
                 and name.replace("_", "a").replace(".", "a").isalnum()):
             return  # the common case: every rule of `_check` at once
@@ -290,7 +294,7 @@ class ErrorInfo:
 
     def _check(self) -> None:
         name, message = self.type, self.message
-        check_text(name, "error.type", 100)
+        check_text(name, "error.type", MAX_ERROR_TYPE_CHARS)
         if not name.replace("_", "a").replace(".", "a").isalnum():
             fail("error.type", "expected an exception class name")
         check_text(message, "error.message", MAX_MESSAGE_CHARS, empty=True, lines=True)

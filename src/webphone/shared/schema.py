@@ -12,9 +12,26 @@ from typing import NoReturn
 
 from webphone.errors import GroupProtocolError
 
-__all__ = ["MAX_CALLS", "MAX_INT", "MAX_SDP_CHARS", "MAX_STATE_STRING", "check_bool",
-           "check_continuity", "check_int", "check_json", "check_number", "check_payload",
-           "check_state", "check_text", "fail", "kind"]
+__all__ = [
+    "MAX_CALLS",
+    "MAX_ERROR_TYPE_CHARS",
+    "MAX_ID_CHARS",
+    "MAX_INT",
+    "MAX_MESSAGE_CHARS",
+    "MAX_SDP_CHARS",
+    "MAX_STATE_STRING",
+    "MAX_TIMEOUT",
+    "check_bool",
+    "check_continuity",
+    "check_int",
+    "check_json",
+    "check_number",
+    "check_payload",
+    "check_state",
+    "check_text",
+    "fail",
+    "kind",
+]
 
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 _CONTROL_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f]")  # tab and newline allowed
@@ -22,6 +39,11 @@ _CONTROL_SDP = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # tab, CR and LF 
 MAX_INT = 2**53 - 1  # the largest integer every JSON implementation reads exactly
 MAX_JSON_DEPTH = 16
 MAX_STATE_STRING = 256
+# limits of the action frames, here so that protocol.py and hot_frames.py share one value
+MAX_ID_CHARS = 128
+MAX_MESSAGE_CHARS = 2048
+MAX_TIMEOUT = 3600.0
+MAX_ERROR_TYPE_CHARS = 100
 MAX_CALLS = 100
 
 
